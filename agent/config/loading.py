@@ -1,0 +1,288 @@
+"""Loading settings from built-in defaults, a YAML file and the environment.
+
+Policy:
+- precedence, lowest first: built-in defaults, the YAML file, ``RUNNER_AGENT_SOCKET``,
+  then ``RUNNER_AGENT_<GROUP>__<KEY>[__<SUBKEY>...]`` variables;
+- environment values are strings that pydantic coerces; a value starting with ``[`` or
+  ``{`` is parsed as YAML flow so lists can be given (``'["/a", "/b"]'``);
+- all problems are collected and raised together as one :class:`ConfigError`, each with
+  its source (``file:line:column`` or the variable's name), key path, bad value and the
+  expected form; duplicate keys in the YAML are errors too (YAML itself keeps the last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from agent.config import models
+
+ENV_PREFIX = "RUNNER_AGENT_"
+ENV_SOCKET = "RUNNER_AGENT_SOCKET"
+ENV_CONFIG = "RUNNER_AGENT_CONFIG"
+ENV_ON_CONFIG_ERROR = "RUNNER_AGENT_ON_CONFIG_ERROR"
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration."""
+
+    source: str
+    path: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        got = f"got {self.value}; " if self.value else ""
+        return f"{self.source}: {where}{got}{self.expected}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; :attr:`problems` says why, one per item."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    def one_line(self) -> str:
+        """The first problem, plus how many more there are: for a single log line."""
+        first = str(self.problems[0])
+        more = len(self.problems) - 1
+        return f"{first} (and {more} more problem{'s' if more > 1 else ''})" if more else first
+
+
+# --- YAML with positions --------------------------------------------------------------
+
+Marks = dict[tuple[str | int, ...], tuple[int, int]]
+
+
+def parse_yaml(text: str, *, source: str) -> tuple[Any, Marks]:
+    """Parse YAML ``text`` and return the data plus ``path -> (line, column)`` marks.
+
+    Lines and columns are 1-based, as editors show them. Raises :class:`ConfigError`
+    on a syntax error or a duplicate key.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(
+            [Problem(where, "", "", f"invalid YAML: {exc.problem or exc.context}")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(source, "", "", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    marks: Marks = {}
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), marks, problems, source)
+    if problems:
+        raise ConfigError(problems)
+    return data, marks
+
+
+def _walk(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    marks: Marks,
+    problems: list[Problem],
+    source: str,
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*path, key)
+            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if key in seen:
+                problems.append(
+                    Problem(
+                        f"{source}:{line}:{col}",
+                        _dotted(child),
+                        "",
+                        "duplicate key; each key may appear once",
+                    )
+                )
+            seen.add(key)
+            marks[child] = (line, col)
+            _walk(value_node, child, marks, problems, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _walk(item, child, marks, problems, source)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- environment ----------------------------------------------------------------------
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Turn ``RUNNER_AGENT_*`` variables into a nested dict, and remember each one's name."""
+    data: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    if ENV_SOCKET in environ:
+        data.setdefault("server", {})["socket_path"] = environ[ENV_SOCKET]
+        sources[("server", "socket_path")] = ENV_SOCKET
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+        value: Any = environ[name]
+        if value.lstrip().startswith(("[", "{")):
+            # On a YAML error the string stays; validation then says what was expected.
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.load(value, Loader=_Loader)  # noqa: S506 - a safe loader
+        cursor = data
+        for part in parts[:-1]:
+            nested = cursor.setdefault(part, {})
+            if not isinstance(nested, dict):
+                nested = cursor[part] = {}
+            cursor = nested
+        cursor[parts[-1]] = value
+        sources[parts] = name
+    return data, sources
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def _fields_at(loc: tuple[str | int, ...]) -> list[str] | None:
+    """The field names allowed at ``loc`` (the parent of an unknown key), if a model."""
+    model: type[BaseModel] = models.Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def validate(
+    data: Any,
+    *,
+    source: str,
+    marks: Marks | None = None,
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
+) -> models.Settings:
+    """Validate merged ``data`` into :class:`~agent.config.models.Settings`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem(source, "", _show(data), "expected a mapping of groups at the top level")]
+        )
+    try:
+        return models.Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            where = _locate(loc, source, marks or {}, env_sources or {})
+            expected = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = _fields_at(loc[:-1])
+                expected = "unknown key" + (
+                    f"; expected one of: {', '.join(allowed)}" if allowed else ""
+                )
+            elif expected.startswith("Value error, "):
+                expected = expected[len("Value error, ") :]
+            problems.append(Problem(where, _dotted(loc), _show(err.get("input")), expected))
+        raise ConfigError(problems) from exc
+
+
+def _locate(
+    loc: tuple[str | int, ...],
+    source: str,
+    marks: Marks,
+    env_sources: Mapping[tuple[str, ...], str],
+) -> str:
+    # An environment variable wins (it overrode the file); otherwise the deepest marked
+    # prefix in the file; otherwise the file as a whole.
+    for end in range(len(loc), 0, -1):
+        name = env_sources.get(tuple(str(p) for p in loc[:end]))
+        if name:
+            return f"environment variable {name}"
+    for end in range(len(loc), 0, -1):
+        mark = marks.get(loc[:end])
+        if mark:
+            return f"{source}:{mark[0]}:{mark[1]}"
+    return source
+
+
+def read_text(path: Path) -> str:
+    """Read a config file, turning OS errors into a :class:`ConfigError` that says why."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        hint = "the file does not exist; check --config or RUNNER_AGENT_CONFIG"
+        raise ConfigError([Problem(str(path), "", "", hint)]) from exc
+    except PermissionError as exc:
+        hint = f"permission denied reading it; make it readable by uid {os.getuid()}"
+        raise ConfigError([Problem(str(path), "", "", hint)]) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError([Problem(str(path), "", "", "is a directory; expected a file")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), "", "", "is not UTF-8 text")]) from exc
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), "", "", f"cannot be read: {exc.strerror}")]) from exc
+
+
+def load(path: Path | None, *, environ: Mapping[str, str] | None = None) -> models.Settings:
+    """Load settings: defaults, then the YAML file at ``path`` (if any), then the env."""
+    environ = os.environ if environ is None else environ
+    data: Any = {}
+    marks: Marks = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        data, marks = parse_yaml(read_text(path), source=source)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                [Problem(f"{source}:1:1", "", _show(data), "expected a mapping of groups")]
+            )
+    overrides, env_sources = env_overrides(environ)
+    return validate(_merge(data, overrides), source=source, marks=marks, env_sources=env_sources)
+
+
+def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file named by ``RUNNER_AGENT_CONFIG``, if set and not empty."""
+    value = (os.environ if environ is None else environ).get(ENV_CONFIG, "")
+    return Path(value) if value else None

@@ -1,0 +1,256 @@
+"""The agent's settings, as nested pydantic models.
+
+Every field documents its unit, default and why. Fields that cannot change while the
+agent runs (a listen address, the store root) carry ``x-restart-required`` in their
+JSON Schema; a reload that changes them keeps the running value and reports the field
+as needing a restart.
+
+Group names reserved for later features, so nothing else may take them: ``features``,
+``installer``, ``runner``, ``services``, ``gpu`` and ``github``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
+
+RESTART: JsonDict = {"x-restart-required": True}
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
+
+    Raises ``ValueError`` with the expected form when ``value`` is not such an address.
+    """
+    expected = "expected host:port, e.g. 127.0.0.1:9102, 0.0.0.0:9102 or [::1]:9102"
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(expected)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address; {expected}") from None
+    elif ":" in host:
+        raise ValueError(f"IPv6 hosts need brackets; {expected}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535; {expected}")
+    return host, port
+
+
+def _check_address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _check_absolute(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError("expected an absolute path")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ServerSettings(_Group):
+    """Listeners: the read-only probe/metrics port and the API (unix socket, optional TCP)."""
+
+    metrics_address: Address = Field(
+        default="127.0.0.1:9102",
+        description=(
+            "host:port of the read-only probe and metrics listener (/healthz, /readyz, "
+            "/metrics). Loopback by default so a host install exposes nothing; pods set "
+            "0.0.0.0:9102 so the kubelet and Prometheus can reach it."
+        ),
+        json_schema_extra=RESTART,
+    )
+    socket_path: AbsolutePath = Field(
+        default=Path("/run/runner-agent/api.sock"),
+        description=(
+            "Path of the API unix socket (mode 0660). Also read from RUNNER_AGENT_SOCKET, "
+            "which the job hook uses too, so both sides agree from one variable. In a pod "
+            "it lives on a volume shared with the runner container."
+        ),
+        json_schema_extra=RESTART,
+    )
+    socket_group: int | str | None = Field(
+        default=None,
+        description=(
+            "Group (gid or name) to own the API socket, so the runner container's user "
+            "can connect through mode 0660. Default: the agent's own group. In ARC pods "
+            "set it to the runner's gid."
+        ),
+        json_schema_extra=RESTART,
+    )
+    api_tcp_address: Address | None = Field(
+        default=None,
+        description=(
+            "Optional host:port for the API over TCP. Off by default: the unix socket is "
+            "the safer channel. Over TCP every request needs a bearer token, so at least "
+            "one token file must be set."
+        ),
+        json_schema_extra=RESTART,
+    )
+    job_token_file: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "File holding the bearer token for the `job` scope (what a job's hook may "
+            "call). Unset: job endpoints are open on the unix socket only (its file mode "
+            "is the access control) and closed over TCP. Re-read on reload."
+        ),
+    )
+    admin_token_file: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "File holding the bearer token for the `admin` scope (reload, restart or stop "
+            "a service, evict). Never mount it into the runner container, so job code "
+            "cannot restart dockerd or wipe the cache. Unset: admin endpoints are open on "
+            "the unix socket only. Re-read on reload."
+        ),
+    )
+    max_request_bytes: ByteSize = Field(
+        default=ByteSize(1024 * 1024),
+        gt=0,
+        description=(
+            "Largest API request body accepted, in bytes (units such as 64KiB allowed). "
+            "Default 1 MiB: API bodies are small JSON documents; larger ones get 413."
+        ),
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds to drain in-flight requests and stop tasks after the first SIGTERM "
+            "or SIGINT. Default 20 s, below the pod's default 30 s termination grace, so "
+            "the agent exits on its own before the kubelet's SIGKILL."
+        ),
+        json_schema_extra=RESTART,
+    )
+    config_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often, in seconds, the config file is checked for changes (following "
+            "symlinks, as Kubernetes ConfigMap mounts swap a symlink). Default 2 s: a "
+            "stat() per poll costs nothing and ConfigMap updates take ~60 s anyway."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _tcp_needs_a_token(self) -> ServerSettings:
+        if self.api_tcp_address and not (self.job_token_file or self.admin_token_file):
+            raise ValueError(
+                "api_tcp_address is set but no token file is: over TCP every request needs "
+                "a bearer token, so set job_token_file and/or admin_token_file"
+            )
+        return self
+
+
+class CacheSettings(_Group):
+    """The shared tool store on a volume many runner pods share."""
+
+    root: AbsolutePath = Field(
+        default=Path("/var/lib/runner-agent/store"),
+        description=(
+            "Root of the shared store, laid out as the actions/setup-* tool cache "
+            "(<name>/<version>/<arch>/ plus <arch>.complete). Writable by the agent alone."
+        ),
+        json_schema_extra=RESTART,
+    )
+    size_budget: ByteSize = Field(
+        default=ByteSize(50 * 1024**3),
+        gt=0,
+        description=(
+            "Size budget for the store, in bytes (units such as 50GiB allowed). Default "
+            "50 GiB: room for several toolchains and a CUDA toolkit; least recently used "
+            "entries beyond it are evicted."
+        ),
+    )
+    lock_backend: Literal["posix"] = Field(
+        default="posix",
+        description=(
+            "How installs into the shared store exclude each other. `posix`: fcntl record "
+            "locks (OFD locks where the kernel has them), which work on local disks and "
+            "on NFSv3/v4 with lockd. Every agent sharing a volume must use the same one."
+        ),
+        json_schema_extra=RESTART,
+    )
+
+
+class CatalogSettings(_Group):
+    """Where feature manifests come from."""
+
+    bundled: bool = Field(
+        default=True,
+        description=(
+            "Load the catalog shipped with the agent first. Default true; turn off only to "
+            "run a fully custom catalog."
+        ),
+    )
+    paths: tuple[AbsolutePath, ...] = Field(
+        default=(),
+        description=(
+            "Extra folders of feature manifests (<folder>/<id>/feature.yaml), loaded after "
+            "the bundled catalog in this order; a later folder overrides an earlier one by "
+            "feature id. Default none."
+        ),
+    )
+
+
+class LoggingSettings(_Group):
+    """Log format and level; both change live on reload."""
+
+    format: Literal["json", "text"] = Field(
+        default="json",
+        description=(
+            "`json`: one object per line for log collectors (the default, as the agent "
+            "runs in pods); `text`: for humans at a terminal."
+        ),
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Lowest level logged. Default info: lifecycle events, not per-request.",
+    )
+
+
+class Settings(_Group):
+    """Everything the agent itself is configured with."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+def restart_required_paths(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Dotted paths of every field marked ``x-restart-required``."""
+    paths: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("x-restart-required"):
+            paths.append(path)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(restart_required_paths(annotation, prefix=f"{path}."))
+    return paths
+
+
+def get_path(data: Any, path: str) -> Any:
+    """Read a dotted ``path`` from nested models."""
+    for part in path.split("."):
+        data = getattr(data, part)
+    return data

@@ -1,0 +1,270 @@
+"""The one owner of the agent's startup and shutdown.
+
+Policy:
+- startup order is chosen for the time to the first /healthz: load config, bind the
+  probe listener, and only then build the API, start the reload watcher, the loop-lag
+  probe and everything else;
+- a bad configuration at startup either exits 2 with one line (``exit``, the CLI
+  default) or runs on built-in defaults with /readyz false and the error in the
+  ``config`` condition (``degrade``, what the chart sets), so a pod is not deleted
+  and recreated in a loop;
+- the API socket is retried with backoff if it cannot be bound (a volume not mounted
+  yet): the agent keeps serving probes meanwhile with the ``api`` condition false;
+- the first SIGTERM/SIGINT starts a graceful drain bounded by
+  ``server.shutdown_grace_seconds``; a second one exits at once. Both exit 0: a sidecar
+  that exits non-zero gets the runner pod deleted. SIGHUP reloads the configuration;
+- every background task runs under :func:`agent.kits.aiotasks.guard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+
+from agent import __version__
+from agent.config import loading, models, reloading, tokens
+from agent.http import api, listeners, probes
+from agent.kits import aiotasks, logs
+from agent.observe import conditions, looplag, metrics
+
+logger = logging.getLogger("agent.daemon")
+
+OnConfigError = Literal["exit", "degrade"]
+EXIT_OK = 0
+EXIT_LISTEN = 1
+EXIT_CONFIG = 2
+
+
+def initial_config(
+    path: Path | None, *, on_error: OnConfigError
+) -> tuple[reloading.Loaded, loading.ConfigError | None]:
+    """Load the startup configuration, or fall back to defaults in degrade mode.
+
+    In degrade mode the environment alone is tried first, so settings a pod passes by
+    environment (the probe address above all) survive a broken file; if even that fails,
+    the built-in defaults are used and no scope is left open without a token.
+    """
+    try:
+        return reloading.load_snapshot(path, generation=1), None
+    except loading.ConfigError as exc:
+        if on_error == "exit":
+            raise
+        error = exc
+    message = error.one_line()
+    try:
+        fallback = reloading.load_snapshot(None, generation=1)
+        return (
+            reloading.Loaded(
+                settings=fallback.settings,
+                tokens=fallback.tokens,
+                generation=1,
+                source=f"{path or 'environment'} (invalid; running on defaults)",
+                error=message,
+            ),
+            error,
+        )
+    except loading.ConfigError:
+        return (
+            reloading.Loaded(
+                settings=models.Settings(),
+                tokens=tokens.Tokens(open_on_socket=False),
+                generation=1,
+                source="defaults",
+                error=message,
+            ),
+            error,
+        )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def serve(path: Path | None, *, on_config_error: OnConfigError) -> int:
+    """Run the daemon until a signal stops it; return the process exit code."""
+    started = time.time()
+    try:
+        loaded, error = initial_config(path, on_error=on_config_error)
+    except loading.ConfigError as exc:
+        print(f"runner-agent: invalid configuration: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(fmt=loaded.settings.logging.format, level=loaded.settings.logging.level)
+    if error is not None:
+        logger.error(
+            "invalid configuration; running degraded on defaults, not ready, until it is fixed",
+            extra={"problems": [str(p) for p in error.problems]},
+        )
+    daemon = Daemon(path, loaded, started=started)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(daemon.run())
+
+
+class Daemon:
+    """Listeners, background tasks and the shutdown sequence of one agent process."""
+
+    def __init__(self, path: Path | None, loaded: reloading.Loaded, *, started: float) -> None:
+        self.started = started
+        self.metrics = metrics.Metrics(started=started)
+        self.conditions = conditions.Conditions(self.metrics)
+        self.lag = looplag.LoopLag(self.metrics)
+        self.reloader = reloading.Reloader(
+            path, loaded, on_swap=self._on_swap, on_failure=self._on_reload_failure
+        )
+        self.probe_port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._api_runner: web.AppRunner | None = None
+        self._socket: Path | None = None
+        self._set_config_condition(loaded)
+        self.metrics.config_generation.set(loaded.generation)
+
+    # --- configuration -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> models.Settings:
+        """The settings in force."""
+        return self.reloader.current.settings
+
+    def _set_config_condition(self, loaded: reloading.Loaded) -> None:
+        if loaded.error:
+            self.conditions.set("config", ok=False, message=loaded.error)
+        else:
+            self.conditions.set(
+                "config", ok=True, message=f"generation {loaded.generation} from {loaded.source}"
+            )
+
+    def _on_swap(self, old: reloading.Loaded, new: reloading.Loaded) -> None:
+        logs.configure(fmt=new.settings.logging.format, level=new.settings.logging.level)
+        self.metrics.config_generation.set(new.generation)
+        self.metrics.config_reloads.inc()
+        self.metrics.config_restart_required.set(1 if new.pending_restart else 0)
+        self._set_config_condition(new)
+
+    def _on_reload_failure(self, error: loading.ConfigError) -> None:
+        self.metrics.config_reload_failures.inc()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, wait for a stop signal, shut down; return the exit code."""
+        server = self.settings.server
+        probe_runner = web.AppRunner(
+            probes.make_app(
+                m=self.metrics, conds=self.conditions, lag=self.lag, started=self.started
+            ),
+            access_log=None,
+        )
+        await probe_runner.setup()
+        try:
+            _, self.probe_port = await listeners.start_tcp(
+                probe_runner, server.metrics_address, shutdown_timeout=0.5
+            )
+        except listeners.BindError as exc:
+            logger.error("%s", exc)
+            await probe_runner.cleanup()
+            return EXIT_LISTEN
+        self.conditions.set("lifecycle", ok=True, message="serving")
+        self._install_signals()
+        self._spawn(self.lag.run(), "event-loop lag probe")
+        self._spawn(self.reloader.run(), "config reloader")
+        self._spawn(
+            self.reloader.watch(interval=lambda: self.settings.server.config_poll_seconds),
+            "config file watcher",
+        )
+        self._spawn(self._serve_api(), "API listener", forever=False)
+        logger.info(
+            "runner-agent %s serving probes and metrics on %s",
+            __version__,
+            server.metrics_address,
+            extra={"pid": os.getpid(), "port": self.probe_port},
+        )
+        await self._stop.wait()
+        await self._shutdown(probe_runner)
+        return EXIT_OK
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True) -> None:
+        self._tasks.append(aiotasks.create_guarded_task(coro, name=name, forever=forever))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s received: draining for up to %.1f s (send it again to exit at once)",
+                sig.name,
+                self.settings.server.shutdown_grace_seconds,
+            )
+            self._stop.set()
+            return
+        logger.warning("%s received again: exiting now without draining", sig.name)
+        self._remove_socket()
+        logging.shutdown()
+        os._exit(EXIT_OK)
+
+    async def _serve_api(self) -> None:
+        server = self.settings.server
+        ctx = api.Context(reloader=self.reloader, conditions=self.conditions, started=self.started)
+        runner = web.AppRunner(api.make_app(ctx, m=self.metrics), access_log=None)
+        await runner.setup()
+        self._api_runner = runner
+        drain = max(server.shutdown_grace_seconds - 1.5, 0.1)
+        delay = 1.0
+        where = str(server.socket_path)
+        self.conditions.set("api", ok=False, message=f"binding {where}")
+        while True:
+            try:
+                await listeners.start_unix(
+                    runner, server.socket_path, group=server.socket_group, shutdown_timeout=drain
+                )
+                self._socket = server.socket_path
+                break
+            except listeners.BindError as exc:
+                self.conditions.set("api", ok=False, message=f"{exc}; retrying in {delay:.0f} s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if server.api_tcp_address:
+            try:
+                await listeners.start_tcp(runner, server.api_tcp_address, shutdown_timeout=drain)
+                where += f" and {server.api_tcp_address}"
+            except listeners.BindError as exc:
+                self.conditions.set("api", ok=False, message=str(exc))
+                return
+        self.conditions.set("api", ok=True, message=f"serving on {where}")
+
+    def _remove_socket(self) -> None:
+        # Only the socket this process bound: never another agent's.
+        if self._socket is not None:
+            self._socket.unlink(missing_ok=True)
+            self._socket = None
+
+    async def _shutdown(self, probe_runner: web.AppRunner) -> None:
+        # Readiness goes false first, while probes still answer, so the pod is seen
+        # draining; then in-flight API requests finish (bounded by the site's timeout);
+        # then background tasks stop; probes go last.
+        self.conditions.set("lifecycle", ok=False, message="shutting down")
+        start = time.monotonic()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        self._remove_socket()
+        await aiotasks.stop_tasks(self._tasks, timeout=1.0)
+        await probe_runner.cleanup()
+        logger.info("runner-agent stopped after draining for %.2f s", time.monotonic() - start)

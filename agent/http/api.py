@@ -1,0 +1,167 @@
+"""The API application: /v1/status, /v1/config, /v1/reload and /openapi.json.
+
+Policy: read-only endpoints are of the ``job`` scope (a job's hook may look); anything
+that changes the agent is ``admin``. Later features add their routes to :func:`routes`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel
+
+from agent import __version__
+from agent.config import reloading
+from agent.http import auth, bodies, errors, instrument, models
+from agent.http import routes as routing
+from agent.observe import conditions, metrics
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the API handlers reach into."""
+
+    reloader: reloading.Reloader
+    conditions: conditions.Conditions
+    started: float
+
+
+CONTEXT = web.AppKey("context", Context)
+ROUTES = web.AppKey("routes", list[routing.Route])
+
+
+def _config_info(loaded: reloading.Loaded) -> models.ConfigInfo:
+    return models.ConfigInfo(
+        generation=loaded.generation,
+        source=loaded.source,
+        loaded_at=loaded.loaded_at,
+        error=loaded.error,
+        pending_restart=list(loaded.pending_restart),
+    )
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """Version, uptime, configuration generation and readiness conditions."""
+    ctx = request.app[CONTEXT]
+    conds = ctx.conditions
+    return _json(
+        models.StatusResponse(
+            version=__version__,
+            python=platform.python_version(),
+            pid=os.getpid(),
+            started_at=ctx.started,
+            uptime_seconds=round(time.time() - ctx.started, 3),
+            ready=conds.ready,
+            config=_config_info(ctx.reloader.current),
+            conditions=[
+                models.ConditionModel(name=c.name, ok=c.ok, message=c.message, since=c.since)
+                for c in conds.snapshot()
+            ],
+        )
+    )
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """The effective configuration. Token values are never part of it."""
+    loaded = request.app[CONTEXT].reloader.current
+    return _json(
+        models.ConfigResponse(
+            config=_config_info(loaded),
+            settings=loaded.settings.model_dump(mode="json"),
+            tokens={"job": loaded.tokens.job is not None, "admin": loaded.tokens.admin is not None},
+        )
+    )
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    """Reload the configuration now; 422 with the problems if the new one is invalid."""
+    ctx = request.app[CONTEXT]
+    limit = int(ctx.reloader.current.settings.server.max_request_bytes)
+    body = await bodies.read_model(request, models.ReloadRequest, limit=limit)
+    outcome = await ctx.reloader.reload(body.reason or "API request")
+    if not outcome.ok:
+        raise errors.ApiError(
+            422,
+            "the new configuration is invalid; the previous one stays in force",
+            code="config_invalid",
+            details={
+                "generation": outcome.generation,
+                "problems": (outcome.error or "").splitlines(),
+            },
+        )
+    return _json(
+        models.ReloadResponse(
+            generation=outcome.generation,
+            changed=list(outcome.changed),
+            restart_required=list(outcome.restart_required),
+        )
+    )
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API."""
+    return web.json_response(routing.openapi(request.app[ROUTES]))
+
+
+def routes() -> list[routing.Route]:
+    """The API's route table."""
+    return [
+        routing.Route(
+            "GET", "/v1/status", get_status, "job", "Agent status", response=models.StatusResponse
+        ),
+        routing.Route(
+            "GET",
+            "/v1/config",
+            get_config,
+            "job",
+            "Effective configuration",
+            response=models.ConfigResponse,
+        ),
+        routing.Route(
+            "POST",
+            "/v1/reload",
+            post_reload,
+            "admin",
+            "Reload the configuration",
+            request=models.ReloadRequest,
+            response=models.ReloadResponse,
+            errors=(422,),
+        ),
+        routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
+    ]
+
+
+def _guarded(route: routing.Route) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if route.scope is not None:
+            reloader = request.app[CONTEXT].reloader
+            auth.check(request, route.scope, lambda: reloader.current.tokens)
+        return await route.handler(request)
+
+    return handler
+
+
+def make_app(ctx: Context, *, m: metrics.Metrics) -> web.Application:
+    """Build the API application (served on the unix socket and, if set, on TCP)."""
+    # Bodies are read by agent.http.bodies against the live limit; aiohttp's own limit
+    # only guards its form parser, which no route uses.
+    app = web.Application(
+        middlewares=[instrument.instrument(m, listener="api"), errors.json_errors],
+    )
+    table = routes()
+    app[CONTEXT] = ctx
+    app[ROUTES] = table
+    for route in table:
+        app.router.add_route(route.method, route.path, _guarded(route))
+    return app

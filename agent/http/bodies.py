@@ -1,0 +1,78 @@
+"""Reading JSON request bodies into pydantic models.
+
+Policy: the size limit is checked before the body is read (Content-Length) and while
+reading (chunked uploads), against the live ``server.max_request_bytes``; only
+``application/json`` is accepted for a non-empty body; malformed JSON is a 400 that says
+where; a schema violation is a 400 that names each field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from agent.http import errors
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: web.Request, model: type[M], *, limit: int) -> M:
+    """Read and validate the body of ``request`` as ``model`` (empty body = defaults)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit, length)
+    chunks: list[bytes] = []
+    total = 0
+    while request.can_read_body:
+        chunk = await request.content.read(limit + 1 - total)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit, None)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        return model()
+    if request.content_type != "application/json":
+        raise errors.ApiError(
+            415,
+            f"content type {request.content_type!r} is not supported; send application/json",
+            details={"expected": "application/json", "got": request.content_type},
+        )
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = (
+            f" at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise errors.ApiError(400, f"malformed JSON{where}: {exc}", code="invalid_json") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = [
+            {
+                "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                "message": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise errors.ApiError(
+            400, f"invalid request body: {summary}", code="validation_error", details=fields
+        ) from exc
+
+
+def _too_large(limit: int, got: int | None) -> errors.ApiError:
+    size = f" ({got} bytes)" if got is not None else ""
+    return errors.ApiError(
+        413,
+        f"request body{size} is over the limit of {limit} bytes (server.max_request_bytes)",
+        details={"limit": limit},
+    )

@@ -1,0 +1,117 @@
+"""Binding the listeners: TCP for probes (and optionally the API), a unix socket for the API.
+
+Policy:
+- the unix socket is created with mode 0660 from the start (no window where it is
+  world-writable) and, if ``server.socket_group`` is set, owned by that group, so the
+  runner container's user can reach it;
+- a leftover socket file from a killed agent is removed; a socket that still answers
+  belongs to another live agent and is never stolen; a path that is not a socket is
+  never deleted;
+- every failure is a :class:`BindError` that says what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import socket
+import stat
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.config import models
+
+SOCKET_MODE = 0o660
+
+
+class BindError(Exception):
+    """A listener could not be bound; the message says what to change."""
+
+
+async def start_tcp(
+    runner: web.AppRunner, address: str, *, shutdown_timeout: float
+) -> tuple[web.TCPSite, int]:
+    """Bind ``address`` (host:port) and return the site and the bound port (for port 0)."""
+    host, port = models.split_address(address)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise BindError(
+            f"cannot listen on {address}: {exc.strerror or exc}; "
+            "pick a free address or stop whatever holds it"
+        ) from exc
+    # Port 0 asks the kernel for a free port; the runner knows which one it got.
+    bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and a[1] != 0), port)
+    return site, bound
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise BindError(f"{path} exists and is not a socket; remove it or pick another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)  # nobody answers: left over from a killed agent
+    else:
+        raise BindError(f"another process is already serving the API on {path}; stop it first")
+    finally:
+        probe.close()
+
+
+def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
+    """Create, bind and listen on the API unix socket with mode 0660."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BindError(
+            f"cannot create {path.parent} for the API socket: {exc.strerror}; "
+            "set server.socket_path (or RUNNER_AGENT_SOCKET) to a writable place"
+        ) from exc
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o117)  # the socket is born 0660
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        hint = "it is too long for a unix socket path" if exc.errno == errno.EINVAL else ""
+        raise BindError(
+            f"cannot bind the API socket {path}: {exc.strerror or exc} {hint}".rstrip()
+        ) from exc
+    finally:
+        os.umask(old_umask)
+    try:
+        os.chmod(path, SOCKET_MODE)
+        if group is not None:
+            gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+            os.chown(path, -1, gid)
+    except (OSError, KeyError) as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise BindError(
+            f"cannot give the API socket {path} group {group!r}: {exc}; check server.socket_group"
+        ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_unix(
+    runner: web.AppRunner, path: Path, *, group: int | str | None, shutdown_timeout: float
+) -> web.SockSite:
+    """Serve ``runner`` on the unix socket at ``path``."""
+    sock = bind_unix(path, group=group)
+    site = web.SockSite(runner, sock, shutdown_timeout=shutdown_timeout)
+    await site.start()
+    return site

@@ -1,0 +1,93 @@
+"""Pydantic models of every API body, in and out.
+
+Policy: request models forbid unknown fields (a typo is a 400 naming the field, not a
+silently ignored option); response models are what /openapi.json documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    """The inside of every error response."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. validation_error.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    details: Any = Field(default=None, description="Structured context, e.g. the bad fields.")
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx API response."""
+
+    error: ErrorDetail
+
+
+class ConditionModel(BaseModel):
+    """One readiness condition."""
+
+    name: str
+    ok: bool
+    message: str
+    since: float = Field(description="Unix time of the last change of state.")
+
+
+class ConfigInfo(BaseModel):
+    """Which configuration is in force."""
+
+    generation: int = Field(description="1 at start, +1 on each successful reload.")
+    source: str = Field(description="The file it came from, or `defaults`.")
+    loaded_at: float = Field(description="Unix time it was loaded.")
+    error: str | None = Field(
+        default=None, description="Set when running on defaults after a config error."
+    )
+    pending_restart: list[str] = Field(
+        default_factory=list, description="Changed settings that only a restart applies."
+    )
+
+
+class StatusResponse(BaseModel):
+    """GET /v1/status."""
+
+    version: str
+    python: str
+    pid: int
+    started_at: float = Field(description="Unix time the agent started.")
+    uptime_seconds: float
+    ready: bool
+    config: ConfigInfo
+    conditions: list[ConditionModel]
+
+
+class ConfigResponse(BaseModel):
+    """GET /v1/config: the effective configuration; token values are never included."""
+
+    config: ConfigInfo
+    settings: dict[str, Any]
+    tokens: dict[str, bool] = Field(
+        description="Whether each scope has a token configured (the values are secret)."
+    )
+
+
+class ReloadRequest(_Request):
+    """POST /v1/reload. The body is optional."""
+
+    reason: str | None = Field(
+        default=None, max_length=200, description="Why, for the agent's log."
+    )
+
+
+class ReloadResponse(BaseModel):
+    """The outcome of a successful reload."""
+
+    generation: int
+    changed: list[str] = Field(description="Dotted paths of settings that changed.")
+    restart_required: list[str] = Field(
+        description="Changed settings that keep their running value until a restart."
+    )

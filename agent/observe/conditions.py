@@ -1,0 +1,63 @@
+"""Readiness conditions: named facts that must all hold for /readyz to answer 200.
+
+Policy: any part of the agent registers a condition by name and flips it; a condition
+carries a human message and when it last changed, so /readyz explains itself. Later
+features register their own (preinstalled features, services, GPU health). Changes are
+mirrored into the ``runner_agent_condition`` and ``runner_agent_ready`` gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from agent.observe import metrics
+
+logger = logging.getLogger("agent.conditions")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The state of one readiness condition."""
+
+    name: str
+    ok: bool
+    message: str
+    since: float
+
+
+class Conditions:
+    """The registry of readiness conditions."""
+
+    def __init__(self, m: metrics.Metrics | None = None) -> None:
+        self._items: dict[str, Condition] = {}
+        self._metrics = m
+
+    def set(self, name: str, *, ok: bool, message: str) -> None:
+        """Create or update condition ``name``; a change of state is logged."""
+        old = self._items.get(name)
+        since = old.since if old is not None and old.ok == ok else time.time()
+        self._items[name] = Condition(name=name, ok=ok, message=message, since=since)
+        if old is None or old.ok != ok:
+            # Only a fall from ok is a warning; a condition born failing is just starting.
+            log = logger.warning if old is not None and old.ok else logger.info
+            log(
+                "condition %s is %s: %s",
+                name,
+                "ok" if ok else "failing",
+                message,
+                extra={"condition": name},
+            )
+        if self._metrics is not None:
+            self._metrics.condition.labels(name).set(1 if ok else 0)
+            self._metrics.ready.set(1 if self.ready else 0)
+
+    @property
+    def ready(self) -> bool:
+        """Whether every condition holds (an agent with none registered is not ready)."""
+        return bool(self._items) and all(c.ok for c in self._items.values())
+
+    def snapshot(self) -> list[Condition]:
+        """All conditions, sorted by name."""
+        return [self._items[k] for k in sorted(self._items)]
