@@ -32,7 +32,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import loading, models, reloading, tokens
-from agent.http import api, listeners, probes
+from agent.http import api, draining, listeners, probes
 from agent.kits import aiotasks, logs
 from agent.observe import conditions, looplag, metrics
 
@@ -128,6 +128,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._signals = 0
         self._api_runner: web.AppRunner | None = None
+        self._inflight = draining.InFlight()
         self._socket: Path | None = None
         self._set_config_condition(loaded)
         self.metrics.config_generation.set(loaded.generation)
@@ -167,12 +168,11 @@ class Daemon:
                 m=self.metrics, conds=self.conditions, lag=self.lag, started=self.started
             ),
             access_log=None,
+            shutdown_timeout=0.5,
         )
         await probe_runner.setup()
         try:
-            _, self.probe_port = await listeners.start_tcp(
-                probe_runner, server.metrics_address, shutdown_timeout=0.5
-            )
+            _, self.probe_port = await listeners.start_tcp(probe_runner, server.metrics_address)
         except listeners.BindError as exc:
             logger.error("%s", exc)
             await probe_runner.cleanup()
@@ -223,18 +223,19 @@ class Daemon:
     async def _serve_api(self) -> None:
         server = self.settings.server
         ctx = api.Context(reloader=self.reloader, conditions=self.conditions, started=self.started)
-        runner = web.AppRunner(api.make_app(ctx, m=self.metrics), access_log=None)
+        runner = web.AppRunner(
+            api.make_app(ctx, m=self.metrics, inflight=self._inflight),
+            access_log=None,
+            shutdown_timeout=0.5,  # requests are drained before cleanup; see _shutdown
+        )
         await runner.setup()
         self._api_runner = runner
-        drain = max(server.shutdown_grace_seconds - 1.5, 0.1)
         delay = 1.0
         where = str(server.socket_path)
         self.conditions.set("api", ok=False, message=f"binding {where}")
         while True:
             try:
-                await listeners.start_unix(
-                    runner, server.socket_path, group=server.socket_group, shutdown_timeout=drain
-                )
+                await listeners.start_unix(runner, server.socket_path, group=server.socket_group)
                 self._socket = server.socket_path
                 break
             except listeners.BindError as exc:
@@ -243,7 +244,7 @@ class Daemon:
                 delay = min(delay * 2, 30.0)
         if server.api_tcp_address:
             try:
-                await listeners.start_tcp(runner, server.api_tcp_address, shutdown_timeout=drain)
+                await listeners.start_tcp(runner, server.api_tcp_address)
                 where += f" and {server.api_tcp_address}"
             except listeners.BindError as exc:
                 self.conditions.set("api", ok=False, message=str(exc))
@@ -258,13 +259,22 @@ class Daemon:
 
     async def _shutdown(self, probe_runner: web.AppRunner) -> None:
         # Readiness goes false first, while probes still answer, so the pod is seen
-        # draining; then in-flight API requests finish (bounded by the site's timeout);
-        # then background tasks stop; probes go last.
+        # draining; the API stops accepting, and requests already in hand finish within
+        # the grace (less a margin for the rest); then tasks stop; probes go last.
         self.conditions.set("lifecycle", ok=False, message="shutting down")
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + max(self.settings.server.shutdown_grace_seconds - 1.5, 0.1)
         if self._api_runner is not None:
+            for site in list(self._api_runner.sites):
+                await site.stop()
+            self._remove_socket()
+            if not await self._inflight.drain(deadline=deadline):
+                logger.warning(
+                    "%d API request(s) still running at the end of the grace; cutting them",
+                    self._inflight.count,
+                )
             await self._api_runner.cleanup()
-        self._remove_socket()
         await aiotasks.stop_tasks(self._tasks, timeout=1.0)
         await probe_runner.cleanup()
-        logger.info("runner-agent stopped after draining for %.2f s", time.monotonic() - start)
+        logger.info("runner-agent stopped after draining for %.2f s", loop.time() - start)

@@ -15,7 +15,15 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 RESTART: JsonDict = {"x-restart-required": True}
@@ -55,7 +63,18 @@ def _check_absolute(value: Path) -> Path:
     return value
 
 
+def _check_size(value: Any) -> Any:
+    # ByteSize alone says "could not parse value and unit" for -5: say what is wanted.
+    negative = (isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0) or (
+        isinstance(value, str) and value.strip().startswith(("-", "0 "))
+    )
+    if negative:
+        raise ValueError("expected a size above 0: bytes, or with a unit such as 64KiB or 50GiB")
+    return value
+
+
 Address = Annotated[str, AfterValidator(_check_address)]
+Size = Annotated[ByteSize, BeforeValidator(_check_size)]
 AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
 
 
@@ -119,7 +138,7 @@ class ServerSettings(_Group):
             "the unix socket only. Re-read on reload."
         ),
     )
-    max_request_bytes: ByteSize = Field(
+    max_request_bytes: Size = Field(
         default=ByteSize(1024 * 1024),
         gt=0,
         description=(
@@ -170,7 +189,7 @@ class CacheSettings(_Group):
         ),
         json_schema_extra=RESTART,
     )
-    size_budget: ByteSize = Field(
+    size_budget: Size = Field(
         default=ByteSize(50 * 1024**3),
         gt=0,
         description=(

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.config import reloading
-from agent.http import auth, bodies, errors, instrument, models
+from agent.http import auth, bodies, draining, errors, instrument, models
 from agent.http import routes as routing
 from agent.observe import conditions, metrics
 
@@ -152,12 +152,16 @@ def _guarded(route: routing.Route) -> Handler:
     return handler
 
 
-def make_app(ctx: Context, *, m: metrics.Metrics) -> web.Application:
+def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -> web.Application:
     """Build the API application (served on the unix socket and, if set, on TCP)."""
     # Bodies are read by agent.http.bodies against the live limit; aiohttp's own limit
     # only guards its form parser, which no route uses.
     app = web.Application(
-        middlewares=[instrument.instrument(m, listener="api"), errors.json_errors],
+        middlewares=[
+            inflight.middleware,
+            instrument.instrument(m, listener="api"),
+            errors.json_errors,
+        ],
     )
     table = routes()
     app[CONTEXT] = ctx

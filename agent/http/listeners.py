@@ -31,12 +31,10 @@ class BindError(Exception):
     """A listener could not be bound; the message says what to change."""
 
 
-async def start_tcp(
-    runner: web.AppRunner, address: str, *, shutdown_timeout: float
-) -> tuple[web.TCPSite, int]:
+async def start_tcp(runner: web.AppRunner, address: str) -> tuple[web.TCPSite, int]:
     """Bind ``address`` (host:port) and return the site and the bound port (for port 0)."""
     host, port = models.split_address(address)
-    site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -107,11 +105,9 @@ def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
     return sock
 
 
-async def start_unix(
-    runner: web.AppRunner, path: Path, *, group: int | str | None, shutdown_timeout: float
-) -> web.SockSite:
+async def start_unix(runner: web.AppRunner, path: Path, *, group: int | str | None) -> web.SockSite:
     """Serve ``runner`` on the unix socket at ``path``."""
     sock = bind_unix(path, group=group)
-    site = web.SockSite(runner, sock, shutdown_timeout=shutdown_timeout)
+    site = web.SockSite(runner, sock)
     await site.start()
     return site

@@ -32,7 +32,7 @@ class Metrics:
     def __init__(self, *, started: float | None = None) -> None:
         # The *_created series double every counter and histogram for no use here (the
         # start time is exported once); this is process-wide, as the agent is one process.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

@@ -1,0 +1,54 @@
+"""Every default is pinned here: changing one is a decision, made in this file too."""
+
+from __future__ import annotations
+
+from agent.config import models
+
+
+def test_every_default_is_pinned() -> None:
+    assert models.Settings().model_dump(mode="json") == {
+        "server": {
+            "metrics_address": "127.0.0.1:9102",
+            "socket_path": "/run/runner-agent/api.sock",
+            "socket_group": None,
+            "api_tcp_address": None,
+            "job_token_file": None,
+            "admin_token_file": None,
+            "max_request_bytes": 1048576,
+            "shutdown_grace_seconds": 20.0,
+            "config_poll_seconds": 2.0,
+        },
+        "cache": {
+            "root": "/var/lib/runner-agent/store",
+            "size_budget": 53687091200,
+            "lock_backend": "posix",
+        },
+        "catalog": {"bundled": True, "paths": []},
+        "logging": {"format": "json", "level": "info"},
+    }
+
+
+def test_every_field_is_documented() -> None:
+    def walk(model: type[models.BaseModel], prefix: str = "") -> list[str]:
+        undocumented = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, models.BaseModel):
+                undocumented += walk(annotation, f"{prefix}{name}.")
+            elif not field.description or len(field.description) < 30:
+                undocumented.append(prefix + name)
+        return undocumented
+
+    assert walk(models.Settings) == []
+
+
+def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
+    assert models.restart_required_paths() == [
+        "server.metrics_address",
+        "server.socket_path",
+        "server.socket_group",
+        "server.api_tcp_address",
+        "server.shutdown_grace_seconds",
+        "cache.root",
+        "cache.lock_backend",
+    ]

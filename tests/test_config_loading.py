@@ -1,0 +1,167 @@
+"""Loading the agent's config: positions in errors, environment overrides, bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import loading
+
+
+def load_text(tmp_path: Path, text: str, environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return loading.load(path, environ=environ or {}), path
+
+
+def problems_of(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(loading.ConfigError) as info:
+        load_text(tmp_path, text, environ)
+    return [str(p) for p in info.value.problems]
+
+
+def test_no_file_gives_the_defaults() -> None:
+    settings = loading.load(None, environ={})
+    assert settings.server.metrics_address == "127.0.0.1:9102"
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    settings, _ = load_text(tmp_path, "# nothing here\n")
+    assert settings.logging.level == "info"
+
+
+def test_malformed_yaml_names_file_line_and_column(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  metrics_address: [unclosed\n")
+    assert problem.startswith(f"{tmp_path / 'agent.yaml'}:3:1: invalid YAML")
+
+
+def test_a_wrong_type_names_the_key_path_value_and_expectation(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  shutdown_grace_seconds: soon\n")
+    assert problem == (
+        f"{tmp_path / 'agent.yaml'}:2:3: server.shutdown_grace_seconds: got 'soon'; "
+        "Input should be a valid number, unable to parse string as a number"
+    )
+
+
+def test_an_unknown_key_lists_the_keys_expected_there(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "logging:\n  levle: debug\n")
+    assert ":2:3: logging.levle: got 'debug'; unknown key; expected one of: format, level" in problem
+
+
+def test_an_unknown_group_lists_the_groups(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "gpus: {}\n")
+    assert "gpus" in problem and "expected one of: server, cache, catalog, logging" in problem
+
+
+def test_a_negative_size_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "cache:\n  size_budget: -5\n")
+    assert ":2:3: cache.size_budget: got -5; expected a size above 0" in problem
+
+
+def test_sizes_take_units(tmp_path: Path) -> None:
+    settings, _ = load_text(tmp_path, "cache:\n  size_budget: 2GiB\nserver:\n  max_request_bytes: 64KiB\n")
+    assert settings.cache.size_budget == 2 * 1024**3
+    assert settings.server.max_request_bytes == 64 * 1024
+
+
+def test_a_bad_address_says_the_expected_form(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  metrics_address: localhost\n")
+    assert "expected host:port, e.g. 127.0.0.1:9102" in problem
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [("[::1]:9102", True), ("0.0.0.0:1", True), ("::1:9102", False), ("h:70000", False), ("[zz]:1", False)],
+)
+def test_addresses(tmp_path: Path, address: str, ok: bool) -> None:
+    text = f"server:\n  metrics_address: '{address}'\n"
+    if ok:
+        assert load_text(tmp_path, text)[0].server.metrics_address == address
+    else:
+        problems_of(tmp_path, text)
+
+
+def test_a_relative_path_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "cache:\n  root: store\n")
+    assert "cache.root: got 'store'; expected an absolute path" in problem
+
+
+def test_a_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "logging:\n  level: debug\n  level: info\n")
+    assert ":3:3: logging.level: duplicate key" in problem
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "logging:\n  level: loud\n  format: xml\ncache:\n  size_budget: 0\n")
+    assert len(problems) == 3
+
+
+def test_a_top_level_list_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "- a\n- b\n")
+    assert "expected a mapping of groups" in problem
+
+
+def test_tcp_api_without_a_token_file_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  api_tcp_address: 127.0.0.1:9103\n")
+    assert "needs a bearer token" in problem and ":1:1: server: " in problem
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    settings, _ = load_text(
+        tmp_path,
+        "logging:\n  level: debug\n",
+        {
+            "RUNNER_AGENT_LOGGING__LEVEL": "error",
+            "RUNNER_AGENT_SERVER__METRICS_ADDRESS": "0.0.0.0:9102",
+            "RUNNER_AGENT_CATALOG__PATHS": '["/a", "/b"]',
+        },
+    )
+    assert settings.logging.level == "error"
+    assert settings.server.metrics_address == "0.0.0.0:9102"
+    assert [str(p) for p in settings.catalog.paths] == ["/a", "/b"]
+
+
+def test_runner_agent_socket_sets_the_socket_and_the_specific_variable_wins() -> None:
+    assert str(loading.load(None, environ={"RUNNER_AGENT_SOCKET": "/s/a.sock"}).server.socket_path) == "/s/a.sock"
+    both = {"RUNNER_AGENT_SOCKET": "/s/a.sock", "RUNNER_AGENT_SERVER__SOCKET_PATH": "/s/b.sock"}
+    assert str(loading.load(None, environ=both).server.socket_path) == "/s/b.sock"
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(loading.ConfigError) as info:
+        loading.load(None, environ={"RUNNER_AGENT_SERVER__SHUTDOWN_GRACE_SECONDS": "-1"})
+    assert str(info.value.problems[0]).startswith(
+        "environment variable RUNNER_AGENT_SERVER__SHUTDOWN_GRACE_SECONDS: "
+        "server.shutdown_grace_seconds: got '-1'"
+    )
+
+
+def test_an_unknown_environment_key_is_an_error() -> None:
+    with pytest.raises(loading.ConfigError) as info:
+        loading.load(None, environ={"RUNNER_AGENT_SERVER__PORT": "1"})
+    assert "RUNNER_AGENT_SERVER__PORT" in str(info.value)
+    assert "unknown key" in str(info.value)
+
+
+def test_a_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(loading.ConfigError, match="does not exist"):
+        loading.load(tmp_path / "nope.yaml", environ={})
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(loading.ConfigError, match="is a directory"):
+        loading.load(tmp_path, environ={})
+
+
+def test_binary_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(loading.ConfigError, match="not UTF-8"):
+        loading.load(path, environ={})
+
+
+def test_one_line_counts_the_rest(tmp_path: Path) -> None:
+    with pytest.raises(loading.ConfigError) as info:
+        load_text(tmp_path, "logging:\n  level: loud\n  format: xml\n")
+    assert info.value.one_line().endswith("(and 1 more problem)")
