@@ -19,6 +19,7 @@ Policy:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -51,7 +52,7 @@ def initial_config(
 
     In degrade mode the environment alone is tried first, so settings a pod passes by
     environment (the probe address above all) survive a broken file; if even that fails,
-    the built-in defaults are used and no scope is left open without a token.
+    the built-in defaults are used. Either way the admin scope is locked until a reload.
     """
     try:
         return reloading.load_snapshot(path, generation=1), None
@@ -62,27 +63,18 @@ def initial_config(
     message = error.one_line()
     try:
         fallback = reloading.load_snapshot(None, generation=1)
-        return (
-            reloading.Loaded(
-                settings=fallback.settings,
-                tokens=fallback.tokens,
-                generation=1,
-                source=f"{path or 'environment'} (invalid; running on defaults)",
-                error=message,
-            ),
-            error,
-        )
+        settings, found = fallback.settings, fallback.tokens
+        source = f"{path or 'environment'} (invalid; running on the environment and defaults)"
     except loading.ConfigError:
-        return (
-            reloading.Loaded(
-                settings=models.Settings(),
-                tokens=tokens.Tokens(open_on_socket=False),
-                generation=1,
-                source="defaults",
-                error=message,
-            ),
-            error,
-        )
+        settings, found, source = models.Settings(), tokens.Tokens(), "defaults"
+    degraded = reloading.Loaded(
+        settings=settings,
+        tokens=dataclasses.replace(found, locked=frozenset({"admin"})),
+        generation=1,
+        source=source,
+        error=message,
+    )
+    return degraded, error
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

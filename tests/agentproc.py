@@ -145,7 +145,8 @@ class Starter:
         if config is not None:
             port = int(config["server"]["metrics_address"].rsplit(":", 1)[1])
             socket_path = Path(config["server"]["socket_path"])
-        assert port is not None and socket_path is not None
+        assert port is not None
+        assert socket_path is not None
         log = self.workdir / f"agent{len(self.agents)}.log"
         argv = [PYTHON, "-m", "agent", "serve"]
         if config_path is not None:
@@ -153,9 +154,9 @@ class Starter:
         argv += args or []
         if user is not None:
             argv = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv]
-        full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")
-        } | (env or {})
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")} | (
+            env or {}
+        )
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
         agent = Agent(proc=proc, port=port, socket=socket_path, config=config_path, log=log)

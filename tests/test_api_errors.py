@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +18,9 @@ def unix_session(agent: Agent) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(agent.socket)))
 
 
-async def post_reload(agent: Agent, data: bytes, content_type: str = "application/json") -> tuple[int, Any]:
+async def post_reload(
+    agent: Agent, data: bytes, content_type: str = "application/json"
+) -> tuple[int, Any]:
     async with (
         unix_session(agent) as session,
         session.post(
@@ -126,9 +127,14 @@ def secured(start_agent: Starter) -> tuple[Agent, str]:
     return agent, f"http://{tcp}"
 
 
-async def call(url: str, method: str = "GET", token: str | None = None, **kw: Any) -> tuple[int, Any]:
+async def call(
+    url: str, method: str = "GET", token: str | None = None, **kw: Any
+) -> tuple[int, Any]:
     headers = {"Authorization": token} if token else {}
-    async with aiohttp.ClientSession() as session, session.request(method, url, headers=headers, **kw) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers, **kw) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -177,7 +183,9 @@ async def test_configured_tokens_are_required_on_the_socket_too(secured: tuple[A
             assert resp.status == 401
 
 
-async def test_without_tokens_the_socket_is_open_and_tcp_is_not_offered(start_agent: Starter) -> None:
+async def test_without_tokens_the_socket_is_open_and_tcp_is_not_offered(
+    start_agent: Starter,
+) -> None:
     agent = start_agent.start(start_agent.base_config())
     async with unix_session(agent) as session, session.post("http://agent/v1/reload") as resp:
         assert resp.status == 200
@@ -205,5 +213,3 @@ async def test_a_crash_is_a_500_without_a_stack_trace(caplog: pytest.LogCaptureF
         }
     }
     assert "secret internals" in caplog.text  # logged for the operator, not sent
-
-

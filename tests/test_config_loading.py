@@ -46,12 +46,15 @@ def test_a_wrong_type_names_the_key_path_value_and_expectation(tmp_path: Path) -
 
 def test_an_unknown_key_lists_the_keys_expected_there(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, "logging:\n  levle: debug\n")
-    assert ":2:3: logging.levle: got 'debug'; unknown key; expected one of: format, level" in problem
+    assert (
+        ":2:3: logging.levle: got 'debug'; unknown key; expected one of: format, level" in problem
+    )
 
 
 def test_an_unknown_group_lists_the_groups(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, "gpus: {}\n")
-    assert "gpus" in problem and "expected one of: server, cache, catalog, logging" in problem
+    assert "gpus" in problem
+    assert "expected one of: server, cache, catalog, logging" in problem
 
 
 def test_a_negative_size_is_refused(tmp_path: Path) -> None:
@@ -60,7 +63,9 @@ def test_a_negative_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_sizes_take_units(tmp_path: Path) -> None:
-    settings, _ = load_text(tmp_path, "cache:\n  size_budget: 2GiB\nserver:\n  max_request_bytes: 64KiB\n")
+    settings, _ = load_text(
+        tmp_path, "cache:\n  size_budget: 2GiB\nserver:\n  max_request_bytes: 64KiB\n"
+    )
     assert settings.cache.size_budget == 2 * 1024**3
     assert settings.server.max_request_bytes == 64 * 1024
 
@@ -72,7 +77,13 @@ def test_a_bad_address_says_the_expected_form(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("address", "ok"),
-    [("[::1]:9102", True), ("0.0.0.0:1", True), ("::1:9102", False), ("h:70000", False), ("[zz]:1", False)],
+    [
+        ("[::1]:9102", True),
+        ("0.0.0.0:1", True),
+        ("::1:9102", False),
+        ("h:70000", False),
+        ("[zz]:1", False),
+    ],
 )
 def test_addresses(tmp_path: Path, address: str, ok: bool) -> None:
     text = f"server:\n  metrics_address: '{address}'\n"
@@ -93,7 +104,9 @@ def test_a_duplicate_key_is_an_error(tmp_path: Path) -> None:
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, "logging:\n  level: loud\n  format: xml\ncache:\n  size_budget: 0\n")
+    problems = problems_of(
+        tmp_path, "logging:\n  level: loud\n  format: xml\ncache:\n  size_budget: 0\n"
+    )
     assert len(problems) == 3
 
 
@@ -104,7 +117,8 @@ def test_a_top_level_list_is_refused(tmp_path: Path) -> None:
 
 def test_tcp_api_without_a_token_file_is_refused(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, "server:\n  api_tcp_address: 127.0.0.1:9103\n")
-    assert "needs a bearer token" in problem and ":1:1: server: " in problem
+    assert "needs a bearer token" in problem
+    assert ":1:1: server: " in problem
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -123,7 +137,10 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_runner_agent_socket_sets_the_socket_and_the_specific_variable_wins() -> None:
-    assert str(loading.load(None, environ={"RUNNER_AGENT_SOCKET": "/s/a.sock"}).server.socket_path) == "/s/a.sock"
+    assert (
+        str(loading.load(None, environ={"RUNNER_AGENT_SOCKET": "/s/a.sock"}).server.socket_path)
+        == "/s/a.sock"
+    )
     both = {"RUNNER_AGENT_SOCKET": "/s/a.sock", "RUNNER_AGENT_SERVER__SOCKET_PATH": "/s/b.sock"}
     assert str(loading.load(None, environ=both).server.socket_path) == "/s/b.sock"
 

@@ -25,7 +25,8 @@ async def test_healthz_reports_loop_lag(start_agent: Starter) -> None:
     assert status == 200
     assert body["status"] == "ok"
     assert 0 <= body["loop_lag_seconds"] < 1
-    assert "loop_lag_max_seconds" in body and body["uptime_seconds"] >= 0
+    assert "loop_lag_max_seconds" in body
+    assert body["uptime_seconds"] >= 0
 
 
 async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
@@ -44,11 +45,10 @@ async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
 async def test_metrics_has_the_agents_own_series(start_agent: Starter) -> None:
     agent = start_agent.start(start_agent.base_config())
     agent.get("/healthz")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(agent.base + "/metrics") as resp:
-            text = await resp.text()
-            assert resp.status == 200
-            assert resp.content_type == "text/plain"
+    async with aiohttp.ClientSession() as session, session.get(agent.base + "/metrics") as resp:
+        text = await resp.text()
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
     for series in (
         'runner_agent_build_info{python="',
         "runner_agent_start_time_seconds ",
@@ -82,9 +82,12 @@ async def test_unknown_paths_are_counted_as_unmatched(start_agent: Starter) -> N
         status, body = agent.get(f"/scan/{n}")
         assert status == 404
         assert body["error"]["code"] == "not_found"
-    assert agent.metric(
-        'runner_agent_http_requests_total{listener="probe",method="GET",route="unmatched",status="404"}'
-    ) == 5.0
+    assert (
+        agent.metric(
+            'runner_agent_http_requests_total{listener="probe",method="GET",route="unmatched",status="404"}'
+        )
+        == 5.0
+    )
 
 
 async def test_the_api_socket_is_mode_0660(start_agent: Starter) -> None:
@@ -96,7 +99,8 @@ async def test_status_over_the_unix_socket(start_agent: Starter) -> None:
     agent = start_agent.start(start_agent.base_config())
     status, body = await api_get(agent.socket, "/v1/status")
     assert status == 200
-    assert body["version"] and body["pid"] == agent.proc.pid
+    assert body["version"]
+    assert body["pid"] == agent.proc.pid
     assert body["config"]["generation"] == 1
     assert body["config"]["source"] == str(agent.config)
     assert {c["name"] for c in body["conditions"]} == {"api", "config", "lifecycle"}

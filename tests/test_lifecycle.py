@@ -101,7 +101,9 @@ def test_a_bad_config_exits_2_with_one_line(start_agent: Starter) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"runner-agent: invalid configuration: {path}:2:3: server.metrics_address")
+    assert lines[0].startswith(
+        f"runner-agent: invalid configuration: {path}:2:3: server.metrics_address"
+    )
 
 
 def test_degrade_serves_probes_and_holds_readiness_false_until_fixed(start_agent: Starter) -> None:
@@ -123,7 +125,8 @@ def test_degrade_serves_probes_and_holds_readiness_false_until_fixed(start_agent
     assert status == 503
     cond = {c["name"]: c for c in body["conditions"]}["config"]
     assert cond["ok"] is False
-    assert "invalid YAML" in cond["message"] and str(path) in cond["message"]
+    assert "invalid YAML" in cond["message"]
+    assert str(path) in cond["message"]
     assert agent.get("/healthz")[0] == 200
     assert agent.metric('runner_agent_condition{condition="config"}') == 0.0
     path.write_text(json.dumps(good))
@@ -176,7 +179,7 @@ def test_an_unusable_socket_folder_is_retried_while_probes_serve(start_agent: St
     config = start_agent.base_config()
     config["server"]["socket_path"] = str(blocker / "api.sock")
     agent = start_agent.start(config)
-    status, body = agent.wait_for(
+    _status, body = agent.wait_for(
         lambda: (r := agent.get("/readyz"))[0] == 503 and "retrying" in str(r[1]) and r,
         what="api failing",
     )

@@ -56,7 +56,8 @@ def test_sighup_reloads_and_applies_the_log_level(start_agent: Starter) -> None:
     # and reloading logs at info; both were hidden at warning).
     records = agent.log_records()
     reloaded = [r for r in records if r["message"] == "config reloaded as generation 2"]
-    assert reloaded and reloaded[0]["changed"] == ["logging.level"]
+    assert reloaded
+    assert reloaded[0]["changed"] == ["logging.level"]
 
 
 def test_a_changed_file_is_reloaded_without_a_signal(start_agent: Starter) -> None:
@@ -125,7 +126,8 @@ def test_a_sighup_storm_is_coalesced_and_serving_goes_on(start_agent: Starter) -
     agent.wait_for(lambda: agent.metric("runner_agent_config_reloads_total"), what="reloads")
     time.sleep(0.3)
     reloads = agent.metric("runner_agent_config_reloads_total")
-    assert reloads is not None and 1 <= reloads <= 10
+    assert reloads is not None
+    assert 1 <= reloads <= 10
     assert agent.metric("runner_agent_config_reload_failures_total") == 0.0
     assert agent.proc.poll() is None
 

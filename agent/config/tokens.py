@@ -25,10 +25,14 @@ class Tokens:
 
     job: str | None = field(default=None, repr=False)
     admin: str | None = field(default=None, repr=False)
-    open_on_socket: bool = True
-    """Whether a scope without a token is open on the unix socket. False only when the
-    agent runs degraded and could not read its token settings at all: then nothing is
-    open, rather than everything."""
+    locked: frozenset[Scope] = frozenset()
+    """Scopes never open without a token, even on the unix socket. The daemon locks the
+    admin scope while it runs degraded on defaults: the file that failed may be the one
+    that set the admin token, and a broken file must not hand job code the admin API."""
+
+    def open_without_token(self, scope: Scope) -> bool:
+        """Whether ``scope`` may be used on the unix socket without a token."""
+        return self.get(scope) is None and scope not in self.locked
 
     def scopes_for(self, presented: str) -> set[Scope]:
         """The scopes that ``presented`` grants: admin implies job."""

@@ -4,8 +4,9 @@ Policy, for an endpoint of scope S (``job`` or ``admin``; admin implies job):
 - a presented bearer token must be one of the configured tokens (else 401) and grant S
   (else 403: e.g. the job token on an admin endpoint);
 - without a token, the request passes only on the unix socket and only while S has no
-  token configured: the socket's file mode is then the access control, as with
-  docker.sock. Over TCP a token is always required (401).
+  token configured (and is not locked, see :class:`~agent.config.tokens.Tokens`): the
+  socket's file mode is then the access control, as with docker.sock. Over TCP a token
+  is always required (401).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def check(request: web.Request, scope: tokens.Scope, current: Callable[[], token
     configured = current()
     header = request.headers.get("Authorization")
     if header is None:
-        if configured.open_on_socket and configured.get(scope) is None and _on_unix_socket(request):
+        if configured.open_without_token(scope) and _on_unix_socket(request):
             return
         raise errors.ApiError(
             401,
