@@ -33,7 +33,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import loading, models, reloading, tokens
-from agent.http import api, draining, listeners, probes
+from agent.http import draining, listeners, probes
 from agent.kits import aiotasks, logs
 from agent.observe import conditions, looplag, metrics
 
@@ -213,6 +213,10 @@ class Daemon:
         os._exit(EXIT_OK)
 
     async def _serve_api(self) -> None:
+        # Imported here, after the probe listener is up: the API's models cost import
+        # time that /healthz should not wait for.
+        from agent.http import api
+
         server = self.settings.server
         ctx = api.Context(reloader=self.reloader, conditions=self.conditions, started=self.started)
         runner = web.AppRunner(
