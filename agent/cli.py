@@ -22,6 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# pydantic scans every installed distribution's entry points for plugins when the first
+# model class is built (tens of ms in a full venv, on the path to the first /healthz); the
+# agent uses no pydantic plugin. Set before agent.config imports pydantic.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
 from agent import __version__
 from agent.config import loading
 
