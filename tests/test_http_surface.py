@@ -130,3 +130,17 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
     schemas = doc["components"]["schemas"]
     assert {"StatusResponse", "ReloadRequest", "ErrorBody", "ConfigResponse"} <= set(schemas)
     assert schemas["ReloadRequest"]["additionalProperties"] is False
+
+
+async def test_odd_methods_do_not_create_new_series(start_agent: Starter) -> None:
+    agent = start_agent.start(start_agent.base_config())
+    async with aiohttp.ClientSession() as session:
+        for verb in ("PROPFIND", "MKCOL", "LOCK"):
+            async with session.request(verb, agent.base + "/healthz") as resp:
+                assert resp.status == 405
+    assert (
+        agent.metric(
+            'runner_agent_http_requests_total{listener="probe",method="other",route="unmatched",status="405"}'
+        )
+        == 3.0
+    )

@@ -1,8 +1,11 @@
 """Request metrics middleware: counts and durations by route template and status.
 
 Policy: the route label is the matched route's template (``/v1/status``), or
-``unmatched`` for anything the router did not know, so scanners cannot inflate label
-cardinality. Errors rendered by the JSON error middleware are counted with their status.
+``unmatched`` for anything the router did not know, and methods outside the standard
+set are counted as ``other``, so scanners cannot inflate label cardinality. Errors
+rendered by the JSON error middleware are counted with their status. Label children are
+cached per label set: a probe endpoint hit every few seconds should cost a dict lookup,
+not prometheus_client's locked label resolution.
 """
 
 from __future__ import annotations
@@ -11,12 +14,26 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import Counter, Histogram
 
 from agent.observe import metrics
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def instrument(m: metrics.Metrics, *, listener: str) -> Middleware:
     """A middleware recording every request on ``m`` under ``listener``."""
+    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def child(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        key = (route, method, status)
+        found = children.get(key)
+        if found is None:
+            found = children[key] = (
+                m.http_requests.labels(listener, route, method, str(status)),
+                m.http_duration.labels(listener, route, method),
+            )
+        return found
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -32,9 +49,9 @@ def instrument(m: metrics.Metrics, *, listener: str) -> Middleware:
         finally:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
-            m.http_requests.labels(listener, route, request.method, str(status)).inc()
-            m.http_duration.labels(listener, route, request.method).observe(
-                time.perf_counter() - start
-            )
+            method = request.method if request.method in _METHODS else "other"
+            counter, histogram = child(route, method, status)
+            counter.inc()
+            histogram.observe(time.perf_counter() - start)
 
     return middleware
