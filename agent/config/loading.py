@@ -112,7 +112,7 @@ def _walk(
                 problems.append(
                     Problem(
                         f"{source}:{line}:{col}",
-                        _dotted(child),
+                        dotted(child),
                         "",
                         "duplicate key; each key may appear once",
                     )
@@ -127,7 +127,7 @@ def _walk(
             _walk(item, child, marks, problems, source)
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
+def dotted(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -177,9 +177,8 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 # --- validation -----------------------------------------------------------------------
 
 
-def _fields_at(loc: tuple[str | int, ...]) -> list[str] | None:
+def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
     """The field names allowed at ``loc`` (the parent of an unknown key), if a model."""
-    model: type[BaseModel] = models.Settings
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
@@ -189,9 +188,38 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str] | None:
     return list(model.model_fields)
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+def show(value: Any) -> str:
+    """A bad value as quoted in a message: ``repr``, escaped, at most 120 characters."""
+    text = ascii(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def problems_from(
+    exc: ValidationError,
+    *,
+    source: str,
+    marks: Marks | None = None,
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
+    model: type[BaseModel] = models.Settings,
+) -> list[Problem]:
+    """Turn a pydantic error on data from ``source`` into positioned problems."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        where = locate(loc, source, marks or {}, env_sources or {})
+        expected = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            expected = "unknown key" + (
+                f"; expected one of: {', '.join(allowed)}" if allowed else ""
+            )
+        elif err["type"] == "missing":
+            expected = "this field is required"
+        elif expected.startswith("Value error, "):
+            expected = expected[len("Value error, ") :]
+        value = "" if err["type"] == "missing" else show(err.get("input"))
+        problems.append(Problem(where, dotted(loc), value, expected))
+    return problems
 
 
 def validate(
@@ -206,37 +234,27 @@ def validate(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [Problem(source, "", _show(data), "expected a mapping of groups at the top level")]
+            [Problem(source, "", show(data), "expected a mapping of groups at the top level")]
         )
     try:
         return models.Settings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            where = _locate(loc, source, marks or {}, env_sources or {})
-            expected = err["msg"]
-            if err["type"] == "extra_forbidden":
-                allowed = _fields_at(loc[:-1])
-                expected = "unknown key" + (
-                    f"; expected one of: {', '.join(allowed)}" if allowed else ""
-                )
-            elif expected.startswith("Value error, "):
-                expected = expected[len("Value error, ") :]
-            problems.append(Problem(where, _dotted(loc), _show(err.get("input")), expected))
-        raise ConfigError(problems) from exc
+        raise ConfigError(
+            problems_from(exc, source=source, marks=marks, env_sources=env_sources)
+        ) from exc
 
 
-def _locate(
+def locate(
     loc: tuple[str | int, ...],
     source: str,
     marks: Marks,
-    env_sources: Mapping[tuple[str, ...], str],
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
 ) -> str:
+    """Where ``loc`` came from: an environment variable, ``file:line:col`` or the file."""
     # An environment variable wins (it overrode the file); otherwise the deepest marked
     # prefix in the file; otherwise the file as a whole.
     for end in range(len(loc), 0, -1):
-        name = env_sources.get(tuple(str(p) for p in loc[:end]))
+        name = (env_sources or {}).get(tuple(str(p) for p in loc[:end]))
         if name:
             return f"environment variable {name}"
     for end in range(len(loc), 0, -1):
@@ -276,7 +294,7 @@ def load(path: Path | None, *, environ: Mapping[str, str] | None = None) -> mode
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(
-                [Problem(f"{source}:1:1", "", _show(data), "expected a mapping of groups")]
+                [Problem(f"{source}:1:1", "", show(data), "expected a mapping of groups")]
             )
     overrides, env_sources = env_overrides(environ)
     return validate(_merge(data, overrides), source=source, marks=marks, env_sources=env_sources)

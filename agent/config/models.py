@@ -5,8 +5,8 @@ agent runs (a listen address, the store root) carry ``x-restart-required`` in th
 JSON Schema; a reload that changes them keeps the running value and reports the field
 as needing a restart.
 
-Group names reserved for later features, so nothing else may take them: ``features``,
-``installer``, ``runner``, ``services``, ``gpu`` and ``github``.
+Group names reserved for later features, so nothing else may take them: ``installer``,
+``runner``, ``services``, ``gpu`` and ``github``.
 """
 
 from __future__ import annotations
@@ -245,12 +245,54 @@ class LoggingSettings(_Group):
     )
 
 
+class Profile(_Group):
+    """A named set of features that team configurations can extend."""
+
+    extends: tuple[str, ...] = Field(
+        default=(), description="Other profiles this one starts from, applied first."
+    )
+    features: tuple[str | dict[str, Any], ...] = Field(
+        default=(),
+        description=(
+            "Feature requests: the label grammar without the feature: prefix (node@20), or "
+            "{id, version, options} mappings, where full version ranges are allowed."
+        ),
+    )
+
+
+class FeaturesSettings(_Group):
+    """Which features this agent offers by default and how teams build on them."""
+
+    preinstall: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Features installed when the agent starts, before it reports ready (e.g. "
+            "node@20). Default none: install on demand only."
+        ),
+    )
+    profiles: dict[str, Profile] = Field(
+        default_factory=dict,
+        description=(
+            "Named feature sets that a repository's .github/runner-config.yml can extend. "
+            "Default none."
+        ),
+    )
+    environment: str | None = Field(
+        default=None,
+        description=(
+            "Which environments.<name> block of team configurations applies on this "
+            "runner (e.g. staging). Default none: the blocks are ignored."
+        ),
+    )
+
+
 class Settings(_Group):
     """Everything the agent itself is configured with."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 

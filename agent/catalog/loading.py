@@ -1,0 +1,204 @@
+"""Loading a catalog from folders of manifests.
+
+Policy:
+- folders load in order (the bundled catalog first, then ``catalog.paths``); a later
+  folder's feature replaces an earlier one of the same id;
+- a manifest that fails (bad YAML, a schema error, an id that differs from its folder,
+  two manifests claiming one id in a folder) disables that feature alone, with a problem
+  that names the file, line and column; the rest of the catalog serves;
+- after loading, a feature whose hard dependency is unknown, disabled or part of a cycle
+  is disabled too, with the reason;
+- loading reads files and is blocking: the daemon calls it from a thread.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agent.catalog import manifest
+from agent.config import loading as config_loading
+from agent.config import models as config_models
+from agent.config import paths
+
+logger = logging.getLogger("agent.catalog")
+MANIFEST = "feature.yaml"
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one feature is disabled."""
+
+    feature: str
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+@dataclass
+class Catalog:
+    """The features that loaded, and the problems of those that did not."""
+
+    features: dict[str, manifest.Feature] = field(default_factory=dict)
+    folders: dict[str, Path] = field(default_factory=dict)
+    """The folder each feature was loaded from (scripts live there)."""
+    problems: list[Problem] = field(default_factory=list)
+
+    def ids(self) -> list[str]:
+        """Feature ids, sorted."""
+        return sorted(self.features)
+
+
+def load_manifest(path: Path) -> manifest.Feature:
+    """Load and validate one manifest; :class:`~agent.config.loading.ConfigError` on failure."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise config_loading.ConfigError(
+            [config_loading.Problem(str(path), "", "", f"cannot be read: {exc.strerror}")]
+        ) from exc
+    if size > MAX_MANIFEST_BYTES:
+        raise config_loading.ConfigError(
+            [
+                config_loading.Problem(
+                    str(path),
+                    "",
+                    "",
+                    f"is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}",
+                )
+            ]
+        )
+    text = config_loading.read_text(path)
+    data, marks = config_loading.parse_yaml(text, source=str(path))
+    if not isinstance(data, dict):
+        raise config_loading.ConfigError(
+            [
+                config_loading.Problem(
+                    f"{path}:1:1", "", "", "expected a mapping (id, name, versions, install...)"
+                )
+            ]
+        )
+    try:
+        return manifest.Feature.model_validate(data)
+    except ValidationError as exc:
+        raise config_loading.ConfigError(
+            config_loading.problems_from(exc, source=str(path), marks=marks, model=manifest.Feature)
+        ) from exc
+
+
+def folders_for(settings: config_models.CatalogSettings) -> list[Path]:
+    """The catalog folders the settings name, bundled first."""
+    return ([paths.bundled_catalog()] if settings.bundled else []) + list(settings.paths)
+
+
+def load(folders: Iterable[Path]) -> Catalog:
+    """Load every ``<folder>/<id>/feature.yaml`` of ``folders``, later folders winning."""
+    catalog = Catalog()
+    for folder in folders:
+        _load_folder(folder, catalog)
+    _check_dependencies(catalog)
+    for problem in catalog.problems:
+        logger.error(
+            "feature %s disabled: %s", problem.feature, problem, extra={"feature": problem.feature}
+        )
+    return catalog
+
+
+def _load_folder(folder: Path, catalog: Catalog) -> None:
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        catalog.problems.append(
+            Problem("*", str(folder), f"catalog folder cannot be read: {exc.strerror}")
+        )
+        return
+    seen: dict[str, Path] = {}
+    for entry in entries:
+        path = entry / MANIFEST
+        if not path.is_file():
+            continue
+        try:
+            feature = load_manifest(path)
+        except config_loading.ConfigError as exc:
+            for item in exc.problems:
+                catalog.problems.append(Problem(entry.name, item.source, _problem_text(item)))
+            catalog.features.pop(entry.name, None)
+            continue
+        if feature.id != entry.name:
+            catalog.problems.append(
+                Problem(
+                    entry.name,
+                    str(path),
+                    f"id {feature.id!r} differs from its folder {entry.name!r}; they must match",
+                )
+            )
+            continue
+        if feature.id in seen:
+            catalog.problems.append(
+                Problem(
+                    feature.id,
+                    str(path),
+                    f"duplicate id {feature.id!r}, also in {seen[feature.id]}",
+                )
+            )
+            catalog.features.pop(feature.id, None)
+            continue
+        seen[feature.id] = path
+        if feature.id in catalog.features:
+            logger.info(
+                "feature %s from %s overrides %s", feature.id, folder, catalog.folders[feature.id]
+            )
+        catalog.features[feature.id] = feature
+        catalog.folders[feature.id] = entry
+
+
+def _problem_text(item: config_loading.Problem) -> str:
+    where = f"{item.path}: " if item.path else ""
+    got = f"got {item.value}; " if item.value else ""
+    return f"{where}{got}{item.expected}"
+
+
+def _check_dependencies(catalog: Catalog) -> None:
+    changed = True
+    while changed:  # disabling one feature can disable those that need it
+        changed = False
+        for ident, feature in sorted(catalog.features.items()):
+            for text in feature.requires:
+                dep = manifest.parse_requirement(text).id
+                if dep not in catalog.features:
+                    catalog.problems.append(
+                        Problem(
+                            ident,
+                            str(catalog.folders[ident] / MANIFEST),
+                            f"requires {dep!r}, which is not in the catalog or is disabled",
+                        )
+                    )
+                    del catalog.features[ident]
+                    changed = True
+                    break
+    graph = {
+        ident: {manifest.parse_requirement(r).id for r in f.requires}
+        for ident, f in catalog.features.items()
+    }
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        for ident in sorted(set(cycle)):
+            catalog.problems.append(
+                Problem(
+                    ident,
+                    str(catalog.folders[ident] / MANIFEST),
+                    f"dependency cycle: {' -> '.join(cycle)}",
+                )
+            )
+            catalog.features.pop(ident, None)
+        _check_dependencies(catalog)

@@ -1,0 +1,158 @@
+"""Install methods a manifest may declare, each limited to platforms.
+
+- ``system``: OS packages, per package manager, with optional extra repositories;
+- ``archive``: a URL template, a sha256 per version and platform or a checksum file,
+  ``strip_components`` and the paths to expose;
+- ``pip``: wheels installed with ``--target`` (wheels that ship their own binary, or
+  run through the ``python`` feature);
+- ``npm``: packages installed into a prefix;
+- ``script``: a script in the feature's folder, run with the Dev Container Features
+  environment contract plus PREFIX, VERSION and ARCH.
+
+Policy: every URL is https unless the method opts in with ``allow_insecure``; every
+checksum is 64 lowercase hex digits; package names are plain names, never options.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from agent.catalog import patterns
+
+PackageManager = Literal["apt", "dnf", "yum", "zypper", "apk", "pacman", "brew", "choco", "winget"]
+
+_PACKAGE_RE = re.compile(r"(?a:[A-Za-z0-9@_+][A-Za-z0-9._+:/@={}-]{0,199})")
+_SHA256_RE = re.compile(r"(?a:[0-9a-f]{64})")
+
+
+def _check_package(value: str) -> str:
+    if not _PACKAGE_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!a} is not a package name (letters, digits and ._+:/@=-, not starting with '-')"
+        )
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if not _SHA256_RE.fullmatch(value):
+        raise ValueError(
+            f"{value[:80]!a} is not a sha256: expected 64 lowercase hex digits, got "
+            f"{len(value)} characters"
+        )
+    return value
+
+
+def _check_relative(value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or "\\" in value or any(p in ("", "..") for p in parts if p != "."):
+        raise ValueError(f"{value!a} must be a relative path inside the install prefix")
+    return value
+
+
+PackageName = Annotated[str, AfterValidator(_check_package)]
+Sha256 = Annotated[str, AfterValidator(_check_sha256)]
+RelativePath = Annotated[str, AfterValidator(_check_relative)]
+
+
+class _Method(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platforms: tuple[patterns.Pattern, ...] = Field(
+        min_length=1, description="Platforms this method installs on, e.g. linux/x64/glibc."
+    )
+
+
+class AptRepository(BaseModel):
+    """An extra apt repository (deb822), added before the packages are installed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
+    uri: str
+    suites: tuple[str, ...] = Field(min_length=1)
+    components: tuple[str, ...] = ()
+    key_url: str = Field(description="https URL of the repository's signing key (armored).")
+
+
+class SystemMethod(_Method):
+    """Packages from the target's package manager."""
+
+    method: Literal["system"]
+    packages: dict[PackageManager, tuple[PackageName, ...]] = Field(min_length=1)
+    apt_repositories: tuple[AptRepository, ...] = ()
+
+    @model_validator(mode="after")
+    def _repos_are_https(self) -> SystemMethod:
+        for repo in self.apt_repositories:
+            for url in (repo.uri, repo.key_url):
+                if not url.startswith("https://"):
+                    raise ValueError(f"repository {repo.name}: {url!r} is not an https URL")
+        return self
+
+
+class ArchiveMethod(_Method):
+    """A relocatable archive downloaded and unpacked into the prefix."""
+
+    method: Literal["archive"]
+    url: str = Field(description="URL template of the archive.")
+    targets: dict[patterns.Pattern, str] = Field(
+        default_factory=dict,
+        description="The upstream's name for each platform, used as {target} in the URL.",
+    )
+    sha256: dict[str, dict[patterns.Pattern, Sha256]] = Field(
+        default_factory=dict, description="version -> platform -> sha256 of the archive."
+    )
+    checksum_url: str | None = Field(
+        default=None,
+        description="URL template of a checksum file ('<sha256>  <file name>' lines).",
+    )
+    strip_components: int = Field(default=0, ge=0, le=5)
+    allow_insecure: bool = Field(
+        default=False, description="Allow http:// URLs (only for mirrors you trust)."
+    )
+
+    @model_validator(mode="after")
+    def _verifiable(self) -> ArchiveMethod:
+        if not self.sha256 and not self.checksum_url:
+            raise ValueError("an archive needs sha256 checksums or a checksum_url")
+        for url in (self.url, self.checksum_url):
+            if url and not self.allow_insecure and not url.startswith("https://"):
+                raise ValueError(
+                    f"{url!r} is not an https URL; use https, or set allow_insecure: true "
+                    "for a mirror you trust"
+                )
+        return self
+
+
+class PipMethod(_Method):
+    """Wheels installed with pip --target."""
+
+    method: Literal["pip"]
+    packages: tuple[PackageName, ...] = Field(
+        min_length=1, description="Requirements, templated, e.g. ninja=={version}."
+    )
+
+
+class NpmMethod(_Method):
+    """npm packages installed into the prefix."""
+
+    method: Literal["npm"]
+    packages: tuple[PackageName, ...] = Field(
+        min_length=1, description="Package specs, templated, e.g. typescript@{version}."
+    )
+
+
+class ScriptMethod(_Method):
+    """A script from the feature's folder (Dev Container Features contract)."""
+
+    method: Literal["script"]
+    script: RelativePath = "install.sh"
+
+
+Method = Annotated[
+    SystemMethod | ArchiveMethod | PipMethod | NpmMethod | ScriptMethod,
+    Field(discriminator="method"),
+]

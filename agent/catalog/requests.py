@@ -1,0 +1,183 @@
+"""Feature requests: the ``feature:`` label grammar and its canonical rendering.
+
+Grammar (ASCII only, so look-alike letters never pass)::
+
+    feature:<id>[@<spec>][;<option>=<value>]...
+
+- ``<id>``: a letter or digit, then letters, digits and ``-``; at most 64; matched
+  case-insensitively and kept in lower case;
+- ``<spec>``: in labels, ``20.11.1``, ``20``, ``20.11``, ``^20``, ``~3.12`` or an alias;
+  full ranges (``>=3.10,<3.13``) only in team config and on the command line;
+- ``<option>``: a letter, then letters, digits and ``_``; ``<value>``: letters, digits
+  and ``._+:-``, at most 128.
+
+Labels that do not start with ``feature:`` are not ours and are ignored. A malformed
+``feature:`` label is an error that quotes it (escaped, so control characters are
+shown, never acted on) with the grammar. Nothing outside these alphabets can reach a
+path, an argv or an environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agent.catalog import versions
+
+PREFIX = "feature:"
+MAX_LABEL_LENGTH = 256
+MAX_FEATURES = 32
+MAX_OPTIONS = 16
+
+ID_RE = re.compile(r"(?a:[a-z0-9][a-z0-9-]{0,63})")
+OPTION_RE = re.compile(r"(?a:[A-Za-z][A-Za-z0-9_]{0,63})")
+VALUE_RE = re.compile(r"(?a:[A-Za-z0-9._+:-]{0,128})")
+GRAMMAR = (
+    "feature:<id>[@<version>][;<option>=<value>...], "
+    "e.g. feature:node@20 or feature:python@3.12;pip=true"
+)
+
+
+class RequestError(ValueError):
+    """A request that does not follow the grammar; the message quotes it."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One requested feature."""
+
+    id: str
+    spec: versions.Spec | None = None
+    options: tuple[tuple[str, str], ...] = ()
+    source: str = "label"
+    """Where it came from, for messages: ``label``, ``team``, ``profile:<name>``, ``cli``."""
+
+    @property
+    def option_map(self) -> dict[str, str]:
+        """The options as a dict."""
+        return dict(self.options)
+
+    def render(self) -> str:
+        """The canonical ``feature:`` form (options sorted)."""
+        text = PREFIX + self.id
+        if self.spec is not None:
+            text += "@" + self.spec.render()
+        for key, value in self.options:
+            text += f";{key}={value}"
+        return text
+
+    def merged_with(self, later: Request) -> Request:
+        """``later`` wins: its spec if it has one, its options key by key."""
+        options = dict(self.options) | dict(later.options)
+        return Request(
+            id=self.id,
+            spec=later.spec if later.spec is not None else self.spec,
+            options=tuple(sorted(options.items())),
+            source=later.source,
+        )
+
+
+def _quote(text: str) -> str:
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return ascii(shown)
+
+
+def parse(text: str, *, allow_ranges: bool = False, source: str = "label") -> Request:
+    """Parse ``feature:<id>[@spec][;k=v]`` (the prefix is optional outside labels)."""
+    if len(text) > MAX_LABEL_LENGTH:
+        raise RequestError(
+            f"{_quote(text)} is {len(text)} characters; the limit is {MAX_LABEL_LENGTH}"
+        )
+    body = text[len(PREFIX) :] if text[: len(PREFIX)].lower() == PREFIX else text
+    head, *option_parts = body.split(";")
+    ident, at, spec_text = head.partition("@")
+    ident = ident.lower() if ident.isascii() else ident
+    if not ID_RE.fullmatch(ident):
+        raise RequestError(
+            f"{_quote(text)}: {_quote(ident)} is not a feature id (letters, digits and '-'); "
+            f"expected {GRAMMAR}"
+        )
+    spec = None
+    if at:
+        try:
+            spec = versions.parse_spec(spec_text, allow_ranges=allow_ranges)
+        except versions.VersionSpecError as exc:
+            raise RequestError(f"{_quote(text)}: {exc}") from None
+    if len(option_parts) > MAX_OPTIONS:
+        raise RequestError(f"{_quote(text)}: more than {MAX_OPTIONS} options")
+    options: dict[str, str] = {}
+    for part in option_parts:
+        key, eq, value = part.partition("=")
+        if not eq or not OPTION_RE.fullmatch(key) or not VALUE_RE.fullmatch(value):
+            raise RequestError(
+                f"{_quote(text)}: option {_quote(part)} is not <name>=<value> (name: letters, "
+                f"digits, '_'; value: letters, digits and ._+:-); expected {GRAMMAR}"
+            )
+        if key in options:
+            raise RequestError(f"{_quote(text)}: option {key!r} is given twice")
+        options[key] = value
+    return Request(id=ident, spec=spec, options=tuple(sorted(options.items())), source=source)
+
+
+def from_labels(labels: Iterable[str]) -> list[Request]:
+    """The feature requests among runner labels; other labels are ignored.
+
+    Several labels for one feature merge, later wins. Raises :class:`RequestError`
+    listing every malformed ``feature:`` label at once.
+    """
+    problems: list[str] = []
+    found: dict[str, Request] = {}
+    for label in labels:
+        if label[: len(PREFIX)].lower() != PREFIX:
+            continue
+        try:
+            request = parse(label)
+        except RequestError as exc:
+            problems.append(str(exc))
+            continue
+        found[request.id] = (
+            found[request.id].merged_with(request) if request.id in found else request
+        )
+    if len(found) > MAX_FEATURES:
+        problems.append(f"{len(found)} features requested; the limit is {MAX_FEATURES}")
+    if problems:
+        raise RequestError("\n".join(problems))
+    return list(found.values())
+
+
+def from_mapping(entry: Mapping[str, object], *, source: str) -> Request:
+    """A request written as a mapping in team config: ``{id, version, options}``."""
+    ident = entry.get("id")
+    version = entry.get("version")
+    options = entry.get("options") or {}
+    if not isinstance(ident, str):
+        raise RequestError(f"feature entry {entry!r} needs an 'id' string")
+    text = ident + (f"@{version}" if version is not None else "")
+    if not isinstance(options, Mapping):
+        raise RequestError(f"feature {ident!r}: 'options' must be a mapping of name to value")
+    rendered = [f"{k}={_option_text(v)}" for k, v in options.items()]
+    return parse(";".join([text, *rendered]), allow_ranges=True, source=source)
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Merger:
+    """Merges requests from several sources by id; later sources win."""
+
+    requests: dict[str, Request] = field(default_factory=dict)
+
+    def add(self, items: Iterable[Request]) -> None:
+        """Fold ``items`` in, after everything added before."""
+        for item in items:
+            old = self.requests.get(item.id)
+            self.requests[item.id] = old.merged_with(item) if old else item
+
+    def result(self) -> list[Request]:
+        """The merged requests, in first-seen order."""
+        return list(self.requests.values())

@@ -1,0 +1,342 @@
+"""Resolution: requests + catalog + target platform -> an ordered install plan.
+
+Policy:
+- pure and deterministic: identical input gives byte-identical JSON (sorted keys, no
+  clock, no host facts); the target platform is an argument, never read here;
+- each feature gets the highest known version that satisfies every constraint on it
+  (its request, after alias expansion, and every ``requires`` that names it); a clash
+  names both sides; pre-releases only when a spec names one;
+- hard dependencies are added transitively; ``installs_after`` only orders features
+  already in the plan; installs are ordered in rounds, sorted by id inside each round;
+- the install method is the manifest's first that covers the target (a system method
+  also needs the target's package manager);
+- GPU needs never block an install (CPU jobs compile CUDA code too): no GPU or no
+  driver version is a warning; a driver older than the needed CUDA major version is an
+  error; an older minor of the same major only warns (minor-version compatibility);
+- every problem is collected and raised together, with "did you mean" hints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+import json
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.version import Version
+
+from agent.catalog import loading, manifest, methods, patterns, requests, steps, templates, versions
+from agent.platform import model
+
+
+class ResolutionError(ValueError):
+    """The requests cannot be resolved; :attr:`problems` says why, one per item."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class Plan:
+    """The install plan, as JSON-ready data."""
+
+    platform: model.Platform
+    features: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_data(self) -> dict[str, Any]:
+        """The plan as plain data."""
+        return {
+            "platform": self.platform.to_json(),
+            "features": self.features,
+            "warnings": self.warnings,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, two-space indent, ASCII, newline-terminated."""
+        return json.dumps(self.to_data(), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
+
+
+@dataclass
+class _Want:
+    request: requests.Request | None
+    constraints: list[tuple[versions.Spec | None, str]] = field(default_factory=list)
+    requested_by: list[str] = field(default_factory=list)
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    """A "did you mean" suffix, or an empty string."""
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    if not close and len(word) >= 3:
+        close = [c for c in choices if c.startswith(word[:3]) or word.startswith(c)][:3]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def resolve(
+    wanted: Sequence[requests.Request],
+    catalog: loading.Catalog,
+    target: model.Platform,
+    *,
+    store_root: str,
+) -> Plan:
+    """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    wants = _collect(wanted, catalog, problems)
+    chosen: dict[str, tuple[str, methods.Method]] = {}
+    for ident in sorted(wants):
+        feature = catalog.features[ident]
+        method = _method_for(feature, target, problems)
+        version = _version_for(feature, wants[ident], problems)
+        if method is None or version is None:
+            continue
+        if feature.gpu:
+            _check_gpu(feature, version, target, problems, warnings)
+        chosen[ident] = (version, method)
+    if problems:
+        raise ResolutionError(problems)
+    rounds = _rounds(chosen, catalog)
+    features = []
+    for number, ident in rounds:
+        version, method = chosen[ident]
+        try:
+            features.append(
+                _step(catalog, ident, version, method, wants[ident], target, number, store_root)
+            )
+        except ValueError as exc:
+            problems.append(f"{ident}: {exc}")
+    if problems:
+        raise ResolutionError(problems)
+    return Plan(platform=target, features=features, warnings=warnings)
+
+
+def _collect(
+    wanted: Sequence[requests.Request], catalog: loading.Catalog, problems: list[str]
+) -> dict[str, _Want]:
+    wants: dict[str, _Want] = {}
+    queue: list[tuple[str, versions.Spec | None, str, requests.Request | None]] = [
+        (r.id, r.spec, f"{r.source} {r.render()}", r) for r in wanted
+    ]
+    while queue:
+        ident, spec, why, request = queue.pop(0)
+        if ident not in catalog.features:
+            disabled = [p for p in catalog.problems if p.feature == ident]
+            if disabled:
+                problems.append(f"feature {ident!r} is disabled: {disabled[0]}")
+            else:
+                problems.append(f"unknown feature {ident!r} ({why}){suggest(ident, catalog.ids())}")
+            continue
+        first = ident not in wants
+        want = wants.setdefault(ident, _Want(request=None))
+        if request is not None:
+            want.request = request
+        want.constraints.append((spec, why))
+        want.requested_by.append(why)
+        if first:
+            for text in catalog.features[ident].requires:
+                dep = manifest.parse_requirement(text)
+                queue.append((dep.id, dep.spec, f"required by {ident} ({text})", None))
+    return wants
+
+
+def _version_for(feature: manifest.Feature, want: _Want, problems: list[str]) -> str | None:
+    if not feature.versioned:
+        asked = [(s, why) for s, why in want.constraints if s is not None and s.text != "latest"]
+        if asked:
+            spec, why = asked[0]
+            problems.append(
+                f"{feature.id} is installed by the OS package manager, so its version is the "
+                f"distribution's; drop @{spec.text} ({why})"
+            )
+            return None
+        return "system"
+    known = feature.version_list()
+    # The manifest's default applies only when nobody asked for anything in particular;
+    # otherwise a default of 3.12 would clash with a dependency's >=3.13.
+    explicit = [(s, why) for s, why in want.constraints if s is not None]
+    try:
+        expanded = [(feature.expand(s), why) for s, why in explicit] or [
+            (feature.expand(None), "the feature's default")
+        ]
+    except versions.VersionSpecError as exc:
+        problems.append(f"{exc} ({explicit[0][1] if explicit else feature.id})")
+        return None
+    effective = [(s, why) for s, why in expanded if s is not None]
+    for spec, why in effective:
+        if versions.best_match(known, [spec]) is None:
+            near = ", ".join(versions.nearby(known, spec.text))
+            problems.append(
+                f"{feature.id}@{spec.text}: no known version matches ({why}); known nearby: {near}"
+            )
+            return None
+    best = versions.best_match(known, [s for s, _ in effective])
+    if best is None:
+        for i, (a, why_a) in enumerate(effective):
+            for b, why_b in effective[i + 1 :]:
+                if versions.best_match(known, [a, b]) is None:
+                    problems.append(
+                        f"{feature.id}: no known version satisfies both {a.text} ({why_a}) "
+                        f"and {b.text} ({why_b})"
+                    )
+                    return None
+        problems.append(f"{feature.id}: no known version satisfies every constraint")
+    return best
+
+
+def _method_for(
+    feature: manifest.Feature, target: model.Platform, problems: list[str]
+) -> methods.Method | None:
+    for method in feature.install:
+        if not any(patterns.matches(p, target) for p in method.platforms):
+            continue
+        if (
+            isinstance(method, methods.SystemMethod)
+            and target.package_manager not in method.packages
+        ):
+            continue
+        return method
+    supported = list(feature.platforms)
+    system = [m for m in feature.install if isinstance(m, methods.SystemMethod)]
+    detail = ""
+    if system and any(patterns.matches(p, target) for m in system for p in m.platforms):
+        managers = sorted({k for m in system for k in m.packages})
+        detail = (
+            f" with package manager {target.package_manager or 'unknown'}; "
+            f"packages are known for: {', '.join(managers)}"
+        )
+    problems.append(
+        f"{feature.id} is not available on {target.triple}{detail} in this catalog; "
+        f"available: {', '.join(supported)}"
+    )
+    return None
+
+
+def _check_gpu(
+    feature: manifest.Feature,
+    version: str,
+    target: model.Platform,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    gpu = feature.gpu
+    assert gpu is not None
+    values = templates.version_fields(version) if version != "system" else {}
+    needed = templates.render(
+        gpu.cuda, {**values, "os": target.os, "arch": target.arch, "libc": target.libc or ""}
+    )
+    if not gpu.runtime:
+        return
+    if target.cuda_driver is None:
+        warnings.append(
+            f"{feature.id} {version} needs an NVIDIA GPU with a driver for CUDA {needed} at run "
+            "time; the target declares none (installing anyway: compiling needs no GPU)"
+        )
+        return
+    need, have = (*Version(needed).release, 0), (*Version(target.cuda_driver).release, 0)
+    if have[0] < need[0]:
+        problems.append(
+            f"{feature.id} {version} needs a driver for CUDA {needed}; the target's driver "
+            f"supports CUDA {target.cuda_driver} (an older major version): upgrade the driver "
+            f"or pick an older {feature.id}"
+        )
+    elif have[:2] < need[:2]:
+        warnings.append(
+            f"{feature.id} {version} is built for CUDA {needed}; the driver supports "
+            f"{target.cuda_driver}: this works through CUDA minor-version compatibility, "
+            "except for features that need the newer driver"
+        )
+
+
+def _rounds(chosen: dict[str, Any], catalog: loading.Catalog) -> list[tuple[int, str]]:
+    graph: dict[str, set[str]] = {}
+    for ident in chosen:
+        feature = catalog.features[ident]
+        deps = {manifest.parse_requirement(r).id for r in feature.requires}
+        deps |= {a for a in feature.installs_after if a in chosen}
+        graph[ident] = deps & set(chosen)
+    sorter = graphlib.TopologicalSorter(graph)
+    sorter.prepare()
+    order: list[tuple[int, str]] = []
+    number = 0
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        number += 1
+        order.extend((number, ident) for ident in ready)
+        sorter.done(*ready)
+    return order
+
+
+def _step(
+    catalog: loading.Catalog,
+    ident: str,
+    version: str,
+    method: methods.Method,
+    want: _Want,
+    target: model.Platform,
+    number: int,
+    store_root: str,
+) -> dict[str, Any]:
+    feature = catalog.features[ident]
+    option_env = _options(feature, want.request)
+    values = {
+        **(templates.version_fields(version) if version != "system" else {"version": version}),
+        "os": target.os,
+        "arch": target.arch,
+        "libc": target.libc or "",
+        **feature.version_vars(version),
+    }
+    prefix = None
+    if not isinstance(method, methods.SystemMethod):
+        prefix = posixpath.join(
+            store_root, feature.toolcache_name or feature.id, version, target.arch
+        )
+    actions = steps.build(
+        feature,
+        method,
+        version=version,
+        target=target,
+        prefix=prefix,
+        values=values,
+        option_env=option_env,
+        folder=str(catalog.folders[ident]),
+    )
+    env_values = {**values, "prefix": prefix or ""}
+    return {
+        "id": ident,
+        "name": feature.name,
+        "version": version,
+        "method": method.method,
+        "round": number,
+        "prefix": prefix,
+        "toolcache_name": feature.toolcache_name,
+        "requested_by": sorted(set(want.requested_by)),
+        "options": option_env,
+        "actions": actions,
+        "env": {
+            "path": [posixpath.join(prefix, p) for p in feature.env.path] if prefix else [],
+            "vars": {k: templates.render(v, env_values) for k, v in feature.env.vars.items()},
+        },
+        "check": (
+            {
+                "argv": list(feature.check.command),
+                "expect": templates.render(feature.check.expect, env_values),
+            }
+            if feature.check
+            else None
+        ),
+    }
+
+
+def _options(feature: manifest.Feature, request: requests.Request | None) -> dict[str, str]:
+    chosen = {name: opt.default_text() for name, opt in feature.options.items()}
+    for name, value in request.options if request else ():
+        option = feature.options.get(name)
+        if option is None:
+            known = ", ".join(sorted(feature.options)) or "none"
+            raise ValueError(f"{feature.id} has no option {name!r}; its options: {known}")
+        chosen[name] = option.coerce(name, value)
+    return {manifest.option_env_name(k): v for k, v in sorted(chosen.items())}

@@ -1,0 +1,168 @@
+"""Turning one resolved feature into install actions for a target platform.
+
+Actions are JSON data, in order:
+
+- ``{"action": "run", "argv": [...], "env": {...}}``: a command, as an argv list;
+- ``{"action": "download", "url", "sha256" | "checksum_url", "file"}``: fetch and verify;
+- ``{"action": "extract", "file", "dest", "strip_components"}``: unpack into the prefix;
+- ``{"action": "write_file", "path", "content"}`` and ``{"action": "download", ..., "dest"}``
+  for the extra apt repositories a system method declares.
+
+Policy: argv lists only, never shell strings; every value placed in an argv or env
+comes from a validated manifest or a request that passed the label grammar. ``python3``
+and ``npm`` in argv[0] name the tools; the executor may substitute its own interpreter.
+pip installs for another platform use ``--platform`` tags with ``--only-binary=:all:``
+(manylinux_2_28 covers glibc 2.28 and newer: Debian 10, Ubuntu 20.04, RHEL 8 onwards).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from agent.catalog import manifest, methods, patterns, templates
+from agent.platform import model, packagers
+
+_PIP_ARCH = {
+    "x64": "x86_64",
+    "arm64": "aarch64",
+    "arm": "armv7l",
+    "ppc64": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "ia32": "i686",
+}
+
+
+def pip_platform_tags(target: model.Platform) -> list[str]:
+    """The wheel platform tags pip should accept for ``target``."""
+    if target.os == "linux":
+        arch = _PIP_ARCH[target.arch]
+        if target.libc == "musl":
+            return [f"musllinux_1_2_{arch}", f"musllinux_1_1_{arch}"]
+        return [f"manylinux_2_28_{arch}", f"manylinux2014_{arch}"]
+    if target.os == "darwin":
+        return ["macosx_11_0_arm64"] if target.arch == "arm64" else ["macosx_10_9_x86_64"]
+    return {"x64": ["win_amd64"], "arm64": ["win_arm64"], "ia32": ["win32"]}.get(target.arch, [])
+
+
+def archive_format(url: str) -> str:
+    """The archive format, from the URL's file name."""
+    name = url.rsplit("/", 1)[-1].lower()
+    for suffix in ("tar.gz", "tgz", "tar.xz", "txz", "tar.zst", "tar.bz2", "zip"):
+        if name.endswith("." + suffix):
+            return {"tgz": "tar.gz", "txz": "tar.xz"}.get(suffix, suffix)
+    return "binary"
+
+
+def build(
+    feature: manifest.Feature,
+    method: methods.Method,
+    *,
+    version: str,
+    target: model.Platform,
+    prefix: str | None,
+    values: dict[str, str],
+    option_env: dict[str, str],
+    folder: str,
+) -> list[dict[str, Any]]:
+    """The actions that install ``feature`` at ``version`` with ``method``."""
+    if isinstance(method, methods.SystemMethod):
+        return _system(method, target)
+    assert prefix is not None
+    if isinstance(method, methods.ArchiveMethod):
+        return _archive(
+            feature, method, version=version, target=target, prefix=prefix, values=values
+        )
+    if isinstance(method, methods.PipMethod):
+        argv = [
+            "python3",
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+            prefix,
+            "--only-binary=:all:",
+        ]
+        for tag in pip_platform_tags(target):
+            argv += ["--platform", tag]
+        argv += [templates.render(p, values) for p in method.packages]
+        return [{"action": "run", "argv": argv, "env": {}}]
+    if isinstance(method, methods.NpmMethod):
+        argv = ["npm", "install", "--global", "--prefix", prefix, "--no-audit", "--no-fund"]
+        argv += [templates.render(p, values) for p in method.packages]
+        return [{"action": "run", "argv": argv, "env": {}}]
+    env = {"PREFIX": prefix, "VERSION": version, "ARCH": target.arch, **option_env}
+    return [{"action": "run", "argv": ["bash", posixpath.join(folder, method.script)], "env": env}]
+
+
+def _archive(
+    feature: manifest.Feature,
+    method: methods.ArchiveMethod,
+    *,
+    version: str,
+    target: model.Platform,
+    prefix: str,
+    values: dict[str, str],
+) -> list[dict[str, Any]]:
+    fill = dict(values)
+    upstream = patterns.lookup(method.targets, target)
+    if upstream is not None:
+        fill["target"] = upstream
+    url = templates.render(method.url, fill)
+    file = url.rsplit("/", 1)[-1]
+    download: dict[str, Any] = {"action": "download", "url": url, "file": file}
+    pinned = patterns.lookup(method.sha256.get(version, {}), target)
+    if pinned is not None:
+        download["sha256"] = pinned
+    elif method.checksum_url:
+        download["checksum_url"] = templates.render(method.checksum_url, fill)
+    else:
+        raise ValueError(f"{feature.id} {version} has no checksum for {target.triple}")
+    return [
+        download,
+        {
+            "action": "extract",
+            "file": file,
+            "format": archive_format(url),
+            "dest": prefix,
+            "strip_components": method.strip_components,
+        },
+    ]
+
+
+def _system(method: methods.SystemMethod, target: model.Platform) -> list[dict[str, Any]]:
+    manager = target.package_manager
+    assert manager is not None
+    assert manager in method.packages
+    actions: list[dict[str, Any]] = []
+    if manager == "apt":
+        for repo in method.apt_repositories:
+            key = f"/etc/apt/keyrings/{repo.name}.asc"
+            actions.append({"action": "download", "url": repo.key_url, "dest": key})
+            lines = [
+                "Types: deb",
+                f"URIs: {repo.uri}",
+                f"Suites: {' '.join(repo.suites)}",
+                *([f"Components: {' '.join(repo.components)}"] if repo.components else []),
+                f"Signed-By: {key}",
+            ]
+            actions.append(
+                {
+                    "action": "write_file",
+                    "path": f"/etc/apt/sources.list.d/{repo.name}.sources",
+                    "content": "\n".join(lines) + "\n",
+                }
+            )
+    commands = packagers.install_commands(manager, list(method.packages[manager]))
+    refreshed = False
+    for command in commands:
+        if command.refresh and not refreshed:
+            actions.append(
+                {"action": "run", "argv": list(command.refresh), "env": dict(command.env)}
+            )
+            refreshed = True
+        actions.append({"action": "run", "argv": list(command.argv), "env": dict(command.env)})
+    return actions

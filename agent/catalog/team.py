@@ -1,0 +1,188 @@
+"""Team configuration: ``.github/runner-config.yml`` and the agent's feature profiles.
+
+A repository asks for features in one file::
+
+    extends: [gpu-base]            # profiles from the agent config's features.profiles
+    features:
+      - node@20                    # the label grammar, without the feature: prefix
+      - id: python                 # or a mapping, where full ranges are allowed
+        version: ">=3.10,<3.13"
+        options: {pip: true}
+    environments:                  # overrides, chosen by the agent's features.environment
+      staging:
+        features: [node@22]
+
+Policy: the merge order is profiles (each one's own ``extends`` first, depth first),
+then the file's ``features``, then the selected environment, then the job's labels;
+later wins, merged by feature id (spec replaced, options key by key). An ``extends``
+cycle, an unknown profile and an unknown environment are errors that say what exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from agent.catalog import requests
+from agent.config import loading as config_loading
+from agent.config import models as config_models
+
+
+class FeatureEntry(BaseModel):
+    """A feature written as a mapping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    version: str | None = None
+    options: dict[str, str | bool | int] = Field(default_factory=dict)
+
+
+def _entry_request(entry: str | FeatureEntry | Mapping[str, Any], source: str) -> requests.Request:
+    if isinstance(entry, FeatureEntry):
+        entry = entry.model_dump(exclude_none=True)
+    if isinstance(entry, Mapping):
+        return requests.from_mapping(entry, source=source)
+    return requests.parse(entry, allow_ranges=True, source=source)
+
+
+def _check_entry(value: str | FeatureEntry) -> str | FeatureEntry:
+    try:
+        _entry_request(value, "team")
+    except requests.RequestError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+Entry = Annotated[str | FeatureEntry, AfterValidator(_check_entry)]
+
+
+class Environment(BaseModel):
+    """Overrides for one environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    extends: tuple[str, ...] = ()
+    features: tuple[Entry, ...] = ()
+
+
+class TeamConfig(BaseModel):
+    """The contents of ``.github/runner-config.yml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    extends: tuple[str, ...] = Field(default=(), description="Profiles to start from.")
+    features: tuple[Entry, ...] = Field(default=(), description="Features this repository needs.")
+    environments: dict[str, Environment] = Field(
+        default_factory=dict, description="Overrides selected by the agent's features.environment."
+    )
+
+
+class TeamError(ValueError):
+    """A team configuration that cannot be used; one problem per line."""
+
+
+def load(path: Path) -> TeamConfig:
+    """Load and validate a team configuration file, with positioned errors."""
+    text = config_loading.read_text(path)
+    data, marks = config_loading.parse_yaml(text, source=str(path))
+    return parse(data, source=str(path), marks=marks)
+
+
+def parse(data: Any, *, source: str, marks: config_loading.Marks | None = None) -> TeamConfig:
+    """Validate already-parsed team configuration data."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise config_loading.ConfigError(
+            [
+                config_loading.Problem(
+                    source,
+                    "",
+                    config_loading.show(data),
+                    "expected a mapping with extends, features and environments",
+                )
+            ]
+        )
+    try:
+        return TeamConfig.model_validate(data)
+    except ValidationError as exc:
+        raise config_loading.ConfigError(
+            config_loading.problems_from(exc, source=source, marks=marks, model=TeamConfig)
+        ) from exc
+
+
+def _profile_requests(
+    name: str,
+    profiles: Mapping[str, config_models.Profile],
+    trail: tuple[str, ...],
+    out: requests.Merger,
+) -> None:
+    if name in trail:
+        raise TeamError(f"extends cycle: {' -> '.join((*trail, name))}")
+    profile = profiles.get(name)
+    if profile is None:
+        known = ", ".join(sorted(profiles)) or "none are configured"
+        raise TeamError(f"unknown profile {name!r} in extends; profiles: {known}")
+    for parent in profile.extends:
+        _profile_requests(parent, profiles, (*trail, name), out)
+    out.add(_entry_request(e, f"profile:{name}") for e in profile.features)
+
+
+def merged_requests(
+    *,
+    team: TeamConfig | None,
+    settings: config_models.FeaturesSettings,
+    labels: Sequence[str] = (),
+    extra: Sequence[requests.Request] = (),
+) -> list[requests.Request]:
+    """Merge profiles, the team file, its environment, ``extra`` and the job's labels."""
+    merger = requests.Merger()
+    try:
+        if team is not None:
+            for name in team.extends:
+                _profile_requests(name, settings.profiles, (), merger)
+            merger.add(_entry_request(e, "team") for e in team.features)
+            env_name = settings.environment
+            if env_name and team.environments:
+                env = team.environments.get(env_name)
+                if env is None:
+                    known = ", ".join(sorted(team.environments))
+                    raise TeamError(
+                        f"environment {env_name!r} (features.environment) is not defined in the "
+                        f"team configuration; it defines: {known}"
+                    )
+                for name in env.extends:
+                    _profile_requests(name, settings.profiles, (), merger)
+                merger.add(_entry_request(e, f"environment:{env_name}") for e in env.features)
+        merger.add(extra)
+        merger.add(requests.from_labels(labels))
+    except requests.RequestError as exc:
+        raise TeamError(str(exc)) from None
+    return merger.result()
+
+
+def check_profiles(settings: config_models.FeaturesSettings) -> list[str]:
+    """Problems in the agent config's profiles and preinstall list (grammar, cycles)."""
+    problems: list[str] = []
+    for name, profile in sorted(settings.profiles.items()):
+        for entry in profile.features:
+            try:
+                _entry_request(entry, f"profile:{name}")
+            except requests.RequestError as exc:
+                problems.append(f"features.profiles.{name}: {exc}")
+        try:
+            _profile_requests(name, settings.profiles, (), requests.Merger())
+        except TeamError as exc:
+            problems.append(f"features.profiles.{name}: {exc}")
+        except requests.RequestError:
+            pass
+    for entry in settings.preinstall:
+        try:
+            requests.parse(entry, allow_ranges=True, source="preinstall")
+        except requests.RequestError as exc:
+            problems.append(f"features.preinstall: {exc}")
+    return problems

@@ -1,0 +1,174 @@
+"""Version specs and matching.
+
+Policy:
+- a partial version matches as mise does: ``1.2`` matches ``1.2.3`` and never
+  ``1.20.0`` (the component tuple must start with the spec's components);
+- ``^1.2`` means ``>=1.2,<2`` (``^0.3`` means ``>=0.3,<0.4``, as semver does for 0.x);
+  ``~3.12`` means ``>=3.12,<3.13`` and ``~3`` means ``>=3,<4``;
+- full ranges (``>=3.10,<3.13``) use PEP 440 specifiers; they contain commas, which a
+  runner label cannot, so they are allowed in team config and on the command line only;
+- an alias (``latest``, ``lts``, ``stable``, or any the manifest defines) names a spec;
+- the highest matching version wins; pre-releases take part only when the spec itself
+  names one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+SpecKind = Literal["partial", "caret", "tilde", "range", "alias"]
+
+# A version as written in specs and manifests: digits and dots, with an optional
+# pre-release/post/dev tail (3.13.0rc1, 1.10.0.post3). ASCII only.
+VERSION_RE = re.compile(
+    r"(?a:\d{1,9}(?:\.\d{1,9}){0,4}(?:[.-]?(?:a|b|rc|alpha|beta|post|dev)\.?\d{0,9})?)"
+)
+ALIAS_RE = re.compile(r"(?a:[a-z][a-z0-9-]{0,31})")
+_PARTIAL_RE = re.compile(rf"(?a:{VERSION_RE.pattern})(?:\.x)?")
+_RANGE_CHARS = re.compile(r"(?a:[0-9A-Za-z.,<>=!~* ]{1,100})")
+
+
+class VersionSpecError(ValueError):
+    """A version spec that cannot be parsed; the message shows the accepted forms."""
+
+
+def parse_version(text: str) -> Version:
+    """Parse a concrete version, with an error that says what is expected."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise VersionSpecError(
+            f"{text!a} is not a version; expected digits and dots such as 20.11.1"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed version spec."""
+
+    kind: SpecKind
+    text: str
+
+    @property
+    def allows_prerelease(self) -> bool:
+        """Whether the spec itself names a pre-release (then pre-releases may match)."""
+        if self.kind == "alias":
+            return False
+        return bool(re.search(r"(?:a|b|rc|alpha|beta|dev)\.?\d*$|(?:a|b|rc|dev)\d", self.text))
+
+    def render(self) -> str:
+        """The spec as the user writes it."""
+        return self.text
+
+    def matches(self, version: Version) -> bool:
+        """Whether ``version`` satisfies this spec (aliases must be expanded first)."""
+        if self.kind == "partial":
+            want = _release(self.text.removesuffix(".x"))
+            if version.release[: len(want)] != want:
+                return False
+            spec_v = Version(self.text.removesuffix(".x"))
+            if spec_v.pre or spec_v.post is not None or spec_v.dev is not None:
+                return version == spec_v
+            return True
+        if self.kind == "alias":
+            raise VersionSpecError(f"alias {self.text!r} must be expanded before matching")
+        return self.specifier().contains(version, prereleases=True)
+
+    def specifier(self) -> SpecifierSet:
+        """The PEP 440 specifier set of a caret, tilde or range spec."""
+        if self.kind == "range":
+            return SpecifierSet(self.text)
+        base = self.text[1:]
+        release = _release(base)
+        if self.kind == "caret":
+            upper = _bump(release, 1 if release[0] == 0 and len(release) > 1 else 0)
+        else:  # tilde
+            upper = _bump(release, min(1, len(release) - 1))
+        return SpecifierSet(f">={base},<{upper}")
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return Version(text).release
+
+
+def _bump(release: tuple[int, ...], index: int) -> str:
+    parts = list(release[: index + 1])
+    parts[index] += 1
+    return ".".join(str(p) for p in parts)
+
+
+def parse_spec(text: str, *, allow_ranges: bool) -> Spec:
+    """Parse a version spec; ranges (with commas and operators) only if allowed."""
+    text = text.strip()
+    if _PARTIAL_RE.fullmatch(text):
+        return Spec("partial", text)
+    if text[:1] in ("^", "~") and VERSION_RE.fullmatch(text[1:]):
+        return Spec("caret" if text[0] == "^" else "tilde", text)
+    if ALIAS_RE.fullmatch(text):
+        return Spec("alias", text)
+    if text[:1] in "<>=!~" and _RANGE_CHARS.fullmatch(text):
+        if not allow_ranges:
+            raise VersionSpecError(
+                f"version range {text!a} is not allowed in a runner label (labels cannot "
+                "hold commas); use 20, 20.11, ^20, ~3.12 or an alias, or put the range in "
+                ".github/runner-config.yml"
+            )
+        try:
+            SpecifierSet(text)
+        except InvalidSpecifier:
+            raise VersionSpecError(
+                f"{text!a} is not a version range; expected e.g. '>=3.10,<3.13'"
+            ) from None
+        return Spec("range", text.replace(" ", ""))
+    forms = "20.11.1, 20, 20.11, ^20, ~3.12, an alias such as latest or lts"
+    if allow_ranges:
+        forms += ", or a range such as >=3.10,<3.13"
+    raise VersionSpecError(f"{text!a} is not a version spec; expected {forms}")
+
+
+def best_match(
+    versions: Iterable[str], specs: Iterable[Spec], *, prereleases: bool = False
+) -> str | None:
+    """The highest of ``versions`` that satisfies every spec, or ``None``."""
+    spec_list = list(specs)
+    allow_pre = prereleases or any(s.allows_prerelease for s in spec_list)
+    best: tuple[Version, str] | None = None
+    for text in versions:
+        version = Version(text)
+        if version.is_prerelease and not allow_pre:
+            continue
+        if all(s.matches(version) for s in spec_list) and (best is None or version > best[0]):
+            best = (version, text)
+    return best[1] if best else None
+
+
+def sort_versions(versions: Iterable[str]) -> list[str]:
+    """Versions from lowest to highest."""
+    return sorted(versions, key=Version)
+
+
+def nearby(versions: Iterable[str], wanted: str, *, limit: int = 4) -> list[str]:
+    """Known versions close to ``wanted``, for "did you mean" hints.
+
+    The newest final release of each major version around the wanted one, nearest first.
+    """
+    try:
+        target = Version(re.sub(r"^[\^~]", "", wanted).removesuffix(".x"))
+    except InvalidVersion:
+        target = None
+    newest: dict[int, Version] = {}
+    for text in versions:
+        v = Version(text)
+        if v.is_prerelease:
+            continue
+        major = v.release[0]
+        if major not in newest or v > newest[major]:
+            newest[major] = v
+    majors = sorted(newest, key=lambda m: (abs(m - target.release[0]) if target else 0, -m))
+    return [str(newest[m]) for m in majors[:limit]]

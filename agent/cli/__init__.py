@@ -1,0 +1,70 @@
+"""The ``runner-agent`` command line.
+
+Exit codes (every command):
+
+- 0: success (``serve``: stopped by a signal; ``status``: the agent is ready);
+- 1: the thing checked is not good: an invalid file for ``config validate``, an agent
+  that is not ready for ``status``, requests that cannot be resolved for ``plan``, an
+  unknown feature for ``features show``, or ``serve`` could not listen on its probe
+  address;
+- 2: usage error, or ``serve`` met an invalid configuration with ``--on-config-error
+  exit``;
+- 3: ``status`` could not reach the agent.
+
+Policy: commands other than ``serve`` import only what they need, so they start fast;
+``serve`` imports the daemon, which binds its probe listener before anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+# pydantic scans every installed distribution's entry points for plugins when the first
+# model class is built (tens of ms in a full venv, on the path to the first /healthz); the
+# agent uses no pydantic plugin. Set before agent.config imports pydantic.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from agent import __version__
+from agent.cli import catalogs, configs, serving
+from agent.config import loading
+
+EXIT_OK = 0
+EXIT_BAD = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def config_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` to ``parser``."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML config file (default: ${loading.ENV_CONFIG}, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="runner-agent",
+        description="Sidecar daemon for self-hosted GitHub Actions runners.",
+        epilog="Exit codes: 0 ok, 1 check failed, 2 usage or config error, 3 agent unreachable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serving.add_parsers(sub, config_arg)
+    configs.add_parsers(sub, config_arg)
+    catalogs.add_parsers(sub, config_arg)
+    sub.add_parser("version", help="print the version", description="Print the version.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``runner-agent`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"runner-agent {__version__}")
+        return EXIT_OK
+    return int(args.run(args))

@@ -1,0 +1,184 @@
+"""``runner-agent features list | show | schema`` and ``runner-agent plan``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.cli import common
+from agent.config import loading
+
+
+def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``features`` and ``plan``."""
+    features = sub.add_parser("features", help="list, show or describe catalog features")
+    fsub = features.add_subparsers(dest="features_command", required=True, metavar="SUBCOMMAND")
+    listing = fsub.add_parser(
+        "list",
+        help="list the catalog's features",
+        description="List the features of the catalog (bundled, then catalog.paths), and "
+        "those disabled by a bad manifest with the reason.",
+    )
+    config_arg(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=run_list)
+    show = fsub.add_parser(
+        "show", help="show one feature's manifest", description="Print one feature's manifest."
+    )
+    show.add_argument("id")
+    config_arg(show)
+    show.set_defaults(run=run_show)
+    schema = fsub.add_parser(
+        "schema",
+        help="print the manifest JSON Schema",
+        description="Print the JSON Schema of feature.yaml manifests, for editors.",
+    )
+    schema.set_defaults(run=run_schema)
+
+    plan = sub.add_parser(
+        "plan",
+        help="print the install plan for feature requests",
+        description=(
+            "Resolve feature requests (labels such as feature:node@20, or id@spec with full "
+            "ranges) for a target platform and print the plan as JSON. The target defaults "
+            "to this machine; the flags describe another, e.g. --os linux --arch arm64."
+        ),
+    )
+    plan.add_argument("requests", nargs="*", metavar="REQUEST")
+    plan.add_argument("--os", help="linux, darwin or windows")
+    plan.add_argument("--arch", help="x64, arm64, arm, ppc64, s390x, riscv64 or ia32")
+    plan.add_argument("--libc", help="glibc or musl (linux)")
+    plan.add_argument("--package-manager", help="apt, dnf, yum, zypper, apk, pacman, brew...")
+    plan.add_argument("--cuda-driver", help="the driver's CUDA version, e.g. 12.4")
+    plan.add_argument("--team", type=Path, help="a .github/runner-config.yml to merge first")
+    plan.add_argument("--environment", help="which environments.<name> of the team file applies")
+    config_arg(plan)
+    plan.set_defaults(run=run_plan)
+
+
+def _catalog(args: argparse.Namespace) -> Any:
+    from agent.catalog import loading as catalog_loading
+
+    settings = common.settings(args)
+    return catalog_loading.load(catalog_loading.folders_for(settings.catalog)), settings
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """List features."""
+    catalog, _ = _catalog(args)
+    rows = []
+    for ident in catalog.ids():
+        feature = catalog.features[ident]
+        rows.append(
+            {
+                "id": ident,
+                "name": feature.name,
+                "versions": feature.version_list() or ["system"],
+                "default": feature.default if feature.versioned else "system",
+                "methods": sorted({m.method for m in feature.install}),
+                "platforms": list(feature.platforms),
+            }
+        )
+    disabled = [{"feature": p.feature, "problem": str(p)} for p in catalog.problems]
+    if args.json:
+        print(json.dumps({"features": rows, "disabled": disabled}, indent=2))
+        return common.EXIT_OK
+    for row in rows:
+        versions = row["versions"]
+        shown = ", ".join(versions[-3:]) + (" ..." if len(versions) > 3 else "")
+        print(f"{row['id']:<12} {row['name']:<20} {'/'.join(row['methods']):<10} {shown}")
+    for item in disabled:
+        print(f"DISABLED {item['feature']}: {item['problem']}", file=sys.stderr)
+    return common.EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Show one manifest."""
+    import yaml
+
+    from agent.catalog import resolver
+
+    catalog, _ = _catalog(args)
+    ident = args.id.lower()
+    feature = catalog.features.get(ident)
+    if feature is None:
+        disabled = [p for p in catalog.problems if p.feature == ident]
+        if disabled:
+            return common.fail(f"feature {ident!r} is disabled: {disabled[0]}")
+        return common.fail(f"unknown feature {ident!r}{resolver.suggest(ident, catalog.ids())}")
+    print(f"# {catalog.folders[ident] / 'feature.yaml'}")
+    print(
+        yaml.safe_dump(feature.model_dump(mode="json", exclude_defaults=True), sort_keys=False),
+        end="",
+    )
+    return common.EXIT_OK
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    """Print the manifest schema."""
+    from agent.catalog import manifest
+
+    print(json.dumps(manifest.Feature.model_json_schema(), indent=2))
+    return common.EXIT_OK
+
+
+def target_platform(args: argparse.Namespace) -> Any:
+    """This machine, with whatever the flags override."""
+    from agent.platform import detect, model
+
+    local = detect.detect()
+    os_name = model.normalize_os(args.os) if args.os else local.os
+    same_os = os_name == local.os
+    arch = model.normalize_arch(args.arch) if args.arch else local.arch
+    libc = args.libc or (local.libc if same_os else ("glibc" if os_name == "linux" else None))
+    manager = args.package_manager or (local.package_manager if same_os else None)
+    return model.Platform(
+        os=os_name,
+        arch=arch,
+        libc=libc if os_name == "linux" else None,
+        package_manager=manager,
+        distro=local.distro if same_os and not args.package_manager else None,
+        distro_version=local.distro_version if same_os and not args.package_manager else None,
+        cuda_driver=args.cuda_driver,
+    )
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """Resolve requests and print the plan."""
+    from agent.catalog import requests, resolver, team
+    from agent.platform import model
+
+    catalog, settings = _catalog(args)
+    try:
+        target = target_platform(args)
+    except model.PlatformError as exc:
+        return common.fail(str(exc), common.EXIT_USAGE)
+    features = settings.features
+    if args.environment:
+        features = features.model_copy(update={"environment": args.environment})
+    try:
+        team_config = team.load(args.team) if args.team else None
+        labels = [r for r in args.requests if r.lower().startswith(requests.PREFIX)]
+        extra = [
+            requests.parse(r, allow_ranges=True, source="cli")
+            for r in args.requests
+            if not r.lower().startswith(requests.PREFIX)
+        ]
+        wanted = team.merged_requests(
+            team=team_config, settings=features, labels=labels, extra=extra
+        )
+        plan = resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
+    except loading.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return common.EXIT_BAD
+    except (requests.RequestError, team.TeamError, resolver.ResolutionError) as exc:
+        for line in str(exc).splitlines():
+            print(f"runner-agent: {line}", file=sys.stderr)
+        return common.EXIT_BAD
+    sys.stdout.write(plan.to_json())
+    return common.EXIT_OK

@@ -1,0 +1,133 @@
+"""``runner-agent serve`` and ``runner-agent status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.cli import common
+from agent.config import loading
+
+
+def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``serve`` and ``status``."""
+    serve = sub.add_parser("serve", help="run the daemon", description="Run the daemon.")
+    config_arg(serve)
+    serve.add_argument(
+        "--on-config-error",
+        choices=["exit", "degrade"],
+        default=None,
+        help=(
+            "what to do when the configuration is invalid at startup: exit 2 with one line "
+            "(default), or run on built-in defaults, not ready, until it is fixed "
+            f"(default from ${loading.ENV_ON_CONFIG_ERROR})"
+        ),
+    )
+    serve.set_defaults(run=run_serve)
+
+    status = sub.add_parser(
+        "status",
+        help="ask a running agent for its status",
+        description=(
+            "Print a running agent's /v1/status; exit 0 if ready, 1 if not, 3 if unreachable."
+        ),
+    )
+    status.add_argument(
+        "--socket",
+        type=Path,
+        default=None,
+        help=f"API socket (default: ${loading.ENV_SOCKET}, else the configured one)",
+    )
+    status.add_argument("--token-file", type=Path, default=None, help="bearer token file")
+    config_arg(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(run=run_status)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the daemon until a signal stops it."""
+    mode = args.on_config_error or os.environ.get(loading.ENV_ON_CONFIG_ERROR) or "exit"
+    if mode not in ("exit", "degrade"):
+        return common.fail(
+            f"{loading.ENV_ON_CONFIG_ERROR}={mode!r} is not valid; expected 'exit' or 'degrade'",
+            common.EXIT_USAGE,
+        )
+    from agent import daemon  # the heavy imports, only for serve
+
+    return daemon.serve(
+        common.config_path(args), on_config_error="exit" if mode == "exit" else "degrade"
+    )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print a running agent's status."""
+    from agent.config import models
+
+    socket_path: Path | None = args.socket
+    if socket_path is None:
+        env = os.environ.get(loading.ENV_SOCKET)
+        if env:
+            socket_path = Path(env)
+        else:
+            try:
+                socket_path = loading.load(common.config_path(args)).server.socket_path
+            except loading.ConfigError:
+                socket_path = models.ServerSettings().socket_path
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return common.fail(f"cannot read {args.token_file}: {exc.strerror}", common.EXIT_USAGE)
+    try:
+        status, body = unix_get(socket_path, "/v1/status", token=token)
+    except OSError as exc:
+        return common.fail(
+            f"cannot reach the agent at {socket_path}: {exc.strerror or exc}",
+            common.EXIT_UNREACHABLE,
+        )
+    if status != 200:
+        message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
+        return common.fail(f"status request failed ({status}): {message}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print(
+            f"runner-agent {body['version']}  pid {body['pid']}  up {body['uptime_seconds']:.0f} s"
+        )
+        cfg = body["config"]
+        print(f"config: generation {cfg['generation']} from {cfg['source']}")
+        for cond in body["conditions"]:
+            print(f"  [{'ok' if cond['ok'] else 'FAIL'}] {cond['name']}: {cond['message']}")
+        print("ready" if body["ready"] else "NOT READY")
+    return common.EXIT_OK if body.get("ready") else common.EXIT_BAD
+
+
+def unix_get(path: Path, target: str, *, token: str | None) -> tuple[int, Any]:
+    """GET ``target`` over the unix socket at ``path`` with the standard library."""
+    import http.client
+    import socket
+
+    class _Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(str(path))
+            self.sock = sock
+
+    conn = _Conn("localhost", timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        conn.request("GET", target, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
