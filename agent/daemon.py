@@ -116,6 +116,8 @@ class Daemon:
             path, loaded, on_swap=self._on_swap, on_failure=self._on_reload_failure
         )
         self.probe_port: int | None = None
+        self.catalog: Any = None
+        """The feature catalog in force (``agent.catalog.loading.Catalog``), once loaded."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._signals = 0
@@ -146,6 +148,8 @@ class Daemon:
         self.metrics.config_reloads.inc()
         self.metrics.config_restart_required.set(1 if new.pending_restart else 0)
         self._set_config_condition(new)
+        # Manifests may have changed with the folders or on disk: reload them too.
+        self._spawn(self._load_catalog(), "catalog loader", forever=False)
 
     def _on_reload_failure(self, error: loading.ConfigError) -> None:
         self.metrics.config_reload_failures.inc()
@@ -178,6 +182,7 @@ class Daemon:
             "config file watcher",
         )
         self._spawn(self._serve_api(), "API listener", forever=False)
+        self._spawn(self._load_catalog(), "catalog loader", forever=False)
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
             __version__,
@@ -189,7 +194,23 @@ class Daemon:
         return EXIT_OK
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(aiotasks.create_guarded_task(coro, name=name, forever=forever))
+
+    async def _load_catalog(self) -> None:
+        # Imported and loaded after the listeners are up: /healthz never waits for it.
+        from agent.catalog import loading as catalog_loading
+
+        if self.catalog is None:
+            self.conditions.set("catalog", ok=False, message="loading")
+        folders = catalog_loading.folders_for(self.settings.catalog)
+        catalog = await asyncio.to_thread(catalog_loading.load, folders)
+        self.catalog = catalog
+        disabled = sorted({p.feature for p in catalog.problems})
+        message = f"{len(catalog.features)} features from {len(folders)} folder(s)"
+        if disabled:
+            message += f"; disabled: {', '.join(disabled)} (see /v1/features)"
+        self.conditions.set("catalog", ok=True, message=message)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -215,10 +236,15 @@ class Daemon:
     async def _serve_api(self) -> None:
         # Imported here, after the probe listener is up: the API's models cost import
         # time that /healthz should not wait for.
-        from agent.http import api
+        from agent.http import api, context
 
         server = self.settings.server
-        ctx = api.Context(reloader=self.reloader, conditions=self.conditions, started=self.started)
+        ctx = context.Context(
+            reloader=self.reloader,
+            conditions=self.conditions,
+            started=self.started,
+            catalog=lambda: self.catalog,
+        )
         runner = web.AppRunner(
             api.make_app(ctx, m=self.metrics, inflight=self._inflight),
             access_log=None,

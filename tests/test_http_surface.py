@@ -36,6 +36,7 @@ async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
     assert body["ready"] is True
     assert {c["name"]: c["ok"] for c in body["conditions"]} == {
         "api": True,
+        "catalog": True,
         "config": True,
         "lifecycle": True,
     }
@@ -103,7 +104,7 @@ async def test_status_over_the_unix_socket(start_agent: Starter) -> None:
     assert body["pid"] == agent.proc.pid
     assert body["config"]["generation"] == 1
     assert body["config"]["source"] == str(agent.config)
-    assert {c["name"] for c in body["conditions"]} == {"api", "config", "lifecycle"}
+    assert {c["name"] for c in body["conditions"]} == {"api", "catalog", "config", "lifecycle"}
 
 
 async def test_config_endpoint_never_shows_token_values(start_agent: Starter) -> None:
@@ -123,7 +124,15 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
     status, doc = await api_get(agent.socket, "/openapi.json")
     assert status == 200
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {"/v1/status", "/v1/config", "/v1/reload", "/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/v1/status",
+        "/v1/config",
+        "/v1/reload",
+        "/v1/features",
+        "/v1/features/{id}",
+        "/v1/plan",
+        "/openapi.json",
+    }
     reload_op = doc["paths"]["/v1/reload"]["post"]
     assert reload_op["x-scope"] == "admin"
     assert {"400", "401", "403", "413", "415", "422"} <= set(reload_op["responses"])

@@ -1,4 +1,4 @@
-"""The API application: /v1/status, /v1/config, /v1/reload and /openapi.json.
+"""The API application: status, config, reload, the catalog endpoints and /openapi.json.
 
 Policy: read-only endpoints are of the ``job`` scope (a job's hook may look); anything
 that changes the agent is ``admin``. Later features add their routes to :func:`routes`.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,21 +16,11 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.config import reloading
-from agent.http import auth, bodies, draining, errors, instrument, models
+from agent.http import auth, bodies, draining, errors, features, instrument, models
 from agent.http import routes as routing
-from agent.observe import conditions, metrics
+from agent.http.context import CONTEXT, Context
+from agent.observe import metrics
 
-
-@dataclass(frozen=True)
-class Context:
-    """What the API handlers reach into."""
-
-    reloader: reloading.Reloader
-    conditions: conditions.Conditions
-    started: float
-
-
-CONTEXT = web.AppKey("context", Context)
 ROUTES = web.AppKey("routes", list[routing.Route])
 
 
@@ -137,6 +126,31 @@ def routes() -> list[routing.Route]:
             request=models.ReloadRequest,
             response=models.ReloadResponse,
             errors=(422,),
+        ),
+        routing.Route(
+            "GET",
+            "/v1/features",
+            features.list_features,
+            "job",
+            "The feature catalog",
+            response=features.FeatureList,
+        ),
+        routing.Route(
+            "GET",
+            "/v1/features/{id}",
+            features.get_feature,
+            "job",
+            "One feature's manifest",
+            errors=(404,),
+        ),
+        routing.Route(
+            "POST",
+            "/v1/plan",
+            features.post_plan,
+            "job",
+            "Resolve feature requests into an install plan for a target platform",
+            request=features.PlanRequest,
+            errors=(422, 503),
         ),
         routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
     ]

@@ -153,9 +153,9 @@ def install_commands(
             )
         ]
     if manager == "dnf":
-        # dnf and yum have no lock-timeout option: they wait for another instance's lock
-        # themselves, unbounded, so the caller's own deadline is the bound. Both refresh
-        # expired metadata on their own, hence no refresh command.
+        # dnf and yum have no lock-timeout option. yum and dnf 4 wait for a running
+        # instance's lock themselves, without a bound, so the caller's own deadline is the
+        # bound. Both refresh expired metadata on their own, hence no refresh command.
         return [
             InstallCommand(
                 argv=("dnf", "install", "-y", "--setopt=install_weak_deps=False", *names)

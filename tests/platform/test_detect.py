@@ -46,7 +46,11 @@ def test_a_root_with_a_glibc_loader_is_glibc(tmp_path: Path) -> None:
     put(tmp_path, "usr/bin/apt-get", executable=True)
     found = detect.detect(root=tmp_path)
     assert (found.libc, found.package_manager) == ("glibc", "apt")
-    assert (found.distro, found.distro_version, found.distro_like) == ("ubuntu", "24.04", ("debian",))
+    assert (found.distro, found.distro_version, found.distro_like) == (
+        "ubuntu",
+        "24.04",
+        ("debian",),
+    )
 
 
 def test_without_loader_or_manager_libc_and_manager_stay_unknown(tmp_path: Path) -> None:
@@ -99,8 +103,8 @@ def test_a_root_without_os_release_has_no_distro(tmp_path: Path) -> None:
 def test_macos_is_detected_with_homebrew_off_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(detect.sys, "platform", "darwin")
-    monkeypatch.setattr(detect.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
     put(tmp_path, "opt/homebrew/bin/brew", executable=True)
     put(tmp_path, "etc/os-release", samples.DEBIAN_12)  # ignored: not Linux
     assert detect.detect(root=tmp_path) == model.Platform(

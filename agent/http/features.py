@@ -1,0 +1,157 @@
+"""Catalog endpoints: /v1/features, /v1/features/{id} and /v1/plan (all ``job`` scope).
+
+Policy: these read the catalog in force and resolve plans; they change nothing. A plan
+request names its target platform explicitly (the runner's, which in sidecar mode is not
+the agent's own), and resolution problems come back as one 422 listing every problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.catalog import loading as catalog_loading
+from agent.catalog import requests, resolver, team
+from agent.config import loading as config_loading
+from agent.http import bodies, errors
+from agent.http.context import CONTEXT
+from agent.platform import model
+
+
+class FeatureSummary(BaseModel):
+    """One feature of the catalog."""
+
+    id: str
+    name: str
+    description: str
+    versions: list[str] = Field(description="Known versions; empty for OS-package features.")
+    aliases: dict[str, str]
+    default: str
+    methods: list[str]
+    platforms: list[str]
+
+
+class FeatureList(BaseModel):
+    """GET /v1/features."""
+
+    features: list[FeatureSummary]
+    disabled: list[dict[str, str]] = Field(
+        description="Features whose manifest failed, with the reason."
+    )
+
+
+class TargetModel(BaseModel):
+    """The platform a plan is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    os: str = Field(description="linux, darwin or windows")
+    arch: str = Field(description="x64, arm64, arm, ppc64, s390x, riscv64 or ia32")
+    libc: str | None = Field(default=None, description="glibc or musl (linux only)")
+    package_manager: str | None = Field(default=None, description="apt, dnf, apk, ...")
+    cuda_driver: str | None = Field(default=None, description="driver CUDA version, e.g. 12.4")
+
+
+class PlanRequest(BaseModel):
+    """POST /v1/plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str] = Field(
+        default_factory=list, max_length=64, description="Runner labels; feature: ones count."
+    )
+    requests: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Requests in the id@spec form, where full ranges are allowed.",
+    )
+    team: dict[str, Any] | None = Field(
+        default=None, description="A .github/runner-config.yml document, as JSON."
+    )
+    target: TargetModel
+
+
+def _catalog(request: web.Request) -> catalog_loading.Catalog:
+    catalog = request.app[CONTEXT].catalog()
+    if catalog is None:
+        raise errors.ApiError(503, "the feature catalog is still loading; retry in a moment")
+    return catalog
+
+
+async def list_features(request: web.Request) -> web.Response:
+    """Every feature of the catalog, and the disabled ones with their reasons."""
+    catalog = _catalog(request)
+    items = []
+    for ident in catalog.ids():
+        feature = catalog.features[ident]
+        items.append(
+            FeatureSummary(
+                id=ident,
+                name=feature.name,
+                description=feature.description,
+                versions=feature.version_list(),
+                aliases=dict(feature.aliases),
+                default=feature.default if feature.versioned else "system",
+                methods=sorted({m.method for m in feature.install}),
+                platforms=list(feature.platforms),
+            )
+        )
+    body = FeatureList(
+        features=items,
+        disabled=[{"feature": p.feature, "problem": str(p)} for p in catalog.problems],
+    )
+    return web.json_response(text=body.model_dump_json())
+
+
+async def get_feature(request: web.Request) -> web.Response:
+    """One feature's manifest."""
+    catalog = _catalog(request)
+    ident = request.match_info["id"].lower()
+    feature = catalog.features.get(ident)
+    if feature is None:
+        raise errors.ApiError(
+            404,
+            f"unknown feature {ident!r}{resolver.suggest(ident, catalog.ids())}",
+            details={"known": catalog.ids()},
+        )
+    return web.json_response(text=feature.model_dump_json())
+
+
+async def post_plan(request: web.Request) -> web.Response:
+    """Resolve requests for a target platform into an install plan."""
+    ctx = request.app[CONTEXT]
+    catalog = _catalog(request)
+    settings = ctx.reloader.current.settings
+    body = await bodies.read_model(
+        request, PlanRequest, limit=int(settings.server.max_request_bytes)
+    )
+    try:
+        target = model.Platform(**body.target.model_dump())
+    except model.PlatformError as exc:
+        raise errors.ApiError(400, f"target: {exc}", code="validation_error") from exc
+    try:
+        team_config = team.parse(body.team, source="team") if body.team is not None else None
+        extra = [requests.parse(r, allow_ranges=True, source="request") for r in body.requests]
+        wanted = team.merged_requests(
+            team=team_config, settings=settings.features, labels=body.labels, extra=extra
+        )
+    except config_loading.ConfigError as exc:
+        raise errors.ApiError(
+            400,
+            "invalid team configuration",
+            code="validation_error",
+            details=[str(p) for p in exc.problems],
+        ) from exc
+    except (requests.RequestError, team.TeamError) as exc:
+        raise errors.ApiError(
+            400, str(exc).splitlines()[0], code="invalid_request", details=str(exc).splitlines()
+        ) from exc
+    try:
+        plan = resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
+    except resolver.ResolutionError as exc:
+        raise errors.ApiError(
+            422, exc.problems[0], code="unresolvable", details={"problems": exc.problems}
+        ) from exc
+    return web.Response(text=plan.to_json(), content_type="application/json")
