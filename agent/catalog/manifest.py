@@ -147,22 +147,6 @@ class Gpu(_Strict):
     )
 
 
-class Env(_Strict):
-    """What to export after install, relative to the install prefix."""
-
-    path: tuple[methods.RelativePath, ...] = ()
-    vars: dict[EnvName, str] = Field(
-        default_factory=dict, description="Templated; {prefix} is the install prefix."
-    )
-
-
-class Check(_Strict):
-    """A command that proves the install works, and what its output must contain."""
-
-    command: tuple[str, ...] = Field(min_length=1)
-    expect: str = Field(default="{version}", description="Templated substring of the output.")
-
-
 class Feature(_Strict):
     """One feature manifest."""
 
@@ -179,8 +163,8 @@ class Feature(_Strict):
     platforms: tuple[patterns.Pattern, ...] = Field(min_length=1)
     gpu: Gpu | None = None
     install: tuple[methods.Method, ...] = Field(min_length=1)
-    env: Env = Field(default_factory=Env)
-    check: Check | None = None
+    env: methods.Env = Field(default_factory=methods.Env)
+    check: methods.Check | None = None
     toolcache_name: Annotated[str, AfterValidator(_check_toolcache)] | None = None
 
     # --- derived -----------------------------------------------------------------------
@@ -259,10 +243,19 @@ class Feature(_Strict):
         if not relocatable and known:
             raise ValueError("a system-only feature has the distribution's version; drop versions")
         base = templates.BUILTIN | {"prefix"} | {k for keys in var_keys for k in keys}
-        for name, value in self.env.vars.items():
-            templates.check(value, base, where=f"env.vars.{name}")
-        if self.check:
-            templates.check(self.check.expect, base, where="check.expect")
+        envs = [("", self.env, self.check)] + [
+            (f"{m.method} method ", m.env, m.check) for m in self.install
+        ]
+        for where, env, check in envs:
+            for name, value in env.vars.items() if env else ():
+                templates.check(value, base, where=f"{where}env.vars.{name}")
+            if check:
+                if not self.versioned and "version" in templates.fields(check.expect):
+                    raise ValueError(
+                        f"{where}check.expect uses {{version}}, but a system package's version "
+                        "is the distribution's"
+                    )
+                templates.check(check.expect, base, where=f"{where}check.expect")
         if self.gpu:
             templates.check(self.gpu.cuda, templates.BUILTIN, where="gpu.cuda")
         return self

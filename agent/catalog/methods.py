@@ -57,11 +57,37 @@ Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 RelativePath = Annotated[str, AfterValidator(_check_relative)]
 
 
+class Env(BaseModel):
+    """What to export after install, relative to the install prefix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: tuple[RelativePath, ...] = ()
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Templated; {prefix} is the install prefix."
+    )
+
+
+class Check(BaseModel):
+    """A command that proves the install works, and what its output must contain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: tuple[str, ...] = Field(min_length=1)
+    expect: str = Field(default="{version}", description="Templated substring of the output.")
+
+
 class _Method(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     platforms: tuple[patterns.Pattern, ...] = Field(
         min_length=1, description="Platforms this method installs on, e.g. linux/x64/glibc."
+    )
+    env: Env | None = Field(
+        default=None, description="Replaces the feature's env where this method applies."
+    )
+    check: Check | None = Field(
+        default=None, description="Replaces the feature's check where this method applies."
     )
 
 

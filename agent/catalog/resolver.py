@@ -305,6 +305,8 @@ def _step(
         folder=str(catalog.folders[ident]),
     )
     env_values = {**values, "prefix": prefix or ""}
+    env = method.env or feature.env
+    check = method.check or feature.check
     return {
         "id": ident,
         "name": feature.name,
@@ -317,15 +319,17 @@ def _step(
         "options": option_env,
         "actions": actions,
         "env": {
-            "path": [posixpath.join(prefix, p) for p in feature.env.path] if prefix else [],
-            "vars": {k: templates.render(v, env_values) for k, v in feature.env.vars.items()},
+            "path": [posixpath.normpath(posixpath.join(prefix, p)) for p in env.path]
+            if prefix
+            else [],
+            "vars": {k: templates.render(v, env_values) for k, v in env.vars.items()},
         },
         "check": (
             {
-                "argv": list(feature.check.command),
-                "expect": templates.render(feature.check.expect, env_values),
+                "argv": list(check.command),
+                "expect": templates.render(check.expect, env_values),
             }
-            if feature.check
+            if check
             else None
         ),
     }
