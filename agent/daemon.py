@@ -19,6 +19,7 @@ Policy:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,14 +35,13 @@ from aiohttp import web
 from agent import __version__
 from agent.config import loading, models, reloading, tokens
 from agent.http import draining, listeners, probes
-from agent.kits import aiotasks, logs
+from agent.kits import aiotasks, logs, signals
 from agent.observe import conditions, looplag, metrics
 
 logger = logging.getLogger("agent.daemon")
 
 OnConfigError = Literal["exit", "degrade"]
 EXIT_OK = 0
-EXIT_LISTEN = 1
 EXIT_CONFIG = 2
 
 
@@ -52,7 +52,8 @@ def initial_config(
 
     In degrade mode the environment alone is tried first, so settings a pod passes by
     environment (the probe address above all) survive a broken file; if even that fails,
-    the built-in defaults are used. Either way the admin scope is locked until a reload.
+    the built-in defaults are used. Either way both API scopes are locked until a good
+    configuration loads: the broken file may be the one that set the tokens.
     """
     try:
         return reloading.load_snapshot(path, generation=1), None
@@ -69,7 +70,7 @@ def initial_config(
         settings, found, source = models.Settings(), tokens.Tokens(), "defaults"
     degraded = reloading.Loaded(
         settings=settings,
-        tokens=dataclasses.replace(found, locked=frozenset({"admin"})),
+        tokens=dataclasses.replace(found, locked=frozenset({"admin", "job"})),
         generation=1,
         source=source,
         error=message,
@@ -159,22 +160,20 @@ class Daemon:
     async def run(self) -> int:
         """Start everything, wait for a stop signal, shut down; return the exit code."""
         server = self.settings.server
+        self._install_signals()
         probe_runner = web.AppRunner(
             probes.make_app(
                 m=self.metrics, conds=self.conditions, lag=self.lag, started=self.started
             ),
             access_log=None,
-            shutdown_timeout=0.5,
+            shutdown_timeout=0.25,
         )
         await probe_runner.setup()
-        try:
-            _, self.probe_port = await listeners.start_tcp(probe_runner, server.metrics_address)
-        except listeners.BindError as exc:
-            logger.error("%s", exc)
+        if not await self._bind_probes(probe_runner, server.metrics_address):
             await probe_runner.cleanup()
-            return EXIT_LISTEN
+            return EXIT_OK
         self.conditions.set("lifecycle", ok=True, message="serving")
-        self._install_signals()
+        self.conditions.set("tasks", ok=True, message="every background task is running")
         self._spawn(self.lag.run(), "event-loop lag probe")
         self._spawn(self.reloader.run(), "config reloader")
         self._spawn(
@@ -193,9 +192,34 @@ class Daemon:
         await self._shutdown(probe_runner)
         return EXIT_OK
 
+    async def _bind_probes(self, runner: web.AppRunner, address: str) -> bool:
+        # A taken port may free up (an old agent still draining): retry with backoff
+        # rather than exit, since exiting non-zero gets the pod deleted. False: stopped.
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                _, self.probe_port = await listeners.start_tcp(runner, address)
+                return True
+            except listeners.BindError as exc:
+                logger.error("%s; retrying in %.0f s", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            delay = min(delay * 2, 30.0)
+        return False
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True) -> None:
         self._tasks = [t for t in self._tasks if not t.done()]
-        self._tasks.append(aiotasks.create_guarded_task(coro, name=name, forever=forever))
+        task = aiotasks.create_guarded_task(coro, name=name, forever=forever)
+        if forever:
+            task.add_done_callback(self._on_task_end)
+        self._tasks.append(task)
+
+    def _on_task_end(self, task: asyncio.Task[None]) -> None:
+        # The guard has logged why; readiness must not claim health without the task.
+        if not task.cancelled() and not self._stop.is_set():
+            self.conditions.set(
+                "tasks", ok=False, message=f"{task.get_name()} stopped; see the agent's log"
+            )
 
     async def _load_catalog(self) -> None:
         # Imported and loaded after the listeners are up: /healthz never waits for it.
@@ -217,6 +241,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+        for sig in signals.take_pending():  # arrived while importing and loading
+            if sig == signal.SIGHUP:
+                self.reloader.request("SIGHUP")
+            else:
+                self._on_stop_signal(sig)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -248,7 +277,7 @@ class Daemon:
         runner = web.AppRunner(
             api.make_app(ctx, m=self.metrics, inflight=self._inflight),
             access_log=None,
-            shutdown_timeout=0.5,  # requests are drained before cleanup; see _shutdown
+            shutdown_timeout=0.25,  # requests are drained before cleanup; see _shutdown
         )
         await runner.setup()
         self._api_runner = runner
@@ -281,22 +310,25 @@ class Daemon:
 
     async def _shutdown(self, probe_runner: web.AppRunner) -> None:
         # Readiness goes false first, while probes still answer, so the pod is seen
-        # draining; the API stops accepting, and requests already in hand finish within
-        # the grace (less a margin for the rest); then tasks stop; probes go last.
+        # draining; the API stops accepting, and requests already in hand finish; then
+        # tasks stop; probes go last. Every step takes its time from one budget, the
+        # grace, so the process is gone before the kubelet's SIGKILL.
         self.conditions.set("lifecycle", ok=False, message="shutting down")
         loop = asyncio.get_running_loop()
         start = loop.time()
-        deadline = start + max(self.settings.server.shutdown_grace_seconds - 1.5, 0.1)
+        end = start + self.settings.server.shutdown_grace_seconds
         if self._api_runner is not None:
             for site in list(self._api_runner.sites):
                 await site.stop()
             self._remove_socket()
-            if not await self._inflight.drain(deadline=deadline):
+            # Leave a second (or a fifth of a short grace) for the steps below.
+            reserve = min(1.0, (end - start) / 5)
+            if not await self._inflight.drain(deadline=end - reserve):
                 logger.warning(
                     "%d API request(s) still running at the end of the grace; cutting them",
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
-        await aiotasks.stop_tasks(self._tasks, timeout=1.0)
+        await aiotasks.stop_tasks(self._tasks, timeout=max(0.05, (end - loop.time()) / 2))
         await probe_runner.cleanup()
         logger.info("runner-agent stopped after draining for %.2f s", loop.time() - start)

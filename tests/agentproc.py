@@ -95,7 +95,10 @@ class Agent:
     def wait_for(self, predicate: Any, *, timeout: float = 10.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = predicate()
+            try:
+                value = predicate()
+            except OSError:  # not listening yet, or restarting its listener
+                value = None
             if value:
                 return value
             if self.proc.poll() is not None:
@@ -136,6 +139,7 @@ class Starter:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
+        wait_socket: bool = True,
         user: tuple[int, int] | None = None,
         port: int | None = None,
         socket_path: Path | None = None,
@@ -163,6 +167,8 @@ class Starter:
         self.agents.append(agent)
         if wait_ready:
             agent.wait_for(lambda: _healthy(agent), timeout=20, what="/healthz")
+            if wait_socket:
+                agent.wait_for(agent.socket.exists, timeout=10, what="the API socket")
         return agent
 
     def stop_all(self) -> None:

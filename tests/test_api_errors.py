@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.http import errors
 from tests.agentproc import Agent, Starter, free_port
 
 
@@ -101,8 +100,9 @@ async def test_a_wrong_method_is_a_405_with_allow(agent: Agent) -> None:
 
 
 async def test_the_agent_keeps_serving_after_bad_input(agent: Agent) -> None:
-    for data in (b"{", b"\xff\xfe", b"[]", b'{"reason": null}' * 100):
-        await post_reload(agent, data)
+    expected = {b"{": 400, b"\xff\xfe": 400, b"[]": 400, b'{"reason": null}' * 100: 413}
+    for data, status in expected.items():
+        assert (await post_reload(agent, data))[0] == status
     assert agent.get("/healthz")[0] == 200
     async with unix_session(agent) as session, session.get("http://agent/v1/status") as resp:
         assert resp.status == 200
@@ -196,12 +196,25 @@ async def test_without_tokens_the_socket_is_open_and_tcp_is_not_offered(
 
 
 async def test_a_crash_is_a_500_without_a_stack_trace(caplog: pytest.LogCaptureFixture) -> None:
+    # The real API application and middleware stack, with one route that breaks.
+    from agent.config import models, reloading, tokens
+    from agent.http import api, context, draining
+    from agent.observe import conditions, metrics
+
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
 
-    app = web.Application(middlewares=[errors.json_errors])
+    loaded = reloading.Loaded(
+        settings=models.Settings(), tokens=tokens.Tokens(), generation=1, source="test"
+    )
+    ctx = context.Context(
+        reloader=reloading.Reloader(None, loaded),
+        conditions=conditions.Conditions(),
+        started=0.0,
+    )
+    app = api.make_app(ctx, m=metrics.Metrics(), inflight=draining.InFlight())
     app.router.add_get("/boom", boom)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestServer(app, host="127.0.0.1") as server, TestClient(server) as client:
         resp = await client.get("/boom")
         assert resp.status == 500
         body = await resp.json()
@@ -213,3 +226,17 @@ async def test_a_crash_is_a_500_without_a_stack_trace(caplog: pytest.LogCaptureF
         }
     }
     assert "secret internals" in caplog.text  # logged for the operator, not sent
+
+
+async def test_a_non_ascii_token_is_a_401_not_a_crash(secured: tuple[Agent, str]) -> None:
+    agent, base = secured
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": "Bearer caf\u00e9".encode().decode("latin-1")}
+        async with session.get(base + "/v1/status", headers=headers) as resp:
+            assert resp.status == 401
+    assert "Traceback" not in agent.logs()
+
+
+async def test_head_works_on_get_routes(agent: Agent) -> None:
+    async with unix_session(agent) as session, session.head("http://agent/v1/status") as resp:
+        assert resp.status == 200

@@ -182,3 +182,105 @@ def test_one_line_counts_the_rest(tmp_path: Path) -> None:
     with pytest.raises(loading.ConfigError) as info:
         load_text(tmp_path, "logging:\n  level: loud\n  format: xml\n")
     assert info.value.one_line().endswith("(and 1 more problem)")
+
+
+# --- hostile files -----------------------------------------------------------------------
+
+
+def test_aliases_are_refused_before_they_can_expand(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    [problem] = problems_of(tmp_path, bomb)
+    assert "anchors and aliases are not supported" in problem
+
+
+def test_a_self_referencing_alias_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server: &a [*a]\n")
+    assert "aliases are not supported" in problem
+
+
+def test_a_key_that_is_not_a_string_is_refused_where_it_stands(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "logging:\n  yes: 2\n")
+    assert ":2:3: logging: key 'yes' is not a string" in problem
+
+
+def test_absurd_nesting_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "a: " + "[" * 100 + "]" * 100 + "\n")
+    assert "nested deeper than" in problem
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "agent.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(loading.ConfigError, match="not a regular file"):
+        loading.load(fifo, environ={})
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "agent.yaml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(loading.ConfigError, match="not a regular file"):
+        loading.load(link, environ={})
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(loading.ConfigError, match="the limit is 1048576"):
+        loading.load(path, environ={})
+
+
+def test_true_is_not_a_number_of_seconds(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  shutdown_grace_seconds: true\n")
+    assert "expected a number, not true/false" in problem
+
+
+def test_a_host_with_a_space_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  metrics_address: 'a b:1'\n")
+    assert "is not an IP address or host name" in problem
+
+
+def test_a_numeric_group_from_the_environment_is_a_gid() -> None:
+    settings = loading.load(None, environ={"RUNNER_AGENT_SERVER__SOCKET_GROUP": "123"})
+    assert settings.server.socket_group == 123
+
+
+def test_a_negative_group_is_refused() -> None:
+    with pytest.raises(loading.ConfigError, match="expected a group id"):
+        loading.load(None, environ={"RUNNER_AGENT_SERVER__SOCKET_GROUP": "-1"})
+
+
+def test_a_variable_without_a_double_underscore_is_an_error() -> None:
+    with pytest.raises(loading.ConfigError) as info:
+        loading.load(None, environ={"RUNNER_AGENT_LOGGING_LEVEL": "debug"})
+    assert "environment variable RUNNER_AGENT_LOGGING_LEVEL: not a setting" in str(info.value)
+
+
+def test_the_agents_own_variables_are_not_settings_errors() -> None:
+    environ = {"RUNNER_AGENT_CONFIG": "/x", "RUNNER_AGENT_ON_CONFIG_ERROR": "degrade"}
+    assert loading.load(None, environ=environ).logging.level == "info"
+
+
+def test_identical_job_and_admin_tokens_are_refused(tmp_path: Path) -> None:
+    from agent.config import reloading
+
+    (tmp_path / "job").write_text("same")
+    (tmp_path / "admin").write_text("same\n")
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"server:\n  job_token_file: {tmp_path / 'job'}\n  admin_token_file: {tmp_path / 'admin'}\n"
+    )
+    with pytest.raises(loading.ConfigError, match="job and admin tokens are the same"):
+        reloading.load_snapshot(path, generation=1, environ={})
+
+
+def test_non_ascii_tokens_compare_without_crashing() -> None:
+    from agent.config import tokens
+
+    configured = tokens.Tokens(job="plain", admin="admin")
+    assert configured.scopes_for("café") == set()
+    assert configured.scopes_for("plain") == {"job"}

@@ -39,6 +39,7 @@ async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
         "catalog": True,
         "config": True,
         "lifecycle": True,
+        "tasks": True,
     }
     assert all(c["message"] for c in body["conditions"])
 
@@ -104,7 +105,13 @@ async def test_status_over_the_unix_socket(start_agent: Starter) -> None:
     assert body["pid"] == agent.proc.pid
     assert body["config"]["generation"] == 1
     assert body["config"]["source"] == str(agent.config)
-    assert {c["name"] for c in body["conditions"]} == {"api", "catalog", "config", "lifecycle"}
+    assert {c["name"] for c in body["conditions"]} == {
+        "api",
+        "catalog",
+        "config",
+        "lifecycle",
+        "tasks",
+    }
 
 
 async def test_config_endpoint_never_shows_token_values(start_agent: Starter) -> None:

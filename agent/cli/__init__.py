@@ -19,7 +19,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
+
+from agent.kits import signals
+
+# The daemon must never die of a signal that arrives while it imports (a sidecar that
+# exits non-zero gets its pod deleted): record them now, before the heavy imports below,
+# and let the daemon replay them once its event loop handles signals.
+if sys.argv[1:2] == ["serve"]:
+    signals.catch_early((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 # pydantic scans every installed distribution's entry points for plugins when the first
 # model class is built (tens of ms in a full venv, on the path to the first /healthz); the

@@ -56,6 +56,12 @@ def run_serve(args: argparse.Namespace) -> int:
             f"{loading.ENV_ON_CONFIG_ERROR}={mode!r} is not valid; expected 'exit' or 'degrade'",
             common.EXIT_USAGE,
         )
+    import signal
+
+    from agent.kits import signals
+
+    # Also here for callers of main(["serve"]); agent.cli did it first for the command.
+    signals.catch_early((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     from agent import daemon  # the heavy imports, only for serve
 
     return daemon.serve(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import reprlib
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ ENV_PREFIX = "RUNNER_AGENT_"
 ENV_SOCKET = "RUNNER_AGENT_SOCKET"
 ENV_CONFIG = "RUNNER_AGENT_CONFIG"
 ENV_ON_CONFIG_ERROR = "RUNNER_AGENT_ON_CONFIG_ERROR"
+_ENV_OWN = frozenset({ENV_SOCKET, ENV_CONFIG, ENV_ON_CONFIG_ERROR})
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -66,15 +69,29 @@ class ConfigError(Exception):
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 
 
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def parse_yaml(text: str, *, source: str) -> tuple[Any, Marks]:
     """Parse YAML ``text`` and return the data plus ``path -> (line, column)`` marks.
 
-    Lines and columns are 1-based, as editors show them. Raises :class:`ConfigError`
-    on a syntax error or a duplicate key.
+    Lines and columns are 1-based, as editors show them. Raises :class:`ConfigError` on
+    a syntax error, a duplicate key, a key that is not a string, nesting deeper than
+    ``MAX_DEPTH``, more than ``MAX_NODES`` values, and on anchors and aliases: an alias
+    shares one node many times, so a few hundred bytes can stand for gigabytes
+    ("billion laughs"), and settings files have no need for them.
     """
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        marks: Marks = {}
+        if node is not None:
+            walker = _Walker(source, marks)
+            walker.walk(node, (), 0)
+            if walker.problems:
+                raise ConfigError(walker.problems)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -86,45 +103,57 @@ def parse_yaml(text: str, *, source: str) -> tuple[Any, Marks]:
         raise ConfigError([Problem(source, "", "", f"invalid YAML: {exc}")]) from exc
     finally:
         loader.dispose()
-    marks: Marks = {}
-    problems: list[Problem] = []
-    if node is not None:
-        _walk(node, (), marks, problems, source)
-    if problems:
-        raise ConfigError(problems)
     return data, marks
 
 
-def _walk(
-    node: yaml.Node,
-    path: tuple[str | int, ...],
-    marks: Marks,
-    problems: list[Problem],
-    source: str,
-) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = (*path, key)
-            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key in seen:
-                problems.append(
-                    Problem(
-                        f"{source}:{line}:{col}",
-                        dotted(child),
-                        "",
-                        "duplicate key; each key may appear once",
+class _Walker:
+    """Records positions and refuses what settings files must not contain."""
+
+    def __init__(self, source: str, marks: Marks) -> None:
+        self.source = source
+        self.marks = marks
+        self.problems: list[Problem] = []
+        self._seen: set[int] = set()
+
+    def _fail(self, node: yaml.Node, path: tuple[str | int, ...], message: str) -> None:
+        mark = node.start_mark
+        where = f"{self.source}:{mark.line + 1}:{mark.column + 1}"
+        self.problems.append(Problem(where, dotted(path), "", message))
+
+    def walk(self, node: yaml.Node, path: tuple[str | int, ...], depth: int) -> None:
+        if self.problems:
+            return  # one structural problem is enough; the rest may be its echo
+        if id(node) in self._seen:
+            self._fail(node, path, "YAML anchors and aliases are not supported; write it out")
+            return
+        self._seen.add(id(node))
+        if len(self._seen) > MAX_NODES:
+            self._fail(node, path, f"more than {MAX_NODES} values; this is not a settings file")
+            return
+        if depth > MAX_DEPTH:
+            self._fail(node, path, f"nested deeper than {MAX_DEPTH} levels")
+            return
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                    shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "..."
+                    self._fail(
+                        key_node, path, f"key {shown!r} is not a string; quote it or rename it"
                     )
-                )
-            seen.add(key)
-            marks[child] = (line, col)
-            _walk(value_node, child, marks, problems, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            child = (*path, index)
-            marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _walk(item, child, marks, problems, source)
+                    return
+                key = key_node.value
+                child = (*path, key)
+                if key in keys:
+                    self._fail(key_node, child, "duplicate key; each key may appear once")
+                keys.add(key)
+                self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                self.walk(value_node, child, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = (*path, index)
+                self.marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                self.walk(item, child, depth + 1)
 
 
 def dotted(path: tuple[str | int, ...]) -> str:
@@ -137,15 +166,33 @@ def dotted(path: tuple[str | int, ...]) -> str:
 # --- environment ----------------------------------------------------------------------
 
 
-def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """Turn ``RUNNER_AGENT_*`` variables into a nested dict, and remember each one's name."""
+def env_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str], list[Problem]]:
+    """Turn ``RUNNER_AGENT_*`` variables into a nested dict, and remember each one's name.
+
+    Also returns the problems of variables that name no setting.
+    """
     data: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
+    unknown: list[Problem] = []
     if ENV_SOCKET in environ:
         data.setdefault("server", {})["socket_path"] = environ[ENV_SOCKET]
         sources[("server", "socket_path")] = ENV_SOCKET
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or name in _ENV_OWN:
+            continue
+        if "__" not in name:
+            # A typo such as RUNNER_AGENT_LOGGING_LEVEL must not pass silently.
+            unknown.append(
+                Problem(
+                    f"environment variable {name}",
+                    "",
+                    "",
+                    "not a setting; expected RUNNER_AGENT_<GROUP>__<KEY> (two underscores), "
+                    f"or one of {', '.join(sorted(_ENV_OWN))}",
+                )
+            )
             continue
         parts = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
         value: Any = environ[name]
@@ -161,7 +208,7 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tupl
             cursor = nested
         cursor[parts[-1]] = value
         sources[parts] = name
-    return data, sources
+    return data, sources, unknown
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,9 +235,18 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] 
     return list(model.model_fields)
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = 100
+_SHOW.maxother = 100
+_SHOW.maxlevel = 2
+
+
 def show(value: Any) -> str:
-    """A bad value as quoted in a message: ``repr``, escaped, at most 120 characters."""
-    text = ascii(value)
+    """A bad value as quoted in a message: escaped and short, however big the value."""
+    # reprlib bounds the work on huge or deeply nested values; ascii() then escapes the
+    # short result so control characters are shown, never written raw into a log line.
+    text = ascii(_SHOW.repr(value))[1:-1] if isinstance(value, str) else _SHOW.repr(value)
+    text = text if isinstance(value, str) else ascii(text)[1:-1]
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -264,22 +320,57 @@ def locate(
     return source
 
 
-def read_text(path: Path) -> str:
-    """Read a config file, turning OS errors into a :class:`ConfigError` that says why."""
+MAX_FILE_BYTES = 1024 * 1024
+
+
+def read_limited(path: Path, *, limit: int = MAX_FILE_BYTES, what: str = "the file") -> str:
+    """Read a small text file safely, or raise :class:`ConfigError` saying why not.
+
+    Only regular files are read: a FIFO would block forever and ``/dev/zero`` never ends.
+    The file is opened non-blocking (so a FIFO cannot hang the open), checked with
+    ``fstat`` and read up to ``limit`` bytes.
+    """
+
+    def problem(text: str) -> ConfigError:
+        return ConfigError([Problem(str(path), "", "", text)])
+
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        hint = "the file does not exist; check --config or RUNNER_AGENT_CONFIG"
-        raise ConfigError([Problem(str(path), "", "", hint)]) from exc
+        raise problem(f"{what} does not exist; check --config or RUNNER_AGENT_CONFIG") from exc
     except PermissionError as exc:
-        hint = f"permission denied reading it; make it readable by uid {os.getuid()}"
-        raise ConfigError([Problem(str(path), "", "", hint)]) from exc
+        raise problem(
+            f"permission denied reading it; make it readable by uid {os.getuid()}"
+        ) from exc
     except IsADirectoryError as exc:
-        raise ConfigError([Problem(str(path), "", "", "is a directory; expected a file")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), "", "", "is not UTF-8 text")]) from exc
+        raise problem("is a directory; expected a file") from exc
     except OSError as exc:
-        raise ConfigError([Problem(str(path), "", "", f"cannot be read: {exc.strerror}")]) from exc
+        raise problem(f"cannot be read: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise problem("is a directory; expected a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise problem("is not a regular file (a pipe or a device?); expected a file")
+        if info.st_size > limit:
+            raise problem(f"is {info.st_size} bytes; the limit is {limit}")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise problem(f"cannot be read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise problem(f"is over the limit of {limit} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise problem("is not UTF-8 text") from exc
+
+
+def read_text(path: Path) -> str:
+    """Read a config file (see :func:`read_limited`)."""
+    return read_limited(path, what="the file")
 
 
 def load(path: Path | None, *, environ: Mapping[str, str] | None = None) -> models.Settings:
@@ -296,8 +387,16 @@ def load(path: Path | None, *, environ: Mapping[str, str] | None = None) -> mode
             raise ConfigError(
                 [Problem(f"{source}:1:1", "", show(data), "expected a mapping of groups")]
             )
-    overrides, env_sources = env_overrides(environ)
-    return validate(_merge(data, overrides), source=source, marks=marks, env_sources=env_sources)
+    overrides, env_sources, unknown = env_overrides(environ)
+    try:
+        settings = validate(
+            _merge(data, overrides), source=source, marks=marks, env_sources=env_sources
+        )
+    except ConfigError as exc:
+        raise ConfigError(unknown + exc.problems) from exc
+    if unknown:
+        raise ConfigError(unknown)
+    return settings
 
 
 def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:

@@ -12,6 +12,7 @@ Group names reserved for later features, so nothing else may take them: ``instal
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 RESTART: JsonDict = {"x-restart-required": True}
+_HOST_RE = re.compile(r"(?a:[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)")
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -46,6 +48,8 @@ def split_address(value: str) -> tuple[str, int]:
             raise ValueError(f"{host!r} is not an IPv6 address; {expected}") from None
     elif ":" in host:
         raise ValueError(f"IPv6 hosts need brackets; {expected}")
+    if not host.startswith("[") and ":" not in host and not _HOST_RE.fullmatch(host):
+        raise ValueError(f"host {host!r} is not an IP address or host name; {expected}")
     port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range 1-65535; {expected}")
@@ -73,7 +77,25 @@ def _check_size(value: Any) -> Any:
     return value
 
 
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: a grace of "true" seconds is a mistake to show.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+def _group(value: Any) -> Any:
+    # Environment values are strings: "123" is a gid, not a group named "123".
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or (isinstance(value, int) and value < 0):
+        raise ValueError("expected a group id (0 or more) or a group name")
+    return value
+
+
 Address = Annotated[str, AfterValidator(_check_address)]
+Seconds = Annotated[float, BeforeValidator(_no_bool)]
+Group = Annotated[int | str, BeforeValidator(_group)]
 Size = Annotated[ByteSize, BeforeValidator(_check_size)]
 AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
 
@@ -103,7 +125,7 @@ class ServerSettings(_Group):
         ),
         json_schema_extra=RESTART,
     )
-    socket_group: int | str | None = Field(
+    socket_group: Group | None = Field(
         default=None,
         description=(
             "Group (gid or name) to own the API socket, so the runner container's user "
@@ -146,7 +168,7 @@ class ServerSettings(_Group):
             "Default 1 MiB: API bodies are small JSON documents; larger ones get 413."
         ),
     )
-    shutdown_grace_seconds: float = Field(
+    shutdown_grace_seconds: Seconds = Field(
         default=20.0,
         gt=0,
         le=3600,
@@ -157,7 +179,7 @@ class ServerSettings(_Group):
         ),
         json_schema_extra=RESTART,
     )
-    config_poll_seconds: float = Field(
+    config_poll_seconds: Seconds = Field(
         default=2.0,
         gt=0,
         le=3600,

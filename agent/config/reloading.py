@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent.config import loading, models, tokens
 
 logger = logging.getLogger("agent.config")
@@ -113,20 +115,24 @@ class Reloader:
         async with self._lock:
             old = self.current
             try:
-                new = await asyncio.to_thread(
-                    load_snapshot, self.path, generation=old.generation + 1
-                )
-            except loading.ConfigError as exc:
+                new, changed, restart = await asyncio.to_thread(self._prepare, old)
+            except Exception as exc:  # any failure keeps the old config in force
+                if isinstance(exc, loading.ConfigError):
+                    error = exc
+                else:
+                    logger.error("config reload crashed", exc_info=exc)
+                    error = loading.ConfigError(
+                        [loading.Problem(old.source, "", "", f"reload failed: {exc!r}")]
+                    )
                 logger.error(
                     "config reload failed, keeping generation %d: %s",
                     old.generation,
-                    exc.one_line(),
-                    extra={"reason": reason, "problems": [str(p) for p in exc.problems]},
+                    error.one_line(),
+                    extra={"reason": reason, "problems": [str(p) for p in error.problems]},
                 )
                 if self._on_failure:
-                    self._on_failure(exc)
-                return Outcome(ok=False, generation=old.generation, error=str(exc))
-            new, changed, restart = self._settle(old, new)
+                    self._on_failure(error)
+                return Outcome(ok=False, generation=old.generation, error=str(error))
             self.current = new
             if self._on_swap:
                 self._on_swap(old, new)
@@ -143,6 +149,11 @@ class Reloader:
                 ok=True, generation=new.generation, changed=changed, restart_required=restart
             )
 
+    def _prepare(self, old: Loaded) -> tuple[Loaded, tuple[str, ...], tuple[str, ...]]:
+        # Runs in a worker thread: reading, validating and diffing stay off the loop.
+        new = load_snapshot(self.path, generation=old.generation + 1)
+        return self._settle(old, new)
+
     def _settle(self, old: Loaded, new: Loaded) -> tuple[Loaded, tuple[str, ...], tuple[str, ...]]:
         before = _flatten(old.settings.model_dump(mode="json"))
         after = _flatten(new.settings.model_dump(mode="json"))
@@ -158,7 +169,22 @@ class Reloader:
             if models.get_path(new.settings, path) != models.get_path(old.settings, path):
                 pending.append(path)
             merged[group][key] = getattr(getattr(old.settings, group), key)
-        settings = models.Settings.model_validate(merged)
+        try:
+            settings = models.Settings.model_validate(merged)
+        except ValidationError as exc:
+            # E.g. the file drops the token files while the running TCP listener, which
+            # only a restart removes, still needs one.
+            raise loading.ConfigError(
+                [
+                    loading.Problem(
+                        new.source,
+                        "",
+                        "",
+                        f"conflicts with settings that only a restart changes "
+                        f"({', '.join(pending)}): {exc.errors()[0]['msg']}; restart the agent",
+                    )
+                ]
+            ) from exc
         restart = tuple(sorted(pending))
         return (
             Loaded(
@@ -179,15 +205,23 @@ class Reloader:
             self._wanted.clear()
             await self.reload(self._reason)
 
+    def _watched(self) -> list[Path]:
+        server = self.current.settings.server
+        files = [self.path, server.job_token_file, server.admin_token_file]
+        return [f for f in files if f is not None]
+
     async def watch(self, *, interval: Callable[[], float]) -> None:
-        """Poll the file and request a reload whenever its fingerprint changes."""
-        if self.path is None:
-            return
-        path = self.path
-        seen = await asyncio.to_thread(_fingerprint, path)
+        """Poll the config and token files; request a reload when one changes.
+
+        Token files are watched too: Kubernetes rotates a mounted secret by swapping a
+        symlink, and a rotated token must take effect without a signal.
+        """
+        seen = await asyncio.to_thread(lambda: {p: _fingerprint(p) for p in self._watched()})
         while True:
             await asyncio.sleep(interval())
-            now = await asyncio.to_thread(_fingerprint, path)
-            if now != seen:
-                seen = now
-                self.request("file changed" if now else "file deleted")
+            now = await asyncio.to_thread(lambda: {p: _fingerprint(p) for p in self._watched()})
+            changed = [p for p in now if now[p] != seen.get(p)]
+            seen = now
+            if changed:
+                gone = [p for p in changed if now[p] is None]
+                self.request(f"{'deleted' if gone else 'changed'}: {', '.join(map(str, changed))}")

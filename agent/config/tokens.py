@@ -36,10 +36,13 @@ class Tokens:
 
     def scopes_for(self, presented: str) -> set[Scope]:
         """The scopes that ``presented`` grants: admin implies job."""
+        # Bytes, not str: compare_digest refuses non-ASCII str, and a client must not be
+        # able to turn a strange token into a 500.
+        given = presented.encode("utf-8", "surrogateescape")
         granted: set[Scope] = set()
-        if self.admin is not None and hmac.compare_digest(presented, self.admin):
+        if self.admin is not None and hmac.compare_digest(given, self.admin.encode()):
             granted |= {"admin", "job"}
-        if self.job is not None and hmac.compare_digest(presented, self.job):
+        if self.job is not None and hmac.compare_digest(given, self.job.encode()):
             granted.add("job")
         return granted
 
@@ -50,15 +53,11 @@ class Tokens:
 
 def _read(path: Path, key: str) -> str:
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        value = loading.read_limited(path, limit=64 * 1024, what="the token file").strip()
+    except loading.ConfigError as exc:
+        reason = exc.problems[0].expected
         raise loading.ConfigError(
-            [
-                loading.Problem(
-                    str(path), key, "", f"token file cannot be read ({reason}); mount the secret"
-                )
-            ]
+            [loading.Problem(str(path), key, "", f"token file: {reason}; mount the secret")]
         ) from exc
     if not value:
         raise loading.ConfigError(
@@ -70,11 +69,22 @@ def _read(path: Path, key: str) -> str:
 def read_tokens(settings: models.Settings) -> Tokens:
     """Read the token files the settings name."""
     server = settings.server
-    return Tokens(
-        job=_read(server.job_token_file, "server.job_token_file")
-        if server.job_token_file
-        else None,
-        admin=_read(server.admin_token_file, "server.admin_token_file")
+    job = _read(server.job_token_file, "server.job_token_file") if server.job_token_file else None
+    admin = (
+        _read(server.admin_token_file, "server.admin_token_file")
         if server.admin_token_file
-        else None,
+        else None
     )
+    if job is not None and job == admin:
+        raise loading.ConfigError(
+            [
+                loading.Problem(
+                    str(server.job_token_file),
+                    "server.job_token_file",
+                    "",
+                    "the job and admin tokens are the same, which would give job code the "
+                    "admin scope; use two different secrets",
+                )
+            ]
+        )
+    return Tokens(job=job, admin=admin)

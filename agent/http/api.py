@@ -160,7 +160,7 @@ def _guarded(route: routing.Route) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         if route.scope is not None:
             reloader = request.app[CONTEXT].reloader
-            auth.check(request, route.scope, lambda: reloader.current.tokens)
+            auth.check(request, route.scope, lambda: reloader.current)
         return await route.handler(request)
 
     return handler
@@ -181,5 +181,8 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
     app[CONTEXT] = ctx
     app[ROUTES] = table
     for route in table:
-        app.router.add_route(route.method, route.path, _guarded(route))
+        if route.method == "GET":  # HEAD too, as HTTP expects of every GET
+            app.router.add_get(route.path, _guarded(route))
+        else:
+            app.router.add_route(route.method, route.path, _guarded(route))
     return app

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from agent.config import tokens
+from agent.config import reloading, tokens
 from agent.http import errors
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="runner-agent"'}
@@ -28,10 +28,23 @@ def _on_unix_socket(request: web.Request) -> bool:
     return sock is not None and sock.family == socket.AF_UNIX
 
 
-def check(request: web.Request, scope: tokens.Scope, current: Callable[[], tokens.Tokens]) -> None:
+def check(
+    request: web.Request, scope: tokens.Scope, current: Callable[[], reloading.Loaded]
+) -> None:
     """Raise :class:`~agent.http.errors.ApiError` unless ``request`` may use ``scope``."""
-    configured = current()
+    loaded = current()
+    configured = loaded.tokens
     header = request.headers.get("Authorization")
+    if scope in configured.locked and not _grants(configured, header, scope):
+        # Degraded on a broken config: refuse with the reason, so a job's hook (and the
+        # person reading its log) sees what to fix instead of a bare 401.
+        raise errors.ApiError(
+            503,
+            f"the agent's configuration is invalid, so it serves no {scope} requests until it "
+            f"is fixed (it reloads by itself): {loaded.error}",
+            code="degraded",
+            details={"config_error": loaded.error},
+        )
     if header is None:
         if configured.open_without_token(scope) and _on_unix_socket(request):
             return
@@ -58,3 +71,11 @@ def check(request: web.Request, scope: tokens.Scope, current: Callable[[], token
             f"this endpoint needs the {scope} scope, which the presented token does not grant",
             details={"required_scope": scope, "granted": sorted(granted)},
         )
+
+
+def _grants(configured: tokens.Tokens, header: str | None, scope: tokens.Scope) -> bool:
+    kind, _, presented = (header or "").partition(" ")
+    presented = presented.strip()
+    return (
+        kind.lower() == "bearer" and bool(presented) and scope in configured.scopes_for(presented)
+    )

@@ -31,7 +31,7 @@ def instrument(m: metrics.Metrics, *, listener: str) -> Middleware:
         if found is None:
             found = children[key] = (
                 m.http_requests.labels(listener, route, method, str(status)),
-                m.http_duration.labels(listener, route, method),
+                m.http_duration.labels(listener, route, method, str(status)),
             )
         return found
 

@@ -12,6 +12,7 @@ Policy:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import grp
@@ -76,10 +77,14 @@ def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
             "set server.socket_path (or RUNNER_AGENT_SOCKET) to a writable place"
         ) from exc
     _clear_stale(path)
+    # Bound and listening under a temporary name, then renamed into place: a client never
+    # finds the path before it accepts connections, nor with the wrong mode or group.
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o117)  # the socket is born 0660
     try:
-        sock.bind(str(path))
+        sock.bind(str(staging))
     except OSError as exc:
         sock.close()
         hint = "it is too long for a unix socket path" if exc.errno == errno.EINVAL else ""
@@ -89,25 +94,29 @@ def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
     finally:
         os.umask(old_umask)
     try:
-        os.chmod(path, SOCKET_MODE)
+        os.chmod(staging, SOCKET_MODE)
         if group is not None:
             gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
-            os.chown(path, -1, gid)
+            os.chown(staging, -1, gid)
+        sock.listen(128)
+        os.replace(staging, path)
     except (OSError, KeyError) as exc:
         sock.close()
         with contextlib.suppress(OSError):
-            path.unlink()
+            staging.unlink()
         raise BindError(
-            f"cannot give the API socket {path} group {group!r}: {exc}; check server.socket_group"
+            f"cannot set up the API socket {path} (group {group!r}): {exc}; "
+            "check server.socket_path and server.socket_group"
         ) from exc
-    sock.listen(128)
     sock.setblocking(False)
     return sock
 
 
 async def start_unix(runner: web.AppRunner, path: Path, *, group: int | str | None) -> web.SockSite:
     """Serve ``runner`` on the unix socket at ``path``."""
-    sock = bind_unix(path, group=group)
+    # Off the loop: probing a stale socket may wait up to a second, and a group name
+    # lookup may ask NSS (LDAP, sssd).
+    sock = await asyncio.to_thread(bind_unix, path, group=group)
     site = web.SockSite(runner, sock)
     await site.start()
     return site

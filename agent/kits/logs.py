@@ -55,8 +55,14 @@ class TextFormatter(logging.Formatter):
             k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
         }
         if extra:
-            line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+            line += " " + " ".join(f"{k}={_plain(v)}" for k, v in extra.items())
         return line
+
+
+def _plain(value: object) -> str:
+    # Context values may come from requests: a newline in one must not forge a log line.
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
 
 
 def _rfc3339(created: float) -> str:

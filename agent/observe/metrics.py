@@ -69,8 +69,8 @@ class Metrics:
         )
         self.http_duration = Histogram(
             "runner_agent_http_request_duration_seconds",
-            "HTTP request handling time, by listener, route template and method.",
-            ["listener", "route", "method"],
+            "HTTP request handling time, by listener, route template, method and status.",
+            ["listener", "route", "method", "status"],
             buckets=_HTTP_BUCKETS,
             registry=r,
         )

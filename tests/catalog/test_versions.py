@@ -43,7 +43,9 @@ def test_ranges_are_refused_where_labels_cannot_hold_them() -> None:
         versions.parse_spec(">=3.10,<3.13", allow_ranges=False)
 
 
-@pytest.mark.parametrize("bad", ["", "1..2", "v1.2", "^", "~x", "1.2.3.4.5.6", ">=foo", "latest!", "$(id)"])
+@pytest.mark.parametrize(
+    "bad", ["", "1..2", "v1.2", "^", "~x", "1.2.3.4.5.6", ">=foo", "latest!", "$(id)"]
+)
 def test_malformed_specs_say_what_is_expected(bad: str) -> None:
     with pytest.raises(versions.VersionSpecError, match="expected"):
         versions.parse_spec(bad, allow_ranges=True)
