@@ -88,6 +88,7 @@ def parse_yaml(text: str, *, source: str) -> tuple[Any, Marks]:
         node = loader.get_single_node()
         marks: Marks = {}
         if node is not None:
+            marks[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
             walker = _Walker(source, marks)
             walker.walk(node, (), 0)
             if walker.problems:
@@ -260,8 +261,12 @@ def problems_from(
 ) -> list[Problem]:
     """Turn a pydantic error on data from ``source`` into positioned problems."""
     problems = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    for err in errors:
         loc = tuple(err["loc"])
+        if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
+            continue  # "needs at least 1 item" only echoes the bad items reported below it
         where = locate(loc, source, marks or {}, env_sources or {})
         expected = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -313,7 +318,7 @@ def locate(
         name = (env_sources or {}).get(tuple(str(p) for p in loc[:end]))
         if name:
             return f"environment variable {name}"
-    for end in range(len(loc), 0, -1):
+    for end in range(len(loc), -1, -1):
         mark = marks.get(loc[:end])
         if mark:
             return f"{source}:{mark[0]}:{mark[1]}"
