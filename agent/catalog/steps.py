@@ -42,7 +42,8 @@ def pip_platform_tags(target: model.Platform) -> list[str]:
             return [f"musllinux_1_2_{arch}", f"musllinux_1_1_{arch}"]
         return [f"manylinux_2_28_{arch}", f"manylinux2014_{arch}"]
     if target.os == "darwin":
-        return ["macosx_11_0_arm64"] if target.arch == "arm64" else ["macosx_10_9_x86_64"]
+        # 11.0 also admits the older universal2 wheels (10.9+) that many projects ship.
+        return ["macosx_11_0_arm64"] if target.arch == "arm64" else ["macosx_11_0_x86_64"]
     return {"x64": ["win_amd64"], "arm64": ["win_arm64"], "ia32": ["win32"]}.get(target.arch, [])
 
 
