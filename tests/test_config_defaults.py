@@ -24,7 +24,7 @@ def test_every_default_is_pinned() -> None:
             "lock_backend": "posix",
         },
         "catalog": {"bundled": True, "paths": []},
-        "features": {"preinstall": [], "profiles": {}, "environment": None},
+        "features": {"profiles": {}, "environment": None},
         "logging": {"format": "json", "level": "info"},
     }
 

@@ -166,7 +166,7 @@ def merged_requests(
 
 
 def check_profiles(settings: config_models.FeaturesSettings) -> list[str]:
-    """Problems in the agent config's profiles and preinstall list (grammar, cycles)."""
+    """Problems in the agent config's profiles (grammar, cycles, unknown parents)."""
     problems: list[str] = []
     for name, profile in sorted(settings.profiles.items()):
         for entry in profile.features:
@@ -180,9 +180,4 @@ def check_profiles(settings: config_models.FeaturesSettings) -> list[str]:
             problems.append(f"features.profiles.{name}: {exc}")
         except requests.RequestError:
             pass
-    for entry in settings.preinstall:
-        try:
-            requests.parse(entry, allow_ranges=True, source="preinstall")
-        except requests.RequestError as exc:
-            problems.append(f"features.preinstall: {exc}")
     return problems

@@ -278,7 +278,9 @@ def problems_from(
             expected = "this field is required"
         elif expected.startswith("Value error, "):
             expected = expected[len("Value error, ") :]
-        value = "" if err["type"] == "missing" else show(err.get("input"))
+        # A whole mapping (a model-level rule) says nothing the message does not.
+        bad = err.get("input")
+        value = "" if err["type"] == "missing" or isinstance(bad, dict) else show(bad)
         problems.append(Problem(where, dotted(loc), value, expected))
     return problems
 

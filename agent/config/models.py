@@ -285,13 +285,6 @@ class Profile(_Group):
 class FeaturesSettings(_Group):
     """Which features this agent offers by default and how teams build on them."""
 
-    preinstall: tuple[str, ...] = Field(
-        default=(),
-        description=(
-            "Features installed when the agent starts, before it reports ready (e.g. "
-            "node@20). Default none: install on demand only."
-        ),
-    )
     profiles: dict[str, Profile] = Field(
         default_factory=dict,
         description=(

@@ -2,7 +2,7 @@
 
 Policy: any part of the agent registers a condition by name and flips it; a condition
 carries a human message and when it last changed, so /readyz explains itself. Later
-features register their own (preinstalled features, services, GPU health). Changes are
+features register their own (installed features, services, GPU health). Changes are
 mirrored into the ``runner_agent_condition`` and ``runner_agent_ready`` gauges.
 """
 

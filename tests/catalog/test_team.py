@@ -99,8 +99,8 @@ def test_a_bad_entry_has_a_line_number(tmp_path: Path) -> None:
 
 def test_profiles_in_the_agent_config_are_checked() -> None:
     problems = team.check_profiles(
-        settings(profiles={"p": {"features": ["node@!"]}}, preinstall=["../x"])
+        settings(profiles={"p": {"features": ["node@!"]}, "q": {"extends": ["nope"]}})
     )
     assert len(problems) == 2
     assert problems[0].startswith("features.profiles.p:")
-    assert problems[1].startswith("features.preinstall:")
+    assert "unknown profile 'nope'" in problems[1]
