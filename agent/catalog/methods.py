@@ -1,6 +1,7 @@
 """Install methods a manifest may declare, each limited to platforms.
 
-- ``system``: OS packages, per package manager, with optional extra repositories;
+- ``system``: OS packages, per package manager, with optional extra repositories (apt
+  sources in deb822 form; .repo files for dnf, yum and zypper);
 - ``archive``: a URL template, a sha256 per version and platform or a checksum file,
   ``strip_components`` and the paths to expose;
 - ``pip``: wheels installed with ``--target`` (wheels that ship their own binary, or
@@ -103,19 +104,33 @@ class AptRepository(BaseModel):
     key_url: str = Field(description="https URL of the repository's signing key (armored).")
 
 
+class RpmRepository(BaseModel):
+    """An extra dnf, yum or zypper repository (a .repo file), added before the install."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
+    baseurl: str
+    gpgkey: str = Field(description="https URL of the repository's signing key.")
+
+
 class SystemMethod(_Method):
     """Packages from the target's package manager."""
 
     method: Literal["system"]
     packages: dict[PackageManager, tuple[PackageName, ...]] = Field(min_length=1)
     apt_repositories: tuple[AptRepository, ...] = ()
+    rpm_repositories: tuple[RpmRepository, ...] = Field(
+        default=(), description="Used with dnf, yum and zypper."
+    )
 
     @model_validator(mode="after")
     def _repos_are_https(self) -> SystemMethod:
-        for repo in self.apt_repositories:
-            for url in (repo.uri, repo.key_url):
-                if not url.startswith("https://"):
-                    raise ValueError(f"repository {repo.name}: {url!r} is not an https URL")
+        urls = [(r.name, u) for r in self.apt_repositories for u in (r.uri, r.key_url)]
+        urls += [(r.name, u) for r in self.rpm_repositories for u in (r.baseurl, r.gpgkey)]
+        for name, url in urls:
+            if not url.startswith("https://"):
+                raise ValueError(f"repository {name}: {url!r} is not an https URL")
         return self
 
 

@@ -157,6 +157,24 @@ def _system(method: methods.SystemMethod, target: model.Platform) -> list[dict[s
                     "content": "\n".join(lines) + "\n",
                 }
             )
+    if manager in ("dnf", "yum", "zypper"):
+        folder = "/etc/zypp/repos.d" if manager == "zypper" else "/etc/yum.repos.d"
+        for rpm in method.rpm_repositories:
+            lines = [
+                f"[{rpm.name}]",
+                f"name={rpm.name}",
+                f"baseurl={rpm.baseurl}",
+                "enabled=1",
+                "gpgcheck=1",
+                f"gpgkey={rpm.gpgkey}",
+            ]
+            actions.append(
+                {
+                    "action": "write_file",
+                    "path": f"{folder}/{rpm.name}.repo",
+                    "content": "\n".join(lines) + "\n",
+                }
+            )
     commands = packagers.install_commands(manager, list(method.packages[manager]))
     refreshed = False
     for command in commands:

@@ -280,3 +280,44 @@ def test_an_older_driver_minor_only_warns(gpu: loading.Catalog) -> None:
 def test_a_new_enough_driver_is_quiet(gpu: loading.Catalog) -> None:
     target = model.Platform(os="linux", arch="x64", libc="glibc", cuda_driver="12.8")
     assert plan(gpu, "feature:cuda@12.8", target=target)["warnings"] == []
+
+
+def test_extra_repositories_come_before_the_install(tmp_path: Path) -> None:
+    data = {
+        "id": "gh",
+        "name": "GitHub CLI",
+        "platforms": ["linux"],
+        "install": [
+            {
+                "method": "system",
+                "platforms": ["linux"],
+                "packages": {"apt": ["gh"], "dnf": ["gh"]},
+                "apt_repositories": [
+                    {
+                        "name": "github-cli",
+                        "uri": "https://cli.github.com/packages",
+                        "suites": ["stable"],
+                        "components": ["main"],
+                        "key_url": "https://cli.github.com/packages/githubcli-archive-keyring.gpg",
+                    }
+                ],
+                "rpm_repositories": [
+                    {
+                        "name": "gh-cli",
+                        "baseurl": "https://cli.github.com/packages/rpm",
+                        "gpgkey": "https://keyserver.ubuntu.com/pks/lookup?op=get&search=0x23F3D4EA75716059",
+                    }
+                ],
+            }
+        ],
+    }
+    catalog = factories.catalog_of(tmp_path, data)
+    [gh] = plan(catalog, "feature:gh")["features"]
+    kinds = [a["action"] for a in gh["actions"]]
+    assert kinds == ["download", "write_file", "run", "run"]
+    assert gh["actions"][1]["path"] == "/etc/apt/sources.list.d/github-cli.sources"
+    assert "Signed-By: /etc/apt/keyrings/github-cli.asc" in gh["actions"][1]["content"]
+    fedora = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="dnf")
+    [gh] = plan(catalog, "feature:gh", target=fedora)["features"]
+    assert gh["actions"][0]["path"] == "/etc/yum.repos.d/gh-cli.repo"
+    assert gh["actions"][-1]["argv"][:2] == ["dnf", "install"]
