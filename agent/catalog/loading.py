@@ -3,11 +3,11 @@
 Policy:
 - folders load in order (the bundled catalog first, then ``catalog.paths``); a later
   folder's feature replaces an earlier one of the same id;
-- a manifest that fails (bad YAML, a schema error, an id that differs from its folder,
-  two manifests claiming one id in a folder) disables that feature alone, with a problem
+- a manifest that fails (bad YAML, a schema error, an id that differs from its folder, a
+  script method whose script is missing) disables that feature alone, with a problem
   that names the file, line and column; the rest of the catalog serves;
 - after loading, a feature whose hard dependency is unknown, disabled or part of a cycle
-  is disabled too, with the reason;
+  (of ``requires`` or ``installs_after``) is disabled too, with the reason;
 - loading reads files and is blocking: the daemon calls it from a thread.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.catalog import manifest
+from agent.catalog import manifest, methods
 from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.config import paths
@@ -120,7 +120,6 @@ def _load_folder(folder: Path, catalog: Catalog) -> None:
             Problem("*", str(folder), f"catalog folder cannot be read: {exc.strerror}")
         )
         return
-    seen: dict[str, Path] = {}
     for entry in entries:
         path = entry / MANIFEST
         if not path.is_file():
@@ -141,17 +140,21 @@ def _load_folder(folder: Path, catalog: Catalog) -> None:
                 )
             )
             continue
-        if feature.id in seen:
+        missing = [
+            m.script
+            for m in feature.install
+            if isinstance(m, methods.ScriptMethod) and not (entry / m.script).is_file()
+        ]
+        if missing:
             catalog.problems.append(
                 Problem(
                     feature.id,
                     str(path),
-                    f"duplicate id {feature.id!r}, also in {seen[feature.id]}",
+                    f"script method: {missing[0]!r} is not a file in {entry}",
                 )
             )
             catalog.features.pop(feature.id, None)
             continue
-        seen[feature.id] = path
         if feature.id in catalog.features:
             logger.info(
                 "feature %s from %s overrides %s", feature.id, folder, catalog.folders[feature.id]
@@ -184,8 +187,10 @@ def _check_dependencies(catalog: Catalog) -> None:
                     del catalog.features[ident]
                     changed = True
                     break
+    # installs_after is soft, but a cycle in it (or through it) has no order at all.
     graph = {
         ident: {manifest.parse_requirement(r).id for r in f.requires}
+        | {a for a in f.installs_after if a in catalog.features}
         for ident, f in catalog.features.items()
     }
     try:

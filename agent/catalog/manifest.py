@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from agent.catalog import methods, patterns, requests, templates, versions
+from agent.platform import model, packagers
 
 _ENV_NAME_RE = re.compile(r"(?a:[A-Za-z_][A-Za-z0-9_]{0,63})")
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
@@ -84,7 +85,7 @@ class VersionEntry(_Strict):
     """A version with the extra template values its URLs need (e.g. a release tag)."""
 
     version: ConcreteVersion
-    vars: dict[EnvName, str] = Field(default_factory=dict)
+    vars: dict[EnvName, methods.Plain] = Field(default_factory=dict)
 
 
 class Option(_Strict):
@@ -129,6 +130,22 @@ class Option(_Strict):
         if isinstance(self.default, bool):
             return "true" if self.default else "false"
         return self.default
+
+
+RESERVED_ENV = frozenset(
+    {
+        "PREFIX",
+        "VERSION",
+        "ARCH",
+        "_REMOTE_USER",
+        "_REMOTE_USER_HOME",
+        "_CONTAINER_USER",
+        "_CONTAINER_USER_HOME",
+        "PATH",
+        "HOME",
+    }
+)
+"""Environment names that install steps set themselves; no option may take one."""
 
 
 def option_env_name(name: str) -> str:
@@ -217,7 +234,8 @@ class Feature(_Strict):
             spec = versions.parse_spec(target, allow_ranges=True)
             if spec.kind == "alias":
                 raise ValueError(f"alias {alias!r} points to another alias {target!r}")
-            if known and versions.best_match(known, [spec], prereleases=True) is None:
+            # The same pre-release rule as resolution, so an alias that loads also resolves.
+            if known and versions.best_match(known, [spec]) is None:
                 raise ValueError(f"alias {alias!r} -> {target!r} matches no known version")
         default = versions.parse_spec(self.default, allow_ranges=True)
         if (
@@ -226,9 +244,24 @@ class Feature(_Strict):
             and default.text != "latest"
         ):
             raise ValueError(f"default {self.default!r} is not an alias of this feature")
+        expanded = self.expand(None)
+        if known and expanded is not None and versions.best_match(known, [expanded]) is None:
+            raise ValueError(f"default {self.default!r} matches no known version")
+        env_names: dict[str, str] = {}
         for name in self.options:
             if not requests.OPTION_RE.fullmatch(name):
                 raise ValueError(f"option name {name!a}: letters, digits and '_' only")
+            env_name = option_env_name(name)
+            if env_name in RESERVED_ENV:
+                raise ValueError(
+                    f"option {name!r} would set {env_name}, which install steps reserve; rename it"
+                )
+            if env_name in env_names:
+                raise ValueError(
+                    f"options {env_names[env_name]!r} and {name!r} both become {env_name}; "
+                    "rename one"
+                )
+            env_names[env_name] = name
         for method in self.install:
             for pattern in method.platforms:
                 if not any(patterns.covers(p, pattern) for p in self.platforms):
@@ -257,13 +290,46 @@ class Feature(_Strict):
                     )
                 templates.check(check.expect, base, where=f"{where}check.expect")
         if self.gpu:
-            templates.check(self.gpu.cuda, templates.BUILTIN, where="gpu.cuda")
+            self._check_gpu(self.gpu, known)
         return self
+
+    def _check_gpu(self, gpu: Gpu, known: list[str]) -> None:
+        allowed = templates.BUILTIN if known else {"os", "arch", "libc"}
+        templates.check(gpu.cuda, allowed, where="gpu.cuda")
+        for version in known or ["0"]:
+            sample = {
+                **templates.version_fields(version),
+                "os": "linux",
+                "arch": "x64",
+                "libc": "glibc",
+            }
+            rendered = templates.render(gpu.cuda, sample)
+            if not re.fullmatch(r"(?a:\d+\.\d+(\.\d+)?)", rendered):
+                raise ValueError(
+                    f"gpu.cuda {gpu.cuda!r} gives {rendered!r} for {version}; expected a CUDA "
+                    "version such as 12.4"
+                )
 
     def _check_method(self, method: Any, var_keys: set[frozenset[str]]) -> None:
         allowed = templates.BUILTIN | {k for keys in var_keys for k in keys}
         where = f"{method.method} method"
+        if isinstance(method, methods.SystemMethod):
+            for manager, names in method.packages.items():
+                for name in names:
+                    try:
+                        packagers.check_package_name(manager, name)
+                    except model.PlatformError as exc:
+                        raise ValueError(str(exc)) from None
         if isinstance(method, methods.ArchiveMethod):
+            if not method.checksum_url:
+                for version in self.version_list():
+                    table = method.sha256.get(version, {})
+                    for pattern in method.platforms:
+                        if not any(patterns.covers(p, pattern) for p in table):
+                            raise ValueError(
+                                f"{where}: no sha256 for {version} on {pattern} and no "
+                                "checksum_url to fall back on"
+                            )
             url_allowed = allowed | ({"target"} if method.targets else set())
             templates.check(method.url, url_allowed, where=f"{where} url")
             if method.checksum_url:

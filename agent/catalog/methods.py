@@ -27,6 +27,8 @@ PackageManager = Literal["apt", "dnf", "yum", "zypper", "apk", "pacman", "brew",
 
 _PACKAGE_RE = re.compile(r"(?a:[A-Za-z0-9@_+][A-Za-z0-9._+:/@={}-]{0,199})")
 _SHA256_RE = re.compile(r"(?a:[0-9a-f]{64})")
+_PLAIN_RE = re.compile(r"(?a:[A-Za-z0-9._+/-]{1,200})")
+_ENV_NAME_RE = re.compile(r"(?a:[A-Za-z_][A-Za-z0-9_]{0,63})")
 
 
 def _check_package(value: str) -> str:
@@ -48,14 +50,56 @@ def _check_sha256(value: str) -> str:
 
 def _check_relative(value: str) -> str:
     parts = value.split("/")
-    if value.startswith("/") or "\\" in value or any(p in ("", "..") for p in parts if p != "."):
-        raise ValueError(f"{value!a} must be a relative path inside the install prefix")
+    if (
+        not _PLAIN_RE.fullmatch(value)
+        or value.startswith("/")
+        or any(p in ("", "..") for p in parts if p != ".")
+    ):
+        raise ValueError(
+            f"{value!a} must be a relative path inside the install prefix (letters, digits "
+            "and ._+-/ only)"
+        )
+    return value
+
+
+def _check_plain(value: str) -> str:
+    if not _PLAIN_RE.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!a}: expected letters, digits and ._+-/ only")
+    return value
+
+
+def _check_line(value: str) -> str:
+    # One line of a sources or .repo file: a newline would add a line of its own
+    # ("Trusted: yes"), so no whitespace or control characters at all.
+    if (
+        not value
+        or not value.isascii()
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"{value[:80]!a}: expected one word without spaces or control characters")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!a} is not an environment variable name")
+    return value
+
+
+def _check_env_value(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError(f"{value[:80]!a}: control characters are not allowed in a value")
     return value
 
 
 PackageName = Annotated[str, AfterValidator(_check_package)]
 Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 RelativePath = Annotated[str, AfterValidator(_check_relative)]
+Plain = Annotated[str, AfterValidator(_check_plain)]
+Line = Annotated[str, AfterValidator(_check_line)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 
 class Env(BaseModel):
@@ -64,7 +108,7 @@ class Env(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: tuple[RelativePath, ...] = ()
-    vars: dict[str, str] = Field(
+    vars: dict[EnvName, EnvValue] = Field(
         default_factory=dict, description="Templated; {prefix} is the install prefix."
     )
 
@@ -74,8 +118,8 @@ class Check(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command: tuple[str, ...] = Field(min_length=1)
-    expect: str = Field(default="{version}", description="Templated substring of the output.")
+    command: tuple[Line, ...] = Field(min_length=1)
+    expect: EnvValue = Field(default="{version}", description="Templated substring of the output.")
 
 
 class _Method(BaseModel):
@@ -98,10 +142,10 @@ class AptRepository(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
-    uri: str
-    suites: tuple[str, ...] = Field(min_length=1)
-    components: tuple[str, ...] = ()
-    key_url: str = Field(description="https URL of the repository's signing key (armored).")
+    uri: Line
+    suites: tuple[Line, ...] = Field(min_length=1)
+    components: tuple[Line, ...] = ()
+    key_url: Line = Field(description="https URL of the repository's signing key (armored).")
 
 
 class RpmRepository(BaseModel):
@@ -110,8 +154,8 @@ class RpmRepository(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
-    baseurl: str
-    gpgkey: str = Field(description="https URL of the repository's signing key.")
+    baseurl: Line
+    gpgkey: Line = Field(description="https URL of the repository's signing key.")
 
 
 class SystemMethod(_Method):
@@ -138,15 +182,15 @@ class ArchiveMethod(_Method):
     """A relocatable archive downloaded and unpacked into the prefix."""
 
     method: Literal["archive"]
-    url: str = Field(description="URL template of the archive.")
-    targets: dict[patterns.Pattern, str] = Field(
+    url: Line = Field(description="URL template of the archive.")
+    targets: dict[patterns.Pattern, Plain] = Field(
         default_factory=dict,
         description="The upstream's name for each platform, used as {target} in the URL.",
     )
     sha256: dict[str, dict[patterns.Pattern, Sha256]] = Field(
         default_factory=dict, description="version -> platform -> sha256 of the archive."
     )
-    checksum_url: str | None = Field(
+    checksum_url: Line | None = Field(
         default=None,
         description="URL template of a checksum file ('<sha256>  <file name>' lines).",
     )
@@ -159,6 +203,12 @@ class ArchiveMethod(_Method):
     def _verifiable(self) -> ArchiveMethod:
         if not self.sha256 and not self.checksum_url:
             raise ValueError("an archive needs sha256 checksums or a checksum_url")
+        if "{target}" in self.url:
+            for pattern in self.platforms:
+                if not any(patterns.covers(t, pattern) for t in self.targets):
+                    raise ValueError(
+                        f"the url uses {{target}} but targets has no entry covering {pattern!r}"
+                    )
         for url in (self.url, self.checksum_url):
             if url and not self.allow_insecure and not url.startswith("https://"):
                 raise ValueError(

@@ -36,9 +36,13 @@ Pattern = Annotated[str, AfterValidator(_check)]
 
 
 def matches(pattern: str, target: model.Platform) -> bool:
-    """Whether ``pattern`` covers ``target``."""
+    """Whether ``pattern`` covers ``target``.
+
+    A target whose libc is unknown matches only patterns that name no libc: a glibc
+    build is never assumed for a machine that may be Alpine.
+    """
     parts = pattern.split("/")
-    wanted = (target.os, target.arch, target.libc or "glibc")
+    wanted = (target.os, target.arch, target.libc)
     return all(p == w for p, w in zip(parts, wanted, strict=False))
 
 

@@ -123,8 +123,9 @@ def parse(text: str, *, allow_ranges: bool = False, source: str = "label") -> Re
 def from_labels(labels: Iterable[str]) -> list[Request]:
     """The feature requests among runner labels; other labels are ignored.
 
-    Several labels for one feature merge, later wins. Raises :class:`RequestError`
-    listing every malformed ``feature:`` label at once.
+    Several labels for one feature merge when they agree; two that ask for different
+    versions or option values are an error. Raises :class:`RequestError` listing every
+    problem at once.
     """
     problems: list[str] = []
     found: dict[str, Request] = {}
@@ -136,9 +137,21 @@ def from_labels(labels: Iterable[str]) -> list[Request]:
         except RequestError as exc:
             problems.append(str(exc))
             continue
-        found[request.id] = (
-            found[request.id].merged_with(request) if request.id in found else request
-        )
+        earlier = found.get(request.id)
+        if earlier is not None:
+            # Runner labels have no order that means anything: two that disagree are a
+            # mistake to show, not a tie to break.
+            clash = (earlier.spec and request.spec and earlier.spec != request.spec) or any(
+                earlier.option_map.get(k, v) != v for k, v in request.options
+            )
+            if clash:
+                problems.append(
+                    f"{earlier.render()!a} and {request.render()!a} ask for {request.id} "
+                    "differently; keep one label per feature"
+                )
+                continue
+            request = earlier.merged_with(request)
+        found[request.id] = request
     if len(found) > MAX_FEATURES:
         problems.append(f"{len(found)} features requested; the limit is {MAX_FEATURES}")
     if problems:
@@ -147,17 +160,42 @@ def from_labels(labels: Iterable[str]) -> list[Request]:
 
 
 def from_mapping(entry: Mapping[str, object], *, source: str) -> Request:
-    """A request written as a mapping in team config: ``{id, version, options}``."""
+    """A request written as a mapping in team config: ``{id, version, options}``.
+
+    Each part is checked on its own, so a ``;`` in a version or an option value cannot
+    smuggle in another option.
+    """
     ident = entry.get("id")
     version = entry.get("version")
     options = entry.get("options") or {}
-    if not isinstance(ident, str):
-        raise RequestError(f"feature entry {entry!r} needs an 'id' string")
-    text = ident + (f"@{version}" if version is not None else "")
+    if not isinstance(ident, str) or not ID_RE.fullmatch(ident.lower()):
+        raise RequestError(
+            f"feature entry id {ident!a} is not a feature id (letters, digits and '-')"
+        )
+    ident = ident.lower()
+    spec = None
+    if version is not None:
+        if not isinstance(version, str):
+            raise RequestError(
+                f"feature {ident!r}: version {version!a} must be a string; quote it "
+                "(3.10 unquoted is the number 3.1)"
+            )
+        try:
+            spec = versions.parse_spec(version, allow_ranges=True)
+        except versions.VersionSpecError as exc:
+            raise RequestError(f"feature {ident!r}: {exc}") from None
     if not isinstance(options, Mapping):
         raise RequestError(f"feature {ident!r}: 'options' must be a mapping of name to value")
-    rendered = [f"{k}={_option_text(v)}" for k, v in options.items()]
-    return parse(";".join([text, *rendered]), allow_ranges=True, source=source)
+    pairs: dict[str, str] = {}
+    for key, value in options.items():
+        text = _option_text(value)
+        if not isinstance(key, str) or not OPTION_RE.fullmatch(key) or not VALUE_RE.fullmatch(text):
+            raise RequestError(
+                f"feature {ident!r}: option {key!a}={text!a} is not <name>=<value> (name: "
+                "letters, digits, '_'; value: letters, digits and ._+:-)"
+            )
+        pairs[key] = text
+    return Request(id=ident, spec=spec, options=tuple(sorted(pairs.items())), source=source)
 
 
 def _option_text(value: object) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import hashlib
 import json
 import posixpath
 from collections.abc import Sequence
@@ -64,7 +65,8 @@ class Plan:
 @dataclass
 class _Want:
     request: requests.Request | None
-    constraints: list[tuple[versions.Spec | None, str]] = field(default_factory=list)
+    constraints: list[tuple[versions.Spec | None, str, bool]] = field(default_factory=list)
+    """(spec, why, direct): direct constraints come from the user, the rest from requires."""
     requested_by: list[str] = field(default_factory=list)
 
 
@@ -98,7 +100,7 @@ def resolve(
             _check_gpu(feature, version, target, problems, warnings)
         chosen[ident] = (version, method)
     if problems:
-        raise ResolutionError(problems)
+        raise ResolutionError(sorted(problems))
     rounds = _rounds(chosen, catalog)
     features = []
     for number, ident in rounds:
@@ -107,10 +109,10 @@ def resolve(
             features.append(
                 _step(catalog, ident, version, method, wants[ident], target, number, store_root)
             )
-        except ValueError as exc:
+        except Exception as exc:  # a manifest case the loader missed must not be a crash
             problems.append(f"{ident}: {exc}")
     if problems:
-        raise ResolutionError(problems)
+        raise ResolutionError(sorted(problems))
     return Plan(platform=target, features=features, warnings=warnings)
 
 
@@ -134,7 +136,7 @@ def _collect(
         want = wants.setdefault(ident, _Want(request=None))
         if request is not None:
             want.request = request
-        want.constraints.append((spec, why))
+        want.constraints.append((spec, why, request is not None))
         want.requested_by.append(why)
         if first:
             for text in catalog.features[ident].requires:
@@ -145,7 +147,7 @@ def _collect(
 
 def _version_for(feature: manifest.Feature, want: _Want, problems: list[str]) -> str | None:
     if not feature.versioned:
-        asked = [(s, why) for s, why in want.constraints if s is not None and s.text != "latest"]
+        asked = [(s, why) for s, why, _ in want.constraints if s is not None and s.text != "latest"]
         if asked:
             spec, why = asked[0]
             problems.append(
@@ -155,35 +157,40 @@ def _version_for(feature: manifest.Feature, want: _Want, problems: list[str]) ->
             return None
         return "system"
     known = feature.version_list()
-    # The manifest's default applies only when nobody asked for anything in particular;
-    # otherwise a default of 3.12 would clash with a dependency's >=3.13.
-    explicit = [(s, why) for s, why in want.constraints if s is not None]
+    direct = [(s, why) for s, why, d in want.constraints if d and s is not None]
+    required = [(s, why) for s, why, d in want.constraints if not d and s is not None]
     try:
-        expanded = [(feature.expand(s), why) for s, why in explicit] or [
-            (feature.expand(None), "the feature's default")
-        ]
+        effective = [(feature.expand(s), why) for s, why in direct + required]
+        default = feature.expand(None) if not direct else None
     except versions.VersionSpecError as exc:
-        problems.append(f"{exc} ({explicit[0][1] if explicit else feature.id})")
+        problems.append(f"{exc} ({(direct + required)[0][1] if direct + required else feature.id})")
         return None
-    effective = [(s, why) for s, why in expanded if s is not None]
-    for spec, why in effective:
+    specs = [(s, why) for s, why in effective if s is not None]
+    for spec, why in specs:
         if versions.best_match(known, [spec]) is None:
             near = ", ".join(versions.nearby(known, spec.text))
             problems.append(
                 f"{feature.id}@{spec.text}: no known version matches ({why}); known nearby: {near}"
             )
             return None
-    best = versions.best_match(known, [s for s, _ in effective])
+    if default is not None:
+        # Nobody asked for a version: the manifest's default, unless what the dependents
+        # require rules it out (then the highest version they all accept).
+        preferred = versions.best_match(known, [default, *(s for s, _ in specs)])
+        if preferred is not None:
+            return preferred
+    best = versions.best_match(known, [s for s, _ in specs])
     if best is None:
-        for i, (a, why_a) in enumerate(effective):
-            for b, why_b in effective[i + 1 :]:
+        for i, (a, why_a) in enumerate(specs):
+            for b, why_b in specs[i + 1 :]:
                 if versions.best_match(known, [a, b]) is None:
                     problems.append(
                         f"{feature.id}: no known version satisfies both {a.text} ({why_a}) "
                         f"and {b.text} ({why_b})"
                     )
                     return None
-        problems.append(f"{feature.id}: no known version satisfies every constraint")
+        every = "; ".join(f"{spec.text} ({why})" for spec, why in sorted(specs, key=lambda x: x[1]))
+        problems.append(f"{feature.id}: no known version satisfies all of: {every}")
     return best
 
 
@@ -208,6 +215,8 @@ def _method_for(
             f" with package manager {target.package_manager or 'unknown'}; "
             f"packages are known for: {', '.join(managers)}"
         )
+    if target.os == "linux" and target.libc is None:
+        detail += "; the target's libc is unknown: give libc (glibc or musl)"
     problems.append(
         f"{feature.id} is not available on {target.triple}{detail} in this catalog; "
         f"available: {', '.join(supported)}"
@@ -291,9 +300,15 @@ def _step(
     }
     prefix = None
     if not isinstance(method, methods.SystemMethod):
-        prefix = posixpath.join(
-            store_root, feature.toolcache_name or feature.id, version, target.arch
-        )
+        leaf: str = target.arch
+        if option_env != _options(feature, None) and isinstance(
+            method, methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
+        ):
+            # Options that reach the install change what is installed: such an install
+            # gets its own folder, which setup-* (looking for <arch>) never picks up.
+            digest = hashlib.sha256(json.dumps(option_env, sort_keys=True).encode()).hexdigest()
+            leaf = f"{target.arch}-{digest[:12]}"
+        prefix = posixpath.join(store_root, feature.toolcache_name or feature.id, version, leaf)
     actions = steps.build(
         feature,
         method,
@@ -341,6 +356,6 @@ def _options(feature: manifest.Feature, request: requests.Request | None) -> dic
         option = feature.options.get(name)
         if option is None:
             known = ", ".join(sorted(feature.options)) or "none"
-            raise ValueError(f"{feature.id} has no option {name!r}; its options: {known}")
+            raise ValueError(f"no option {name!r}; its options: {known}")
         chosen[name] = option.coerce(name, value)
     return {manifest.option_env_name(k): v for k, v in sorted(chosen.items())}

@@ -18,11 +18,13 @@ pip installs for another platform use ``--platform`` tags with ``--only-binary=:
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Any
 
 from agent.catalog import manifest, methods, patterns, templates
 from agent.platform import model, packagers
 
+_FILE_RE = re.compile(r"(?a:[A-Za-z0-9._+-]{1,200})")
 _PIP_ARCH = {
     "x64": "x86_64",
     "arm64": "aarch64",
@@ -38,6 +40,8 @@ def pip_platform_tags(target: model.Platform) -> list[str]:
     """The wheel platform tags pip should accept for ``target``."""
     if target.os == "linux":
         arch = _PIP_ARCH[target.arch]
+        if target.libc is None:
+            raise ValueError("the target's libc is unknown, so no wheel can be chosen; give libc")
         if target.libc == "musl":
             return [f"musllinux_1_2_{arch}", f"musllinux_1_1_{arch}"]
         return [f"manylinux_2_28_{arch}", f"manylinux2014_{arch}"]
@@ -90,12 +94,14 @@ def build(
         for tag in pip_platform_tags(target):
             argv += ["--platform", tag]
         argv += [templates.render(p, values) for p in method.packages]
-        return [{"action": "run", "argv": argv, "env": {}}]
+        return [{"action": "run", "argv": argv, "env": dict(option_env)}]
     if isinstance(method, methods.NpmMethod):
         argv = ["npm", "install", "--global", "--prefix", prefix, "--no-audit", "--no-fund"]
         argv += [templates.render(p, values) for p in method.packages]
-        return [{"action": "run", "argv": argv, "env": {}}]
-    env = {"PREFIX": prefix, "VERSION": version, "ARCH": target.arch, **option_env}
+        return [{"action": "run", "argv": argv, "env": dict(option_env)}]
+    # The contract's own names last: no option can replace them (the manifest also
+    # refuses options that would).
+    env = {**option_env, "PREFIX": prefix, "VERSION": version, "ARCH": target.arch}
     return [{"action": "run", "argv": ["bash", posixpath.join(folder, method.script)], "env": env}]
 
 
@@ -113,7 +119,9 @@ def _archive(
     if upstream is not None:
         fill["target"] = upstream
     url = templates.render(method.url, fill)
-    file = url.rsplit("/", 1)[-1]
+    file = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    if not _FILE_RE.fullmatch(file) or file in (".", ".."):
+        raise ValueError(f"the archive URL {url!r} does not end in a file name")
     download: dict[str, Any] = {"action": "download", "url": url, "file": file}
     pinned = patterns.lookup(method.sha256.get(version, {}), target)
     if pinned is not None:

@@ -41,8 +41,10 @@ class FeatureEntry(BaseModel):
     options: dict[str, str | bool | int] = Field(default_factory=dict)
 
 
-def _entry_request(entry: str | FeatureEntry | Mapping[str, Any], source: str) -> requests.Request:
-    if isinstance(entry, FeatureEntry):
+def _entry_request(
+    entry: str | FeatureEntry | config_models.ProfileFeature | Mapping[str, Any], source: str
+) -> requests.Request:
+    if isinstance(entry, FeatureEntry | config_models.ProfileFeature):
         entry = entry.model_dump(exclude_none=True)
     if isinstance(entry, Mapping):
         return requests.from_mapping(entry, source=source)

@@ -66,6 +66,14 @@ class Spec:
         """The spec as the user writes it."""
         return self.text
 
+    @property
+    def exact(self) -> Version | None:
+        """The version a full ``x.y.z`` spec names, which wins over longer ones it prefixes."""
+        text = self.text.removesuffix(".x")
+        if self.kind != "partial" or self.text.endswith(".x") or len(_release(text)) < 3:
+            return None
+        return Version(text)
+
     def matches(self, version: Version) -> bool:
         """Whether ``version`` satisfies this spec (aliases must be expanded first)."""
         if self.kind == "partial":
@@ -87,7 +95,9 @@ class Spec:
         base = self.text[1:]
         release = _release(base)
         if self.kind == "caret":
-            upper = _bump(release, 1 if release[0] == 0 and len(release) > 1 else 0)
+            # semver: the first non-zero component may not change (^0.0.3 means <0.0.4).
+            nonzero = next((i for i, part in enumerate(release) if part), len(release) - 1)
+            upper = _bump(release, nonzero)
         else:  # tilde
             upper = _bump(release, min(1, len(release) - 1))
         return SpecifierSet(f">={base},<{upper}")
@@ -104,8 +114,17 @@ def _bump(release: tuple[int, ...], index: int) -> str:
 
 
 def parse_spec(text: str, *, allow_ranges: bool) -> Spec:
-    """Parse a version spec; ranges (with commas and operators) only if allowed."""
-    text = text.strip()
+    """Parse a version spec; ranges (with commas and operators) only if allowed.
+
+    Labels (``allow_ranges=False``) take no whitespace at all; team config and the
+    command line may put spaces around a range.
+    """
+    if allow_ranges:
+        text = text.strip()
+    elif not text.isascii() or any(c.isspace() or not c.isprintable() for c in text):
+        raise VersionSpecError(
+            f"{text!a} is not a version spec: a label's spec has no spaces or control characters"
+        )
     if _PARTIAL_RE.fullmatch(text):
         return Spec("partial", text)
     if text[:1] in ("^", "~") and VERSION_RE.fullmatch(text[1:]):
@@ -137,9 +156,16 @@ def best_match(
 ) -> str | None:
     """The highest of ``versions`` that satisfies every spec, or ``None``."""
     spec_list = list(specs)
+    texts = list(versions)
+    for spec in spec_list:
+        exact = spec.exact
+        if exact is not None:
+            hit = [t for t in texts if Version(t) == exact]
+            if hit and all(s.matches(exact) for s in spec_list):
+                return hit[0]
     allow_pre = prereleases or any(s.allows_prerelease for s in spec_list)
     best: tuple[Version, str] | None = None
-    for text in versions:
+    for text in texts:
         version = Version(text)
         if version.is_prerelease and not allow_pre:
             continue
@@ -154,21 +180,21 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
 
 
 def nearby(versions: Iterable[str], wanted: str, *, limit: int = 4) -> list[str]:
-    """Known versions close to ``wanted``, for "did you mean" hints.
+    """Known final versions closest to ``wanted``, nearest first, for "did you mean".
 
-    The newest final release of each major version around the wanted one, nearest first.
+    Closeness compares major, then minor, then patch, so ``python@3.8`` offers 3.9 and
+    3.10 before 3.14, and ``1.11.1.0`` offers the 1.11.1.x releases.
     """
     try:
-        target = Version(re.sub(r"^[\^~]", "", wanted).removesuffix(".x"))
+        target = Version(re.sub(r"^[\^~]", "", wanted).removesuffix(".x")).release
     except InvalidVersion:
-        target = None
-    newest: dict[int, Version] = {}
-    for text in versions:
-        v = Version(text)
-        if v.is_prerelease:
-            continue
-        major = v.release[0]
-        if major not in newest or v > newest[major]:
-            newest[major] = v
-    majors = sorted(newest, key=lambda m: (abs(m - target.release[0]) if target else 0, -m))
-    return [str(newest[m]) for m in majors[:limit]]
+        target = ()
+    finals = [Version(v) for v in versions if not Version(v).is_prerelease]
+
+    def distance(v: Version) -> tuple[int, ...]:
+        padded = v.release + (0,) * 4
+        want = target + (0,) * 4
+        return (*(abs(a - b) for a, b in zip(padded[:4], want[:4], strict=True)), -v.release[0])
+
+    ordered = sorted(finals, key=distance) if target else sorted(finals, reverse=True)
+    return [str(v) for v in ordered[:limit]]

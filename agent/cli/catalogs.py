@@ -128,14 +128,19 @@ def run_schema(args: argparse.Namespace) -> int:
 
 def target_platform(args: argparse.Namespace) -> Any:
     """This machine, with whatever the flags override."""
-    from agent.platform import detect, model
+    from agent.platform import detect, model, packagers
 
     local = detect.detect()
     os_name = model.normalize_os(args.os) if args.os else local.os
     same_os = os_name == local.os
     arch = model.normalize_arch(args.arch) if args.arch else local.arch
+    if args.libc and os_name != "linux":
+        raise model.PlatformError(f"--libc {args.libc} applies to linux only, not {os_name}")
     libc = args.libc or (local.libc if same_os else ("glibc" if os_name == "linux" else None))
-    manager = args.package_manager or (local.package_manager if same_os else None)
+    # Another OS: its usual manager (brew, winget); another Linux needs --package-manager.
+    manager = args.package_manager or (
+        local.package_manager if same_os else packagers.manager_for("unknown", os=os_name)
+    )
     return model.Platform(
         os=os_name,
         arch=arch,

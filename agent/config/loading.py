@@ -251,6 +251,34 @@ def show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+_PRIMITIVE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list"})
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic names each union branch in the location: "str", "int" or a model class.
+    # Field names here are snake_case, so a capitalised part is always a branch tag.
+    return isinstance(part, str) and (
+        part in _PRIMITIVE_TAGS or part[:1].isupper() or part.startswith("function-")
+    )
+
+
+def _wrong_branch(err: Any, exc: ValidationError) -> bool:
+    """A union branch the value plainly is not (a mapping given where str is one option).
+
+    Only dropped when another branch has something more useful to say.
+    """
+    loc = tuple(err["loc"])
+    tags = [i for i, part in enumerate(loc) if _is_union_tag(part)]
+    if not tags or tags[-1] != len(loc) - 1 or not str(err["type"]).endswith("_type"):
+        return False
+    parent = loc[: tags[-1]]
+    # Another branch got further into the value: its error is the one that helps.
+    return any(
+        tuple(o["loc"])[: len(parent)] == parent and len(o["loc"]) > len(loc)
+        for o in exc.errors(include_url=False)
+    )
+
+
 def problems_from(
     exc: ValidationError,
     *,
@@ -261,10 +289,10 @@ def problems_from(
 ) -> list[Problem]:
     """Turn a pydantic error on data from ``source`` into positioned problems."""
     problems = []
-    errors = exc.errors(include_url=False)
+    errors = [e for e in exc.errors(include_url=False) if not _wrong_branch(e, exc)]
     locs = [tuple(e["loc"]) for e in errors]
     for err in errors:
-        loc = tuple(err["loc"])
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
         if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
             continue  # "needs at least 1 item" only echoes the bad items reported below it
         where = locate(loc, source, marks or {}, env_sources or {})

@@ -267,13 +267,25 @@ class LoggingSettings(_Group):
     )
 
 
+class ProfileFeature(_Group):
+    """A feature request written as a mapping (full version ranges allowed)."""
+
+    id: str = Field(description="The feature id, e.g. python.")
+    version: str | None = Field(
+        default=None, description="A spec such as 3.12 or >=3.10,<3.13; quote it in YAML."
+    )
+    options: dict[str, str | bool | int] = Field(
+        default_factory=dict, description="Option values, e.g. {pip: true}."
+    )
+
+
 class Profile(_Group):
     """A named set of features that team configurations can extend."""
 
     extends: tuple[str, ...] = Field(
         default=(), description="Other profiles this one starts from, applied first."
     )
-    features: tuple[str | dict[str, Any], ...] = Field(
+    features: tuple[str | ProfileFeature, ...] = Field(
         default=(),
         description=(
             "Feature requests: the label grammar without the feature: prefix (node@20), or "

@@ -110,6 +110,14 @@ async def get_feature(request: web.Request) -> web.Response:
     catalog = _catalog(request)
     ident = request.match_info["id"].lower()
     feature = catalog.features.get(ident)
+    disabled = [p for p in catalog.problems if p.feature == ident]
+    if feature is None and disabled:
+        raise errors.ApiError(
+            404,
+            f"feature {ident!r} is disabled: {disabled[0]}",
+            code="disabled",
+            details={"problems": [str(p) for p in disabled]},
+        )
     if feature is None:
         raise errors.ApiError(
             404,

@@ -53,6 +53,10 @@ async def test_one_feature(agent: Agent) -> None:
     status, body = await call(agent, "GET", "/v1/features/nodejs")
     assert status == 404
     assert "did you mean node?" in body["error"]["message"]
+    status, body = await call(agent, "GET", "/v1/features/broken")
+    assert status == 404
+    assert body["error"]["code"] == "disabled"
+    assert "invalid YAML" in body["error"]["message"]
 
 
 async def test_plan_for_a_runner(agent: Agent) -> None:

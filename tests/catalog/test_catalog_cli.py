@@ -130,3 +130,13 @@ def test_config_validate_checks_profiles(tmp_path: Path) -> None:
 def test_the_team_schema_is_printed() -> None:
     schema = json.loads(cli("config", "schema", "--team").stdout)
     assert set(schema["properties"]) == {"extends", "features", "environments"}
+
+
+def test_plan_for_another_os_uses_its_package_manager() -> None:
+    proc = cli("plan", "feature:jq", "--os", "darwin", "--arch", "arm64")
+    assert proc.returncode == 0, proc.stderr
+    [jq] = json.loads(proc.stdout)["features"]
+    assert jq["actions"][-1]["argv"] == ["brew", "install", "jq"]
+    bad = cli("plan", "feature:jq", "--os", "darwin", "--libc", "musl")
+    assert bad.returncode == 2
+    assert "--libc musl applies to linux only" in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -65,8 +66,8 @@ def test_other_labels_are_ignored_and_bad_ones_are_all_reported() -> None:
     assert len(str(info.value).splitlines()) == 2
 
 
-def test_labels_for_one_feature_merge_later_wins() -> None:
-    [merged] = requests.from_labels(["feature:node@18;a=1", "feature:node@20;b=2"])
+def test_labels_for_one_feature_merge_when_they_agree() -> None:
+    [merged] = requests.from_labels(["feature:node@20;a=1", "feature:node@20;b=2"])
     assert merged.render() == "feature:node@20;a=1;b=2"
 
 
@@ -100,18 +101,37 @@ options = st.dictionaries(
 )
 
 
-@given(ident=ids, spec=specs, opts=options)
-def test_parse_then_render_round_trips(ident: str, spec: str | None, opts: dict[str, str]) -> None:
-    text = "feature:" + ident + (f"@{spec}" if spec else "")
-    text += "".join(f";{k}={v}" for k, v in opts.items())
+@given(ident=ids, spec=specs, opts=options, upper=st.booleans(), order=st.randoms())
+def test_parse_then_render_round_trips(
+    ident: str, spec: str | None, opts: dict[str, str], upper: bool, order: Any
+) -> None:
+    # Non-canonical spellings too: upper-case prefix and id, options in any order.
+    prefix = "FEATURE:" if upper else "feature:"
+    text = prefix + (ident.upper() if upper else ident) + (f"@{spec}" if spec else "")
+    items = list(opts.items())
+    order.shuffle(items)
+    text += "".join(f";{k}={v}" for k, v in items)
     first = requests.parse(text)
     again = requests.parse(first.render())
     assert again == first
     assert again.render() == first.render()
 
 
+hostile = st.one_of(
+    st.text(max_size=80),
+    # Near misses: valid labels with one hostile character spliced in somewhere.
+    st.tuples(
+        st.sampled_from(["node@20", "python@~3.12;pip=true", "cmake@^3;a=b"]),
+        st.integers(min_value=0, max_value=20),
+        st.sampled_from(
+            ["\n", "\x00", "\t", " ", "$", "`", "/", "..", "\u2028", "\uff4e", "\u00a0"]
+        ),
+    ).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]),
+)
+
+
 @settings(max_examples=400)
-@given(st.text(max_size=80))
+@given(hostile)
 def test_nothing_hostile_survives_parsing(text: str) -> None:
     try:
         request = requests.parse("feature:" + text)
@@ -123,6 +143,10 @@ def test_nothing_hostile_survives_parsing(text: str) -> None:
         assert message.isascii()
         assert message.isprintable()
         return
+    # What was accepted was itself plain: nothing was stripped or normalised into safety.
+    assert text.isascii()
+    assert text.isprintable()
+    assert not any(c.isspace() for c in text)
     rendered = request.render()
     # Whatever passed can go into a path, an argv or an env value without escaping.
     assert SAFE_FIELD.fullmatch(rendered.removeprefix("feature:"))

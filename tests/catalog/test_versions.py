@@ -55,10 +55,24 @@ def test_aliases_parse_as_aliases() -> None:
     assert versions.parse_spec("lts", allow_ranges=False).kind == "alias"
 
 
-def test_nearby_offers_the_newest_of_the_closest_majors() -> None:
-    assert versions.nearby(["18.20.8", "20.11.1", "20.19.6", "22.21.1", "24.12.0"], "19") == [
-        "20.19.6",
-        "18.20.8",
-        "22.21.1",
-        "24.12.0",
-    ]
+def test_nearby_offers_the_closest_versions() -> None:
+    python = ["3.9.25", "3.10.19", "3.11.14", "3.12.12", "3.13.9", "3.14.0"]
+    assert versions.nearby(python, "3.8") == ["3.9.25", "3.10.19", "3.11.14", "3.12.12"]
+    ninja = ["1.11.1.4", "1.13.0", "1.13.2"]
+    assert versions.nearby(ninja, "1.11.1.0")[0] == "1.11.1.4"
+
+
+def test_an_exact_version_wins_over_longer_ones_it_prefixes() -> None:
+    spec = versions.parse_spec("1.11.1", allow_ranges=False)
+    assert versions.best_match(["1.11.1", "1.11.1.4"], [spec]) == "1.11.1"
+    assert versions.best_match(["1.11.1.4"], [spec]) == "1.11.1.4"  # then the prefix rule
+
+
+def test_caret_on_0_0_x_stays_on_the_patch() -> None:
+    assert str(versions.parse_spec("^0.0.3", allow_ranges=False).specifier()) == "<0.0.4,>=0.0.3"
+
+
+@pytest.mark.parametrize("spec", ["20\n", "\t20", "20\u2028", "20\u3000", " 20"])
+def test_a_label_spec_takes_no_whitespace(spec: str) -> None:
+    with pytest.raises(versions.VersionSpecError, match="no spaces or control characters"):
+        versions.parse_spec(spec, allow_ranges=False)
