@@ -14,6 +14,7 @@ Policy:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ _RANGE_CHARS = re.compile(r"(?a:[0-9A-Za-z.,<>=!~* ]{1,100})")
 
 class VersionSpecError(ValueError):
     """A version spec that cannot be parsed; the message shows the accepted forms."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _version(text: str) -> Version:
+    # Catalog versions are a small, fixed set parsed on every resolution: parse once.
+    return Version(text)
 
 
 def parse_version(text: str) -> Version:
@@ -77,10 +84,10 @@ class Spec:
     def matches(self, version: Version) -> bool:
         """Whether ``version`` satisfies this spec (aliases must be expanded first)."""
         if self.kind == "partial":
-            want = _release(self.text.removesuffix(".x"))
+            spec_v = _version(self.text.removesuffix(".x"))
+            want = spec_v.release
             if version.release[: len(want)] != want:
                 return False
-            spec_v = Version(self.text.removesuffix(".x"))
             if spec_v.pre or spec_v.post is not None or spec_v.dev is not None:
                 return version == spec_v
             return True
@@ -89,22 +96,27 @@ class Spec:
         return self.specifier().contains(version, prereleases=True)
 
     def specifier(self) -> SpecifierSet:
-        """The PEP 440 specifier set of a caret, tilde or range spec."""
-        if self.kind == "range":
-            return SpecifierSet(self.text)
-        base = self.text[1:]
-        release = _release(base)
-        if self.kind == "caret":
-            # semver: the first non-zero component may not change (^0.0.3 means <0.0.4).
-            nonzero = next((i for i, part in enumerate(release) if part), len(release) - 1)
-            upper = _bump(release, nonzero)
-        else:  # tilde
-            upper = _bump(release, min(1, len(release) - 1))
-        return SpecifierSet(f">={base},<{upper}")
+        """The PEP 440 specifier set of a caret, tilde or range spec (built once)."""
+        return _specifier(self.kind, self.text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _specifier(kind: SpecKind, text: str) -> SpecifierSet:
+    if kind == "range":
+        return SpecifierSet(text)
+    base = text[1:]
+    release = _release(base)
+    if kind == "caret":
+        # semver: the first non-zero component may not change (^0.0.3 means <0.0.4).
+        nonzero = next((i for i, part in enumerate(release) if part), len(release) - 1)
+        upper = _bump(release, nonzero)
+    else:  # tilde
+        upper = _bump(release, min(1, len(release) - 1))
+    return SpecifierSet(f">={base},<{upper}")
 
 
 def _release(text: str) -> tuple[int, ...]:
-    return Version(text).release
+    return _version(text).release
 
 
 def _bump(release: tuple[int, ...], index: int) -> str:
@@ -160,13 +172,13 @@ def best_match(
     for spec in spec_list:
         exact = spec.exact
         if exact is not None:
-            hit = [t for t in texts if Version(t) == exact]
+            hit = [t for t in texts if _version(t) == exact]
             if hit and all(s.matches(exact) for s in spec_list):
                 return hit[0]
     allow_pre = prereleases or any(s.allows_prerelease for s in spec_list)
     best: tuple[Version, str] | None = None
     for text in texts:
-        version = Version(text)
+        version = _version(text)
         if version.is_prerelease and not allow_pre:
             continue
         if all(s.matches(version) for s in spec_list) and (best is None or version > best[0]):
