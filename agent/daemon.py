@@ -105,6 +105,19 @@ def serve(path: Path | None, *, on_config_error: OnConfigError) -> int:
         return runner.run(daemon.run())
 
 
+def _import_api() -> tuple[Any, Any]:
+    from agent.http import api, context
+
+    return api, context
+
+
+def _load_catalog_blocking(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
+    from agent.catalog import loading as catalog_loading
+
+    folders = catalog_loading.folders_for(settings)
+    return catalog_loading.load(folders), folders
+
+
 class Daemon:
     """Listeners, background tasks and the shutdown sequence of one agent process."""
 
@@ -222,13 +235,12 @@ class Daemon:
             )
 
     async def _load_catalog(self) -> None:
-        # Imported and loaded after the listeners are up: /healthz never waits for it.
-        from agent.catalog import loading as catalog_loading
-
         if self.catalog is None:
             self.conditions.set("catalog", ok=False, message="loading")
-        folders = catalog_loading.folders_for(self.settings.catalog)
-        catalog = await asyncio.to_thread(catalog_loading.load, folders)
+        # Imported and loaded in a thread: importing the catalog engine builds many models,
+        # and the loop must keep answering /healthz meanwhile.
+        settings = self.settings.catalog
+        catalog, folders = await asyncio.to_thread(_load_catalog_blocking, settings)
         self.catalog = catalog
         disabled = sorted({p.feature for p in catalog.problems})
         message = f"{len(catalog.features)} features from {len(folders)} folder(s)"
@@ -263,9 +275,9 @@ class Daemon:
         os._exit(EXIT_OK)
 
     async def _serve_api(self) -> None:
-        # Imported here, after the probe listener is up: the API's models cost import
-        # time that /healthz should not wait for.
-        from agent.http import api, context
+        # Imported in a thread, after the probe listener is up: the API's models cost
+        # import time that /healthz must not wait for.
+        api, context = await asyncio.to_thread(_import_api)
 
         server = self.settings.server
         ctx = context.Context(

@@ -18,7 +18,6 @@ Policy:
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 import hashlib
 import json
@@ -72,6 +71,8 @@ class _Want:
 
 def suggest(word: str, choices: Sequence[str]) -> str:
     """A "did you mean" suffix, or an empty string."""
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
     if not close and len(word) >= 3:
         close = [c for c in choices if c.startswith(word[:3]) or word.startswith(c)][:3]

@@ -18,10 +18,12 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
 
 SpecKind = Literal["partial", "caret", "tilde", "range", "alias"]
 
@@ -102,6 +104,10 @@ class Spec:
 
 @functools.lru_cache(maxsize=1024)
 def _specifier(kind: SpecKind, text: str) -> SpecifierSet:
+    # Imported on first use: most catalogs and labels use partial versions only, and the
+    # agent's resident size is measured against its libraries' own.
+    from packaging.specifiers import SpecifierSet
+
     if kind == "range":
         return SpecifierSet(text)
     base = text[1:]
@@ -150,6 +156,8 @@ def parse_spec(text: str, *, allow_ranges: bool) -> Spec:
                 "hold commas); use 20, 20.11, ^20, ~3.12 or an alias, or put the range in "
                 ".github/runner-config.yml"
             )
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
         try:
             SpecifierSet(text)
         except InvalidSpecifier:

@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
 from agent.catalog import requests, resolver, team
 from agent.config import loading as config_loading
-from agent.http import bodies, errors
+from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 from agent.platform import model
 
 
-class FeatureSummary(BaseModel):
+class FeatureSummary(models.ApiModel):
     """One feature of the catalog."""
 
     id: str
@@ -33,7 +33,7 @@ class FeatureSummary(BaseModel):
     platforms: list[str]
 
 
-class FeatureList(BaseModel):
+class FeatureList(models.ApiModel):
     """GET /v1/features."""
 
     features: list[FeatureSummary]
@@ -42,10 +42,8 @@ class FeatureList(BaseModel):
     )
 
 
-class TargetModel(BaseModel):
+class TargetModel(models.ApiRequest):
     """The platform a plan is for."""
-
-    model_config = ConfigDict(extra="forbid")
 
     os: str = Field(description="linux, darwin or windows")
     arch: str = Field(description="x64, arm64, arm, ppc64, s390x, riscv64 or ia32")
@@ -54,10 +52,8 @@ class TargetModel(BaseModel):
     cuda_driver: str | None = Field(default=None, description="driver CUDA version, e.g. 12.4")
 
 
-class PlanRequest(BaseModel):
+class PlanRequest(models.ApiRequest):
     """POST /v1/plan."""
-
-    model_config = ConfigDict(extra="forbid")
 
     labels: list[str] = Field(
         default_factory=list, max_length=64, description="Runner labels; feature: ones count."

@@ -11,11 +11,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApiModel(BaseModel):
+    """Every API body. Validators are built on first use, not at import: the API's models
+    are many, and most are never needed in a given agent's lifetime."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
-class ErrorDetail(BaseModel):
+class ApiRequest(ApiModel):
+    """A request body: unknown fields are a 400 that names them."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class ErrorDetail(ApiModel):
     """The inside of every error response."""
 
     code: str = Field(description="Stable machine-readable code, e.g. validation_error.")
@@ -23,13 +32,13 @@ class ErrorDetail(BaseModel):
     details: Any = Field(default=None, description="Structured context, e.g. the bad fields.")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ApiModel):
     """Every non-2xx API response."""
 
     error: ErrorDetail
 
 
-class ConditionModel(BaseModel):
+class ConditionModel(ApiModel):
     """One readiness condition."""
 
     name: str
@@ -38,7 +47,7 @@ class ConditionModel(BaseModel):
     since: float = Field(description="Unix time of the last change of state.")
 
 
-class ConfigInfo(BaseModel):
+class ConfigInfo(ApiModel):
     """Which configuration is in force."""
 
     generation: int = Field(description="1 at start, +1 on each successful reload.")
@@ -52,7 +61,7 @@ class ConfigInfo(BaseModel):
     )
 
 
-class StatusResponse(BaseModel):
+class StatusResponse(ApiModel):
     """GET /v1/status."""
 
     version: str
@@ -65,7 +74,7 @@ class StatusResponse(BaseModel):
     conditions: list[ConditionModel]
 
 
-class ConfigResponse(BaseModel):
+class ConfigResponse(ApiModel):
     """GET /v1/config: the effective configuration; token values are never included."""
 
     config: ConfigInfo
@@ -75,7 +84,7 @@ class ConfigResponse(BaseModel):
     )
 
 
-class ReloadRequest(_Request):
+class ReloadRequest(ApiRequest):
     """POST /v1/reload. The body is optional."""
 
     reason: str | None = Field(
@@ -83,7 +92,7 @@ class ReloadRequest(_Request):
     )
 
 
-class ReloadResponse(BaseModel):
+class ReloadResponse(ApiModel):
     """The outcome of a successful reload."""
 
     generation: int
