@@ -184,3 +184,16 @@ def _healthy(agent: Agent) -> bool:
     except OSError:
         return False
     return status == 200
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``runner-agent ARGS`` as a real process, without the caller's RUNNER_AGENT_*."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")}
+    return subprocess.run(
+        [PYTHON, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=full_env | (env or {}),
+    )

@@ -20,7 +20,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from agent.catalog import methods, patterns, requests, templates, versions
 from agent.platform import model, packagers
 
-_ENV_NAME_RE = re.compile(r"(?a:[A-Za-z_][A-Za-z0-9_]{0,63})")
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
 
 
@@ -42,12 +41,6 @@ def _check_requirement(value: str) -> str:
     return value
 
 
-def _check_env_name(value: str) -> str:
-    if not _ENV_NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!a} is not an environment variable name")
-    return value
-
-
 def _check_toolcache(value: str) -> str:
     if not _TOOLCACHE_RE.fullmatch(value):
         raise ValueError(f"{value!a} is not a tool cache name such as node or Python")
@@ -60,7 +53,7 @@ _Spec = versions.Spec  # the Feature model has a field named "versions"
 FeatureId = Annotated[str, AfterValidator(_check_id)]
 ConcreteVersion = Annotated[str, AfterValidator(_check_version)]
 Requirement = Annotated[str, AfterValidator(_check_requirement)]
-EnvName = Annotated[str, AfterValidator(_check_env_name)]
+EnvName = methods.EnvName
 
 
 def parse_requirement(text: str) -> requests.Request:

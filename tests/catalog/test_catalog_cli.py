@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+from tests.agentproc import run_cli as cli
 from tests.catalog import factories
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=full_env | (env or {}),
-    )
 
 
 def test_features_list_shows_the_bundled_catalog() -> None:
