@@ -70,7 +70,14 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
     proc = cli("config", "schema")
     assert proc.returncode == 0
     schema = json.loads(proc.stdout)
-    assert set(schema["properties"]) == {"server", "cache", "catalog", "features", "logging"}
+    assert set(schema["properties"]) == {
+        "server",
+        "cache",
+        "catalog",
+        "features",
+        "installer",
+        "logging",
+    }
     assert schema["additionalProperties"] is False
     server = schema["$defs"]["ServerSettings"]["properties"]
     assert server["metrics_address"]["default"] == "127.0.0.1:9102"

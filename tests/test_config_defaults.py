@@ -25,6 +25,12 @@ def test_every_default_is_pinned() -> None:
         },
         "catalog": {"bundled": True, "paths": []},
         "features": {"profiles": {}, "environment": None},
+        "installer": {
+            "mirrors": {},
+            "lock_timeout_seconds": 900.0,
+            "download_attempts": 4,
+            "stall_timeout_seconds": 30.0,
+        },
         "logging": {"format": "json", "level": "info"},
     }
 

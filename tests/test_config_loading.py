@@ -54,7 +54,7 @@ def test_an_unknown_key_lists_the_keys_expected_there(tmp_path: Path) -> None:
 def test_an_unknown_group_lists_the_groups(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, "gpus: {}\n")
     assert "gpus" in problem
-    assert "expected one of: server, cache, catalog, features, logging" in problem
+    assert "expected one of: server, cache, catalog, features, installer, logging" in problem
 
 
 def test_a_negative_size_is_refused(tmp_path: Path) -> None:

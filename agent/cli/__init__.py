@@ -37,7 +37,7 @@ if sys.argv[1:2] == ["serve"]:
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from agent import __version__
-from agent.cli import catalogs, configs, serving
+from agent.cli import catalogs, configs, ensuring, serving
 from agent.config import loading
 
 EXIT_OK = 0
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_parsers(sub, config_arg)
     configs.add_parsers(sub, config_arg)
     catalogs.add_parsers(sub, config_arg)
+    ensuring.add_parsers(sub, config_arg)
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
 

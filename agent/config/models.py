@@ -5,8 +5,8 @@ agent runs (a listen address, the store root) carry ``x-restart-required`` in th
 JSON Schema; a reload that changes them keeps the running value and reports the field
 as needing a restart.
 
-Group names reserved for later features, so nothing else may take them: ``installer``,
-``runner``, ``services``, ``gpu`` and ``github``.
+Group names reserved for later features, so nothing else may take them: ``runner``,
+``services``, ``gpu`` and ``github``.
 """
 
 from __future__ import annotations
@@ -313,6 +313,41 @@ class FeaturesSettings(_Group):
     )
 
 
+class InstallerSettings(_Group):
+    """How the agent downloads and installs into the store."""
+
+    mirrors: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "URL prefix rewrites, first match wins, e.g. {'https://nodejs.org/dist/': "
+            "'https://artifactory.example.com/nodejs-dist/'}: point any feature (a prefix "
+            "specific to its upstream) or everything at an internal mirror. Default none."
+        ),
+    )
+    lock_timeout_seconds: Seconds = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "How long an install waits for another agent installing the same entry, in "
+            "seconds. Default 15 min: a CUDA toolkit takes minutes on a slow link."
+        ),
+    )
+    download_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Tries per download on transient errors (resets, 5xx, stalls). Default 4.",
+    )
+    stall_timeout_seconds: Seconds = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds without a byte before a download counts as stalled and is retried. "
+            "Default 30 s."
+        ),
+    )
+
+
 class Settings(_Group):
     """Everything the agent itself is configured with."""
 
@@ -320,6 +355,7 @@ class Settings(_Group):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
+    installer: InstallerSettings = Field(default_factory=InstallerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 

@@ -1,0 +1,318 @@
+"""The install protocol: check, lock, check again, stage, fetch, extract, verify, publish.
+
+1. **Check**: the marker exists and the receipt names this entry: done, nothing else.
+2. **Lock** the entry (see :mod:`agent.store.locks`), then **check again**: another pod
+   may have finished it while this one waited.
+3. **Stage** into a fresh folder under ``<root>/.runner-agent/staging``, on the same
+   filesystem as the entry, so publishing is one ``rename()``.
+4. **Fetch** each artifact through the content-addressed download cache, verifying its
+   sha256 while streaming (see :mod:`agent.store.downloads`).
+5. **Extract** safely into the staging folder (see :mod:`agent.store.extracting`).
+6. **Check** the feature by running its ``check`` command from the staged folder, when
+   the target is the platform the agent runs on.
+7. **Publish**: fsync the tree, ``rename()`` it into place, write the receipt, then the
+   marker (both write-temp-then-rename).
+8. **Unlock**.
+
+Policy: any failure leaves nothing at the final path: the staging folder is removed and
+the error (an :class:`InstallError`) names the failing step, as does the log kept at
+``<root>/.runner-agent/logs/<key>.log``. A half-published entry (renamed, but its
+marker never written, because the process died) is invisible to readers and is replaced
+by the next install under the lock. Entries hold no absolute path into the agent's
+container: env paths are stored relative to the entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.store import downloads, extracting, layout, locks, receipts
+
+logger = logging.getLogger("agent.store")
+
+
+class InstallError(layout.StoreError):
+    """An install failed at :attr:`step`; nothing was published."""
+
+    def __init__(self, what: str, step: str, message: str) -> None:
+        self.step = step
+        super().__init__(f"installing {what} failed at step '{step}': {message}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How installs behave; from the agent's ``installer`` settings."""
+
+    lock_timeout: float = 900.0
+    policy: downloads.Policy = field(default_factory=downloads.Policy)
+    limits: extracting.Limits = field(default_factory=extracting.Limits)
+    check_timeout: float = 120.0
+    run_check: bool = True
+    """False when the target is not the platform the agent runs on."""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """An entry that is ready."""
+
+    entry: layout.Entry
+    receipt: receipts.Receipt
+    cached: bool
+
+
+# --- the warm path ----------------------------------------------------------------------
+
+_verified: dict[str, tuple[tuple[int, int, int], receipts.Receipt]] = {}
+
+
+def _marker_id(entry: layout.Entry) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(entry.marker)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Receipt | None:
+    """The receipt of a complete entry, or ``None``.
+
+    Verified state is cached in the process: once an entry's marker and receipt agree,
+    the entry is trusted for as long as its marker is the same file (device, inode and
+    mtime unchanged); a hit then costs one ``stat()``. An entry evicted or replaced gets
+    a new marker and is verified again.
+    """
+    marker = _marker_id(entry)
+    if marker is None:
+        _verified.pop(entry.key, None)
+        return None
+    cached = _verified.get(entry.key)
+    if cached is not None and cached[0] == marker:
+        return cached[1]
+    receipt = receipts.read(entry)
+    if (
+        receipt is None
+        or receipt.key != entry.key
+        or receipt.feature != feature
+        or receipt.version != version
+        or not entry.path.is_dir()
+    ):
+        return None
+    _verified[entry.key] = (marker, receipt)
+    return receipt
+
+
+# --- installing ---------------------------------------------------------------------------
+
+
+def install(
+    store: layout.Store,
+    step: dict[str, Any],
+    *,
+    lock_backend: locks.LockBackend,
+    options: Options | None = None,
+) -> Installed:
+    """Make the plan step's entry present (an ``archive`` step), installing it if needed."""
+    options = options or Options()
+    what = f"{step['id']} {step['version']}"
+    prefix = Path(step["prefix"])
+    entry = store.entry(prefix.parent.parent.name, prefix.parent.name, prefix.name)
+    found = lookup(entry, feature=step["id"], version=step["version"])
+    if found is not None:
+        receipts.touch(entry)
+        return Installed(entry, found, cached=True)
+    if step["method"] != "archive":
+        raise InstallError(
+            what, "plan", f"the {step['method']} method is not handled by the store installer"
+        )
+    with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout):
+        found = lookup(entry, feature=step["id"], version=step["version"])
+        if found is not None:  # another agent finished it while this one waited
+            return Installed(entry, found, cached=True)
+        return Installed(entry, _install_locked(store, entry, step, what, options), cached=False)
+
+
+class _Log:
+    """The kept install log: one line per step, with times."""
+
+    def __init__(self, store: layout.Store, entry: layout.Entry) -> None:
+        folder = store.meta / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{entry.key}.log"
+        self.start = time.monotonic()
+        self.lines: list[str] = []
+
+    def step(self, name: str, detail: str = "") -> None:
+        self.lines.append(f"{time.monotonic() - self.start:8.3f}s {name} {detail}".rstrip())
+
+    def save(self) -> None:
+        try:
+            layout.write_atomic(self.path, ("\n".join(self.lines) + "\n").encode())
+        except OSError as exc:  # the log must never be the reason an install fails
+            logger.warning("cannot write the install log %s: %s", self.path, exc)
+
+
+def _install_locked(
+    store: layout.Store,
+    entry: layout.Entry,
+    step: dict[str, Any],
+    what: str,
+    options: Options,
+) -> receipts.Receipt:
+    log = _Log(store, entry)
+    staging = store.staging / uuid.uuid4().hex
+    current = "stage"
+    try:
+        log.step("stage", str(staging.name))
+        staging.mkdir()
+        tree = staging / "entry"
+        tree.mkdir()
+        cache = downloads.DownloadCache(store.downloads)
+        sources: list[receipts.Source] = []
+        archive: downloads.Artifact | None = None
+        for action in step["actions"]:
+            if action["action"] == "download":
+                current = "download"
+                archive = _download(action, cache, options, log)
+                sources.append(receipts.Source(archive.url, archive.sha256, archive.size))
+            elif action["action"] == "extract":
+                current = "extract"
+                if archive is None:
+                    raise layout.StoreError("the plan extracts before it downloads")
+                source = archive.path
+                if action["format"] == "binary":
+                    # The cache names files by hash; a lone binary keeps its own name.
+                    source = staging / action["file"]
+                    shutil.copyfile(archive.path, source)
+                done = extracting.extract(
+                    source,
+                    tree,
+                    fmt=action["format"],
+                    strip_components=action["strip_components"],
+                    limits=options.limits,
+                )
+                log.step("extract", f"{done.members} members, {done.bytes} bytes")
+            else:
+                raise layout.StoreError(f"unknown action {action['action']!r}")
+        rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
+        current = "check"
+        outcome = _check(step, tree, rel_path, options)
+        log.step("check", outcome)
+        current = "publish"
+        _fsync_tree(tree)
+        receipt = receipts.Receipt(
+            feature=step["id"],
+            version=step["version"],
+            key=entry.key,
+            platform=step.get("platform", {}),
+            method=step["method"],
+            sources=tuple(sources),
+            size=receipts.tree_size(tree),
+            install_seconds=round(time.monotonic() - log.start, 3),
+            agent_version=__version__,
+            created=time.time(),
+            check=outcome,
+            env={"path": rel_path, "vars": step["env"]["vars"]},
+        )
+        _publish(entry, tree, receipt)
+        log.step("publish", str(entry.path.relative_to(store.root)))
+        logger.info(
+            "installed %s into the store",
+            what,
+            extra={"entry": entry.key, "seconds": receipt.install_seconds},
+        )
+        return receipt
+    except Exception as exc:
+        log.step("failed", f"{current}: {exc}")
+        if isinstance(exc, InstallError):
+            raise
+        raise InstallError(what, current, str(exc)) from exc
+    finally:
+        log.save()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download(
+    action: dict[str, Any],
+    cache: downloads.DownloadCache,
+    options: Options,
+    log: _Log,
+) -> downloads.Artifact:
+    sha = action.get("sha256")
+    if sha is None:
+        sha = downloads.fetch_checksum(
+            action["checksum_url"], action["file"], policy=options.policy
+        )
+        log.step("checksum", f"{action['file']} {sha}")
+    artifact = downloads.fetch(action["url"], cache, sha256=sha, policy=options.policy)
+    log.step("download", f"{artifact.url} {artifact.size} bytes sha256 {artifact.sha256}")
+    return artifact
+
+
+def _check(step: dict[str, Any], tree: Path, rel_path: list[str], options: Options) -> str:
+    check = step.get("check")
+    if check is None:
+        return "no check declared"
+    if not options.run_check:
+        return "skipped: the target is not the platform the agent runs on"
+    path = [os.path.normpath(os.path.join(tree, p)) for p in rel_path]
+    env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
+    env.update({k: v for k, v in step["env"]["vars"].items()})
+    try:
+        proc = subprocess.run(
+            check["argv"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=options.check_timeout,
+            check=False,
+            cwd=tempfile.gettempdir(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise layout.StoreError(f"the check {check['argv']!r} could not run: {exc}") from exc
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 or check["expect"] not in output:
+        raise layout.StoreError(
+            f"the check {' '.join(check['argv'])!r} exited {proc.returncode} and printed "
+            f"{output[:200]!r}; expected it to print {check['expect']!r}"
+        )
+    return f"ok: {output.splitlines()[0][:120] if output else ''}"
+
+
+def _fsync_tree(tree: Path) -> None:
+    for folder, _, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        layout.fsync_dir(Path(folder))
+
+
+def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt) -> None:
+    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    if entry.path.exists() or entry.path.is_symlink():
+        # Published by a process that died before its marker: nobody trusts it, and the
+        # lock is ours, so it goes (renamed away first, so the final path is never half
+        # deleted).
+        entry.marker.unlink(missing_ok=True)
+        trash = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        os.rename(entry.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.rename(tree, entry.path)
+    layout.fsync_dir(entry.path.parent)
+    receipts.write(entry, receipt)
+    layout.write_atomic(entry.marker, b"")

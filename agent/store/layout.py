@@ -1,0 +1,132 @@
+"""Where things live in the store, and the store's format version.
+
+::
+
+    <root>/<toolcache_name>/<version>/<arch>/          the entry (what setup-* reads)
+    <root>/<toolcache_name>/<version>/<arch>.complete  the marker, written last
+    <root>/.runner-agent/format                        store format version
+    <root>/.runner-agent/locks/<name>@<version>@<arch>.lock
+    <root>/.runner-agent/staging/<random>/             same filesystem as the entries
+    <root>/.runner-agent/receipts/<name>@<version>@<arch>.json
+    <root>/.runner-agent/downloads/<sha256[:2]>/<sha256>
+
+Policy: an agent refuses a store whose format is newer than it understands, with an error
+that says so, so old and new agents can share a volume through a rolling upgrade: the
+new one must not write what the old one misreads, and the old one stops before guessing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = 1
+META = ".runner-agent"
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry's paths. ``leaf`` is the arch folder name (``x64``, or a variant)."""
+
+    root: Path
+    name: str
+    version: str
+    leaf: str
+
+    @property
+    def key(self) -> str:
+        """``name@version@leaf``: the entry's name in locks and receipts."""
+        return f"{self.name}@{self.version}@{self.leaf}"
+
+    @property
+    def path(self) -> Path:
+        """The entry folder."""
+        return self.root / self.name / self.version / self.leaf
+
+    @property
+    def marker(self) -> Path:
+        """The completion marker, a sibling of the entry folder."""
+        return self.root / self.name / self.version / f"{self.leaf}.complete"
+
+    @property
+    def receipt(self) -> Path:
+        """The receipt file."""
+        return self.root / META / "receipts" / f"{self.key}.json"
+
+    @property
+    def lock(self) -> Path:
+        """The lock file."""
+        return self.root / META / "locks" / f"{self.key}.lock"
+
+
+class Store:
+    """A store root, checked and initialised on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta = root / META
+        self.staging = self.meta / "staging"
+        self.downloads = self.meta / "downloads"
+
+    def entry(self, name: str, version: str, leaf: str) -> Entry:
+        """The entry for ``name``/``version``/``leaf``."""
+        for part in (name, version, leaf):
+            if not part or "/" in part or part in (".", "..") or part.startswith("."):
+                raise StoreError(f"{part!a} cannot name a store folder")
+        return Entry(self.root, name, version, leaf)
+
+    def open(self) -> None:
+        """Create the metadata folders and check (or write) the format version."""
+        try:
+            for folder in (
+                self.meta / "locks",
+                self.meta / "receipts",
+                self.staging,
+                self.downloads,
+            ):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot prepare the store at {self.root}: {exc.strerror}; check cache.root "
+                "and that the volume is mounted writable for the agent"
+            ) from exc
+        path = self.meta / "format"
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            write_atomic(path, f"{FORMAT}\n".encode())
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"cannot read the store format at {path}: {exc}") from exc
+        if not text.isdigit():
+            raise StoreError(f"{path} holds {text[:40]!a}; expected a format number")
+        if int(text) > FORMAT:
+            raise StoreError(
+                f"the store at {self.root} has format {text}, newer than this agent's {FORMAT}: "
+                "a newer agent wrote it; upgrade this agent (or give it another cache.root)"
+            )
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

@@ -1,0 +1,143 @@
+"""Locks on the shared volume: one install of an entry at a time, across pods.
+
+Policy:
+- the default backend takes Linux open-file-description locks (``F_OFD_SETLK``) on a lock
+  file inside the store, so every pod that mounts the volume sees them (NFSv3/v4 with
+  lockd carries them as POSIX locks). OFD locks belong to the open file, not the process:
+  closing some other descriptor of the same file cannot drop them by accident, as it
+  would a classic ``fcntl`` record lock. Where the kernel lacks them, classic record
+  locks are used, with an in-process lock on top so threads still exclude each other;
+- a dead holder's lock is released by the kernel (or the NFS lock manager), so a waiter
+  polls and proceeds within one poll interval of a SIGKILL;
+- a waiter logs who holds the lock and for how long, every ``report_every`` seconds, and
+  gives up after ``timeout`` with :class:`LockTimeout`;
+- backends implement :class:`LockBackend`; the lease backend for filesystems without
+  cross-client locks plugs in there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from agent.store import layout
+
+logger = logging.getLogger("agent.store.locks")
+
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+# struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t
+# l_pid (l_pid must be 0 for OFD locks); 32 bytes with native alignment.
+_FLOCK = "hhqqi4x"
+
+
+class LockTimeout(layout.StoreError):
+    """The lock was not free within the timeout; the message names the holder."""
+
+
+class LockBackend(Protocol):
+    """How installs of one entry exclude each other."""
+
+    def hold(
+        self, path: Path, *, what: str, timeout: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock at ``path`` for the ``with`` block, waiting up to ``timeout``."""
+        ...
+
+
+class PosixLocks:
+    """OFD locks (classic record locks as a fallback) on files in the store."""
+
+    def __init__(self, *, poll: float = 0.05, report_every: float = 5.0) -> None:
+        self.poll = poll
+        self.report_every = report_every
+        self._local: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _thread_lock(self, path: Path) -> threading.Lock:
+        with self._guard:
+            return self._local.setdefault(str(path), threading.Lock())
+
+    @contextlib.contextmanager
+    def hold(self, path: Path, *, what: str, timeout: float) -> Iterator[None]:
+        """See :meth:`LockBackend.hold`."""
+        start = time.monotonic()
+        local = self._thread_lock(path)
+        if not local.acquire(timeout=max(timeout, 0)):
+            raise LockTimeout(f"timed out after {timeout:.0f} s waiting for {what} in this agent")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                self._wait(fd, path, what=what, start=start, timeout=timeout)
+                _write_holder(path)
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    holder_file(path).unlink()
+                os.close(fd)  # releases the lock
+        finally:
+            local.release()
+
+    def _wait(self, fd: int, path: Path, *, what: str, start: float, timeout: float) -> None:
+        next_report = start + self.report_every
+        while not _try_lock(fd):
+            now = time.monotonic()
+            if now - start >= timeout:
+                raise LockTimeout(
+                    f"timed out after {timeout:.0f} s waiting for {what}, "
+                    f"{describe_holder(path)}; if no agent is installing it, check the "
+                    f"volume's lock support (NFS needs lockd) or remove {path}"
+                )
+            if now >= next_report:
+                logger.info(
+                    "waiting for %s, %s for %.0f s",
+                    what,
+                    describe_holder(path),
+                    now - start,
+                    extra={"lock": str(path)},
+                )
+                next_report = now + self.report_every
+            time.sleep(self.poll)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if _OFD_SETLK is not None:
+            fcntl.fcntl(fd, _OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        else:  # pragma: no cover - kernels before 3.15
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise layout.StoreError(f"cannot lock: {exc.strerror}") from exc
+    return True
+
+
+def holder_file(path: Path) -> Path:
+    """Where the holder writes who it is (lock state itself lives in the kernel)."""
+    return path.with_name(path.name + ".holder")
+
+
+def _write_holder(path: Path) -> None:
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+    with contextlib.suppress(OSError):
+        layout.write_atomic(holder_file(path), json.dumps(info).encode())
+
+
+def describe_holder(path: Path) -> str:
+    """``locked by host X pid Y`` from the holder file, as far as it can be read."""
+    try:
+        info = json.loads(holder_file(path).read_text())
+        return f"locked by host {info['host']} pid {info['pid']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "locked by another agent"

@@ -1,0 +1,111 @@
+"""Receipts: what each entry is and where it came from, beside the entry, as JSON.
+
+Policy: a receipt is written (atomically) after the entry is renamed into place and
+before the marker; an entry is trusted only when its marker exists and its receipt names
+the same feature, version and key. ``last_used`` is the receipt file's mtime, touched at
+most once a minute per process, so a warm hit never writes more than that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.store import layout
+
+RECEIPT_FORMAT = 1
+TOUCH_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """One downloaded artifact."""
+
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The record of one installed entry."""
+
+    feature: str
+    version: str
+    key: str
+    platform: dict[str, Any]
+    method: str
+    sources: tuple[Source, ...]
+    size: int
+    install_seconds: float
+    agent_version: str
+    created: float
+    check: str
+    env: dict[str, Any] = field(default_factory=dict)
+    """PATH entries and variables, relative to the entry (no absolute paths)."""
+    format: int = RECEIPT_FORMAT
+
+    def to_json(self) -> bytes:
+        """The receipt as JSON bytes."""
+        data = asdict(self)
+        return (json.dumps(data, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Receipt:
+        """Parse a receipt; :class:`~agent.store.layout.StoreError` if it is not one."""
+        try:
+            data = json.loads(raw)
+            data["sources"] = tuple(Source(**s) for s in data["sources"])
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise layout.StoreError(f"not a receipt: {exc}") from exc
+
+
+def read(entry: layout.Entry) -> Receipt | None:
+    """The entry's receipt, or ``None`` when missing or unreadable."""
+    try:
+        return Receipt.from_json(entry.receipt.read_bytes())
+    except (OSError, layout.StoreError):
+        return None
+
+
+def write(entry: layout.Entry, receipt: Receipt) -> None:
+    """Write the receipt atomically."""
+    layout.write_atomic(entry.receipt, receipt.to_json())
+
+
+_touched: dict[str, float] = {}
+
+
+def touch(entry: layout.Entry) -> None:
+    """Record a use, at most once a minute per entry and process."""
+    now = time.monotonic()
+    if now - _touched.get(entry.key, -TOUCH_EVERY) < TOUCH_EVERY:
+        return
+    _touched[entry.key] = now
+    # A read-only mount still serves; eviction then sees the install time.
+    with contextlib.suppress(OSError):
+        os.utime(entry.receipt)
+
+
+def last_used(entry: layout.Entry) -> float | None:
+    """When the entry was last used (the receipt's mtime)."""
+    try:
+        return entry.receipt.stat().st_mtime
+    except OSError:
+        return None
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of regular files under ``path`` (links not followed)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total

@@ -1,0 +1,106 @@
+"""Archives, manifests and catalogs that the store tests install from a local server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.catalog import loading, requests, resolver
+from agent.config import paths
+from agent.platform import model
+from agent.store import downloads, ensuring, installing, layout
+from tests.store.server import Server, ok
+
+LINUX = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+
+
+def tar_gz(files: dict[str, tuple[bytes, int]], *, top: str | None = None) -> bytes:
+    """A tar.gz of ``name -> (content, mode)``, optionally under one top folder."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, (content, mode) in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
+            info.size = len(content)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def fake_node(version: str) -> bytes:
+    """What node's upstream tarball looks like, with a shell script as the binary."""
+    script = f"#!/bin/sh\necho v{version}\n".encode()
+    return tar_gz(
+        {"bin/node": (script, 0o755), "README.md": (b"node\n", 0o644)},
+        top=f"node-v{version}-linux-x64",
+    )
+
+
+def serve_node(server: Server, version: str = "20.11.1") -> str:
+    """Serve node's tarball and SHASUMS256.txt under /dist/ as nodejs.org lays them out."""
+    body = fake_node(version)
+    name = f"node-v{version}-linux-x64.tar.gz"
+    server.route(f"/dist/v{version}/{name}", ok(body))
+    sums = f"{hashlib.sha256(body).hexdigest()}  {name}\n{'0' * 64}  other.tar.gz\n"
+    server.route(f"/dist/v{version}/SHASUMS256.txt", ok(sums.encode()))
+    return f"/dist/v{version}/{name}"
+
+
+def node_plan(store_root: Path, version: str = "20.11.1") -> dict[str, Any]:
+    """The bundled catalog's real plan for node@version on linux/x64/glibc."""
+    catalog = loading.load([paths.bundled_catalog()])
+    plan = resolver.resolve(
+        [requests.parse(f"feature:node@{version}")], catalog, LINUX, store_root=str(store_root)
+    )
+    return plan.to_data()
+
+
+def options(server: Server, **policy: Any) -> installing.Options:
+    """Installer options that send nodejs.org and example.invalid to the test server."""
+    mirrors = (
+        ("https://nodejs.org/dist/", server.url("/dist/")),
+        ("https://example.invalid/", server.url("/x/")),
+    )
+    settings = {"mirrors": mirrors, "backoff_initial": 0.01, "stall_timeout": 1.0, **policy}
+    return installing.Options(lock_timeout=60, policy=downloads.Policy(**settings))
+
+
+def ensure_node(store_root: Path, server: Server, version: str = "20.11.1") -> ensuring.Ensured:
+    return ensuring.ensure_plan(
+        layout.Store(store_root), node_plan(store_root, version), options=options(server)
+    )
+
+
+def archive_catalog(
+    folder: Path, ident: str, body: bytes, *, fmt: str = "tar.gz"
+) -> loading.Catalog:
+    """A one-feature catalog whose archive (pinned by sha256) the test server serves."""
+    data = {
+        "id": ident,
+        "name": ident,
+        "versions": ["1.0.0"],
+        "platforms": ["linux"],
+        "toolcache_name": ident,
+        "install": [
+            {
+                "method": "archive",
+                "platforms": ["linux"],
+                "url": f"https://example.invalid/{ident}-{{version}}.{fmt}",
+                "sha256": {"1.0.0": {"linux": hashlib.sha256(body).hexdigest()}},
+            }
+        ],
+        "env": {"path": ["bin"]},
+    }
+    (folder / ident).mkdir(parents=True, exist_ok=True)
+    (folder / ident / "feature.yaml").write_text(yaml.safe_dump(data))
+    return loading.load([folder])
+
+
+def plan_for(catalog: loading.Catalog, ident: str, store_root: Path) -> dict[str, Any]:
+    return resolver.resolve(
+        [requests.parse(f"feature:{ident}")], catalog, LINUX, store_root=str(store_root)
+    ).to_data()
