@@ -164,3 +164,40 @@ def test_actions_tool_cache_finds_our_entry(
     print("tool-cache find():", result)
     assert result["found"] == str(done.entry.path)
     assert result["versions"] == ["20.11.1"]
+
+
+HOLD_ENTRY_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from agent.store import layout, locks
+    entry = layout.Store(Path(sys.argv[1])).entry("node", "20.11.1", "x64")
+    layout.Store(Path(sys.argv[1])).open()
+    with locks.PosixLocks().hold(entry.lock, what="node", timeout=5):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_a_killed_lock_holder_lets_the_waiter_install_once(
+    tmp_path: Path, http_server: Server
+) -> None:
+    tarball = fixtures.serve_node(http_server)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_ENTRY_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    waiter = spawn(tmp_path, http_server, 0)
+    time.sleep(1.0)
+    assert waiter.poll() is None  # waiting on the lock
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    holder.stdout.close()
+    _, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert http_server.count(tarball) == 1
