@@ -58,5 +58,5 @@ def ensure_plan(
         for rel in done.receipt.env.get("path", []):
             result.path.append(os.path.normpath(os.path.join(done.entry.path, rel)))
         for name, value in done.receipt.env.get("vars", {}).items():
-            result.vars[name] = value
+            result.vars[name] = value.replace(installing.PREFIX_VAR, str(done.entry.path))
     return result

@@ -24,6 +24,7 @@ container: env paths are stored relative to the entry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -84,12 +85,17 @@ def _marker_id(entry: layout.Entry) -> tuple[int, int, int] | None:
 
 
 def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Receipt | None:
-    """The receipt of a complete entry, or ``None``.
+    """The receipt of a complete entry of ``feature`` at ``version``, or ``None`` if absent.
 
     Verified state is cached in the process: once an entry's marker and receipt agree,
     the entry is trusted for as long as its marker is the same file (device, inode and
-    mtime unchanged); a hit then costs one ``stat()``. An entry evicted or replaced gets
-    a new marker and is verified again.
+    mtime unchanged) and its folder exists; a hit costs two ``stat()`` calls. An entry
+    replaced elsewhere gets a new marker and is verified again. On NFS, attribute caching
+    can serve a removed entry for up to ``acregmax`` seconds: eviction (a later feature)
+    must leave that grace.
+
+    A marker whose receipt cannot be read, or names another feature, is an error, never
+    a miss: the entry may be in use, so it is reported and left alone.
     """
     marker = _marker_id(entry)
     if marker is None:
@@ -97,16 +103,26 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
         return None
     cached = _verified.get(entry.key)
     if cached is not None and cached[0] == marker:
-        return cached[1]
-    receipt = receipts.read(entry)
-    if (
-        receipt is None
-        or receipt.key != entry.key
-        or receipt.feature != feature
-        or receipt.version != version
-        or not entry.path.is_dir()
-    ):
-        return None
+        known = cached[1]
+        if known.feature == feature and known.version == version and entry.path.is_dir():
+            return known
+    try:
+        receipt = receipts.read(entry)
+    except layout.StoreError as exc:
+        raise layout.StoreError(
+            f"{entry.key} has a marker but its receipt cannot be used ({exc}); the entry is "
+            f"left alone: fix or remove {entry.marker} and {entry.receipt} by hand"
+        ) from exc
+    if receipt is None or receipt.key != entry.key or not entry.path.is_dir():
+        raise layout.StoreError(
+            f"{entry.key} has a marker but no matching receipt or folder; the entry is left "
+            f"alone: remove {entry.marker} to have it installed again"
+        )
+    if receipt.feature != feature or receipt.version != version:
+        raise layout.StoreError(
+            f"{entry.key} holds {receipt.feature} {receipt.version}, not {feature} {version}: "
+            "two features share a tool cache name; give one another toolcache_name"
+        )
     _verified[entry.key] = (marker, receipt)
     return receipt
 
@@ -134,11 +150,28 @@ def install(
         raise InstallError(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
+    for action in step["actions"]:
+        name = action.get("file", "x")
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise InstallError(what, "plan", f"{name!a} is not a plain file name")
     with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout):
         found = lookup(entry, feature=step["id"], version=step["version"])
         if found is not None:  # another agent finished it while this one waited
             return Installed(entry, found, cached=True)
+        _sweep(store, entry)
         return Installed(entry, _install_locked(store, entry, step, what, options), cached=False)
+
+
+def _sweep(store: layout.Store, entry: layout.Entry) -> None:
+    """Remove what killed installs of this entry left behind (we hold its lock)."""
+    for stale in store.staging.glob(f"{entry.key}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    parent = entry.path.parent
+    for trash in parent.glob(f".{entry.leaf}.stale-*") if parent.is_dir() else ():
+        if trash.is_symlink():
+            trash.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 class _Log:
@@ -168,14 +201,16 @@ def _install_locked(
     what: str,
     options: Options,
 ) -> receipts.Receipt:
-    log = _Log(store, entry)
-    staging = store.staging / uuid.uuid4().hex
+    staging = store.staging / f"{entry.key}.{uuid.uuid4().hex}"
     current = "stage"
+    log: _Log | None = None
     try:
+        log = _Log(store, entry)
         log.step("stage", str(staging.name))
         staging.mkdir()
         tree = staging / "entry"
         tree.mkdir()
+        os.chmod(tree, 0o755)  # noqa: S103 - other UIDs read the store, whatever the umask
         cache = downloads.DownloadCache(store.downloads)
         sources: list[receipts.Source] = []
         archive: downloads.Artifact | None = None
@@ -221,7 +256,7 @@ def _install_locked(
             agent_version=__version__,
             created=time.time(),
             check=outcome,
-            env={"path": rel_path, "vars": step["env"]["vars"]},
+            env={"path": rel_path, "vars": _relative_vars(step)},
         )
         _publish(entry, tree, receipt)
         log.step("publish", str(entry.path.relative_to(store.root)))
@@ -232,13 +267,25 @@ def _install_locked(
         )
         return receipt
     except Exception as exc:
-        log.step("failed", f"{current}: {exc}")
+        if log is not None:
+            log.step("failed", f"{current}: {exc}")
         if isinstance(exc, InstallError):
             raise
         raise InstallError(what, current, str(exc)) from exc
     finally:
-        log.save()
+        if log is not None:
+            log.save()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+PREFIX_VAR = "${prefix}"
+
+
+def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
+    """Variables with the install prefix replaced by ``${prefix}``: entries must work
+    wherever the volume is mounted (runner container, job containers at ``/__t``)."""
+    prefix = step["prefix"]
+    return {k: v.replace(prefix, PREFIX_VAR) for k, v in step["env"]["vars"].items()}
 
 
 def _download(
@@ -303,16 +350,38 @@ def _fsync_tree(tree: Path) -> None:
 
 
 def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt) -> None:
-    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    # Refuse to build through symlinks: a link at <root>/<name> would send the entry
+    # (and a later rmtree) somewhere else entirely.
+    for part in (entry.path.parent.parent, entry.path.parent):
+        if part.is_symlink():
+            raise layout.StoreError(f"{part} is a symlink; the store only holds real folders")
+        if not part.exists():
+            part.mkdir(mode=0o755)
+            os.chmod(part, 0o755)  # noqa: S103 - readable by the runner's UID
+            layout.fsync_dir(part.parent)
+    if entry.marker.exists():
+        raise layout.StoreError(f"{entry.marker} appeared during the install; not replacing it")
+    # The receipt first: nothing trusts it without the marker, and a failure writing it
+    # leaves nothing at the final path.
+    receipts.write(entry, receipt)
     if entry.path.exists() or entry.path.is_symlink():
         # Published by a process that died before its marker: nobody trusts it, and the
         # lock is ours, so it goes (renamed away first, so the final path is never half
         # deleted).
-        entry.marker.unlink(missing_ok=True)
         trash = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
         os.rename(entry.path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        if trash.is_symlink():
+            trash.unlink()
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
     os.rename(tree, entry.path)
-    layout.fsync_dir(entry.path.parent)
-    receipts.write(entry, receipt)
-    layout.write_atomic(entry.marker, b"")
+    try:
+        layout.fsync_dir(entry.path.parent)
+        layout.write_atomic(entry.marker, b"")
+    except BaseException:
+        # No marker: take the tree back out, so a failure leaves nothing at the final path.
+        trash = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        with contextlib.suppress(OSError):
+            os.rename(entry.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        raise

@@ -17,7 +17,10 @@ new one must not write what the old one misreads, and the old one stops before g
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +79,24 @@ class Store:
     def entry(self, name: str, version: str, leaf: str) -> Entry:
         """The entry for ``name``/``version``/``leaf``."""
         for part in (name, version, leaf):
-            if not part or "/" in part or part in (".", "..") or part.startswith("."):
+            # "@" joins the parts in lock and receipt names, so it may not appear in one.
+            if (
+                not part
+                or part.startswith(".")
+                or any(c in part for c in "/@\0\\")
+                or not part.isprintable()
+            ):
                 raise StoreError(f"{part!a} cannot name a store folder")
         return Entry(self.root, name, version, leaf)
+
+    def _sweep_partials(self) -> None:
+        # Downloads a killed process left half-written: a live download touches its file
+        # continuously, so one untouched for an hour is garbage.
+        now = time.time()
+        for path in self.downloads.glob("*/.*.partial"):
+            if _old(path, now):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def open(self) -> None:
         """Create the metadata folders and check (or write) the format version."""
@@ -95,11 +113,15 @@ class Store:
                 f"cannot prepare the store at {self.root}: {exc.strerror}; check cache.root "
                 "and that the volume is mounted writable for the agent"
             ) from exc
+        self._sweep_partials()
         path = self.meta / "format"
         try:
             text = path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
-            write_atomic(path, f"{FORMAT}\n".encode())
+            try:
+                write_atomic(path, f"{FORMAT}\n".encode())
+            except OSError as exc:
+                raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
             return
         except (OSError, UnicodeDecodeError) as exc:
             raise StoreError(f"cannot read the store format at {path}: {exc}") from exc
@@ -112,6 +134,16 @@ class Store:
             )
 
 
+PARTIAL_MAX_AGE = 3600.0
+
+
+def _old(path: Path, now: float) -> bool:
+    try:
+        return now - path.lstat().st_mtime > PARTIAL_MAX_AGE
+    except OSError:
+        return False
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory, so a rename in it survives a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -121,12 +153,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a unique temp file in the same folder, fsync, rename.
+
+    The temp name is unique per call (threads and pods with equal PIDs share the volume)
+    and the temp file is removed on failure. The mode is set explicitly, whatever the
+    agent's umask: runner and job containers read the store under other UIDs.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)

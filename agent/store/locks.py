@@ -41,6 +41,10 @@ _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
 _FLOCK = "hhqqi4x"
 
 
+_LOCAL: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
 class LockTimeout(layout.StoreError):
     """The lock was not free within the timeout; the message names the holder."""
 
@@ -61,12 +65,12 @@ class PosixLocks:
     def __init__(self, *, poll: float = 0.05, report_every: float = 5.0) -> None:
         self.poll = poll
         self.report_every = report_every
-        self._local: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
 
     def _thread_lock(self, path: Path) -> threading.Lock:
-        with self._guard:
-            return self._local.setdefault(str(path), threading.Lock())
+        # One table for the whole process, not per instance: every caller in this process
+        # must share it, or two threads could both "hold" a classic record lock.
+        with _GUARD:
+            return _LOCAL.setdefault(str(path), threading.Lock())
 
     @contextlib.contextmanager
     def hold(self, path: Path, *, what: str, timeout: float) -> Iterator[None]:
@@ -74,9 +78,15 @@ class PosixLocks:
         start = time.monotonic()
         local = self._thread_lock(path)
         if not local.acquire(timeout=max(timeout, 0)):
-            raise LockTimeout(f"timed out after {timeout:.0f} s waiting for {what} in this agent")
+            raise LockTimeout(f"timed out after {timeout:g} s waiting for {what} in this agent")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise layout.StoreError(
+                    f"cannot open the lock file {path} for {what}: {exc.strerror}; the store's "
+                    ".runner-agent/locks folder must be a writable folder of regular files"
+                ) from exc
             try:
                 self._wait(fd, path, what=what, start=start, timeout=timeout)
                 _write_holder(path)
@@ -94,9 +104,11 @@ class PosixLocks:
             now = time.monotonic()
             if now - start >= timeout:
                 raise LockTimeout(
-                    f"timed out after {timeout:.0f} s waiting for {what}, "
-                    f"{describe_holder(path)}; if no agent is installing it, check the "
-                    f"volume's lock support (NFS needs lockd) or remove {path}"
+                    f"timed out after {timeout:g} s waiting for {what}, "
+                    f"{describe_holder(path)}: that install is still running (a lock dies with "
+                    "its process; on NFS a dead node's lock lasts until lockd or the NFSv4 "
+                    "lease recovers it). Raise installer.lock_timeout_seconds for slow "
+                    "downloads; never delete the lock file, which would let two installs run"
                 )
             if now >= next_report:
                 logger.info(
@@ -119,6 +131,11 @@ def _try_lock(fd: int) -> bool:
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EAGAIN):
             return False
+        if exc.errno == errno.ENOLCK:
+            raise layout.StoreError(
+                "the store's volume does not support locks (an NFS mount without lockd, or "
+                "nolock); mount it with locking, or use a lock backend for such volumes"
+            ) from exc
         raise layout.StoreError(f"cannot lock: {exc.strerror}") from exc
     return True
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +57,33 @@ class Receipt:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Receipt:
-        """Parse a receipt; :class:`~agent.store.layout.StoreError` if it is not one."""
+        """Parse a receipt; :class:`~agent.store.layout.StoreError` if it is not one.
+
+        Fields this agent does not know are ignored: a newer agent may add some, and the
+        entry it wrote is still good (the store's format file guards real changes).
+        """
         try:
             data = json.loads(raw)
-            data["sources"] = tuple(Source(**s) for s in data["sources"])
+            known = {f.name for f in fields(cls)}
+            data = {k: v for k, v in data.items() if k in known}
+            data["sources"] = tuple(
+                Source(url=s["url"], sha256=s["sha256"], size=s["size"]) for s in data["sources"]
+            )
             return cls(**data)
         except (ValueError, TypeError, KeyError) as exc:
             raise layout.StoreError(f"not a receipt: {exc}") from exc
 
 
 def read(entry: layout.Entry) -> Receipt | None:
-    """The entry's receipt, or ``None`` when missing or unreadable."""
+    """The entry's receipt; ``None`` when there is none; :class:`StoreError` when it
+    cannot be read or parsed (an I/O error is not the same as no receipt)."""
     try:
-        return Receipt.from_json(entry.receipt.read_bytes())
-    except (OSError, layout.StoreError):
+        raw = entry.receipt.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise layout.StoreError(f"cannot read {entry.receipt}: {exc.strerror}") from exc
+    return Receipt.from_json(raw)
 
 
 def write(entry: layout.Entry, receipt: Receipt) -> None:

@@ -184,7 +184,7 @@ def test_bad_transfers_fail_cleanly(
     assert info.value.step == step
     assert fragment in str(info.value)
     assert not (store / "tool").exists()
-    assert not list((store / ".runner-agent" / "downloads").rglob("*.tmp*"))
+    assert not list((store / ".runner-agent" / "downloads").rglob(".*.partial"))
 
 
 def test_a_500_then_a_200_installs(tmp_path: Path, http_server: Server) -> None:

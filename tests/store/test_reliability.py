@@ -37,6 +37,7 @@ ENSURE = textwrap.dedent(
     plan = fixtures.node_plan(store)
     while time.time() < barrier:
         time.sleep(0.001)
+    print("go", flush=True)
     done = ensuring.ensure_plan(layout.Store(store), plan, options=options)
     print(json.dumps({"created": done.installed[0].receipt.created}))
     """
@@ -62,7 +63,7 @@ def test_twelve_processes_race_and_one_downloads(tmp_path: Path, http_server: Se
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        outputs.append(json.loads(out))
+        outputs.append(json.loads(out.splitlines()[-1]))
     assert http_server.count(tarball) == 1
     assert len({o["created"] for o in outputs}) == 1  # all see the one receipt
 
@@ -83,13 +84,16 @@ def test_sigkill_at_random_points_never_corrupts(tmp_path: Path, http_server: Se
     for trial in range(trials):
         store = tmp_path / f"s{trial}"
         proc = spawn(store, http_server, 0)
-        time.sleep(rng.uniform(0.0, 0.6))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "go"  # imported and planned: installing now
+        time.sleep(rng.uniform(0.0, 0.15))  # an install here takes about 0.1-0.2 s
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         _invariants(store)
         done = fixtures.ensure_node(store, http_server)  # the next ensure succeeds
         assert done.installed[0].entry.marker.exists()
         _invariants(store)
+        assert not list((store / ".runner-agent" / "staging").iterdir())  # swept
         shutil.rmtree(store)
 
 
@@ -103,7 +107,10 @@ def test_a_full_disk_is_a_clear_error_and_the_store_still_serves(
     try:
         fixtures.serve_node(http_server)
         fixtures.ensure_node(mount, http_server)  # small: fits
-        big = fixtures.tar_gz({"bin/tool": (os.urandom(3 * 1024 * 1024), 0o755)})
+        # Small to download, too big to unpack: the disk fills during extraction.
+        big = fixtures.tar_gz(
+            {"bin/tool": (os.urandom(700 * 1024), 0o755), "zeros": (bytes(2 * 1024 * 1024), 0o644)}
+        )
         catalog = fixtures.archive_catalog(tmp_path / "cat", "big", big)
         http_server.route("/x/big-1.0.0.tar.gz", ok(big))
         with pytest.raises(installing.InstallError) as info:
@@ -112,6 +119,7 @@ def test_a_full_disk_is_a_clear_error_and_the_store_still_serves(
                 fixtures.plan_for(catalog, "big", mount),
                 options=fixtures.options(http_server),
             )
+        assert info.value.step == "extract"
         assert "No space left on device" in str(info.value)
         assert not (mount / "big").exists()
         again = fixtures.ensure_node(mount, http_server)
