@@ -154,12 +154,25 @@ def install(
         name = action.get("file", "x")
         if not name or "/" in name or name in (".", "..") or "\0" in name:
             raise InstallError(what, "plan", f"{name!a} is not a plain file name")
-    with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout):
+
+    def finished() -> bool:
+        # While waiting: the holder may publish the entry, and then there is no need to
+        # queue for the lock at all.
+        return _marker_id(entry) is not None
+
+    try:
+        with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout, done=finished):
+            found = lookup(entry, feature=step["id"], version=step["version"])
+            if found is not None:  # another agent finished it while this one waited
+                return Installed(entry, found, cached=True)
+            _sweep(store, entry)
+            receipt = _install_locked(store, entry, step, what, options)
+            return Installed(entry, receipt, cached=False)
+    except locks.NotNeeded:
         found = lookup(entry, feature=step["id"], version=step["version"])
-        if found is not None:  # another agent finished it while this one waited
-            return Installed(entry, found, cached=True)
-        _sweep(store, entry)
-        return Installed(entry, _install_locked(store, entry, step, what, options), cached=False)
+        if found is None:  # pragma: no cover - the marker vanished again at once
+            raise InstallError(what, "lock", "the entry appeared and vanished; retry") from None
+        return Installed(entry, found, cached=True)
 
 
 def _sweep(store: layout.Store, entry: layout.Entry) -> None:
@@ -205,6 +218,9 @@ def _install_locked(
     current = "stage"
     log: _Log | None = None
     try:
+        # The cold path re-creates the metadata folders: the volume may have been wiped
+        # since this process first opened the store.
+        store.open_folders()
         log = _Log(store, entry)
         log.step("stage", str(staging.name))
         staging.mkdir()

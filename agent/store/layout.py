@@ -99,7 +99,23 @@ class Store:
                     path.unlink()
 
     def open(self) -> None:
-        """Create the metadata folders and check (or write) the format version."""
+        """Create the metadata folders and check (or write) the format version.
+
+        Once per root and process: the warm path (an entry already installed) calls this
+        on every ensure, and must cost nothing.
+        """
+        key = str(self.root)
+        if key in _OPENED:
+            return
+        self._open()
+        _OPENED.add(key)
+
+    def open_folders(self) -> None:
+        """Create the metadata folders (cheap when they exist)."""
+        for folder in (self.meta / "locks", self.meta / "receipts", self.staging, self.downloads):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> None:
         try:
             for folder in (
                 self.meta / "locks",
@@ -135,6 +151,7 @@ class Store:
 
 
 PARTIAL_MAX_AGE = 3600.0
+_OPENED: set[str] = set()
 
 
 def _old(path: Path, now: float) -> bool:

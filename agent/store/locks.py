@@ -23,11 +23,12 @@ import fcntl
 import json
 import logging
 import os
+import random
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +46,10 @@ _LOCAL: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()
 
 
+class NotNeeded(Exception):
+    """Raised from :meth:`LockBackend.hold` when ``done()`` says the work was done meanwhile."""
+
+
 class LockTimeout(layout.StoreError):
     """The lock was not free within the timeout; the message names the holder."""
 
@@ -53,9 +58,18 @@ class LockBackend(Protocol):
     """How installs of one entry exclude each other."""
 
     def hold(
-        self, path: Path, *, what: str, timeout: float
+        self,
+        path: Path,
+        *,
+        what: str,
+        timeout: float,
+        done: Callable[[], bool] | None = None,
     ) -> contextlib.AbstractContextManager[None]:
-        """Hold the lock at ``path`` for the ``with`` block, waiting up to ``timeout``."""
+        """Hold the lock at ``path`` for the ``with`` block, waiting up to ``timeout``.
+
+        While waiting, ``done()`` is asked each poll; when it says the holder finished
+        the work, :class:`NotNeeded` is raised instead of queueing for the lock.
+        """
         ...
 
 
@@ -73,7 +87,14 @@ class PosixLocks:
             return _LOCAL.setdefault(str(path), threading.Lock())
 
     @contextlib.contextmanager
-    def hold(self, path: Path, *, what: str, timeout: float) -> Iterator[None]:
+    def hold(
+        self,
+        path: Path,
+        *,
+        what: str,
+        timeout: float,
+        done: Callable[[], bool] | None = None,
+    ) -> Iterator[None]:
         """See :meth:`LockBackend.hold`."""
         start = time.monotonic()
         local = self._thread_lock(path)
@@ -88,7 +109,7 @@ class PosixLocks:
                     ".runner-agent/locks folder must be a writable folder of regular files"
                 ) from exc
             try:
-                self._wait(fd, path, what=what, start=start, timeout=timeout)
+                self._wait(fd, path, what=what, start=start, timeout=timeout, done=done)
                 _write_holder(path)
                 yield
             finally:
@@ -98,9 +119,20 @@ class PosixLocks:
         finally:
             local.release()
 
-    def _wait(self, fd: int, path: Path, *, what: str, start: float, timeout: float) -> None:
+    def _wait(
+        self,
+        fd: int,
+        path: Path,
+        *,
+        what: str,
+        start: float,
+        timeout: float,
+        done: Callable[[], bool] | None,
+    ) -> None:
         next_report = start + self.report_every
         while not _try_lock(fd):
+            if done is not None and done():
+                raise NotNeeded(what)
             now = time.monotonic()
             if now - start >= timeout:
                 raise LockTimeout(
@@ -119,7 +151,8 @@ class PosixLocks:
                     extra={"lock": str(path)},
                 )
                 next_report = now + self.report_every
-            time.sleep(self.poll)
+            # Jittered, so many waiters do not wake in step and queue one per poll.
+            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
 
 
 def _try_lock(fd: int) -> bool:
