@@ -155,6 +155,8 @@ def install(
         if not name or "/" in name or name in (".", "..") or "\0" in name:
             raise InstallError(what, "plan", f"{name!a} is not a plain file name")
 
+    store.prepare()  # the cold path: the volume may have changed under this process
+
     def finished() -> bool:
         # While waiting: the holder may publish the entry, and then there is no need to
         # queue for the lock at all.
@@ -218,9 +220,6 @@ def _install_locked(
     current = "stage"
     log: _Log | None = None
     try:
-        # The cold path re-creates the metadata folders: the volume may have been wiped
-        # since this process first opened the store.
-        store.open_folders()
         log = _Log(store, entry)
         log.step("stage", str(staging.name))
         staging.mkdir()

@@ -107,7 +107,7 @@ class Store:
         key = str(self.root)
         if key in _OPENED:
             return
-        self._open()
+        self.prepare()
         _OPENED.add(key)
 
     def open_folders(self) -> None:
@@ -115,7 +115,9 @@ class Store:
         for folder in (self.meta / "locks", self.meta / "receipts", self.staging, self.downloads):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def _open(self) -> None:
+    def prepare(self) -> None:
+        """What :meth:`open` does, every time: installs call it, since the volume may have
+        been wiped (or the format changed) since this process first opened it."""
         try:
             for folder in (
                 self.meta / "locks",

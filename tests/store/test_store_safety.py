@@ -142,3 +142,16 @@ def test_variables_under_the_prefix_are_stored_relative(
 def test_entry_names_cannot_collide_through_the_separator(tmp_path: Path) -> None:
     with pytest.raises(layout.StoreError):
         layout.Store(tmp_path).entry("a@b", "c", "x64")
+
+
+def test_a_store_wiped_under_a_running_process_is_set_up_again(
+    tmp_path: Path, http_server: Server
+) -> None:
+    import shutil
+
+    installed(tmp_path, http_server)
+    shutil.rmtree(tmp_path / ".runner-agent")
+    shutil.rmtree(tmp_path / "node")
+    [done] = fixtures.ensure_node(tmp_path, http_server).installed
+    assert not done.cached
+    assert (tmp_path / ".runner-agent" / "format").exists()
