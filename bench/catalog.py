@@ -28,13 +28,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchkit import pct, timed
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
@@ -117,20 +117,6 @@ def write_synthetic(folder: Path, count: int) -> None:
         target.write_text(yaml.safe_dump(synthetic(index), sort_keys=False))
 
 
-def timed(func: Callable[[], object], runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        func()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def parse_only(folders: list[Path]) -> None:
     for folder in folders:
         for path in sorted(folder.glob("*/feature.yaml")):
@@ -171,7 +157,7 @@ def main() -> int:
                     label,
                     count,
                     statistics.median(load),
-                    quantile(load, 0.9),
+                    pct(load, 0.9),
                     statistics.median(base),
                 )
             )
@@ -210,7 +196,7 @@ def main() -> int:
             f"| {target_text} | {met} |"
         )
         print(f"| load {label}, p90 (ms) | {p90 * 1e3:.1f} | - | - | - | - |")
-    p50, p99 = quantile(samples, 0.5), quantile(samples, 0.99)
+    p50, p99 = pct(samples, 0.5), pct(samples, 0.99)
     name = f"plan, 10 requests -> {features_in_plan} features"
     print(f"| {name}, p50 (ms) | {p50 * 1e3:.2f} | - | - | - | - |")
     met = "target met" if p99 <= 0.005 else "MISSED"

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from benchkit import met, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -353,21 +354,6 @@ def healthz(i: int) -> str:
 
 
 # --- statistics and report -------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def met(ok: bool) -> str:
-    return "target met" if ok else "MISSED"
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -77,12 +77,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchkit import met, pct, timed  # noqa: E402
 
 from agent.store import ensuring, installing, layout, locks  # noqa: E402
 from tests.store import fixtures  # noqa: E402
@@ -144,21 +146,6 @@ print(json.dumps({
 # --- helpers ---------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def met(good: bool) -> str:
-    return "target met" if good else "MISSED"
-
-
 def child_env() -> dict[str, str]:
     """The environment for children: loopback unproxied, the repo importable."""
     return {
@@ -214,15 +201,6 @@ def counting_popen() -> Iterator[list[int]]:
         yield calls
     finally:
         subprocess.Popen = original  # type: ignore[misc]
-
-
-def timed(func: Callable[[], object], runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        func()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def fs_type(path: Path) -> str:

@@ -112,7 +112,7 @@ def many_members(path: Path, names: list[str], mode: int = 0o644) -> Path:
     return path
 
 
-# --- the place: <tmp>/archives, <tmp>/work/dest, and a sentinel <tmp>/outside ----------
+# --- the place: <tmp>/archives, <tmp>/scratch/dest, and a sentinel <tmp>/outside ----------
 
 
 @dataclass
@@ -139,7 +139,7 @@ class Place:
 
 @pytest.fixture
 def place(tmp_path: Path) -> Place:
-    p = Place(tmp_path, tmp_path / "archives", tmp_path / "work" / "dest", tmp_path / "outside")
+    p = Place(tmp_path, tmp_path / "archives", tmp_path / "scratch" / "dest", tmp_path / "outside")
     for folder in (p.archives, p.dest, p.outside):
         folder.mkdir(parents=True)
     (p.outside / "passwd").write_text("root:x:0:0\n")
