@@ -4,9 +4,9 @@ Exit codes (every command):
 
 - 0: success (``serve``: stopped by a signal; ``status``: the agent is ready);
 - 1: the thing checked is not good: an invalid file for ``config validate``, an agent
-  that is not ready for ``status``, requests that cannot be resolved for ``plan``, an
-  unknown feature for ``features show``, or ``serve`` could not listen on its probe
-  address;
+  that is not ready for ``status``, requests that cannot be resolved for ``plan`` or
+  installed for ``ensure``, or an unknown feature for ``features show`` (``serve`` never
+  exits 1: it retries a taken probe port with backoff);
 - 2: usage error, or ``serve`` met an invalid configuration with ``--on-config-error
   exit``;
 - 3: ``status`` could not reach the agent.
