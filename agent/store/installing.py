@@ -25,6 +25,7 @@ container: env paths are stored relative to the entry.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.store import downloads, extracting, layout, locks, receipts
+from agent.store import downloads, extracting, layout, locks, receipts, running
 
 logger = logging.getLogger("agent.store")
 
@@ -58,6 +59,8 @@ class Options:
     policy: downloads.Policy = field(default_factory=downloads.Policy)
     limits: extracting.Limits = field(default_factory=extracting.Limits)
     check_timeout: float = 120.0
+    run_timeout: float = 900.0
+    """Seconds a step's command (pip, a script) may run."""
     run_check: bool = True
     """False when the target is not the platform the agent runs on."""
 
@@ -146,7 +149,7 @@ def install(
     if found is not None:
         receipts.touch(entry)
         return Installed(entry, found, cached=True)
-    if step["method"] != "archive":
+    if step["method"] not in ("archive", "pip"):
         raise InstallError(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
@@ -251,6 +254,9 @@ def _install_locked(
                     limits=options.limits,
                 )
                 log.step("extract", f"{done.members} members, {done.bytes} bytes")
+            elif action["action"] == "run" and step["method"] == "pip":
+                current = "pip"
+                sources += _pip(action, step, staging, tree, options, log)
             else:
                 raise layout.StoreError(f"unknown action {action['action']!r}")
         rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
@@ -301,6 +307,42 @@ def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
     wherever the volume is mounted (runner container, job containers at ``/__t``)."""
     prefix = step["prefix"]
     return {k: v.replace(prefix, PREFIX_VAR) for k, v in step["env"]["vars"].items()}
+
+
+def _pip(
+    action: dict[str, Any],
+    step: dict[str, Any],
+    staging: Path,
+    tree: Path,
+    options: Options,
+    log: _Log,
+) -> list[receipts.Source]:
+    """pip install --target the staging tree, recording the wheels it took."""
+    report = staging / "pip-report.json"
+    argv = running.resolve_argv(action["argv"], prefix=step["prefix"], staging=tree)
+    argv[argv.index("install") + 1 : argv.index("install") + 1] = [
+        "--report",
+        str(report),
+        "--no-warn-script-location",
+    ]
+    output = running.run(
+        argv,
+        env=running.environment(action["env"]),
+        cwd=staging,
+        timeout=options.run_timeout,
+    )
+    log.step("pip", output.strip().splitlines()[-1][:200] if output.strip() else "")
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return []
+    sources = []
+    for item in data.get("install", []):
+        info = item.get("download_info", {})
+        hashes = info.get("archive_info", {}).get("hashes", {})
+        sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "").partition("=")[2]
+        sources.append(receipts.Source(url=info.get("url", ""), sha256=sha, size=0))
+    return sources
 
 
 def _download(

@@ -1,0 +1,97 @@
+"""Running an install step's command: the plan's argv, in a clean environment, with a
+timeout, its output kept for the install log.
+
+Policy:
+- argv lists only; the plan's install prefix is replaced by the staging folder, so the
+  command writes where nothing trusts it until it is published;
+- ``python3`` in argv[0] means the agent's own interpreter (whose pip installs wheels
+  with ``--target``; the wheels, not this interpreter, are what the entry keeps);
+- the environment is rebuilt from a short list (PATH, HOME, locale, temp, proxies, CA
+  bundles, pip's and npm's own configuration variables) plus the step's variables: a
+  job's or the agent's other variables never leak into an install;
+- output is captured (the last 64 KiB) and returned for the log; a non-zero exit or a
+  timeout raises :class:`RunError` quoting the end of it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from agent.store import layout
+
+KEEP = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "XDG_CONFIG_HOME",
+    }
+)
+KEEP_PREFIXES = ("PIP_", "NPM_CONFIG_", "npm_config_")
+TAIL = 64 * 1024
+
+
+class RunError(layout.StoreError):
+    """A step's command failed; the message quotes the end of its output."""
+
+
+def environment(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The clean environment for a step: the kept variables plus ``extra``."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
+
+
+def resolve_argv(argv: Sequence[str], *, prefix: str, staging: Path) -> list[str]:
+    """The plan's argv with the prefix pointing at staging and ``python3`` at this Python."""
+    out = [str(staging) if arg == prefix else arg for arg in argv]
+    if out and out[0] == "python3":
+        out[0] = sys.executable
+    return out
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float,
+) -> str:
+    """Run ``argv``; return its combined output (the tail), or raise :class:`RunError`."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RunError(f"{argv[0]} did not finish within {timeout:g} s") from exc
+    except OSError as exc:
+        raise RunError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    output = proc.stdout[-TAIL:].decode("utf-8", "replace")
+    if proc.returncode != 0:
+        tail = output.strip()[-800:]
+        raise RunError(f"{' '.join(argv[:4])} ... exited {proc.returncode}: {tail}")
+    return output
