@@ -279,7 +279,7 @@ def _install_locked(
             check=outcome,
             env={"path": rel_path, "vars": _relative_vars(step)},
         )
-        _publish(entry, tree, receipt)
+        _publish(entry, tree, receipt, staging=staging)
         log.step("publish", str(entry.path.relative_to(store.root)))
         logger.info(
             "installed %s into the store",
@@ -406,7 +406,7 @@ def _fsync_tree(tree: Path) -> None:
         layout.fsync_dir(Path(folder))
 
 
-def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt) -> None:
+def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt, *, staging: Path) -> None:
     # Refuse to build through symlinks: a link at <root>/<name> would send the entry
     # (and a later rmtree) somewhere else entirely.
     for part in (entry.path.parent.parent, entry.path.parent):
@@ -434,6 +434,9 @@ def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt) -> None
     os.rename(tree, entry.path)
     try:
         layout.fsync_dir(entry.path.parent)
+        # Staging goes before the marker: a process killed after its marker leaves no
+        # leftovers, and one killed before it is swept by the next install anyway.
+        shutil.rmtree(staging, ignore_errors=True)
         layout.write_atomic(entry.marker, b"")
     except BaseException:
         # No marker: take the tree back out, so a failure leaves nothing at the final path.

@@ -80,7 +80,7 @@ def _invariants(store: Path) -> None:
 def test_sigkill_at_random_points_never_corrupts(tmp_path: Path, http_server: Server) -> None:
     fixtures.serve_node(http_server)
     rng = random.Random(1234)  # noqa: S311 - a fixed seed, so a failure can be replayed
-    trials = int(os.environ.get("RUNNER_AGENT_TEST_KILL_TRIALS", "30"))
+    trials = int(os.environ.get("RA_TEST_KILL_TRIALS", "30"))
     for trial in range(trials):
         store = tmp_path / f"s{trial}"
         proc = spawn(store, http_server, 0)
