@@ -545,12 +545,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--race-mib", type=int, default=20, help="race archive size (MiB)")
     parser.add_argument("--singles", type=int, default=3, help="single-child installs")
     parser.add_argument("--kills", type=int, default=200, help="SIGKILL trials")
-    parser.add_argument("--kill-max", type=float, default=0.6, help="kill delay cap (0.6 s)")
+    parser.add_argument("--kill-max", type=float, default=0.15, help="kill delay cap (0.15 s)")
     parser.add_argument(
         "--kill-from",
         choices=["popen", "start"],
-        default="popen",
-        help="the kill delay counts from Popen (default) or from the child's ensure call",
+        default="start",
+        help="the kill delay counts from the child's ensure call (default) or from Popen",
     )
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp stores go")
