@@ -41,10 +41,10 @@ children; nothing is asserted, a table is printed):
    last exit: what that many interpreters cost to wake and tear down on this machine.
 4. Kill -9 campaign: ``--kills`` trials, each with a fresh store (one path, removed
    between trials): a child that ensures the fake node (as above, without a barrier) is
-   started, and ``SIGKILL``-ed ``uniform(0, --kill-max)`` s (0.6 s) after ``Popen`` (a
-   seeded RNG; ``--seed``, printed), then reaped. With ``--kill-from start`` the delay
-   counts from the child's ``go`` line, printed just before it calls ``ensure_plan``
-   (``--kill-from start --kill-max 0.15`` aims every kill at the install itself). The
+   started, and ``SIGKILL``-ed ``uniform(0, --kill-max)`` s (0.15 s) after its ``go``
+   line, printed just before it calls ``ensure_plan``, so the kills land on the install
+   itself (a seeded RNG; ``--seed``, printed), then reaped. ``--kill-from popen`` counts
+   from ``Popen`` instead (with ``--kill-max 0.6`` most kills land before or after). The
    store is then read: if the marker exists, the entry has ``bin/node`` (the whole tree
    is checked), the receipt exists and ``installing.lookup`` (its in-process cache
    cleared) returns a receipt without raising; an entry folder without a marker must be
