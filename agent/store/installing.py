@@ -149,7 +149,7 @@ def install(
     if found is not None:
         receipts.touch(entry)
         return Installed(entry, found, cached=True)
-    if step["method"] not in ("archive", "pip"):
+    if step["method"] not in ("archive", "pip", "npm"):
         raise InstallError(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
@@ -257,6 +257,9 @@ def _install_locked(
             elif action["action"] == "run" and step["method"] == "pip":
                 current = "pip"
                 sources += _pip(action, step, staging, tree, options, log)
+            elif action["action"] == "run" and step["method"] == "npm":
+                current = "npm"
+                _npm(action, step, staging, tree, options, log)
             else:
                 raise layout.StoreError(f"unknown action {action['action']!r}")
         rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
@@ -343,6 +346,29 @@ def _pip(
         sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "").partition("=")[2]
         sources.append(receipts.Source(url=info.get("url", ""), sha256=sha, size=0))
     return sources
+
+
+def _npm(
+    action: dict[str, Any],
+    step: dict[str, Any],
+    staging: Path,
+    tree: Path,
+    options: Options,
+    log: _Log,
+) -> None:
+    """npm install --global --prefix the staging tree: bin/ holds relative links into
+    lib/node_modules, so the entry works wherever the volume is mounted."""
+    argv = running.resolve_argv(action["argv"], prefix=step["prefix"], staging=tree)
+    env = running.environment(action["env"])
+    env.setdefault("npm_config_cache", str(staging / "npm-cache"))  # not the agent's HOME
+    output = running.run(argv, env=env, cwd=staging, timeout=options.run_timeout)
+    log.step("npm", output.strip().splitlines()[-1][:200] if output.strip() else "")
+    for link in (tree / "bin").iterdir() if (tree / "bin").is_dir() else ():
+        if link.is_symlink() and os.path.isabs(os.readlink(link)):
+            raise layout.StoreError(
+                f"npm left an absolute link {link.name} -> {os.readlink(link)}; the entry "
+                "would break where the volume is mounted elsewhere"
+            )
 
 
 def _download(

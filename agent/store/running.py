@@ -39,6 +39,8 @@ KEEP = frozenset(
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
         "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
         "XDG_CONFIG_HOME",
     }
 )
