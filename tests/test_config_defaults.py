@@ -22,6 +22,7 @@ def test_every_default_is_pinned() -> None:
             "root": "/var/lib/runner-agent/store",
             "size_budget": 53687091200,
             "lock_backend": "posix",
+            "lease_seconds": 30.0,
         },
         "catalog": {"bundled": True, "paths": []},
         "features": {"profiles": {}, "environment": None},

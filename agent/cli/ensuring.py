@@ -40,7 +40,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     from agent.catalog import requests, resolver
     from agent.platform import detect, model
     from agent.store import ensuring as store_ensuring
-    from agent.store import installing, layout
+    from agent.store import installing, layout, locks
 
     settings = common.settings(args)
     local = detect.detect()
@@ -76,8 +76,9 @@ def run_ensure(args: argparse.Namespace) -> int:
         run_check=same,
     )
     try:
+        backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
         ensured = store_ensuring.ensure_plan(
-            layout.Store(settings.cache.root), plan.to_data(), options=options
+            layout.Store(settings.cache.root), plan.to_data(), lock_backend=backend, options=options
         )
     except layout.StoreError as exc:
         return common.fail(str(exc))

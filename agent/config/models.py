@@ -220,14 +220,26 @@ class CacheSettings(_Group):
             "entries beyond it are evicted."
         ),
     )
-    lock_backend: Literal["posix"] = Field(
+    lock_backend: Literal["posix", "lease"] = Field(
         default="posix",
         description=(
             "How installs into the shared store exclude each other. `posix`: fcntl record "
-            "locks (OFD locks where the kernel has them), which work on local disks and "
-            "on NFSv3/v4 with lockd. Every agent sharing a volume must use the same one."
+            "locks (OFD locks where the kernel has them), which work on local disks and on "
+            "NFSv3/v4 with lockd. `lease`: lease files with heartbeats, for volumes without "
+            "cross-client locks (object-store FUSE mounts); a dead holder delays others by "
+            "up to lease_seconds. Every agent sharing a volume must use the same one."
         ),
         json_schema_extra=RESTART,
+    )
+    lease_seconds: Seconds = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "With the lease backend: how long a lease lives without a heartbeat before a "
+            "waiter may take it over, in seconds. Default 30 s; holders heartbeat every "
+            "third of it."
+        ),
     )
 
 

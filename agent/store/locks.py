@@ -191,3 +191,134 @@ def describe_holder(path: Path) -> str:
         return f"locked by host {info['host']} pid {info['pid']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "locked by another agent"
+
+
+class LeaseLocks:
+    """Lease files, for volumes without cross-client locks (object-store FUSE mounts).
+
+    Policy: the lease is a file created with ``O_EXCL`` holding host, pid, a random token
+    and the expiry; the holder heartbeats it (rewrites its mtime) every ``ttl / 3``
+    seconds from a thread. A lease whose mtime is older than ``ttl`` is stale: a waiter
+    takes it over by renaming it to a unique name (only one rename can succeed), checking
+    that what it took is still stale (a heartbeat may have landed in between; then it is
+    put back), and creating its own. A dead holder therefore delays waiters by at most
+    ``ttl``; a slow but live holder never loses its lease.
+    """
+
+    def __init__(self, *, ttl: float = 30.0, poll: float = 0.1, report_every: float = 5.0) -> None:
+        self.ttl = ttl
+        self.poll = poll
+        self.report_every = report_every
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        path: Path,
+        *,
+        what: str,
+        timeout: float,
+        done: Callable[[], bool] | None = None,
+    ) -> Iterator[None]:
+        """See :meth:`LockBackend.hold`."""
+        lease = path.with_name(path.name + ".lease")
+        token = os.urandom(8).hex()
+        start = time.monotonic()
+        next_report = start + self.report_every
+        while not self._try_create(lease, token):
+            if done is not None and done():
+                raise NotNeeded(what)
+            now = time.monotonic()
+            if now - start >= timeout:
+                raise LockTimeout(
+                    f"timed out after {timeout:g} s waiting for {what}, {describe_lease(lease)}; "
+                    "a dead holder's lease goes stale after the lease time"
+                )
+            if now >= next_report:
+                logger.info(
+                    "waiting for %s, %s for %.0f s", what, describe_lease(lease), now - start
+                )
+                next_report = now + self.report_every
+            self._take_over_if_stale(lease)
+            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(lease, stop), name="lease heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+            if _lease_token(lease) == token:
+                with contextlib.suppress(OSError):
+                    lease.unlink()
+
+    def _try_create(self, lease: Path, token: str) -> bool:
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": token,
+            "expires": time.time() + self.ttl,
+        }
+        try:
+            fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise layout.StoreError(f"cannot create the lease {lease}: {exc.strerror}") from exc
+        with os.fdopen(fd, "w") as handle:
+            json.dump(info, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            return time.time() - path.stat().st_mtime > self.ttl
+        except FileNotFoundError:
+            return False
+
+    def _take_over_if_stale(self, lease: Path) -> None:
+        if not self._stale(lease):
+            return
+        tomb = lease.with_name(f"{lease.name}.stale-{os.urandom(6).hex()}")
+        try:
+            os.rename(lease, tomb)  # one waiter wins; the others find nothing to rename
+        except FileNotFoundError:
+            return
+        if self._stale(tomb):
+            logger.warning("took over a stale lease: %s", describe_lease(tomb))
+            tomb.unlink(missing_ok=True)
+        else:  # a heartbeat landed after the check: give the lease back, unless taken
+            with contextlib.suppress(OSError):
+                os.link(tomb, lease)  # never replaces a lease another waiter created
+            tomb.unlink(missing_ok=True)
+
+    def _heartbeat(self, lease: Path, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
+            with contextlib.suppress(OSError):
+                os.utime(lease)
+
+
+def _lease_token(lease: Path) -> str | None:
+    try:
+        return str(json.loads(lease.read_text())["token"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def describe_lease(lease: Path) -> str:
+    """``leased by host X pid Y`` from the lease file, as far as it can be read."""
+    try:
+        info = json.loads(lease.read_text())
+        return f"leased by host {info['host']} pid {info['pid']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "leased by another agent"
+
+
+def backend(name: str, *, lease_ttl: float = 30.0) -> LockBackend:
+    """The lock backend the ``cache.lock_backend`` setting names."""
+    if name == "lease":
+        return LeaseLocks(ttl=lease_ttl)
+    return PosixLocks()

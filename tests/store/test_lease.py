@@ -1,0 +1,136 @@
+"""The lease lock backend, for volumes without cross-client locks: the same race and
+SIGKILL checks as the fcntl backend, with leases that go stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.store import ensuring, layout, locks
+from tests.store import fixtures
+from tests.store.server import Server
+
+TTL = 0.6
+
+ENSURE = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from tests.store import fixtures
+    from agent.store import ensuring, layout, installing, downloads, locks
+
+    store, base = Path(sys.argv[1]), sys.argv[2]
+    barrier, ttl = float(sys.argv[3]), float(sys.argv[4])
+    mirrors = (("https://nodejs.org/dist/", base + "/dist/"),)
+    options = installing.Options(
+        lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
+    )
+    plan = fixtures.node_plan(store)
+    while time.time() < barrier:
+        time.sleep(0.001)
+    print("go", flush=True)
+    backend = locks.LeaseLocks(ttl=ttl, poll=0.02)
+    done = ensuring.ensure_plan(layout.Store(store), plan, options=options, lock_backend=backend)
+    print(json.dumps({"created": done.installed[0].receipt.created}))
+    """
+)
+
+
+def spawn(store: Path, server: Server, barrier: float) -> subprocess.Popen[str]:
+    env = {**os.environ, "no_proxy": "127.0.0.1", "PYTHONPATH": str(Path.cwd())}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            ENSURE,
+            str(store),
+            server.url("").rstrip("/"),
+            str(barrier),
+            str(TTL),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_a_lease_excludes_and_names_its_holder(tmp_path: Path) -> None:
+    lock = tmp_path / "e.lock"
+    first = locks.LeaseLocks(ttl=5, poll=0.02)
+    second = locks.LeaseLocks(ttl=5, poll=0.02)
+    with (
+        first.hold(lock, what="x", timeout=1),
+        pytest.raises(locks.LockTimeout, match=f"leased by host .* pid {os.getpid()}"),
+        second.hold(lock, what="node", timeout=0.2),
+    ):
+        pass
+    with first.hold(lock, what="x", timeout=1):  # released: free again
+        pass
+
+
+def test_a_live_holder_keeps_its_lease_past_the_ttl(tmp_path: Path) -> None:
+    lock = tmp_path / "e.lock"
+    with locks.LeaseLocks(ttl=0.3, poll=0.02).hold(lock, what="x", timeout=1):
+        time.sleep(1.0)  # three lease times: only the heartbeat keeps it
+        other = locks.LeaseLocks(ttl=0.3, poll=0.02)
+        with pytest.raises(locks.LockTimeout), other.hold(lock, what="y", timeout=0.5):
+            pass
+
+
+def test_twelve_processes_race_and_one_downloads(tmp_path: Path, http_server: Server) -> None:
+    tarball = fixtures.serve_node(http_server)
+    barrier = time.time() + 3.0
+    procs = [spawn(tmp_path, http_server, barrier) for _ in range(12)]
+    created = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        created.add(json.loads(out.splitlines()[-1])["created"])
+    assert http_server.count(tarball) == 1
+    assert len(created) == 1
+
+
+def test_a_killed_holder_goes_stale_and_the_next_install_succeeds(
+    tmp_path: Path, http_server: Server
+) -> None:
+    fixtures.serve_node(http_server)
+    for trial in range(10):
+        store = tmp_path / f"s{trial}"
+        proc = spawn(store, http_server, 0)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "go"
+        time.sleep(0.01 * trial)  # from before the lease to after the marker
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        start = time.monotonic()
+        done = ensuring.ensure_plan(
+            layout.Store(store),
+            fixtures.node_plan(store),
+            options=fixtures.options(http_server),
+            lock_backend=locks.LeaseLocks(ttl=TTL, poll=0.02),
+        )
+        assert done.installed[0].entry.marker.exists()
+        # A lease the dead child left delays this install by about its lifetime at most.
+        assert time.monotonic() - start < TTL * 3 + 2
+
+
+def test_a_stale_lease_is_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / "e.lock"
+    lease = lock.with_name(lock.name + ".lease")
+    lease.write_text(json.dumps({"host": "gone", "pid": 1, "token": "t", "expires": 0}))
+    old = time.time() - 60
+    os.utime(lease, (old, old))
+    start = time.monotonic()
+    with locks.LeaseLocks(ttl=TTL, poll=0.02).hold(lock, what="x", timeout=5):
+        assert time.monotonic() - start < 1
+    assert not lease.exists()
+    assert not list(tmp_path.glob("*.stale-*"))
