@@ -224,7 +224,7 @@ def test_sigterm_while_the_port_is_taken_exits_0(start_agent: Starter) -> None:
 def test_a_signal_during_startup_is_never_fatal(start_agent: Starter, sig: signal.Signals) -> None:
     config = start_agent.base_config()
     agent = start_agent.start(config, wait_ready=False)
-    time.sleep(0.15)  # importing: before the loop's handlers exist
+    time.sleep(0.25)  # importing (that takes ~0.3 s): before the loop's handlers exist
     agent.signal(sig)
     if sig == signal.SIGTERM:
         assert agent.wait(15) == 0

@@ -79,10 +79,10 @@ def test_a_lease_excludes_and_names_its_holder(tmp_path: Path) -> None:
 
 def test_a_live_holder_keeps_its_lease_past_the_ttl(tmp_path: Path) -> None:
     lock = tmp_path / "e.lock"
-    with locks.LeaseLocks(ttl=0.3, poll=0.02).hold(lock, what="x", timeout=1):
-        time.sleep(1.0)  # three lease times: only the heartbeat keeps it
-        other = locks.LeaseLocks(ttl=0.3, poll=0.02)
-        with pytest.raises(locks.LockTimeout), other.hold(lock, what="y", timeout=0.5):
+    with locks.LeaseLocks(ttl=0.9, poll=0.02).hold(lock, what="x", timeout=1):
+        time.sleep(2.0)  # over two lease times: only the heartbeat keeps it
+        other = locks.LeaseLocks(ttl=0.9, poll=0.02)
+        with pytest.raises(locks.LockTimeout), other.hold(lock, what="y", timeout=1.0):
             pass
 
 
