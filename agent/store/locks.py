@@ -29,6 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -109,7 +110,19 @@ class PosixLocks:
                     ".runner-agent/locks folder must be a writable folder of regular files"
                 ) from exc
             try:
-                self._wait(fd, path, what=what, start=start, timeout=timeout, done=done)
+                how = _Waiting(
+                    what,
+                    timeout,
+                    done,
+                    self.poll,
+                    self.report_every,
+                    lambda: describe_holder(path),
+                    "that install is still running (a lock dies with its process; on NFS a "
+                    "dead node's lock lasts until lockd or the NFSv4 lease recovers it). Raise "
+                    "installer.lock_timeout_seconds for slow downloads; never delete the lock "
+                    "file, which would let two installs run",
+                )
+                _wait(lambda: _try_lock(fd), how, start=start)
                 _write_holder(path)
                 yield
             finally:
@@ -119,40 +132,40 @@ class PosixLocks:
         finally:
             local.release()
 
-    def _wait(
-        self,
-        fd: int,
-        path: Path,
-        *,
-        what: str,
-        start: float,
-        timeout: float,
-        done: Callable[[], bool] | None,
-    ) -> None:
-        next_report = start + self.report_every
-        while not _try_lock(fd):
-            if done is not None and done():
-                raise NotNeeded(what)
-            now = time.monotonic()
-            if now - start >= timeout:
-                raise LockTimeout(
-                    f"timed out after {timeout:g} s waiting for {what}, "
-                    f"{describe_holder(path)}: that install is still running (a lock dies with "
-                    "its process; on NFS a dead node's lock lasts until lockd or the NFSv4 "
-                    "lease recovers it). Raise installer.lock_timeout_seconds for slow "
-                    "downloads; never delete the lock file, which would let two installs run"
-                )
-            if now >= next_report:
-                logger.info(
-                    "waiting for %s, %s for %.0f s",
-                    what,
-                    describe_holder(path),
-                    now - start,
-                    extra={"lock": str(path)},
-                )
-                next_report = now + self.report_every
-            # Jittered, so many waiters do not wake in step and queue one per poll.
-            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
+
+@dataclass(frozen=True)
+class _Waiting:
+    """How a backend waits: poll interval, progress reports, who holds it, timeout advice."""
+
+    what: str
+    timeout: float
+    done: Callable[[], bool] | None
+    poll: float
+    report_every: float
+    holder: Callable[[], str]
+    advice: str
+
+
+def _wait(acquired: Callable[[], bool], how: _Waiting, *, start: float) -> None:
+    """Poll ``acquired()`` until it is true, with progress logs, ``done`` and a timeout.
+
+    Both backends wait the same way; they differ in what one try is and who the holder
+    is. Polls are jittered so many waiters do not wake in step and queue one per poll.
+    """
+    next_report = start + how.report_every
+    while not acquired():
+        if how.done is not None and how.done():
+            raise NotNeeded(how.what)
+        now = time.monotonic()
+        if now - start >= how.timeout:
+            raise LockTimeout(
+                f"timed out after {how.timeout:g} s waiting for {how.what}, {how.holder()}: "
+                f"{how.advice}"
+            )
+        if now >= next_report:
+            logger.info("waiting for %s, %s for %.0f s", how.what, how.holder(), now - start)
+            next_report = now + how.report_every
+        time.sleep(how.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
 
 
 def _try_lock(fd: int) -> bool:
@@ -222,24 +235,23 @@ class LeaseLocks:
         """See :meth:`LockBackend.hold`."""
         lease = path.with_name(path.name + ".lease")
         token = os.urandom(8).hex()
-        start = time.monotonic()
-        next_report = start + self.report_every
-        while not self._try_create(lease, token):
-            if done is not None and done():
-                raise NotNeeded(what)
-            now = time.monotonic()
-            if now - start >= timeout:
-                raise LockTimeout(
-                    f"timed out after {timeout:g} s waiting for {what}, {describe_lease(lease)}; "
-                    "a dead holder's lease goes stale after the lease time"
-                )
-            if now >= next_report:
-                logger.info(
-                    "waiting for %s, %s for %.0f s", what, describe_lease(lease), now - start
-                )
-                next_report = now + self.report_every
+        how = _Waiting(
+            what,
+            timeout,
+            done,
+            self.poll,
+            self.report_every,
+            lambda: describe_lease(lease),
+            "a dead holder's lease goes stale after the lease time",
+        )
+
+        def acquired() -> bool:
+            if self._try_create(lease, token):
+                return True
             self._take_over_if_stale(lease)
-            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
+            return self._try_create(lease, token)
+
+        _wait(acquired, how, start=time.monotonic())
         stop = threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(lease, stop), name="lease heartbeat", daemon=True

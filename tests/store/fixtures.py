@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import tarfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +108,51 @@ def plan_for(catalog: loading.Catalog, ident: str, store_root: Path) -> dict[str
     return resolver.resolve(
         [requests.parse(f"feature:{ident}")], catalog, LINUX, store_root=str(store_root)
     ).to_data()
+
+
+# One process that ensures node from the test server into a store (after a barrier time,
+# with posix locks or leases of the given lifetime) and prints its receipt's time.
+ENSURE = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from tests.store import fixtures
+    from agent.store import ensuring, layout, installing, downloads, locks
+
+    store, base = Path(sys.argv[1]), sys.argv[2]
+    barrier, lease = float(sys.argv[3]), float(sys.argv[4])
+    mirrors = (("https://nodejs.org/dist/", base + "/dist/"),)
+    options = installing.Options(
+        lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
+    )
+    backend = locks.LeaseLocks(ttl=lease, poll=0.02) if lease else locks.PosixLocks()
+    plan = fixtures.node_plan(store)
+    while time.time() < barrier:
+        time.sleep(0.001)
+    print("go", flush=True)
+    done = ensuring.ensure_plan(layout.Store(store), plan, options=options, lock_backend=backend)
+    print(json.dumps({"created": done.installed[0].receipt.created}))
+    """
+)
+
+
+def spawn(
+    store: Path, server: Server, barrier: float, *, lease: float = 0.0
+) -> subprocess.Popen[str]:
+    """Start :data:`ENSURE` in its own process (``lease`` 0: posix locks)."""
+    env = {**os.environ, "no_proxy": "127.0.0.1", "PYTHONPATH": str(Path.cwd())}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            ENSURE,
+            str(store),
+            server.url("").rstrip("/"),
+            str(barrier),
+            str(lease),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )

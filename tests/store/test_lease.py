@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,48 +16,6 @@ from tests.store import fixtures
 from tests.store.server import Server
 
 TTL = 0.6
-
-ENSURE = textwrap.dedent(
-    """
-    import json, sys, time
-    from pathlib import Path
-    from tests.store import fixtures
-    from agent.store import ensuring, layout, installing, downloads, locks
-
-    store, base = Path(sys.argv[1]), sys.argv[2]
-    barrier, ttl = float(sys.argv[3]), float(sys.argv[4])
-    mirrors = (("https://nodejs.org/dist/", base + "/dist/"),)
-    options = installing.Options(
-        lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
-    )
-    plan = fixtures.node_plan(store)
-    while time.time() < barrier:
-        time.sleep(0.001)
-    print("go", flush=True)
-    backend = locks.LeaseLocks(ttl=ttl, poll=0.02)
-    done = ensuring.ensure_plan(layout.Store(store), plan, options=options, lock_backend=backend)
-    print(json.dumps({"created": done.installed[0].receipt.created}))
-    """
-)
-
-
-def spawn(store: Path, server: Server, barrier: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "no_proxy": "127.0.0.1", "PYTHONPATH": str(Path.cwd())}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            ENSURE,
-            str(store),
-            server.url("").rstrip("/"),
-            str(barrier),
-            str(TTL),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def test_a_lease_excludes_and_names_its_holder(tmp_path: Path) -> None:
@@ -89,7 +44,7 @@ def test_a_live_holder_keeps_its_lease_past_the_ttl(tmp_path: Path) -> None:
 def test_twelve_processes_race_and_one_downloads(tmp_path: Path, http_server: Server) -> None:
     tarball = fixtures.serve_node(http_server)
     barrier = time.time() + 3.0
-    procs = [spawn(tmp_path, http_server, barrier) for _ in range(12)]
+    procs = [fixtures.spawn(tmp_path, http_server, barrier, lease=TTL) for _ in range(12)]
     created = set()
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -105,7 +60,7 @@ def test_a_killed_holder_goes_stale_and_the_next_install_succeeds(
     fixtures.serve_node(http_server)
     for trial in range(10):
         store = tmp_path / f"s{trial}"
-        proc = spawn(store, http_server, 0)
+        proc = fixtures.spawn(store, http_server, 0, lease=TTL)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "go"
         time.sleep(0.01 * trial)  # from before the lease to after the marker

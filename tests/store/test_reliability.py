@@ -20,45 +20,12 @@ from agent.store import ensuring, installing, layout
 from tests.store import fixtures
 from tests.store.server import Server, ok
 
+
 # One process that ensures node from the test server into a store and prints its receipt.
-ENSURE = textwrap.dedent(
-    """
-    import json, sys, time
-    from pathlib import Path
-    from tests.store import fixtures
-    from tests.store.server import Server
-    from agent.store import ensuring, layout, installing, downloads
-
-    store, base, barrier = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-    mirrors = (("https://nodejs.org/dist/", base + "/dist/"),)
-    options = installing.Options(
-        lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
-    )
-    plan = fixtures.node_plan(store)
-    while time.time() < barrier:
-        time.sleep(0.001)
-    print("go", flush=True)
-    done = ensuring.ensure_plan(layout.Store(store), plan, options=options)
-    print(json.dumps({"created": done.installed[0].receipt.created}))
-    """
-)
-
-
-def spawn(store: Path, server: Server, barrier: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "no_proxy": "127.0.0.1", "PYTHONPATH": str(Path.cwd())}
-    return subprocess.Popen(
-        [sys.executable, "-c", ENSURE, str(store), server.url("").rstrip("/"), str(barrier)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
 def test_twelve_processes_race_and_one_downloads(tmp_path: Path, http_server: Server) -> None:
     tarball = fixtures.serve_node(http_server)
     barrier = time.time() + 3.0  # every process imported and waiting before the gun
-    procs = [spawn(tmp_path, http_server, barrier) for _ in range(12)]
+    procs = [fixtures.spawn(tmp_path, http_server, barrier) for _ in range(12)]
     outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -83,7 +50,7 @@ def test_sigkill_at_random_points_never_corrupts(tmp_path: Path, http_server: Se
     trials = int(os.environ.get("RA_TEST_KILL_TRIALS", "30"))
     for trial in range(trials):
         store = tmp_path / f"s{trial}"
-        proc = spawn(store, http_server, 0)
+        proc = fixtures.spawn(store, http_server, 0)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "go"  # imported and planned: installing now
         time.sleep(rng.uniform(0.0, 0.15))  # an install here takes about 0.1-0.2 s
@@ -200,7 +167,7 @@ def test_a_killed_lock_holder_lets_the_waiter_install_once(
     )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
-    waiter = spawn(tmp_path, http_server, 0)
+    waiter = fixtures.spawn(tmp_path, http_server, 0)
     time.sleep(1.0)
     assert waiter.poll() is None  # waiting on the lock
     holder.send_signal(signal.SIGKILL)
