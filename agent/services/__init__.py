@@ -1,0 +1,1 @@
+"""Supervised services (dockerd and others): specs, the supervisor engine, presets."""

@@ -1,0 +1,1 @@
+"""Installing OS packages on the host that runs the job, through one step executor."""
