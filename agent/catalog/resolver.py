@@ -103,12 +103,24 @@ def resolve(
     if problems:
         raise ResolutionError(sorted(problems))
     rounds = _rounds(chosen, catalog)
-    features = []
+    features: list[dict[str, Any]] = []
     for number, ident in rounds:
         version, method = chosen[ident]
+        python = next((f for f in features if f["id"] == "python" and f["prefix"]), None)
+        runtime = (python["version"], python["prefix"]) if python else None
         try:
             features.append(
-                _step(catalog, ident, version, method, wants[ident], target, number, store_root)
+                _step(
+                    catalog,
+                    ident,
+                    version,
+                    method,
+                    wants[ident],
+                    target,
+                    number,
+                    store_root,
+                    runtime if _requires(catalog, ident, "python") else None,
+                )
             )
         except Exception as exc:  # a manifest case the loader missed must not be a crash
             problems.append(f"{ident}: {exc}")
@@ -280,6 +292,10 @@ def _rounds(chosen: dict[str, Any], catalog: loading.Catalog) -> list[tuple[int,
     return order
 
 
+def _requires(catalog: loading.Catalog, ident: str, other: str) -> bool:
+    return any(manifest.parse_requirement(r).id == other for r in catalog.features[ident].requires)
+
+
 def _step(
     catalog: loading.Catalog,
     ident: str,
@@ -289,6 +305,7 @@ def _step(
     target: model.Platform,
     number: int,
     store_root: str,
+    python: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     feature = catalog.features[ident]
     option_env = _options(feature, want.request)
@@ -319,6 +336,7 @@ def _step(
         values=values,
         option_env=option_env,
         folder=str(catalog.folders[ident]),
+        python=python,
     )
     env_values = {**values, "prefix": prefix or ""}
     env = method.env or feature.env

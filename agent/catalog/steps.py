@@ -36,6 +36,9 @@ _PIP_ARCH = {
 }
 
 
+_NPM_OS = {"windows": "win32"}
+
+
 def pip_platform_tags(target: model.Platform) -> list[str]:
     """The wheel platform tags pip should accept for ``target``."""
     if target.os == "linux":
@@ -70,8 +73,14 @@ def build(
     values: dict[str, str],
     option_env: dict[str, str],
     folder: str,
+    python: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The actions that install ``feature`` at ``version`` with ``method``."""
+    """The actions that install ``feature`` at ``version`` with ``method``.
+
+    ``python`` is the (version, prefix) of the ``python`` feature this one requires, for
+    pip features that run on an interpreter: their wheels are chosen for that Python and
+    installed with it, not with the agent's.
+    """
     if isinstance(method, methods.SystemMethod):
         return _system(method, target)
     assert prefix is not None
@@ -93,15 +102,37 @@ def build(
         ]
         for tag in pip_platform_tags(target):
             argv += ["--platform", tag]
+        action: dict[str, Any] = {"action": "run", "argv": argv, "env": dict(option_env)}
+        if python is None:
+            # Wheels that carry their own binary: any CPython runs pip for them, and
+            # their tags say py3-none-<platform>.
+            argv += ["--implementation", "py", "--abi", "none"]
+        else:
+            short = ".".join(python[0].split(".")[:2])
+            abi = "cp" + short.replace(".", "")
+            argv += ["--python-version", short, "--implementation", "cp"]
+            argv += ["--abi", abi, "--abi", "abi3", "--abi", "none"]
+            action["interpreter"] = posixpath.join(python[1], "bin", "python3")
         argv += [templates.render(p, values) for p in method.packages]
-        return [{"action": "run", "argv": argv, "env": dict(option_env)}]
+        return [action]
     if isinstance(method, methods.NpmMethod):
         argv = ["npm", "install", "--global", "--prefix", prefix, "--no-audit", "--no-fund"]
+        # npm (>= 10.4) picks optional platform packages (esbuild's, swc's) by these.
+        argv += [f"--os={_NPM_OS.get(target.os, target.os)}", f"--cpu={target.arch}"]
+        if target.libc is not None:
+            argv.append(f"--libc={target.libc}")
         argv += [templates.render(p, values) for p in method.packages]
         return [{"action": "run", "argv": argv, "env": dict(option_env)}]
     # The contract's own names last: no option can replace them (the manifest also
     # refuses options that would).
-    env = {**option_env, "PREFIX": prefix, "VERSION": version, "ARCH": target.arch}
+    env = {
+        **option_env,
+        "PREFIX": prefix,
+        "VERSION": version,
+        "ARCH": target.arch,
+        "TARGET_OS": target.os,
+        "TARGET_LIBC": target.libc or "",
+    }
     return [{"action": "run", "argv": ["bash", posixpath.join(folder, method.script)], "env": env}]
 
 

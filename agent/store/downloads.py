@@ -30,11 +30,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import tenacity
+
+from agent.store import network
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class Policy:
     max_bytes: int = 16 * 1024**3  # bodies larger than this are refused
     mirrors: tuple[tuple[str, str], ...] = ()  # (prefix, replacement); first match wins
     user_agent: str = "runner-agent"
+    network: network.Network = field(default_factory=network.Network)
 
 
 def rewrite(url: str, policy: Policy) -> str:
@@ -315,10 +318,10 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 class _Handler(urllib.request.AbstractHTTPHandler):
     """Opens http and https with the connections above; verifies TLS certificates."""
 
-    def __init__(self, stall: float) -> None:
+    def __init__(self, stall: float, tls: ssl.SSLContext) -> None:
         super().__init__()
         self._stall = stall
-        self._tls = ssl.create_default_context()
+        self._tls = tls
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(functools.partial(_HTTPConnection, stall=self._stall), req)
@@ -334,8 +337,8 @@ def _opener(policy: Policy) -> urllib.request.OpenerDirector:
     # Built by hand rather than build_opener(), which would add file:, ftp: and data:.
     opener = urllib.request.OpenerDirector()
     for handler in (
-        urllib.request.ProxyHandler(),  # honours https_proxy / no_proxy from the environment
-        _Handler(policy.stall_timeout),
+        policy.network.proxy_handler(),
+        _Handler(policy.stall_timeout, policy.network.ssl_context()),
         urllib.request.HTTPDefaultErrorHandler(),
         _Redirects(),
         urllib.request.HTTPErrorProcessor(),

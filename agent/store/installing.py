@@ -24,8 +24,6 @@ container: env paths are stored relative to the entry.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import shutil
@@ -33,12 +31,23 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.store import downloads, extracting, layout, locks, receipts, running
+from agent.store import (
+    builders,
+    downloads,
+    extracting,
+    installlog,
+    layout,
+    locks,
+    publishing,
+    receipts,
+    sandbox,
+)
 
 logger = logging.getLogger("agent.store")
 
@@ -63,6 +72,7 @@ class Options:
     """Seconds a step's command (pip, a script) may run."""
     run_check: bool = True
     """False when the target is not the platform the agent runs on."""
+    script: sandbox.ScriptSettings = field(default_factory=sandbox.ScriptSettings)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,12 @@ class Installed:
     receipt: receipts.Receipt
     cached: bool
 
+
+_BUILDERS: dict[str, Callable[[builders.Build, dict[str, Any]], list[receipts.Source] | None]] = {
+    "pip": builders.pip,
+    "npm": builders.npm,
+    "script": builders.script,
+}
 
 # --- the warm path ----------------------------------------------------------------------
 
@@ -149,7 +165,7 @@ def install(
     if found is not None:
         receipts.touch(entry)
         return Installed(entry, found, cached=True)
-    if step["method"] not in ("archive", "pip", "npm"):
+    if step["method"] not in _BUILDERS and step["method"] != "archive":
         raise InstallError(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
@@ -170,7 +186,7 @@ def install(
             found = lookup(entry, feature=step["id"], version=step["version"])
             if found is not None:  # another agent finished it while this one waited
                 return Installed(entry, found, cached=True)
-            _sweep(store, entry)
+            publishing.sweep(store, entry)
             receipt = _install_locked(store, entry, step, what, options)
             return Installed(entry, receipt, cached=False)
     except locks.NotNeeded:
@@ -178,38 +194,6 @@ def install(
         if found is None:  # pragma: no cover - the marker vanished again at once
             raise InstallError(what, "lock", "the entry appeared and vanished; retry") from None
         return Installed(entry, found, cached=True)
-
-
-def _sweep(store: layout.Store, entry: layout.Entry) -> None:
-    """Remove what killed installs of this entry left behind (we hold its lock)."""
-    for stale in store.staging.glob(f"{entry.key}.*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    parent = entry.path.parent
-    for trash in parent.glob(f".{entry.leaf}.stale-*") if parent.is_dir() else ():
-        if trash.is_symlink():
-            trash.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(trash, ignore_errors=True)
-
-
-class _Log:
-    """The kept install log: one line per step, with times."""
-
-    def __init__(self, store: layout.Store, entry: layout.Entry) -> None:
-        folder = store.meta / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{entry.key}.log"
-        self.start = time.monotonic()
-        self.lines: list[str] = []
-
-    def step(self, name: str, detail: str = "") -> None:
-        self.lines.append(f"{time.monotonic() - self.start:8.3f}s {name} {detail}".rstrip())
-
-    def save(self) -> None:
-        try:
-            layout.write_atomic(self.path, ("\n".join(self.lines) + "\n").encode())
-        except OSError as exc:  # the log must never be the reason an install fails
-            logger.warning("cannot write the install log %s: %s", self.path, exc)
 
 
 def _install_locked(
@@ -221,9 +205,9 @@ def _install_locked(
 ) -> receipts.Receipt:
     staging = store.staging / f"{entry.key}.{uuid.uuid4().hex}"
     current = "stage"
-    log: _Log | None = None
+    log: installlog.InstallLog | None = None
     try:
-        log = _Log(store, entry)
+        log = installlog.InstallLog(store, entry)
         log.step("stage", str(staging.name))
         staging.mkdir()
         tree = staging / "entry"
@@ -232,6 +216,16 @@ def _install_locked(
         cache = downloads.DownloadCache(store.downloads)
         sources: list[receipts.Source] = []
         archive: downloads.Artifact | None = None
+        build = builders.Build(
+            step=step,
+            staging=staging,
+            tree=tree,
+            timeout=options.run_timeout,
+            network=options.policy.network,
+            log=log,
+            native=options.run_check,
+            script=options.script,
+        )
         for action in step["actions"]:
             if action["action"] == "download":
                 current = "download"
@@ -254,12 +248,9 @@ def _install_locked(
                     limits=options.limits,
                 )
                 log.step("extract", f"{done.members} members, {done.bytes} bytes")
-            elif action["action"] == "run" and step["method"] == "pip":
-                current = "pip"
-                sources += _pip(action, step, staging, tree, options, log)
-            elif action["action"] == "run" and step["method"] == "npm":
-                current = "npm"
-                _npm(action, step, staging, tree, options, log)
+            elif action["action"] == "run" and step["method"] in _BUILDERS:
+                current = step["method"]
+                sources += _BUILDERS[step["method"]](build, action) or []
             else:
                 raise layout.StoreError(f"unknown action {action['action']!r}")
         rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
@@ -267,7 +258,7 @@ def _install_locked(
         outcome = _check(step, tree, rel_path, options)
         log.step("check", outcome)
         current = "publish"
-        _fsync_tree(tree)
+        publishing.fsync_tree(tree)
         receipt = receipts.Receipt(
             feature=step["id"],
             version=step["version"],
@@ -282,7 +273,7 @@ def _install_locked(
             check=outcome,
             env={"path": rel_path, "vars": _relative_vars(step)},
         )
-        _publish(entry, tree, receipt, staging=staging)
+        publishing.publish(entry, tree, receipt, staging=staging)
         log.step("publish", str(entry.path.relative_to(store.root)))
         logger.info(
             "installed %s into the store",
@@ -312,70 +303,11 @@ def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
     return {k: v.replace(prefix, PREFIX_VAR) for k, v in step["env"]["vars"].items()}
 
 
-def _pip(
-    action: dict[str, Any],
-    step: dict[str, Any],
-    staging: Path,
-    tree: Path,
-    options: Options,
-    log: _Log,
-) -> list[receipts.Source]:
-    """pip install --target the staging tree, recording the wheels it took."""
-    report = staging / "pip-report.json"
-    argv = running.resolve_argv(action["argv"], prefix=step["prefix"], staging=tree)
-    argv[argv.index("install") + 1 : argv.index("install") + 1] = [
-        "--report",
-        str(report),
-        "--no-warn-script-location",
-    ]
-    output = running.run(
-        argv,
-        env=running.environment(action["env"]),
-        cwd=staging,
-        timeout=options.run_timeout,
-    )
-    log.step("pip", output.strip().splitlines()[-1][:200] if output.strip() else "")
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError):
-        return []
-    sources = []
-    for item in data.get("install", []):
-        info = item.get("download_info", {})
-        hashes = info.get("archive_info", {}).get("hashes", {})
-        sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "").partition("=")[2]
-        sources.append(receipts.Source(url=info.get("url", ""), sha256=sha, size=0))
-    return sources
-
-
-def _npm(
-    action: dict[str, Any],
-    step: dict[str, Any],
-    staging: Path,
-    tree: Path,
-    options: Options,
-    log: _Log,
-) -> None:
-    """npm install --global --prefix the staging tree: bin/ holds relative links into
-    lib/node_modules, so the entry works wherever the volume is mounted."""
-    argv = running.resolve_argv(action["argv"], prefix=step["prefix"], staging=tree)
-    env = running.environment(action["env"])
-    env.setdefault("npm_config_cache", str(staging / "npm-cache"))  # not the agent's HOME
-    output = running.run(argv, env=env, cwd=staging, timeout=options.run_timeout)
-    log.step("npm", output.strip().splitlines()[-1][:200] if output.strip() else "")
-    for link in (tree / "bin").iterdir() if (tree / "bin").is_dir() else ():
-        if link.is_symlink() and os.path.isabs(os.readlink(link)):
-            raise layout.StoreError(
-                f"npm left an absolute link {link.name} -> {os.readlink(link)}; the entry "
-                "would break where the volume is mounted elsewhere"
-            )
-
-
 def _download(
     action: dict[str, Any],
     cache: downloads.DownloadCache,
     options: Options,
-    log: _Log,
+    log: installlog.InstallLog,
 ) -> downloads.Artifact:
     sha = action.get("sha256")
     if sha is None:
@@ -416,58 +348,3 @@ def _check(step: dict[str, Any], tree: Path, rel_path: list[str], options: Optio
             f"{output[:200]!r}; expected it to print {check['expect']!r}"
         )
     return f"ok: {output.splitlines()[0][:120] if output else ''}"
-
-
-def _fsync_tree(tree: Path) -> None:
-    for folder, _, files in os.walk(tree):
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        layout.fsync_dir(Path(folder))
-
-
-def _publish(entry: layout.Entry, tree: Path, receipt: receipts.Receipt, *, staging: Path) -> None:
-    # Refuse to build through symlinks: a link at <root>/<name> would send the entry
-    # (and a later rmtree) somewhere else entirely.
-    for part in (entry.path.parent.parent, entry.path.parent):
-        if part.is_symlink():
-            raise layout.StoreError(f"{part} is a symlink; the store only holds real folders")
-        if not part.exists():
-            part.mkdir(mode=0o755)
-            os.chmod(part, 0o755)  # noqa: S103 - readable by the runner's UID
-            layout.fsync_dir(part.parent)
-    if entry.marker.exists():
-        raise layout.StoreError(f"{entry.marker} appeared during the install; not replacing it")
-    # The receipt first: nothing trusts it without the marker, and a failure writing it
-    # leaves nothing at the final path.
-    receipts.write(entry, receipt)
-    if entry.path.exists() or entry.path.is_symlink():
-        # Published by a process that died before its marker: nobody trusts it, and the
-        # lock is ours, so it goes (renamed away first, so the final path is never half
-        # deleted).
-        trash = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
-        os.rename(entry.path, trash)
-        if trash.is_symlink():
-            trash.unlink()
-        else:
-            shutil.rmtree(trash, ignore_errors=True)
-    os.rename(tree, entry.path)
-    try:
-        layout.fsync_dir(entry.path.parent)
-        # Staging goes before the marker: a process killed after its marker leaves no
-        # leftovers, and one killed before it is swept by the next install anyway.
-        shutil.rmtree(staging, ignore_errors=True)
-        layout.write_atomic(entry.marker, b"")
-    except BaseException:
-        # No marker: take the tree back out, so a failure leaves nothing at the final path.
-        trash = entry.path.with_name(f".{entry.path.name}.stale-{uuid.uuid4().hex[:8]}")
-        with contextlib.suppress(OSError):
-            os.rename(entry.path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        raise

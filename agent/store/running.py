@@ -16,11 +16,11 @@ Policy:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from agent.kits import procs
 from agent.store import layout
 
 KEEP = frozenset(
@@ -45,7 +45,7 @@ KEEP = frozenset(
     }
 )
 KEEP_PREFIXES = ("PIP_", "NPM_CONFIG_", "npm_config_")
-TAIL = 64 * 1024
+TAIL = procs.TAIL
 
 
 class RunError(layout.StoreError):
@@ -75,25 +75,13 @@ def run(
     env: Mapping[str, str],
     cwd: Path,
     timeout: float,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``argv``; return its combined output (the tail), or raise :class:`RunError`."""
     try:
-        proc = subprocess.run(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RunError(f"{argv[0]} did not finish within {timeout:g} s") from exc
-    except OSError as exc:
-        raise RunError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-    output = proc.stdout[-TAIL:].decode("utf-8", "replace")
-    if proc.returncode != 0:
-        tail = output.strip()[-800:]
-        raise RunError(f"{' '.join(argv[:4])} ... exited {proc.returncode}: {tail}")
-    return output
+        done = procs.run(argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, tail=TAIL)
+    except procs.ProcError as exc:
+        raise RunError(str(exc)) from exc
+    if not done.ok:
+        raise RunError(done.describe())
+    return done.output

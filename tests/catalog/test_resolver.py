@@ -228,6 +228,8 @@ def test_script_methods_get_the_dev_container_contract(tmp_path: Path) -> None:
     assert run["env"] == {
         "ARCH": "x64",
         "PREFIX": "/store/tool/1.2.0/x64",
+        "TARGET_LIBC": "glibc",
+        "TARGET_OS": "linux",
         "VERSION": "1.2.0",
         "WITHDOCS": "false",
     }
@@ -248,6 +250,9 @@ def test_npm_methods_install_into_the_prefix(tmp_path: Path) -> None:
         "/store/tsc/1.0.0/x64",
         "--no-audit",
         "--no-fund",
+        "--os=linux",
+        "--cpu=x64",
+        "--libc=glibc",
         "typescript@1.0.0",
     ]
 

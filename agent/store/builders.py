@@ -1,0 +1,136 @@
+"""Turning a plan's ``run`` action into files in the staging tree, per method.
+
+- ``pip``: ``pip install --target`` with a report, so the receipt names every wheel
+  and its sha256. Wheels for a runtime Python (the feature requires ``python``) are
+  installed with that Python when it can run here; their scripts' shebangs become
+  ``/usr/bin/env python3``, so they run on the ``python`` entry wherever the volume is
+  mounted, never on the agent's venv.
+- ``npm``: ``npm install --global --prefix``; bin/ must hold relative links only.
+- ``script``: see :mod:`agent.store.sandbox`.
+
+Policy: every command runs through :mod:`agent.kits.procs` in the clean environment of
+:mod:`agent.store.running` plus the network settings; its output goes into the install
+log; a failure names the method and quotes the end of the output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.store import installlog, layout, network, receipts, running, sandbox
+
+
+@dataclass(frozen=True)
+class Build:
+    """Where and how one ``run`` action builds."""
+
+    step: dict[str, Any]
+    staging: Path
+    tree: Path
+    timeout: float
+    network: network.Network
+    log: installlog.InstallLog
+    native: bool
+    """The target is the platform the agent runs on (its tools may run)."""
+    script: sandbox.ScriptSettings
+
+    def environment(self, action: dict[str, Any]) -> dict[str, str]:
+        """The clean environment, the network settings, then the action's own variables."""
+        extra = {**self.network.environment(self.staging), **action["env"]}
+        return running.environment(extra)
+
+    def run(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> str:
+        """Run one command, keeping its output in the log either way."""
+        lines: list[str] = []
+        try:
+            return running.run(argv, env=env, cwd=cwd, timeout=self.timeout, on_line=lines.append)
+        finally:
+            self.log.output(name, "\n".join(lines))
+
+
+def pip(build: Build, action: dict[str, Any]) -> list[receipts.Source]:
+    """pip install --target the staging tree; the wheels it took, for the receipt."""
+    report = build.staging / "pip-report.json"
+    argv = running.resolve_argv(action["argv"], prefix=build.step["prefix"], staging=build.tree)
+    interpreter = action.get("interpreter")
+    if interpreter and build.native:
+        if not os.access(interpreter, os.X_OK):
+            raise layout.StoreError(
+                f"the python entry's interpreter {interpreter} is missing; ensure the "
+                "python feature first (the plan installs it in an earlier round)"
+            )
+        argv[0] = interpreter
+    argv[argv.index("install") + 1 : argv.index("install") + 1] = [
+        "--report",
+        str(report),
+        "--no-warn-script-location",
+    ]
+    output = build.run("pip", argv, build.environment(action), build.staging)
+    build.log.step("pip", f"with {argv[0]}: {build.log.last_line(output)}")
+    _portable_shebangs(build.tree, {argv[0], sys.executable})
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return []
+    sources = []
+    for item in data.get("install", []):
+        info = item.get("download_info", {})
+        hashes = info.get("archive_info", {}).get("hashes", {})
+        sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "").partition("=")[2]
+        sources.append(receipts.Source(url=info.get("url", ""), sha256=sha, size=0))
+    return sources
+
+
+def _portable_shebangs(tree: Path, interpreters: set[str]) -> None:
+    """Point console scripts written by pip at ``python3`` on PATH, not at the absolute
+    interpreter that ran pip (which does not exist where the entry is mounted)."""
+    folder = tree / "bin"
+    if not folder.is_dir():
+        return
+    heads = {f"#!{i}".encode() for i in interpreters}
+    for path in folder.iterdir():
+        if path.is_symlink() or not path.is_file():
+            continue
+        with open(path, "rb") as handle:
+            first = handle.readline()
+            if first.rstrip(b"\n") not in heads:
+                continue
+            rest = handle.read()
+        path.write_bytes(b"#!/usr/bin/env python3\n" + rest)
+
+
+def npm(build: Build, action: dict[str, Any]) -> None:
+    """npm install --global --prefix the staging tree: bin/ holds relative links into
+    lib/node_modules, so the entry works wherever the volume is mounted."""
+    argv = running.resolve_argv(action["argv"], prefix=build.step["prefix"], staging=build.tree)
+    env = build.environment(action)
+    env.setdefault("npm_config_cache", str(build.staging / "npm-cache"))  # not the agent's HOME
+    output = build.run("npm", argv, env, build.staging)
+    build.log.step("npm", build.log.last_line(output))
+    bin_dir = build.tree / "bin"
+    for link in bin_dir.iterdir() if bin_dir.is_dir() else ():
+        if link.is_symlink() and os.path.isabs(os.readlink(link)):
+            raise layout.StoreError(
+                f"npm left an absolute link {link.name} -> {os.readlink(link)}; the entry "
+                "would break where the volume is mounted elsewhere"
+            )
+
+
+def script(build: Build, action: dict[str, Any]) -> None:
+    """Run the feature's script in the sandbox, with PREFIX the staging tree."""
+    output = sandbox.run_script(
+        action,
+        prefix=build.step["prefix"],
+        staging=build.staging,
+        tree=build.tree,
+        env=build.environment(action),
+        settings=build.script,
+        timeout=build.timeout,
+        on_output=lambda text: build.log.output("script", text),
+    )
+    build.log.step("script", build.log.last_line(output))

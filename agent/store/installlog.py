@@ -1,0 +1,53 @@
+"""The install log kept per entry at ``<root>/.runner-agent/logs/<key>.log``.
+
+Policy: one line per step with the seconds since the install began, plus the output of
+the commands the install ran (the last 64 KiB of each), so an operator can read why an
+install failed on another pod without its logs. Writing the log never fails an install.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from agent.store import layout
+
+logger = logging.getLogger("agent.store")
+
+_OUTPUT_LIMIT = 64 * 1024
+
+
+class InstallLog:
+    """The log of one install attempt, saved atomically when it ends."""
+
+    def __init__(self, store: layout.Store, entry: layout.Entry) -> None:
+        folder = store.meta / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{entry.key}.log"
+        self.start = time.monotonic()
+        self.lines: list[str] = []
+
+    def step(self, name: str, detail: str = "") -> None:
+        """Record that step ``name`` happened now."""
+        self.lines.append(f"{time.monotonic() - self.start:8.3f}s {name} {detail}".rstrip())
+
+    def output(self, name: str, text: str) -> None:
+        """Keep a command's output (its end, when long), indented under its step."""
+        text = text[-_OUTPUT_LIMIT:].rstrip()
+        if not text:
+            return
+        self.lines.append(f"--- output of {name} ---")
+        self.lines.extend(f"  {line}" for line in text.splitlines())
+        self.lines.append(f"--- end of {name} ---")
+
+    def last_line(self, text: str) -> str:
+        """The last non-empty line of ``text``, shortened: a step's summary."""
+        lines = text.strip().splitlines()
+        return lines[-1][:200] if lines else ""
+
+    def save(self) -> None:
+        """Write the log; a failure is logged, never raised."""
+        try:
+            layout.write_atomic(self.path, ("\n".join(self.lines) + "\n").encode())
+        except OSError as exc:
+            logger.warning("cannot write the install log %s: %s", self.path, exc)

@@ -1,0 +1,135 @@
+"""How installs reach the network: proxies and an extra CA bundle, for every method.
+
+Policy:
+- unset settings mean the standard environment variables (``https_proxy``,
+  ``http_proxy``, ``no_proxy`` in either case) apply, as they do for curl, pip and npm;
+  a setting replaces the variable, for the agent's own downloads and for the pip and
+  npm commands it runs alike;
+- an extra CA bundle (a corporate TLS-inspecting proxy's root) is *added* to the
+  system's trust, never swapped for it: the agent's downloads load it on top of the
+  default context; pip, which only takes a whole bundle, gets the system bundle and the
+  extra one concatenated; npm gets it through ``NODE_EXTRA_CA_CERTS``, which adds;
+- a CA bundle that is missing or holds no certificate is a configuration error named
+  at the first install, never a silent fallback to the default trust.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.store import layout
+
+
+class NetworkError(layout.StoreError):
+    """A network setting cannot be used."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """Proxy and trust settings; ``None`` means: what the environment says."""
+
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
+    ca_bundle: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The default trust, plus the extra bundle when one is set (built once per value:
+        loading the system bundle costs milliseconds)."""
+        return _context(self.ca_bundle)
+
+    def proxy_handler(self) -> urllib.request.ProxyHandler:
+        """A handler that sends requests through the configured (or environment) proxies."""
+        if self.http_proxy is None and self.https_proxy is None and self.no_proxy is None:
+            return urllib.request.ProxyHandler()  # the environment's, no_proxy included
+        env = urllib.request.getproxies_environment()
+        proxies = {k: v for k, v in env.items() if k in ("http", "https")}
+        if self.http_proxy is not None:
+            proxies["http"] = self.http_proxy
+        if self.https_proxy is not None:
+            proxies["https"] = self.https_proxy
+        proxies = {k: v for k, v in proxies.items() if v}
+        bypass = self.no_proxy if self.no_proxy is not None else env.get("no", "")
+        return _Proxies(proxies, bypass)
+
+    def environment(self, folder: Path) -> dict[str, str]:
+        """Variables for a pip, npm or script command; may write a bundle into ``folder``."""
+        env: dict[str, str] = {}
+        for name, value in (
+            ("http_proxy", self.http_proxy),
+            ("https_proxy", self.https_proxy),
+            ("no_proxy", self.no_proxy),
+        ):
+            if value is not None:
+                env[name] = env[name.upper()] = value
+        if self.ca_bundle:
+            combined = self.combined_bundle(folder)
+            env.update(
+                {
+                    "PIP_CERT": str(combined),
+                    "REQUESTS_CA_BUNDLE": str(combined),
+                    "SSL_CERT_FILE": str(combined),
+                    "CURL_CA_BUNDLE": str(combined),
+                    "NODE_EXTRA_CA_CERTS": self.ca_bundle,
+                }
+            )
+        return env
+
+    def combined_bundle(self, folder: Path) -> Path:
+        """The system's CA bundle with the extra one appended, written into ``folder``."""
+        try:
+            extra = Path(self.ca_bundle or "").read_bytes()
+        except OSError as exc:
+            raise NetworkError(
+                f"installer.ca_bundle {self.ca_bundle!r} cannot be read ({exc.strerror}); "
+                "give a readable PEM file"
+            ) from exc
+        if b"-----BEGIN CERTIFICATE-----" not in extra:
+            raise NetworkError(
+                f"installer.ca_bundle {self.ca_bundle!r} holds no PEM certificate "
+                "('-----BEGIN CERTIFICATE-----'); give the CA certificates in PEM form"
+            )
+        paths = ssl.get_default_verify_paths()
+        system = b""
+        for candidate in (paths.cafile, paths.openssl_cafile):
+            if candidate and Path(candidate).is_file():
+                system = Path(candidate).read_bytes()
+                break
+        out = folder / "ca-bundle.pem"
+        out.write_bytes(system.rstrip(b"\n") + b"\n" + extra)
+        return out
+
+
+class _Proxies(urllib.request.ProxyHandler):
+    """Explicit proxies with an explicit bypass list (urllib's own reads only the env)."""
+
+    def __init__(self, proxies: dict[str, str], bypass: str) -> None:
+        super().__init__(proxies)
+        self._bypass = bypass
+
+    def proxy_open(self, req: Any, proxy: str, type: str) -> Any:
+        host = req.host
+        # proxy_bypass_environment is urllib's own no_proxy matcher (undeclared in stubs).
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if host and self._bypass and bypass(host, {"no": self._bypass}):
+            return None
+        return super().proxy_open(req, proxy, type)
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_bundle: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise NetworkError(
+                f"installer.ca_bundle {ca_bundle!r} cannot be loaded ({exc}); give a readable "
+                "PEM file holding the extra CA certificates"
+            ) from exc
+    return context

@@ -1,0 +1,189 @@
+"""Running a feature's install script so that it can write only into its PREFIX.
+
+The choice: an **unprivileged user in a private mount namespace** (``isolation:
+sandbox``, the default). Root cannot be confined by file modes, and a mount namespace
+alone (a read-only root) would need every submount remounted; a user that owns
+nothing but the staging folder is caught by the kernel's ordinary permission checks
+everywhere. The namespace adds what modes cannot: the staging folder is bind-mounted at
+:data:`MOUNT` (so no folder above it needs to be searchable by that user) and the
+world-writable folders (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are covered
+with empty read-only filesystems, so nothing written there can outlive the script or
+reach another job. ``TMPDIR`` and ``HOME`` point into the staging folder.
+
+The steps, as root:
+
+1. copy the feature's folder into the staging folder (Dev Container Features run from
+   their own folder, and the catalog's folder may not be readable by that user);
+2. give the staged prefix, home, temp and copy to ``installer.script_user``;
+3. ``unshare --mount`` -> bind, cover -> ``setpriv`` to that user with no capabilities,
+   no supplementary groups and ``no_new_privs`` -> ``bash <script>``, in a clean
+   environment with the Dev Container Features contract: each option as an upper-case
+   variable, ``PREFIX``, ``VERSION``, ``ARCH``, ``TARGET_OS``, ``TARGET_LIBC``,
+   ``_REMOTE_USER``, ``_REMOTE_USER_HOME``, ``_CONTAINER_USER``, ``_CONTAINER_USER_HOME``;
+4. whatever happened, give everything back to the agent's user and strip set-user-ID
+   and set-group-ID bits: a published entry is never writable by the next script, and
+   no script can leave a root-owned setuid binary in the store.
+
+``isolation: none`` runs the script as the agent's own user, unconfined: for agents
+that do not run as root (which cannot switch users), at the operator's explicit choice.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import pwd
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.kits import procs
+from agent.store import layout
+
+MOUNT = "/run/runner-agent-sandbox"
+COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
+
+_SNIPPET = f"""set -eu
+stage=$1 uid=$2 gid=$3
+shift 3
+mount --bind "$stage" {MOUNT}
+for d in {" ".join(COVERED)}; do
+  if [ -d "$d" ] && [ ! -L "$d" ]; then
+    mount -t tmpfs -o ro,nosuid,nodev,size=4k,mode=0755 runner-agent-sandbox "$d"
+  fi
+done
+cd {MOUNT}/feature
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \\
+  --inh-caps=-all --bounding-set=-all -- "$@"
+"""
+
+
+class ScriptError(layout.StoreError):
+    """A script could not be run as configured."""
+
+
+@dataclass(frozen=True)
+class ScriptSettings:
+    """From the ``installer`` settings."""
+
+    isolation: Literal["sandbox", "none"] = "sandbox"
+    user: str = "nobody"
+    remote_user: str = "runner"
+    remote_user_home: str = "/home/runner"
+
+
+def run_script(
+    action: dict[str, Any],
+    *,
+    prefix: str,
+    staging: Path,
+    tree: Path,
+    env: dict[str, str],
+    settings: ScriptSettings,
+    timeout: float,
+    on_output: Callable[[str], None],
+) -> str:
+    """Run the action's script; return its output, or raise (``running.RunError``-like)."""
+    argv = list(action["argv"])
+    script = Path(argv[-1])
+    copy = staging / "feature"
+    try:
+        shutil.copytree(script.parent, copy, symlinks=True)
+    except OSError as exc:
+        raise ScriptError(f"cannot copy the feature folder {script.parent}: {exc}") from exc
+    home, tmp = staging / "home", staging / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    sandboxed = settings.isolation == "sandbox"
+    seen = Path(MOUNT) if sandboxed else staging
+    env = {k: v.replace(str(staging), str(seen)) for k, v in env.items()}
+    env.update(
+        {
+            "PREFIX": str(seen / tree.relative_to(staging)),
+            "HOME": str(seen / "home"),
+            "TMPDIR": str(seen / "tmp"),
+            "_REMOTE_USER": settings.remote_user,
+            "_REMOTE_USER_HOME": settings.remote_user_home,
+            "_CONTAINER_USER": settings.remote_user,
+            "_CONTAINER_USER_HOME": settings.remote_user_home,
+        }
+    )
+    # Paths the plan computed for the final prefix mean the staged one while building.
+    env = {k: v.replace(prefix, env["PREFIX"]) for k, v in env.items()}
+    command = ["bash", posixpath.join(str(seen), "feature", script.name)]
+    if sandboxed:
+        uid, gid = _script_user(settings)
+        os.makedirs(MOUNT, mode=0o755, exist_ok=True)
+        os.chmod(staging, 0o755)  # noqa: S103 - the user must reach its prefix
+        for path in (tree, home, tmp, copy):
+            _chown_tree(path, uid, gid)
+        command = ["unshare", "--mount", "--propagation", "private", "--"]
+        command += ["sh", "-c", _SNIPPET, "sandbox", str(staging), str(uid), str(gid)]
+        command += ["bash", posixpath.join(MOUNT, "feature", script.name)]
+    lines: list[str] = []
+    try:
+        done = procs.run(command, env=env, cwd=copy, timeout=timeout, on_line=lines.append)
+    except procs.ProcError as exc:
+        raise ScriptError(f"the script {script.name}: {exc}") from exc
+    finally:
+        on_output("\n".join(lines))
+        if sandboxed:
+            _reclaim(tree)
+    if not done.ok:
+        raise ScriptError(f"the script {script.name} failed: {done.describe()}")
+    return done.output
+
+
+def _script_user(settings: ScriptSettings) -> tuple[int, int]:
+    if os.geteuid() != 0:
+        raise ScriptError(
+            "the script method runs scripts as an unprivileged user in a mount namespace, "
+            "which needs the agent to run as root; run it as root, or set "
+            "installer.script_isolation: none to run scripts as the agent's own user "
+            "(unconfined: they can write wherever the agent can)"
+        )
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        raise ScriptError("the script sandbox needs unshare and setpriv (util-linux); install it")
+    try:
+        entry = pwd.getpwnam(settings.user)
+    except KeyError:
+        raise ScriptError(
+            f"installer.script_user {settings.user!r} is not a user on this machine; give "
+            "an unprivileged user that owns no files (default nobody)"
+        ) from None
+    if entry.pw_uid == 0:
+        raise ScriptError(
+            f"installer.script_user {settings.user!r} is root; give an unprivileged user"
+        )
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.lchown(path, uid, gid)
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(folder, name), uid, gid)
+
+
+def _reclaim(tree: Path) -> None:
+    """Own everything again and drop setuid/setgid bits; refuse special files."""
+    uid, gid = os.geteuid(), os.getegid()
+    os.lchown(tree, uid, gid)
+    for folder, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            os.lchown(path, uid, gid)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                os.unlink(path)
+                raise ScriptError(
+                    f"the script left {os.path.relpath(path, tree)}, which is neither a file, "
+                    "a folder nor a link; entries hold only those"
+                )
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
