@@ -70,11 +70,7 @@ def run_ensure(args: argparse.Namespace) -> int:
             print(f"runner-agent: {line}", file=sys.stderr)
         return common.EXIT_BAD
     same = (target.os, target.arch, target.libc) == (local.os, local.arch, local.libc)
-    options = installing.Options(
-        lock_timeout=settings.installer.lock_timeout_seconds,
-        policy=settings_policy(settings),
-        run_check=same,
-    )
+    options = installing.options_from(settings.installer, native=same)
     try:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
         ensured = store_ensuring.ensure_plan(
@@ -84,18 +80,6 @@ def run_ensure(args: argparse.Namespace) -> int:
         return common.fail(str(exc))
     emit(ensured.to_data(), args.format)
     return common.EXIT_OK
-
-
-def settings_policy(settings: Any) -> Any:
-    """The download policy the installer settings describe."""
-    from agent.store import downloads
-
-    installer = settings.installer
-    return downloads.Policy(
-        attempts=installer.download_attempts,
-        stall_timeout=installer.stall_timeout_seconds,
-        mirrors=tuple(installer.mirrors.items()),
-    )
 
 
 def emit(data: dict[str, Any], fmt: str) -> None:

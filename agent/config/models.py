@@ -6,13 +6,14 @@ JSON Schema; a reload that changes them keeps the running value and reports the 
 as needing a restart.
 
 Group names reserved for later features, so nothing else may take them: ``runner``,
-``services``, ``gpu`` and ``github``.
+``gpu`` and ``github``. ``services`` holds supervised services (:mod:`agent.config.services`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
+
+from agent.config import services as services_specs
 
 RESTART: JsonDict = {"x-restart-required": True}
 _HOST_RE = re.compile(r"(?a:[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)")
@@ -325,6 +328,29 @@ class FeaturesSettings(_Group):
     )
 
 
+def _check_proxy(value: str | None) -> str | None:
+    if value is None or value == "":
+        return value
+    parsed = urllib.parse.urlsplit(value)
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+    ):
+        raise ValueError(
+            f"{value!r} is not a proxy URL: expected http://host:port or https://host:port "
+            "(user:password@ allowed), or '' for no proxy"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has a bad port: {exc}") from None
+    return value
+
+
+ProxyURL = Annotated[str | None, AfterValidator(_check_proxy)]
+
+
 class InstallerSettings(_Group):
     """How the agent downloads and installs into the store."""
 
@@ -358,6 +384,97 @@ class InstallerSettings(_Group):
             "Default 30 s."
         ),
     )
+    http_proxy: ProxyURL = Field(
+        default=None,
+        description=(
+            "Proxy for http:// downloads, by the agent and by the pip and npm it runs. "
+            "Default: the http_proxy environment variable; '' means none."
+        ),
+    )
+    https_proxy: ProxyURL = Field(
+        default=None,
+        description=(
+            "Proxy for https:// downloads (archives, pip, npm). Default: the https_proxy "
+            "environment variable; '' means none."
+        ),
+    )
+    no_proxy: str | None = Field(
+        default=None,
+        description=(
+            "Comma-separated hosts and domains reached directly, as in no_proxy "
+            "(e.g. 'localhost,.internal'). Default: the no_proxy environment variable."
+        ),
+    )
+    ca_bundle: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "A PEM file of extra CA certificates (a TLS-inspecting proxy's root), added to "
+            "the system's trust for archives, pip and npm, never replacing it. Default none."
+        ),
+    )
+    parallelism: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description=(
+            "Features installed at once when they do not depend on each other. Default 2: "
+            "installs are network- and disk-bound, and the runner shares the node."
+        ),
+    )
+    step_timeout_seconds: Seconds = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Seconds one install command (pip, npm, a script, a package manager) may run "
+            "before its process group is killed. Default 15 min."
+        ),
+    )
+    script_isolation: Literal["sandbox", "none"] = Field(
+        default="sandbox",
+        description=(
+            "How feature scripts run. sandbox (default): as script_user in a private mount "
+            "namespace, able to write only into their PREFIX; needs the agent to run as "
+            "root. none: as the agent's own user, unconfined."
+        ),
+    )
+    script_user: str = Field(
+        default="nobody",
+        min_length=1,
+        description="The unprivileged user sandboxed scripts run as. Default nobody.",
+    )
+    script_remote_user: str = Field(
+        default="runner",
+        min_length=1,
+        description=(
+            "The job's user, given to scripts as _REMOTE_USER and _CONTAINER_USER (the Dev "
+            "Container Features contract); its home is /home/<user>. Default runner."
+        ),
+    )
+    package_cache: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "Where OS package managers keep downloaded packages (apt's archives, dnf's "
+            "cache, apk's cache), shared by every host on the volume so no package is "
+            "fetched twice. Default <cache.root>/.runner-agent/packages."
+        ),
+    )
+    index_refresh_seconds: Seconds = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "Run the package index refresh (apt-get update) at most this often per host. "
+            "A new repository from a feature always refreshes. Default 1 h; 0 = always."
+        ),
+    )
+    package_lock_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds to wait for another package manager run on the host to release its "
+            "lock (printed while waiting) before the install fails. Default 5 min."
+        ),
+    )
 
 
 class Settings(_Group):
@@ -369,6 +486,24 @@ class Settings(_Group):
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     installer: InstallerSettings = Field(default_factory=InstallerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    services: Annotated[
+        dict[services_specs.ServiceName, services_specs.ServiceSpec],
+        AfterValidator(_check_services),
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Supervised services by name, e.g. {dockerd: {preset: dockerd}}: started in "
+            "depends_on order, health-checked, restarted with backoff, stopped in reverse "
+            "order at shutdown. A changed spec restarts that service on reload. Default none."
+        ),
+    )
+
+
+def _check_services(
+    value: dict[str, services_specs.ServiceSpec],
+) -> dict[str, services_specs.ServiceSpec]:
+    services_specs.check_graph(value)
+    return value
 
 
 def restart_required_paths(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:

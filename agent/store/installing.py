@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.config import models
 from agent.store import (
     builders,
     downloads,
@@ -44,6 +45,7 @@ from agent.store import (
     installlog,
     layout,
     locks,
+    network,
     publishing,
     receipts,
     sandbox,
@@ -73,6 +75,32 @@ class Options:
     run_check: bool = True
     """False when the target is not the platform the agent runs on."""
     script: sandbox.ScriptSettings = field(default_factory=sandbox.ScriptSettings)
+
+
+def options_from(installer: models.InstallerSettings, *, native: bool) -> Options:
+    """The install options the agent's ``installer`` settings describe."""
+    return Options(
+        lock_timeout=installer.lock_timeout_seconds,
+        policy=downloads.Policy(
+            attempts=installer.download_attempts,
+            stall_timeout=installer.stall_timeout_seconds,
+            mirrors=tuple(installer.mirrors.items()),
+            network=network.Network(
+                http_proxy=installer.http_proxy,
+                https_proxy=installer.https_proxy,
+                no_proxy=installer.no_proxy,
+                ca_bundle=str(installer.ca_bundle) if installer.ca_bundle else None,
+            ),
+        ),
+        run_timeout=installer.step_timeout_seconds,
+        run_check=native,
+        script=sandbox.ScriptSettings(
+            isolation=installer.script_isolation,
+            user=installer.script_user,
+            remote_user=installer.script_remote_user,
+            remote_user_home=f"/home/{installer.script_remote_user}",
+        ),
+    )
 
 
 @dataclass(frozen=True)
