@@ -1,0 +1,55 @@
+"""The stop gate: lets a service (dockerd) outlive the runner's current job.
+
+Policy: the gate is open unless someone closed it. While it is closed, agent shutdown
+waits before stopping any service whose ``stop.gate`` is set, until the gate opens or
+the service's ``stop.gate_max_wait_seconds`` pass, whichever comes first (ARC #3842: a
+dind sidecar killed on SIGTERM fails the job the runner is still finishing). Job
+tracking closes it for the length of a job; today an operator (or a test) does, through
+``POST /v1/stop-gate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+logger = logging.getLogger("agent.services")
+
+
+class StopGate:
+    """Open or closed, with who closed it and why."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.reason = "open at start"
+        self.since = time.time()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether gated services may stop now."""
+        return self._open.is_set()
+
+    def close(self, reason: str) -> None:
+        """Hold gated services up at shutdown until :meth:`open`."""
+        if self.is_open:
+            logger.info("stop gate closed: %s", reason, extra={"reason": reason})
+            self.since = time.time()
+        self._open.clear()
+        self.reason = reason
+
+    def open(self, reason: str) -> None:
+        """Let gated services stop."""
+        if not self.is_open:
+            logger.info("stop gate opened: %s", reason, extra={"reason": reason})
+            self.since = time.time()
+        self._open.set()
+        self.reason = reason
+
+    async def wait_open(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the gate is open, at most ``timeout`` seconds; whether it opened."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._open.wait(), timeout=timeout)
+        return self.is_open
