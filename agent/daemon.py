@@ -13,7 +13,11 @@ Policy:
 - the first SIGTERM/SIGINT starts a graceful drain bounded by
   ``server.shutdown_grace_seconds``; a second one exits at once. Both exit 0: a sidecar
   that exits non-zero gets the runner pod deleted. SIGHUP reloads the configuration;
-- every background task runs under :func:`agent.kits.aiotasks.guard`.
+- every background task runs under :func:`agent.kits.aiotasks.guard`;
+- supervised services start once the probe listener is up; at shutdown, readiness goes
+  false, then the stop gate is waited for (bounded, with the API still serving so job
+  tracking can open it), then the API drains, then services stop in reverse dependency
+  order within what is left of the grace. A second signal SIGKILLs them and exits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from agent.config import loading, models, reloading, tokens
 from agent.http import draining, listeners, probes
 from agent.kits import aiotasks, logs, signals
 from agent.observe import conditions, looplag, metrics
+from agent.services import exporting
+from agent.services import supervisor as services_supervisor
 
 logger = logging.getLogger("agent.daemon")
 
@@ -138,6 +144,8 @@ class Daemon:
         self._api_runner: web.AppRunner | None = None
         self._inflight = draining.InFlight()
         self._socket: Path | None = None
+        self.supervisor: services_supervisor.Supervisor | None = None
+        self.metrics.registry.register(exporting.ServicesCollector(lambda: self.supervisor))
         self._set_config_condition(loaded)
         self.metrics.config_generation.set(loaded.generation)
 
@@ -164,6 +172,8 @@ class Daemon:
         self._set_config_condition(new)
         # Manifests may have changed with the folders or on disk: reload them too.
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
+        if self.supervisor is not None and not self._stop.is_set():
+            self.supervisor.apply(dict(new.settings.services))
 
     def _on_reload_failure(self, error: loading.ConfigError) -> None:
         self.metrics.config_reload_failures.inc()
@@ -195,6 +205,7 @@ class Daemon:
         )
         self._spawn(self._serve_api(), "API listener", forever=False)
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
+        self._start_services()
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
             __version__,
@@ -204,6 +215,27 @@ class Daemon:
         await self._stop.wait()
         await self._shutdown(probe_runner)
         return EXIT_OK
+
+    def _start_services(self) -> None:
+        if os.getpid() == 1 and self.settings.services:
+            logger.warning(
+                "the agent runs as PID 1 with services: orphans of a crashed service (such "
+                "as dockerd's containerd) will not be reaped; run it under tini "
+                "(docker --init, or tini as the image's entrypoint)"
+            )
+        self.supervisor = services_supervisor.Supervisor(
+            dict(self.settings.services), on_change=self._services_changed
+        )
+        self.supervisor.start()
+
+    def _services_changed(self) -> None:
+        # The condition exists once services are configured: an agent without any keeps
+        # the conditions it always had.
+        sup = self.supervisor
+        if sup is None or (not sup.services and "services" not in self.conditions.names()):
+            return
+        ok, message = sup.readiness()
+        self.conditions.set("services", ok=ok, message=message)
 
     async def _bind_probes(self, runner: web.AppRunner, address: str) -> bool:
         # A taken port may free up (an old agent still draining): retry with backoff
@@ -270,6 +302,8 @@ class Daemon:
             self._stop.set()
             return
         logger.warning("%s received again: exiting now without draining", sig.name)
+        if self.supervisor is not None:
+            self.supervisor.kill_now()  # no service outlives the agent, even now
         self._remove_socket()
         logging.shutdown()
         os._exit(EXIT_OK)
@@ -285,6 +319,7 @@ class Daemon:
             conditions=self.conditions,
             started=self.started,
             catalog=lambda: self.catalog,
+            services=lambda: self.supervisor,
         )
         runner = web.AppRunner(
             api.make_app(ctx, m=self.metrics, inflight=self._inflight),
@@ -326,6 +361,10 @@ class Daemon:
         # tasks stop; probes go last. Every step takes its time from one budget, the
         # grace, so the process is gone before the kubelet's SIGKILL.
         self.conditions.set("lifecycle", ok=False, message="shutting down")
+        if self.supervisor is not None:
+            # Before the grace starts, with the API still up: job tracking (or an
+            # operator) opens the gate through it. Bounded by the gated services' wait.
+            await self.supervisor.wait_gate()
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + self.settings.server.shutdown_grace_seconds
@@ -341,6 +380,10 @@ class Daemon:
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
+        if self.supervisor is not None:
+            # Reverse dependency order, each within its grace, all within ours; a little
+            # is kept for the tasks and probes below.
+            await self.supervisor.shutdown(deadline=end - min(0.5, (end - start) / 10))
         await aiotasks.stop_tasks(self._tasks, timeout=max(0.05, (end - loop.time()) / 2))
         await probe_runner.cleanup()
         logger.info("runner-agent stopped after draining for %.2f s", loop.time() - start)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.config import reloading
-from agent.http import auth, bodies, draining, errors, features, instrument, models
+from agent.http import auth, bodies, draining, errors, features, instrument, models, services
 from agent.http import routes as routing
 from agent.http.context import CONTEXT, Context
 from agent.observe import metrics
@@ -152,7 +152,79 @@ def routes() -> list[routing.Route]:
             request=features.PlanRequest,
             errors=(422, 503),
         ),
+        *services_routes(),
         routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
+    ]
+
+
+def services_routes() -> list[routing.Route]:
+    """The supervisor's routes: reading is ``job``, changing is ``admin``."""
+    one = "/v1/services/{name}"
+    return [
+        routing.Route(
+            "GET",
+            "/v1/services",
+            services.list_services,
+            "job",
+            "Supervised services: state, pid, uptime, restarts, last exit and health check",
+            response=services.ServiceList,
+            errors=(503,),
+        ),
+        routing.Route(
+            "GET",
+            f"{one}/logs",
+            services.get_logs,
+            "job",
+            "The last lines of a service's output (?lines=N, default 100)",
+            response=services.LogResponse,
+            errors=(400, 404, 503),
+        ),
+        routing.Route(
+            "POST",
+            f"{one}/start",
+            services.start_service,
+            "admin",
+            "Start a service (also clears `failed`)",
+            response=services.ServiceModel,
+            errors=(404, 503),
+        ),
+        routing.Route(
+            "POST",
+            f"{one}/stop",
+            services.stop_service,
+            "admin",
+            "Stop a service; it stays down until started",
+            response=services.ServiceModel,
+            errors=(404, 503),
+        ),
+        routing.Route(
+            "POST",
+            f"{one}/restart",
+            services.restart_service,
+            "admin",
+            "Restart a service now (counted with reason manual)",
+            response=services.ServiceModel,
+            errors=(404, 503),
+        ),
+        routing.Route(
+            "GET",
+            "/v1/stop-gate",
+            services.get_gate,
+            "job",
+            "The stop gate that holds gated services (dockerd) up at shutdown",
+            response=services.GateModel,
+            errors=(503,),
+        ),
+        routing.Route(
+            "POST",
+            "/v1/stop-gate",
+            services.post_gate,
+            "admin",
+            "Open or close the stop gate",
+            request=services.GateRequest,
+            response=services.GateModel,
+            errors=(503,),
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
 from agent.observe import conditions
+from agent.services import supervisor
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Context:
     started: float
     catalog: Callable[[], catalog_loading.Catalog | None] = lambda: None
     """The catalog in force, or ``None`` while it first loads."""
+    services: Callable[[], supervisor.Supervisor | None] = lambda: None
+    """The service supervisor, or ``None`` before it starts."""
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -58,6 +58,10 @@ class Conditions:
         """Whether every condition holds (an agent with none registered is not ready)."""
         return bool(self._items) and all(c.ok for c in self._items.values())
 
+    def names(self) -> frozenset[str]:
+        """The names of the registered conditions."""
+        return frozenset(self._items)
+
     def snapshot(self) -> list[Condition]:
         """All conditions, sorted by name."""
         return [self._items[k] for k in sorted(self._items)]

@@ -1,0 +1,184 @@
+"""``runner-agent services [ls | logs NAME | restart NAME | stop NAME | start NAME]``.
+
+Talks to a running agent over its API socket: ``ls`` and ``logs`` need the job scope,
+``restart``, ``stop`` and ``start`` the admin scope (``--token-file``, or the socket's
+file mode when no admin token is configured). Exit codes: 0 done, 1 the agent refused
+(unknown service, not allowed), 3 the agent could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.cli import common
+from agent.config import loading
+
+
+def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``services``."""
+    services = sub.add_parser(
+        "services",
+        help="list supervised services, show their output, restart, stop or start one",
+        description="Ask a running agent about its supervised services (default: ls).",
+    )
+    ssub = services.add_subparsers(dest="services_command", metavar="SUBCOMMAND")
+
+    def common_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--socket",
+            type=Path,
+            default=None,
+            help=f"API socket (default: ${loading.ENV_SOCKET}, else the configured one)",
+        )
+        parser.add_argument("--token-file", type=Path, default=None, help="bearer token file")
+        config_arg(parser)
+
+    common_args(services)
+    services.add_argument("--json", action="store_true", help="print the raw JSON")
+    services.set_defaults(run=run_ls)
+    listing = ssub.add_parser("ls", help="list services and their state")
+    common_args(listing)
+    listing.add_argument("--json", action="store_true", help="print the raw JSON")
+    listing.set_defaults(run=run_ls)
+    logs = ssub.add_parser("logs", help="print a service's last output lines")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="how many (default 100)")
+    common_args(logs)
+    logs.set_defaults(run=run_logs)
+    for verb, text in (
+        ("restart", "restart a service now (admin)"),
+        ("stop", "stop a service; it stays down until started (admin)"),
+        ("start", "start a service, also one that is failed (admin)"),
+    ):
+        command = ssub.add_parser(verb, help=text, description=text.capitalize() + ".")
+        command.add_argument("name")
+        common_args(command)
+        command.set_defaults(run=run_command, verb=verb)
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    env = os.environ.get(loading.ENV_SOCKET)
+    if env:
+        return Path(env)
+    from agent.config import models
+
+    try:
+        return loading.load(common.config_path(args)).server.socket_path
+    except loading.ConfigError:
+        return models.ServerSettings().socket_path
+
+
+def _call(args: argparse.Namespace, method: str, target: str) -> tuple[int, Any] | int:
+    """The status and JSON body, or an exit code after printing why it failed."""
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return common.fail(f"cannot read {args.token_file}: {exc.strerror}", common.EXIT_USAGE)
+    path = _socket(args)
+    try:
+        status, body = unix_request(path, method, target, token=token)
+    except OSError as exc:
+        return common.fail(
+            f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
+        )
+    if status >= 300:
+        message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
+        return common.fail(f"{method} {target} failed ({status}): {message}")
+    return status, body
+
+
+def _ago(when: float | None) -> str:
+    if when is None:
+        return "-"
+    seconds = max(0.0, time.time() - when)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    """List services."""
+    answer = _call(args, "GET", "/v1/services")
+    if isinstance(answer, int):
+        return answer
+    _, body = answer
+    if getattr(args, "json", False):
+        print(json.dumps(body, indent=2))
+        return common.EXIT_OK
+    print(f"{'NAME':<16} {'STATE':<11} {'UP':<3} {'PID':>7} {'UPTIME':>7} {'RESTARTS':>8}  LAST")
+    for svc in body["services"]:
+        restarts = sum(svc["restarts"].values())
+        health = svc["last_health"]
+        last = health["message"] if health else (svc["last_exit"] or svc["message"])
+        uptime = _ago(time.time() - svc["uptime_seconds"]) if svc["uptime_seconds"] else "-"
+        print(
+            f"{svc['name']:<16} {svc['state']:<11} {'yes' if svc['up'] else 'no':<3} "
+            f"{svc['pid'] or '-':>7} {uptime:>7} {restarts:>8}  {last}"
+        )
+    print("ready" if body["ready"] else f"NOT READY: {body['message']}")
+    return common.EXIT_OK
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    """Print a service's last lines."""
+    answer = _call(args, "GET", f"/v1/services/{args.name}/logs?lines={args.lines}")
+    if isinstance(answer, int):
+        return answer
+    for line in answer[1]["lines"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(line["time"]))
+        out = sys.stderr if line["stream"] == "stderr" else sys.stdout
+        print(f"{stamp} {line['text']}", file=out)
+    return common.EXIT_OK
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """restart, stop or start a service."""
+    answer = _call(args, "POST", f"/v1/services/{args.name}/{args.verb}")
+    if isinstance(answer, int):
+        return answer
+    svc = answer[1]
+    print(f"{args.verb} requested for {svc['name']} (was {svc['state']}: {svc['message']})")
+    return common.EXIT_OK
+
+
+def unix_request(
+    path: Path, method: str, target: str, *, token: str | None, body: bytes | None = None
+) -> tuple[int, Any]:
+    """Send one request over the unix socket at ``path`` with the standard library."""
+    import http.client
+    import socket
+
+    class _Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(str(path))
+            self.sock = sock
+
+    conn = _Conn("localhost", timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, target, body=body, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
