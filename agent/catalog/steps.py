@@ -217,10 +217,27 @@ def _system(method: methods.SystemMethod, target: model.Platform) -> list[dict[s
     commands = packagers.install_commands(manager, list(method.packages[manager]))
     refreshed = False
     for command in commands:
+        # "purpose" and "manager" let the host executor keep the manager's download cache
+        # on the shared volume and refresh the index at most once per interval.
         if command.refresh and not refreshed:
             actions.append(
-                {"action": "run", "argv": list(command.refresh), "env": dict(command.env)}
+                {
+                    "action": "run",
+                    "argv": list(command.refresh),
+                    "env": dict(command.env),
+                    "purpose": "refresh",
+                    "manager": manager,
+                }
             )
             refreshed = True
-        actions.append({"action": "run", "argv": list(command.argv), "env": dict(command.env)})
+        actions.append(
+            {
+                "action": "run",
+                "argv": list(command.argv),
+                "env": dict(command.env),
+                "purpose": "install",
+                "manager": manager,
+                "packages": list(method.packages[manager]),
+            }
+        )
     return actions

@@ -41,6 +41,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     from agent.platform import detect, model
     from agent.store import ensuring as store_ensuring
     from agent.store import installing, layout, locks
+    from agent.system import hostinstall
 
     settings = common.settings(args)
     local = detect.detect()
@@ -73,13 +74,73 @@ def run_ensure(args: argparse.Namespace) -> int:
     options = installing.options_from(settings.installer, native=same)
     try:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
+        store = layout.Store(settings.cache.root)
+        host = target == local or (same and target.package_manager == local.package_manager)
         ensured = store_ensuring.ensure_plan(
-            layout.Store(settings.cache.root), plan.to_data(), lock_backend=backend, options=options
+            store,
+            plan.to_data(),
+            lock_backend=backend,
+            options=options,
+            parallelism=settings.installer.parallelism,
+            system=system_handler(settings, store, backend, options) if host else None,
         )
-    except layout.StoreError as exc:
+    except (layout.StoreError, hostinstall.SystemInstallError) as exc:
         return common.fail(str(exc))
     emit(ensured.to_data(), args.format)
     return common.EXIT_OK
+
+
+def system_handler(settings: Any, store: Any, backend: Any, options: Any) -> Any:
+    """Host mode: run ``system`` steps here, their output streamed to stderr."""
+    import shutil
+
+    from agent.store import downloads
+    from agent.system import hostinstall
+
+    installer = settings.installer
+    cache = installer.package_cache or store.meta / "packages"
+    host = hostinstall.HostSettings(
+        package_cache=cache,
+        index_refresh_seconds=installer.index_refresh_seconds,
+        lock_timeout=float(installer.package_lock_timeout_seconds),
+        step_timeout=installer.step_timeout_seconds,
+    )
+
+    def fetch(url: str, dest: Any) -> None:
+        artifact = downloads.fetch(
+            url, downloads.DownloadCache(store.downloads), sha256=None, policy=options.policy
+        )
+        shutil.copyfile(artifact.path, dest)
+
+    def exclusive(manager: str) -> Any:
+        # The package manager's own lock on its cache is per host; hosts sharing the
+        # volume take this one as well.
+        cache.mkdir(parents=True, exist_ok=True)
+        return backend.hold(
+            cache / f"{manager}.lock",
+            what=f"the shared {manager} package cache",
+            timeout=installer.lock_timeout_seconds,
+        )
+
+    def handle(step: dict[str, Any]) -> dict[str, Any]:
+        done = hostinstall.install(
+            step,
+            host,
+            fetch=fetch,
+            exclusive=exclusive,
+            on_line=lambda line: print(f"  {step['id']}: {line}", file=sys.stderr, flush=True),
+        )
+        return {
+            "id": done.id,
+            "version": done.version,
+            "manager": done.manager,
+            "already_present": done.already_present,
+            "refreshed": done.refreshed,
+            "seconds": round(done.seconds, 3),
+            "check": done.check,
+        }
+
+    return handle
 
 
 def emit(data: dict[str, Any], fmt: str) -> None:

@@ -144,12 +144,13 @@ def install_commands(
         # retry a failed refresh. needrestart (Ubuntu 22.04+) reads NEEDRESTART_MODE;
         # "l" lists stale services rather than restarting them: an install for one job must
         # not restart the runner or dockerd under the others.
+        # One -q: no progress bars, but the "Get:" and "Need to get" lines stay in the log.
         lock = ("-o", f"DPkg::Lock::Timeout={timeout}")
         return [
             InstallCommand(
-                argv=("apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *names),
+                argv=("apt-get", *lock, "install", "-y", "-q", "--no-install-recommends", *names),
                 env=(("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "l")),
-                refresh=("apt-get", *lock, "update", "-qq"),
+                refresh=("apt-get", *lock, "update", "-q"),
             )
         ]
     if manager == "dnf":

@@ -1,18 +1,28 @@
 """Ensure a resolved plan is installed, and say what to export.
 
 Policy: this takes a plan as data (from the catalog's resolver) and makes every step's
-entry present, in the plan's order; it does not resolve anything itself, so the store
-never depends on the catalog. The environment it returns is absolute for this store's
-mount point (receipts keep it relative, for other mount points).
+entry present, round by round: steps of one round do not depend on each other and
+install concurrently, up to ``parallelism`` at once; a round starts when the one before
+it is complete, and the first failure stops the plan after the steps already running
+finish. It resolves nothing itself, so the store never depends on the catalog.
+``system`` steps are not the store's: they go to the ``system`` callable the caller
+gives (the host executor in host mode), and without one they are an error. The
+environment it returns is absolute for this store's mount point (receipts keep it
+relative, for other mount points).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.store import installing, layout, locks
+
+SystemHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -20,6 +30,7 @@ class Ensured:
     """What was ensured and what to export."""
 
     installed: list[installing.Installed] = field(default_factory=list)
+    system: list[dict[str, Any]] = field(default_factory=list)
     path: list[str] = field(default_factory=list)
     vars: dict[str, str] = field(default_factory=dict)
 
@@ -35,6 +46,7 @@ class Ensured:
                 }
                 for i in self.installed
             ],
+            "system": self.system,
             "path": self.path,
             "vars": self.vars,
         }
@@ -46,17 +58,42 @@ def ensure_plan(
     *,
     lock_backend: locks.LockBackend | None = None,
     options: installing.Options | None = None,
+    parallelism: int = 1,
+    system: SystemHandler | None = None,
 ) -> Ensured:
     """Install every step of ``plan`` that is missing; return the environment to export."""
     store.open()
     backend = lock_backend or locks.PosixLocks()
     result = Ensured()
-    for step in plan["features"]:
-        step = {**step, "platform": plan["platform"]}
-        done = installing.install(store, step, lock_backend=backend, options=options)
-        result.installed.append(done)
-        for rel in done.receipt.env.get("path", []):
-            result.path.append(os.path.normpath(os.path.join(done.entry.path, rel)))
-        for name, value in done.receipt.env.get("vars", {}).items():
-            result.vars[name] = value.replace(installing.PREFIX_VAR, str(done.entry.path))
+    steps = [{**step, "platform": plan["platform"]} for step in plan["features"]]
+    for step in steps:
+        if step["method"] == "system" and system is None:
+            raise layout.StoreError(
+                f"{step['id']} installs OS packages, which only host mode runs; install it "
+                "on the runner (runner-agent ensure on that host) or choose another method"
+            )
+    done: dict[int, installing.Installed | dict[str, Any]] = {}
+
+    def one(index: int) -> None:
+        step = steps[index]
+        if step["method"] == "system":
+            assert system is not None
+            done[index] = system(step)
+        else:
+            done[index] = installing.install(store, step, lock_backend=backend, options=options)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        for _, group in itertools.groupby(range(len(steps)), key=lambda i: steps[i].get("round")):
+            for future in [pool.submit(one, i) for i in group]:
+                future.result()  # the first failure propagates, after its round settles
+    for index in range(len(steps)):
+        item = done[index]
+        if isinstance(item, dict):
+            result.system.append(item)
+            continue
+        result.installed.append(item)
+        for rel in item.receipt.env.get("path", []):
+            result.path.append(os.path.normpath(os.path.join(item.entry.path, rel)))
+        for name, value in item.receipt.env.get("vars", {}).items():
+            result.vars[name] = value.replace(installing.PREFIX_VAR, str(item.entry.path))
     return result
