@@ -152,21 +152,24 @@ def dockerd(data: dict[str, Any]) -> dict[str, Any]:
     except ValidationError:
         return out
     out.setdefault("command", params.argv())
-    out.setdefault(
-        "health",
-        {
-            "kind": "http",
-            "socket": str(params.socket),
-            "method": "GET",
-            "path": "/_ping",
-            "expect_status": 200,
-            "expect_body": "OK",
-            "interval_seconds": 2.0,
-            "timeout_seconds": 2.0,
-            "failure_threshold": 3,
-            "start_period_seconds": 120.0,
-        },
-    )
+    health = {
+        "kind": "http",
+        "socket": str(params.socket),
+        "method": "GET",
+        "path": "/_ping",
+        "expect_status": 200,
+        "expect_body": "OK",
+        "interval_seconds": 2.0,
+        "timeout_seconds": 2.0,
+        "failure_threshold": 3,
+        "start_period_seconds": 120.0,
+    }
+    given = out.get("health")
+    if given is None:
+        out["health"] = health
+    elif isinstance(given, dict) and "kind" not in given:
+        # Timings alone (interval_seconds: 1) tune the preset's /_ping check.
+        out["health"] = {**health, **given}
     out.setdefault(
         "pre_start",
         {
