@@ -377,7 +377,7 @@ def _http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
 def _network_error(url: str, reason: object, phase: str, policy: Policy) -> DownloadError:
     if isinstance(reason, ssl.SSLCertVerificationError):
         problem = f"TLS certificate not trusted: {reason.verify_message}"
-        return _fatal(url, problem, "install the server's CA certificate or fix the URL")
+        return _fatal(url, problem, "add its CA to installer.ca_bundle (a PEM file) or fix the URL")
     if isinstance(reason, socket.gaierror) and reason.errno != socket.EAI_AGAIN:
         return _fatal(url, f"cannot resolve the host: {reason.strerror}", "check the URL and DNS")
     if isinstance(reason, TimeoutError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
+        if owner.only_from is not None and self.client_address[0] != owner.only_from:
+            # Stands for a network that only the proxy can reach.
+            with owner._lock:
+                owner.refused += 1
+            self.send_error(403, "direct connections are refused; use the proxy")
+            return
         reply = owner._take(urllib.parse.urlsplit(self.path).path, dict(self.headers))
         self.send_response(reply.status)
         for name, value in reply.headers:
@@ -93,7 +100,16 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 class Server:
     """Serves scripted routes; use as a context manager (or through ``http_server``)."""
 
-    def __init__(self, routes: dict[str, list[Reply]] | None = None) -> None:
+    def __init__(
+        self,
+        routes: dict[str, list[Reply]] | None = None,
+        *,
+        only_from: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.only_from = only_from
+        self.refused = 0
+        self._tls = tls
         self._routes: dict[str, list[Reply]] = {p: list(r) for p, r in (routes or {}).items()}
         self._counts: collections.Counter[str] = collections.Counter()
         self._headers: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
@@ -111,7 +127,8 @@ class Server:
     def url(self, path: str = "/") -> str:
         assert self._httpd is not None, "the server is not running"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host!s}:{port}{path}"
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -134,6 +151,8 @@ class Server:
     def start(self) -> None:
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
+        if self._tls is not None:
+            self._httpd.socket = self._tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http"
         )
