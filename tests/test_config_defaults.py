@@ -33,6 +33,7 @@ def test_every_default_is_pinned() -> None:
             "stall_timeout_seconds": 30.0,
         },
         "logging": {"format": "json", "level": "info"},
+        "services": {},
     }
 
 

@@ -138,8 +138,18 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
         "/v1/features",
         "/v1/features/{id}",
         "/v1/plan",
+        "/v1/services",
+        "/v1/services/{name}/logs",
+        "/v1/services/{name}/start",
+        "/v1/services/{name}/stop",
+        "/v1/services/{name}/restart",
+        "/v1/stop-gate",
         "/openapi.json",
     }
+    for verb in ("start", "stop", "restart"):
+        assert doc["paths"][f"/v1/services/{{name}}/{verb}"]["post"]["x-scope"] == "admin"
+    assert doc["paths"]["/v1/stop-gate"]["post"]["x-scope"] == "admin"
+    assert doc["paths"]["/v1/services"]["get"]["x-scope"] == "job"
     reload_op = doc["paths"]["/v1/reload"]["post"]
     assert reload_op["x-scope"] == "admin"
     assert {"400", "401", "403", "413", "415", "422"} <= set(reload_op["responses"])

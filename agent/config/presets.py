@@ -150,6 +150,9 @@ def dockerd(data: dict[str, Any]) -> dict[str, Any]:
     try:
         params = DockerdParams.model_validate(raw)
     except ValidationError:
+        # Reported with its position by the spec's own validation; a stand-in command
+        # keeps "command is required" from burying it.
+        out.setdefault("command", ["dockerd"])
         return out
     out.setdefault("command", params.argv())
     health = {
@@ -168,7 +171,11 @@ def dockerd(data: dict[str, Any]) -> dict[str, Any]:
     if given is None:
         out["health"] = health
     elif isinstance(given, dict) and "kind" not in given:
-        # Timings alone (interval_seconds: 1) tune the preset's /_ping check.
+        # Timings alone (interval_seconds: 1) tune the preset's /_ping check; a shorter
+        # interval shortens the preset's timeout with it.
+        interval = given.get("interval_seconds")
+        if isinstance(interval, (int, float)) and "timeout_seconds" not in given:
+            health["timeout_seconds"] = min(2.0, float(interval))
         out["health"] = {**health, **given}
     out.setdefault(
         "pre_start",

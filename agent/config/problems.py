@@ -9,6 +9,7 @@ branches and "needs at least one item" echoes dropped.
 from __future__ import annotations
 
 import reprlib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,14 @@ def dotted(path: tuple[str | int, ...]) -> str:
 
 def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
     """The field names allowed at ``loc`` (the parent of an unknown key), if a model."""
-    for part in loc:
-        field = model.model_fields.get(str(part))
+    parts = list(loc)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
         annotation = field.annotation if field else None
+        if typing.get_origin(annotation) is dict and parts:
+            # A map of models (services.<name>): the key is a name, the value a model.
+            parts.pop(0)
+            annotation = typing.get_args(annotation)[1]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation
