@@ -6,6 +6,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,55 @@ def test_a_foreign_target_gets_its_own_wheel(tmp_path: Path) -> None:
     assert elf_machine(entry.entry.path / "bin" / "ninja") == 183  # AArch64
     assert entry.receipt.check.startswith("skipped")
     assert entry.receipt.platform["arch"] == "arm64"
+
+
+def test_a_pip_feature_that_needs_python_is_installed_with_the_python_feature(
+    tmp_path: Path,
+) -> None:
+    """``python`` here is a script feature linking this machine's CPython (the real one
+    downloads from outside the registries); the pip feature requires it, so pip runs
+    with that interpreter and the console script runs on whatever python3 PATH holds."""
+    if os.geteuid() != 0:
+        pytest.skip("the python stand-in is a sandboxed script: needs root")
+    real = os.path.realpath(sys.executable)
+    version = ".".join(map(str, sys.version_info[:3]))
+    features = tmp_path / "features"
+    (features / "python").mkdir(parents=True)
+    (features / "python" / "feature.yaml").write_text(
+        f"id: python\nname: Python\nversions: ['{version}']\nplatforms: [linux]\n"
+        "toolcache_name: Python\ninstall:\n  - method: script\n    platforms: [linux]\n"
+        "env: {path: [bin]}\n"
+    )
+    (features / "python" / "install.sh").write_text(
+        f'mkdir -p "$PREFIX/bin"\nln -s {real} "$PREFIX/bin/python3"\n'
+    )
+    (features / "cowsay").mkdir()
+    (features / "cowsay" / "feature.yaml").write_text(
+        "id: cowsay\nname: cowsay\nversions: ['6.1']\nplatforms: [linux]\nrequires: [python]\n"
+        "install:\n  - method: pip\n    platforms: [linux]\n    packages: ['cowsay=={version}']\n"
+        "env: {path: [bin], vars: {PYTHONPATH: '{prefix}'}}\n"
+    )
+    store = tmp_path / "store"
+    plan = resolver.resolve(
+        [requests.parse("feature:cowsay")], loading.load([features]), X64, store_root=str(store)
+    ).to_data()
+    pip_argv = plan["features"][1]["actions"][0]["argv"]
+    short = ".".join(version.split(".")[:2])
+    assert pip_argv[pip_argv.index("--python-version") + 1] == short
+    done = ensuring.ensure_plan(
+        layout.Store(store), plan, options=installing.Options(lock_timeout=60)
+    )
+    python_entry, cowsay_entry = (i.entry.path for i in done.installed)
+    log = (store / ".runner-agent" / "logs" / f"{done.installed[1].entry.key}.log").read_text()
+    assert f"pip with {store}/Python/{version}/x64/bin/python3" in log
+    script = cowsay_entry / "bin" / "cowsay"
+    assert script.read_text().startswith("#!/usr/bin/env python3\n")
+    env = {
+        "PATH": f"{python_entry}/bin:{cowsay_entry}/bin:/usr/bin",
+        "PYTHONPATH": str(cowsay_entry),
+    }
+    ran = subprocess.run(
+        ["cowsay", "-t", "moo"], env=env, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "moo" in ran.stdout
