@@ -110,9 +110,9 @@ WHERE = (
 # Mode "barrier": says ready, reads a barrier time from stdin and sleeps until it; mode
 # "floor" does the same, then exits without ensuring anything.
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
-from agent.store import downloads, ensuring, installing, layout
+from agent.store import downloads, ensuring, installing, layout, locks
 t_imported = time.time()
 plan_file, store, base, mode = sys.argv[1:5]
 plan = json.loads(Path(plan_file).read_text())
@@ -131,7 +131,11 @@ if mode in ("barrier", "floor"):
         raise SystemExit(0)
 t_start = time.time()
 print("go", flush=True)
-done = ensuring.ensure_plan(layout.Store(Path(store)), plan, options=options)
+lease = float(os.environ.get("BENCH_LEASE_TTL", "0"))
+backend = locks.LeaseLocks(ttl=lease, poll=0.02) if lease else locks.PosixLocks()
+done = ensuring.ensure_plan(
+    layout.Store(Path(store)), plan, options=options, lock_backend=backend
+)
 first = done.installed[0]
 print(json.dumps({
     "cached": first.cached,
@@ -231,7 +235,11 @@ def warm_and_cold(tmp: Path, server: Server, args: argparse.Namespace) -> dict[s
     store = layout.Store(root)
     first = ensuring.ensure_plan(store, plan, options=opts)  # the one cold install, untimed
     step = {**plan["features"][0], "platform": plan["platform"]}
-    backend = locks.PosixLocks()
+    backend = (
+        locks.LeaseLocks(ttl=args.lease_ttl, poll=0.02)
+        if args.lock_backend == "lease"
+        else locks.PosixLocks()
+    )
     requests_before = sum(server.count(p) for p in paths)
     hits: list[bool] = []
 
@@ -552,6 +560,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="start",
         help="the kill delay counts from the child's ensure call (default) or from Popen",
     )
+    parser.add_argument(
+        "--lock-backend",
+        choices=["posix", "lease"],
+        default="posix",
+        help="the children's lock backend (cache.lock_backend); lease uses --lease-ttl",
+    )
+    parser.add_argument("--lease-ttl", type=float, default=1.0, help="lease time (s) for lease")
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp stores go")
     parser.add_argument("--quick", action="store_true", help="warm 500, cold 2, race 8, kills 20")
@@ -569,12 +584,16 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     for name in ("no_proxy", "NO_PROXY"):
         os.environ[name] = "127.0.0.1"
+    if args.lock_backend == "lease":
+        os.environ["BENCH_LEASE_TTL"] = str(args.lease_ttl)  # the children read it
     print("command: " + shlex.join([sys.executable, *sys.argv]))
     tmp = Path(tempfile.mkdtemp(prefix="ra-bench-store-", dir=args.dir))
     print(
         f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; stores in {tmp} "
         f"({fs_type(tmp)}); warm {args.warm}; cold {args.cold}; race {args.race} x "
-        f"{args.race_mib} MiB; kills {args.kills}; seed {args.seed}",
+        f"{args.race_mib} MiB; kills {args.kills}; seed {args.seed}; locks "
+        f"{args.lock_backend}"
+        + (f" (ttl {args.lease_ttl:g} s)" if args.lock_backend == "lease" else ""),
         flush=True,
     )
     try:
