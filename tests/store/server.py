@@ -31,6 +31,7 @@ class Reply:
     send: int | None = None  # bytes of the body actually sent, then the connection closes
     stall: float = 0.0  # seconds to wait, silent, after sending ``send`` bytes
     content_length: bool = True  # False: no Content-Length, the body ends at close
+    delay: float = 0.0  # seconds to wait before answering at all
 
 
 def ok(body: bytes, *, content_length: bool = True) -> Reply:
@@ -72,6 +73,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(403, "direct connections are refused; use the proxy")
             return
         reply = owner._take(urllib.parse.urlsplit(self.path).path, dict(self.headers))
+        with owner._lock:
+            owner._in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner._in_flight)
+        try:
+            if reply.delay:
+                owner._stopping.wait(reply.delay)
+            self._answer(reply)
+        finally:
+            with owner._lock:
+                owner._in_flight -= 1
+
+    def _answer(self, reply: Reply) -> None:
+        owner = self.server.owner
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)
@@ -109,6 +123,8 @@ class Server:
     ) -> None:
         self.only_from = only_from
         self.refused = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._tls = tls
         self._routes: dict[str, list[Reply]] = {p: list(r) for p, r in (routes or {}).items()}
         self._counts: collections.Counter[str] = collections.Counter()

@@ -18,7 +18,7 @@ from agent.config import paths
 from agent.store import downloads, ensuring, installing, layout, network
 from tests.store import fixtures
 from tests.store.proxy import SOURCE, ForwardProxy
-from tests.store.server import Server, ok
+from tests.store.server import Reply, Server, ok
 
 BODY = fixtures.tar_gz({"bin/tool": (b"#!/bin/sh\necho tool 1.0.0\n", 0o755)}, top="tool")
 
@@ -141,3 +141,28 @@ def test_pip_and_npm_go_through_the_proxy(tmp_path: Path, proxy: ForwardProxy) -
     )
     ensuring.ensure_plan(layout.Store(store), npm_plan.to_data(), options=options)
     assert proxy.count("CONNECT") > before
+
+
+def test_independent_features_install_in_parallel_up_to_the_setting(tmp_path: Path) -> None:
+    catalog_dir = tmp_path / "catalog"
+    for ident in ("one", "two", "three"):
+        fixtures.archive_catalog(catalog_dir, ident, BODY)
+    catalog = loading.load([catalog_dir])
+    labels = [requests.parse(f"feature:{i}") for i in ("one", "two", "three")]
+
+    def run(parallelism: int, store: Path) -> int:
+        plan = resolver.resolve(labels, catalog, fixtures.LINUX, store_root=str(store))
+        with Server() as server:
+            for ident in ("one", "two", "three"):
+                server.route(f"/x/{ident}-1.0.0.tar.gz", Reply(body=BODY, delay=0.5))
+            mirrors = (("https://example.invalid/", server.url("/x/")),)
+            policy = downloads.Policy(mirrors=mirrors, network=network.Network(no_proxy="*"))
+            options = installing.Options(lock_timeout=60, policy=policy)
+            done = ensuring.ensure_plan(
+                layout.Store(store), plan.to_data(), options=options, parallelism=parallelism
+            )
+            assert [i.receipt.feature for i in done.installed] == ["one", "three", "two"]
+            return server.max_in_flight
+
+    assert run(1, tmp_path / "serial") == 1
+    assert run(2, tmp_path / "parallel") == 2
