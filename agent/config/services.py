@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config import presets
+from agent.config import healthchecks, presets
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 ServiceName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -62,115 +62,21 @@ def _signal_name(value: Any) -> Any:
     raise ValueError("expected a signal name such as SIGTERM, SIGINT or SIGQUIT")
 
 
-def _address(value: str) -> str:
-    from agent.config import models  # the one address parser; models imports this module
-
-    models.split_address(value)
-    return value
-
-
 Seconds = Annotated[float, BeforeValidator(_no_bool)]
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 SignalName = Annotated[str, BeforeValidator(_signal_name)]
-Address = Annotated[str, AfterValidator(_address)]
-Argv = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+Argv = healthchecks.Argv
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Timing(_Spec):
-    interval_seconds: Seconds = Field(
-        default=5.0,
-        gt=0,
-        le=3600,
-        description="Seconds from the start of one check to the start of the next. Default 5 s.",
-    )
-    timeout_seconds: Seconds = Field(
-        default=2.0,
-        gt=0,
-        le=3600,
-        description=(
-            "Seconds a check may take before it counts as failed: a hung daemon accepts "
-            "connections but never answers. Default 2 s."
-        ),
-    )
-    failure_threshold: int = Field(
-        default=3,
-        ge=1,
-        le=100,
-        description=(
-            "Consecutive failed checks after which the service is killed and restarted "
-            "(reason `unhealthy`). Default 3: one slow answer is not a hang."
-        ),
-    )
-    start_period_seconds: Seconds = Field(
-        default=60.0,
-        ge=0,
-        le=86400,
-        description=(
-            "Seconds after a start during which failed checks do not count; the first "
-            "passing check ends it early. Default 60 s (ARC gives dockerd up to 120 s)."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _timeout_fits(self) -> _Timing:
-        if self.timeout_seconds > self.interval_seconds:
-            raise ValueError(
-                f"timeout_seconds ({self.timeout_seconds:g}) is longer than interval_seconds "
-                f"({self.interval_seconds:g}); expected a timeout no longer than the interval"
-            )
-        return self
-
-
-class HttpHealth(_Timing):
-    """An HTTP request over a unix socket or TCP; healthy on the expected status and body."""
-
-    kind: Literal["http"] = Field(description="`http`: an HTTP request to the service.")
-    socket: AbsolutePath | None = Field(
-        default=None, description="Unix socket to send the request to (or set `address`)."
-    )
-    address: Address | None = Field(
-        default=None, description="host:port to send the request to over TCP (or `socket`)."
-    )
-    method: Literal["GET", "HEAD"] = Field(
-        default="GET", description="Request method. Default GET."
-    )
-    path: str = Field(
-        default="/", pattern=r"^/\S*$", description="Request path, e.g. /_ping. Default /."
-    )
-    expect_status: int = Field(
-        default=200, ge=100, le=599, description="Status that counts as healthy. Default 200."
-    )
-    expect_body: str | None = Field(
-        default=None,
-        description="Exact body (surrounding whitespace ignored) that counts as healthy, e.g. OK.",
-    )
-
-    @model_validator(mode="after")
-    def _one_target(self) -> HttpHealth:
-        if (self.socket is None) == (self.address is None):
-            raise ValueError("expected exactly one of socket (a unix socket path) or address")
-        return self
-
-
-class TcpHealth(_Timing):
-    """A TCP connect; healthy when it is accepted."""
-
-    kind: Literal["tcp"] = Field(description="`tcp`: a TCP connect to the service.")
-    address: Address = Field(description="host:port to connect to, e.g. 127.0.0.1:5000.")
-
-
-class ExecHealth(_Timing):
-    """A command; healthy when it exits 0 within the timeout."""
-
-    kind: Literal["exec"] = Field(description="`exec`: run a command next to the service.")
-    command: Argv = Field(description="argv of the check, e.g. [docker, info].")
-
-
-Health = Annotated[HttpHealth | TcpHealth | ExecHealth, Field(discriminator="kind")]
+# Health checks live in their own module; callers meet them here.
+HttpHealth = healthchecks.HttpHealth
+TcpHealth = healthchecks.TcpHealth
+ExecHealth = healthchecks.ExecHealth
+Health = healthchecks.Health
 
 
 class RestartPolicy(_Spec):
