@@ -351,6 +351,18 @@ def _check_proxy(value: str | None) -> str | None:
 ProxyURL = Annotated[str | None, AfterValidator(_check_proxy)]
 
 
+def _check_index(value: str | None) -> str | None:
+    if value is None:
+        return value
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or " " in value:
+        raise ValueError(f"{value!r} is not an index URL: expected http(s)://host/path")
+    return value
+
+
+IndexURL = Annotated[str | None, AfterValidator(_check_index)]
+
+
 class InstallerSettings(_Group):
     """How the agent downloads and installs into the store."""
 
@@ -404,6 +416,25 @@ class InstallerSettings(_Group):
             "Comma-separated hosts and domains reached directly, as in no_proxy "
             "(e.g. 'localhost,.internal'). Default: the no_proxy environment variable."
         ),
+    )
+    pip_index_url: IndexURL = Field(
+        default=None,
+        description=(
+            "The package index pip installs from (PIP_INDEX_URL), e.g. an internal "
+            "mirror's /simple URL. Default: pip's own configuration."
+        ),
+    )
+    npm_registry: IndexURL = Field(
+        default=None,
+        description=(
+            "The registry npm installs from (npm_config_registry). Default: npm's own "
+            "configuration."
+        ),
+    )
+    connect_timeout_seconds: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to open a download's connection (TLS included). Default 10 s.",
     )
     ca_bundle: AbsolutePath | None = Field(
         default=None,

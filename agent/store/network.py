@@ -31,12 +31,15 @@ class NetworkError(layout.StoreError):
 
 @dataclass(frozen=True)
 class Network:
-    """Proxy and trust settings; ``None`` means: what the environment says."""
+    """Proxy, trust and index settings; ``None`` means: what the environment (or the
+    client's own configuration) says."""
 
     http_proxy: str | None = None
     https_proxy: str | None = None
     no_proxy: str | None = None
     ca_bundle: str | None = None
+    pip_index_url: str | None = None
+    npm_registry: str | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         """The default trust, plus the extra bundle when one is set (built once per value:
@@ -67,6 +70,10 @@ class Network:
         ):
             if value is not None:
                 env[name] = env[name.upper()] = value
+        if self.pip_index_url:
+            env["PIP_INDEX_URL"] = self.pip_index_url
+        if self.npm_registry:
+            env["npm_config_registry"] = self.npm_registry
         if self.ca_bundle:
             combined = self.combined_bundle(folder)
             env.update(
