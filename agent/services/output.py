@@ -6,7 +6,8 @@ forwarded to the agent's log as a structured record tagged with the service and 
 stream, through a token bucket (``lines_per_second``, ``burst``). Lines over the rate
 are dropped from the log, counted, and reported in one line when forwarding resumes,
 so a chatty or looping child cannot flood the log or the log collector behind it.
-Overlong lines are cut and marked; bytes that are not UTF-8 are replaced.
+Overlong lines are cut and marked; bytes that are not UTF-8 are replaced, and control
+characters are escaped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Output:
         limit = self._policy.max_line_bytes
         cut = len(raw) > limit
         text = raw[:limit].decode("utf-8", "replace").rstrip("\r")
+        if not text.isprintable():
+            # A carriage return or an escape sequence must not rewrite a text log line
+            # on a terminal; tabs and the rest are shown escaped too.
+            text = text.encode("unicode_escape").decode("ascii")
         if cut:
             text += f" [cut: {len(raw)} bytes]"
         self.lines.append(Line(time.time(), stream, text))
