@@ -81,6 +81,15 @@ def wait_ping(sock: Path, timeout: float = 120.0) -> float:
     return time.perf_counter()
 
 
+def remove(workdir: Path) -> None:
+    # dockerd bind-mounts its data root onto itself, and a SIGKILLed one leaves it.
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(f"{workdir}/"):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
+    agentproc.remove_tree(workdir)
+
+
 def paths(workdir: Path) -> dict[str, str]:
     return {
         "socket": str(workdir / "docker.sock"),
@@ -114,7 +123,7 @@ def cold_starts(runs: int) -> list[float]:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
     finally:
-        agentproc.remove_tree(workdir)
+        remove(workdir)
     return samples
 
 
@@ -169,7 +178,7 @@ def recoveries(trials: int) -> list[float]:
         stop_agent(agent)
     finally:
         starter.stop_all()
-        agentproc.remove_tree(workdir)
+        remove(workdir)
     return samples
 
 
@@ -208,7 +217,7 @@ def hang_detections(trials: int, *, interval: float, timeout: float, threshold: 
         stop_agent(agent)
     finally:
         starter.stop_all()
-        agentproc.remove_tree(workdir)
+        remove(workdir)
     return samples
 
 
@@ -255,7 +264,7 @@ def cpu_share(seconds: float) -> float:
         return share
     finally:
         starter.stop_all()
-        agentproc.remove_tree(workdir)
+        remove(workdir)
 
 
 def main() -> int:

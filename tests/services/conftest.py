@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -76,16 +77,38 @@ def wait_gone(workdir: Path, timeout: float = 5.0) -> dict[int, str]:
     return left
 
 
+def mounts_under(workdir: Path) -> list[str]:
+    """Mount points inside ``workdir``, deepest first."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(workdir) or point.startswith(f"{workdir}/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def unmount_under(workdir: Path) -> None:
+    """Detach what dockerd mounted in ``workdir`` (its data root is bind-mounted onto
+    itself, and a SIGKILLed dockerd leaves that behind), so the folder can be removed."""
+    for point in mounts_under(workdir):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
+
+
 @pytest.fixture
 def strays(workdir: Path) -> Iterator[Path]:
-    """Fail the test if any process of its scratch folder is left running; kill those."""
+    """Fail the test if any process of its scratch folder is left running; kill those.
+
+    Then detach any mount a dockerd left in the folder, so nothing outlives the test.
+    """
     yield workdir
     left = wait_gone(workdir)
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    unmount_under(workdir)
     if left:
         pytest.fail(f"stray processes left running: {left}")
+    assert mounts_under(workdir) == [], "mounts left in the test's folder"
 
 
 class Agents(agentproc.Starter):
