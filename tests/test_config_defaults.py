@@ -43,6 +43,7 @@ def test_every_default_is_pinned() -> None:
             "script_isolation": "sandbox",
             "script_user": "nobody",
             "script_remote_user": "runner",
+            "system_packages": "runner",
             "package_cache": None,
             "index_refresh_seconds": 3600.0,
             "package_lock_timeout_seconds": 300,

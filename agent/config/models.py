@@ -481,6 +481,14 @@ class InstallerSettings(_Group):
             "Container Features contract); its home is /home/<user>. Default runner."
         ),
     )
+    system_packages: Literal["runner", "host"] = Field(
+        default="runner",
+        description=(
+            "Who installs OS packages (the system method). runner (default, the sidecar): "
+            "the agent hands the plan's steps back for the runner's hook to run in the job's "
+            "container. host: the agent runs on the job's machine and installs them itself."
+        ),
+    )
     package_cache: AbsolutePath | None = Field(
         default=None,
         description=(

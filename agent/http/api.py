@@ -16,9 +16,21 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.config import reloading
-from agent.http import auth, bodies, draining, errors, features, instrument, models, services
+from agent.http import (
+    auth,
+    bodies,
+    draining,
+    ensure,
+    errors,
+    features,
+    installs,
+    instrument,
+    models,
+    services,
+)
 from agent.http import routes as routing
 from agent.http.context import CONTEXT, Context
+from agent.observe import installs as install_metrics
 from agent.observe import metrics
 
 ROUTES = web.AppKey("routes", list[routing.Route])
@@ -152,6 +164,17 @@ def routes() -> list[routing.Route]:
             request=features.PlanRequest,
             errors=(422, 503),
         ),
+        routing.Route(
+            "POST",
+            "/v1/ensure",
+            ensure.post_ensure,
+            "job",
+            "Install what the requests need and is missing; NDJSON progress, then the result",
+            request=ensure.EnsureRequest,
+            response=ensure.EnsureEvent,
+            errors=(422, 503),
+            media_type="application/x-ndjson",
+        ),
         *services_routes(),
         routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
     ]
@@ -238,6 +261,17 @@ def _guarded(route: routing.Route) -> Handler:
     return handler
 
 
+_INSTALL_METRICS: dict[int, install_metrics.InstallMetrics] = {}
+
+
+def _install_metrics(m: metrics.Metrics) -> install_metrics.InstallMetrics:
+    # One set per registry: an app may be built twice on one (tests do).
+    key = id(m.registry)
+    if key not in _INSTALL_METRICS:
+        _INSTALL_METRICS[key] = install_metrics.InstallMetrics(m.registry)
+    return _INSTALL_METRICS[key]
+
+
 def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -> web.Application:
     """Build the API application (served on the unix socket and, if set, on TCP)."""
     # Bodies are read by agent.http.bodies against the live limit; aiohttp's own limit
@@ -251,6 +285,9 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
     )
     table = routes()
     app[CONTEXT] = ctx
+    app[ensure.INSTALLS] = installs.Installs(
+        lambda: ctx.reloader.current.settings, _install_metrics(m)
+    )
     app[ROUTES] = table
     for route in table:
         if route.method == "GET":  # HEAD too, as HTTP expects of every GET

@@ -125,21 +125,40 @@ async def get_feature(request: web.Request) -> web.Response:
 
 async def post_plan(request: web.Request) -> web.Response:
     """Resolve requests for a target platform into an install plan."""
-    ctx = request.app[CONTEXT]
-    catalog = _catalog(request)
-    settings = ctx.reloader.current.settings
+    settings = request.app[CONTEXT].reloader.current.settings
     body = await bodies.read_model(
         request, PlanRequest, limit=int(settings.server.max_request_bytes)
     )
+    target = to_platform(body.target)
+    plan = resolve(request, target, labels=body.labels, extra=body.requests, team_doc=body.team)
+    return web.Response(text=plan.to_json(), content_type="application/json")
+
+
+def to_platform(target: TargetModel) -> model.Platform:
+    """The request's target as a platform, or a 400 naming what is wrong."""
     try:
-        target = model.Platform(**body.target.model_dump())
+        return model.Platform(**target.model_dump())
     except model.PlatformError as exc:
         raise errors.ApiError(400, f"target: {exc}", code="validation_error") from exc
+
+
+def resolve(
+    request: web.Request,
+    target: model.Platform,
+    *,
+    labels: list[str],
+    extra: list[str],
+    team_doc: dict[str, Any] | None = None,
+) -> resolver.Plan:
+    """Merge labels, requests and team configuration and resolve them for ``target``;
+    errors become 400 (bad input) or 422 (nothing satisfies it)."""
+    catalog = _catalog(request)
+    settings = request.app[CONTEXT].reloader.current.settings
     try:
-        team_config = team.parse(body.team, source="team") if body.team is not None else None
-        extra = [requests.parse(r, allow_ranges=True, source="request") for r in body.requests]
+        team_config = team.parse(team_doc, source="team") if team_doc is not None else None
+        parsed = [requests.parse(r, allow_ranges=True, source="request") for r in extra]
         wanted = team.merged_requests(
-            team=team_config, settings=settings.features, labels=body.labels, extra=extra
+            team=team_config, settings=settings.features, labels=labels, extra=parsed
         )
     except config_loading.ConfigError as exc:
         raise errors.ApiError(
@@ -153,9 +172,8 @@ async def post_plan(request: web.Request) -> web.Response:
             400, str(exc).splitlines()[0], code="invalid_request", details=str(exc).splitlines()
         ) from exc
     try:
-        plan = resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
+        return resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
     except resolver.ResolutionError as exc:
         raise errors.ApiError(
             422, exc.problems[0], code="unresolvable", details={"problems": exc.problems}
         ) from exc
-    return web.Response(text=plan.to_json(), content_type="application/json")

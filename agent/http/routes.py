@@ -33,6 +33,8 @@ class Route:
     response: type[BaseModel] | None = None
     request: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
+    """``application/x-ndjson`` for a stream of ``response`` objects, one per line."""
 
 
 _AUTH_ERRORS = (401, 403)
@@ -64,8 +66,8 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
         if route.response is not None:
             ref = refs[(route.response, "serialization")]
             op["responses"]["200"] = {
-                "description": "OK",
-                "content": {"application/json": {"schema": ref}},
+                "description": "OK" if route.media_type == "application/json" else "One per line",
+                "content": {route.media_type: {"schema": ref}},
             }
         else:
             op["responses"]["200"] = {"description": "OK"}

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from agent.store import network
+from agent.store import network, progress
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,7 @@ def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit:
         if declared is not None and declared > limit:
             raise _too_big(url, f"is {declared} bytes (Content-Length)", limit)
         received = 0
+        counter = progress.ByteCounter(url, declared) if progress.active() else None
         while True:
             try:
                 chunk = response.read(_CHUNK)
@@ -250,6 +251,10 @@ def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit:
             if received > limit:
                 raise _too_big(url, f"is over {limit} bytes (counted)", limit)
             sink(chunk)
+            if counter is not None:
+                counter.add(len(chunk))
+        if counter is not None:
+            counter.finish()
     # http.client returns b"" rather than raising when a sized body ends early.
     if declared is not None and received < declared:
         raise _transient(url, f"body cut short: {received} of {declared} bytes")

@@ -46,6 +46,7 @@ from agent.store import (
     layout,
     locks,
     network,
+    progress,
     publishing,
     receipts,
     sandbox,
@@ -180,6 +181,17 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
 # --- installing ---------------------------------------------------------------------------
 
 
+def find(store: layout.Store, step: dict[str, Any]) -> Installed | None:
+    """The step's entry when it is already complete (the warm path), else ``None``."""
+    prefix = Path(step["prefix"])
+    entry = store.entry(prefix.parent.parent.name, prefix.parent.name, prefix.name)
+    found = lookup(entry, feature=step["id"], version=step["version"])
+    if found is None:
+        return None
+    receipts.touch(entry)
+    return Installed(entry, found, cached=True)
+
+
 def install(
     store: layout.Store,
     step: dict[str, Any],
@@ -264,6 +276,7 @@ def _install_locked(
                 sources.append(receipts.Source(archive.url, archive.sha256, archive.size))
             elif action["action"] == "extract":
                 current = "extract"
+                progress.report("extracting")
                 if archive is None:
                     raise layout.StoreError("the plan extracts before it downloads")
                 source = archive.path
@@ -281,11 +294,13 @@ def _install_locked(
                 log.step("extract", f"{done.members} members, {done.bytes} bytes")
             elif action["action"] == "run" and step["method"] in _BUILDERS:
                 current = step["method"]
+                progress.report("running", method=current)
                 sources += _BUILDERS[step["method"]](build, action) or []
             else:
                 raise layout.StoreError(f"unknown action {action['action']!r}")
         rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
         current = "check"
+        progress.report("checking")
         outcome = _check(step, tree, rel_path, options)
         log.step("check", outcome)
         current = "publish"
@@ -303,6 +318,7 @@ def _install_locked(
             created=time.time(),
             check=outcome,
             env={"path": rel_path, "vars": _relative_vars(step)},
+            manifest=receipts.manifest(tree),  # what `cache verify` re-hashes against
         )
         publishing.publish(entry, tree, receipt, staging=staging)
         log.step("publish", str(entry.path.relative_to(store.root)))

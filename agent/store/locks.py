@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.store import layout
+from agent.store import layout, progress
 
 logger = logging.getLogger("agent.store.locks")
 
@@ -153,6 +153,7 @@ def _wait(acquired: Callable[[], bool], how: _Waiting, *, start: float) -> None:
     is. Polls are jittered so many waiters do not wake in step and queue one per poll.
     """
     next_report = start + how.report_every
+    told = False
     while not acquired():
         if how.done is not None and how.done():
             raise NotNeeded(how.what)
@@ -162,8 +163,12 @@ def _wait(acquired: Callable[[], bool], how: _Waiting, *, start: float) -> None:
                 f"timed out after {how.timeout:g} s waiting for {how.what}, {how.holder()}: "
                 f"{how.advice}"
             )
+        if not told or now >= next_report:
+            holder = how.holder()
+            progress.report("waiting-for-lock", holder=holder, waited=round(now - start, 3))
+            told = True
         if now >= next_report:
-            logger.info("waiting for %s, %s for %.0f s", how.what, how.holder(), now - start)
+            logger.info("waiting for %s, %s for %.0f s", how.what, holder, now - start)
             next_report = now + how.report_every
         time.sleep(how.poll * random.uniform(0.5, 1.5))  # noqa: S311 - not crypto
 

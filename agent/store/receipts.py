@@ -9,6 +9,7 @@ most once a minute per process, so a warm hit never writes more than that.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -49,6 +50,11 @@ class Receipt:
     env: dict[str, Any] = field(default_factory=dict)
     """PATH entries and variables, relative to the entry (no absolute paths)."""
     format: int = RECEIPT_FORMAT
+    manifest: dict[str, dict[str, Any]] | None = None
+    """Every file of the entry at publish time, by path relative to the entry:
+    ``{"sha256": ..., "size": ...}`` for a regular file, ``{"link": target}`` for a
+    symlink. ``None`` in receipts written before manifests existed: ``cache verify``
+    checks those by total size only, and says so."""
 
     def to_json(self) -> bytes:
         """The receipt as JSON bytes."""
@@ -111,6 +117,29 @@ def last_used(entry: layout.Entry) -> float | None:
         return entry.receipt.stat().st_mtime
     except OSError:
         return None
+
+
+def manifest(tree: Path) -> dict[str, dict[str, Any]]:
+    """The manifest of ``tree`` (see :attr:`Receipt.manifest`); links are not followed."""
+    files: dict[str, dict[str, Any]] = {}
+    for folder, dirs, names in os.walk(tree):
+        for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, tree)
+            if os.path.islink(path):
+                files[rel] = {"link": os.readlink(path)}
+            elif os.path.isfile(path):
+                files[rel] = {"sha256": file_sha256(path), "size": os.lstat(path).st_size}
+    return files
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of one file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tree_size(path: Path) -> int:

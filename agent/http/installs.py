@@ -1,0 +1,261 @@
+"""The ensure coordinator: one install per entry inside this agent, however many ask.
+
+Policy:
+- a request for an entry that is already being installed joins that install (it gets
+  the same progress events from then on, and the same outcome): identical requests
+  coalesce, inside one agent; across agents the store's lock does the same job;
+- an install runs as a task of its own, not of the request that started it: a client
+  that disconnects stops hearing about it, but every other requester still gets it;
+- cache hits are answered at once (a lookup in a thread: two ``stat()`` calls); real
+  installs run at most ``installer.parallelism`` at a time, each in a thread, so the
+  event loop never waits on the disk or the network;
+- ``system`` steps run here only when ``installer.system_packages`` is ``host`` (the
+  agent runs on the job's machine); in a sidecar they are handed back to the runner as
+  steps left to run;
+- progress comes from the store through :mod:`agent.store.progress` and is forwarded,
+  thread-safely, to every listener of the install, and into the install metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.config import models
+from agent.observe import installs as install_metrics
+from agent.platform import detect, model
+from agent.store import downloads, installing, layout, locks, progress
+from agent.system import hostinstall
+
+logger = logging.getLogger("agent.http")
+
+Listener = Callable[[dict[str, Any]], None]
+Result = Literal["hit", "installed", "present", "left"]
+
+
+@dataclass
+class Outcome:
+    """What ensuring one step came to."""
+
+    step: dict[str, Any]
+    result: Result
+    installed: installing.Installed | None = None
+    system: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Job:
+    future: asyncio.Future[Outcome]
+    listeners: list[Listener] = field(default_factory=list)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # one bad listener must not starve the others
+                logger.exception("an ensure progress listener failed")
+
+
+class Installs:
+    """Coalesces and runs installs for the API (and for preinstall at startup)."""
+
+    def __init__(
+        self,
+        settings: Callable[[], models.Settings],
+        metrics: install_metrics.InstallMetrics,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._jobs: dict[str, _Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limit: asyncio.Semaphore | None = None
+        self._local: model.Platform | None = None
+
+    @property
+    def running(self) -> int:
+        """Installs in progress (coalesced requests count once)."""
+        return len(self._jobs)
+
+    async def ensure_step(
+        self, step: dict[str, Any], platform: dict[str, Any], listener: Listener
+    ) -> Outcome:
+        """Make ``step`` present (joining an install already running for it)."""
+        key = step["prefix"] or f"system:{step['id']}"
+        job = self._jobs.get(key)
+        if job is None:
+            job = _Job(asyncio.get_running_loop().create_future())
+            self._jobs[key] = job
+            task = asyncio.create_task(self._run(key, job, step, platform), name=f"ensure {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        job.listeners.append(listener)
+        try:
+            return await asyncio.shield(job.future)
+        finally:
+            with contextlib.suppress(ValueError):
+                job.listeners.remove(listener)
+
+    async def close(self) -> None:
+        """Wait for the installs in progress (shutdown; their threads cannot be stopped)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(
+        self, key: str, job: _Job, step: dict[str, Any], platform: dict[str, Any]
+    ) -> None:
+        try:
+            outcome = await self._ensure(job, step, platform)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+            job.future.exception()  # retrieved: a job nobody waits for any more is fine
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        else:
+            job.future.set_result(outcome)
+        finally:
+            self._jobs.pop(key, None)
+
+    async def _ensure(self, job: _Job, step: dict[str, Any], platform: dict[str, Any]) -> Outcome:
+        settings = self._settings()
+        started = time.monotonic()
+        if step["method"] == "system":
+            if settings.installer.system_packages != "host":
+                return Outcome(step, "left")
+            listen = self._listener(job, step)
+            async with self._slot(settings):
+                system = await asyncio.to_thread(self._system, settings, step, listen)
+            result: Result = "present" if system["already_present"] else "installed"
+            return Outcome(step, result, system=system, seconds=time.monotonic() - started)
+        store = layout.Store(settings.cache.root)
+        hit = await asyncio.to_thread(_lookup, store, step)
+        if hit is not None:
+            self._metrics.cache_requests.labels("hit").inc()
+            return Outcome(step, "hit", hit, seconds=time.monotonic() - started)
+        self._metrics.cache_requests.labels("miss").inc()
+        async with self._slot(settings):
+            native = await self._native(platform)
+            options = installing.options_from(settings.installer, native=native)
+            backend = locks.backend(
+                settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds
+            )
+            listen = self._listener(job, step)
+            try:
+                done = await asyncio.to_thread(
+                    _install, store, {**step, "platform": platform}, backend, options, listen
+                )
+            except Exception:
+                self._metrics.installs.labels(step["id"], step["method"], "failed").inc()
+                raise
+        seconds = time.monotonic() - started
+        if not done.cached:
+            self._metrics.installs.labels(step["id"], step["method"], "ok").inc()
+            self._metrics.install_duration.labels(step["method"]).observe(seconds)
+        return Outcome(step, "hit" if done.cached else "installed", done, seconds=seconds)
+
+    def _slot(self, settings: models.Settings) -> asyncio.Semaphore:
+        if self._limit is None:
+            self._limit = asyncio.Semaphore(settings.installer.parallelism)
+        return self._limit
+
+    async def _native(self, platform: dict[str, Any]) -> bool:
+        if self._local is None:
+            self._local = await asyncio.to_thread(detect.detect)
+        local = self._local
+        return (platform.get("os"), platform.get("arch"), platform.get("libc")) == (
+            local.os,
+            local.arch,
+            local.libc,
+        )
+
+    def _listener(self, job: _Job, step: dict[str, Any]) -> progress.Listener:
+        """Forward a thread's progress events to the loop, and count bytes and waits."""
+        loop = asyncio.get_running_loop()
+        seen: dict[str, int] = {}
+        waiting: list[float] = []
+
+        def on_loop(event: str, data: dict[str, Any]) -> None:
+            if event == "waiting-for-lock" and not waiting:
+                waiting.append(time.monotonic() - float(data.get("waited", 0)))
+            elif event != "waiting-for-lock" and waiting:
+                self._metrics.lock_wait.observe(time.monotonic() - waiting.pop())
+            if event == "downloading":
+                url, count = str(data.get("url")), int(data.get("bytes", 0))
+                self._metrics.download_bytes.inc(max(0, count - seen.get(url, 0)))
+                seen[url] = count
+            job.publish({"event": event, "feature": step["id"], **data})
+
+        def listen(event: str, data: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(on_loop, event, data)
+
+        return listen
+
+    def _system(
+        self, settings: models.Settings, step: dict[str, Any], listen: progress.Listener
+    ) -> dict[str, Any]:
+        installer = settings.installer
+        store = layout.Store(settings.cache.root)
+        cache = installer.package_cache or store.meta / "packages"
+        host = hostinstall.HostSettings(
+            package_cache=cache,
+            index_refresh_seconds=installer.index_refresh_seconds,
+            lock_timeout=float(installer.package_lock_timeout_seconds),
+            step_timeout=installer.step_timeout_seconds,
+        )
+        policy = installing.options_from(installer, native=True).policy
+        backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
+
+        def fetch(url: str, dest: Path) -> None:
+            store.open()
+            artifact = downloads.fetch(
+                url, downloads.DownloadCache(store.downloads), sha256=None, policy=policy
+            )
+            dest.write_bytes(artifact.path.read_bytes())
+
+        def exclusive(manager: str) -> contextlib.AbstractContextManager[None]:
+            cache.mkdir(parents=True, exist_ok=True)
+            return backend.hold(
+                cache / f"{manager}.lock",
+                what=f"the shared {manager} package cache",
+                timeout=installer.lock_timeout_seconds,
+            )
+
+        with progress.listening(listen):
+            done = hostinstall.install(
+                step,
+                host,
+                fetch=fetch,
+                exclusive=exclusive,
+                on_line=lambda line: progress.report("output", line=line),
+            )
+        return {
+            "id": done.id,
+            "version": done.version,
+            "manager": done.manager,
+            "already_present": done.already_present,
+            "refreshed": done.refreshed,
+            "seconds": round(done.seconds, 3),
+            "check": done.check,
+        }
+
+
+def _lookup(store: layout.Store, step: dict[str, Any]) -> installing.Installed | None:
+    store.open()
+    return installing.find(store, step)
+
+
+def _install(
+    store: layout.Store,
+    step: dict[str, Any],
+    backend: locks.LockBackend,
+    options: installing.Options,
+    listen: progress.Listener,
+) -> installing.Installed:
+    with progress.listening(listen):
+        return installing.install(store, step, lock_backend=backend, options=options)

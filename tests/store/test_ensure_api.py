@@ -1,0 +1,176 @@
+"""POST /v1/ensure through a real agent over its real unix socket, with the archive from
+the test's real HTTP server: streamed progress, coalescing, client disconnect, repeats,
+scopes, and the install metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.agentproc import Agent, Starter, free_port
+from tests.store import fixtures
+from tests.store.server import Reply, Server
+
+BODY = fixtures.tar_gz({"bin/tool": (b"#!/bin/sh\necho tool 1.0.0\n", 0o755)}, top="tool-1.0.0")
+ARCHIVE = "/x/tool-1.0.0.tar.gz"
+
+
+def _config(starter: Starter, server: Server, **server_settings: Any) -> dict[str, Any]:
+    fixtures.archive_catalog(starter.workdir / "catalog", "tool", BODY)
+    config = starter.base_config(**server_settings)
+    config["catalog"] = {"paths": [str(starter.workdir / "catalog")]}
+    config["cache"] = {"root": str(starter.workdir / "store")}
+    config["installer"] = {"mirrors": {"https://example.invalid/": server.url("/x/")}}
+    return config
+
+
+@pytest.fixture
+def agent(start_agent: Starter, http_server: Server) -> Agent:
+    running = start_agent.start(_config(start_agent, http_server))
+    running.wait_for(lambda: running.get("/readyz")[0] == 200, what="ready")
+    return running
+
+
+async def ensure(agent: Agent, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json=body) as resp,
+    ):
+        if resp.content_type != "application/x-ndjson":
+            return resp.status, [await resp.json()]
+        lines = [json.loads(line) async for line in resp.content if line.strip()]
+        return resp.status, lines
+
+
+async def test_progress_streams_and_the_result_says_what_to_export(
+    agent: Agent, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    status, events = await ensure(agent, {"requests": ["tool"]})
+    assert status == 200
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["plan", "queued"]
+    assert "downloading" in kinds
+    assert "extracting" in kinds
+    assert kinds[-2:] == ["done", "result"]
+    downloaded = [e for e in events if e["event"] == "downloading"][-1]
+    assert downloaded["bytes"] == downloaded["total"] == len(BODY)
+    result = events[-1]
+    assert result["ok"] is True
+    [tool] = result["features"]
+    assert tool["result"] == "installed"
+    entry = Path(tool["entry"])
+    assert tool["path"] == [str(entry / "bin")]
+    assert result["path"] == [str(entry / "bin")]
+    assert (entry.parent / f"{entry.name}.complete").exists()
+
+    # The same request again: a cache hit, nothing downloaded.
+    status, again = await ensure(agent, {"requests": ["tool"]})
+    assert again[-1]["features"][0]["result"] == "hit"
+    assert http_server.count(ARCHIVE) == 1
+    assert agent.metric('runner_agent_cache_requests_total{result="hit"}') == 1
+    assert agent.metric('runner_agent_cache_requests_total{result="miss"}') == 1
+    assert (
+        agent.metric('runner_agent_installs_total{feature="tool",method="archive",result="ok"}')
+        == 1
+    )
+    assert agent.metric("runner_agent_download_bytes_total") == len(BODY)
+
+
+async def test_identical_concurrent_requests_coalesce_into_one_install(
+    agent: Agent, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY, delay=1.0))
+    results = await asyncio.gather(*(ensure(agent, {"requests": ["tool"]}) for _ in range(4)))
+    assert http_server.count(ARCHIVE) == 1
+    for status, events in results:
+        assert status == 200
+        assert events[-1]["ok"] is True
+        assert events[-1]["features"][0]["result"] == "installed"
+    assert (
+        agent.metric('runner_agent_installs_total{feature="tool",method="archive",result="ok"}')
+        == 1
+    )
+
+
+async def test_a_client_that_disconnects_does_not_cancel_the_install(
+    agent: Agent, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY, delay=1.5))
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json={"requests": ["tool"]}) as resp,
+    ):
+        async for line in resp.content:
+            if json.loads(line)["event"] == "queued":
+                break
+        # Leaving the block closes the connection mid-install.
+    _, events = await ensure(agent, {"requests": ["tool"]})
+    assert events[-1]["ok"] is True
+    assert http_server.count(ARCHIVE) == 1
+    _, health = agent.get("/healthz")
+    assert health["status"] == "ok"
+
+
+async def test_bad_requests_are_errors_before_any_stream(agent: Agent) -> None:
+    status, [body] = await ensure(agent, {"requests": ["no-such-feature"]})
+    assert status == 422
+    assert "no-such-feature" in body["error"]["message"]
+    status, [body] = await ensure(agent, {"requests": ["tool"], "options": {"node": {"a": "b"}}})
+    assert status == 400
+    assert "options for 'node'" in body["error"]["message"]
+    status, [body] = await ensure(agent, {"requests": ["feature:tool;$(reboot)=1"]})
+    assert status == 400
+    status, [body] = await ensure(agent, {})
+    assert status == 400
+    assert "nothing to ensure" in body["error"]["message"]
+
+
+async def test_a_failed_install_ends_the_stream_with_the_reason(
+    agent: Agent, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=b"not the archive"))
+    status, events = await ensure(agent, {"requests": ["tool"]})
+    assert status == 200
+    failed = next(e for e in events if e["event"] == "failed")
+    assert failed["step"] == "download"
+    assert "sha256 mismatch" in failed["error"]
+    assert events[-1]["ok"] is False
+    assert events[-1]["features"][0]["result"] == "failed"
+
+
+async def test_the_job_token_may_ensure_but_not_administer(
+    start_agent: Starter, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    (start_agent.workdir / "job.token").write_text("job-token\n")
+    (start_agent.workdir / "admin.token").write_text("admin-token\n")
+    tcp = f"127.0.0.1:{free_port()}"
+    config = _config(
+        start_agent,
+        http_server,
+        api_tcp_address=tcp,
+        job_token_file=str(start_agent.workdir / "job.token"),
+        admin_token_file=str(start_agent.workdir / "admin.token"),
+    )
+    agent = start_agent.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
+    job = {"Authorization": "Bearer job-token"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://{tcp}/v1/ensure", json={"requests": ["tool"]}) as resp:
+            assert resp.status == 401
+        async with session.post(
+            f"http://{tcp}/v1/ensure", json={"requests": ["tool"]}, headers=job
+        ) as resp:
+            assert resp.status == 200
+            lines = [json.loads(line) async for line in resp.content if line.strip()]
+            assert lines[-1]["ok"] is True
+        async with session.post(f"http://{tcp}/v1/reload", json={}, headers=job) as resp:
+            assert resp.status == 403
