@@ -1,0 +1,167 @@
+"""Removing entries: one at a time, safely, and least recently used first to a budget.
+
+Policy:
+- only entries the agent wrote (a receipt of their key exists) are ever removed; entries
+  without a receipt (``actions/setup-*`` wrote them, or an operator) are not the agent's;
+- a removal holds the entry's install lock, taken without waiting: an entry being
+  installed (or removed by another agent) is skipped, never waited for;
+- the marker goes first, so readers stop trusting the entry; then the in-use leases are
+  read again, and if a job took one meanwhile the marker is put back and the entry kept;
+  then the folder is renamed away (``.<leaf>.stale-*``, which any later install or
+  ``cache gc`` sweeps), the receipt removed, and the renamed tree deleted. A process
+  killed half-way leaves an unmarked folder, which readers ignore and the next install
+  of that entry replaces;
+- eviction goes by last use (the receipt's mtime, see :mod:`agent.store.receipts`), oldest
+  first, and skips entries with a live in-use lease in any pod (:mod:`agent.store.inuse`)
+  and entries used in the last :data:`MIN_IDLE` seconds: a job may have looked an entry
+  up a moment ago without a lease, and NFS clients may trust a cached marker that long;
+- sizes come from receipts (no tree walk); entries without a receipt are not counted, so
+  a target below what foreign entries hold is reported as not reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent.store import inuse, inventory, layout, locks, receipts
+
+logger = logging.getLogger("agent.store.evicting")
+
+MIN_IDLE = 60.0
+"""Seconds since its last use before an entry may be evicted."""
+
+Outcome = Literal["removed", "in-use", "busy", "not-ours"]
+
+
+def remove(
+    store: layout.Store,
+    entry: layout.Entry,
+    *,
+    backend: locks.LockBackend,
+    why: str,
+    respect_leases: bool = True,
+) -> Outcome:
+    """Remove one entry the agent wrote (marker first), or say why it was left alone."""
+    try:
+        with backend.hold(entry.lock, what=f"removing {entry.key}", timeout=0):
+            return _remove_locked(store, entry, why=why, respect_leases=respect_leases)
+    except locks.LockTimeout:
+        return "busy"
+
+
+def _leased(store: layout.Store, key: str) -> bool:
+    live = inuse.live(store)
+    return key in live or "*" in live
+
+
+def _remove_locked(
+    store: layout.Store, entry: layout.Entry, *, why: str, respect_leases: bool
+) -> Outcome:
+    try:
+        receipt = receipts.read(entry)
+    except layout.StoreError:
+        receipt = None
+    if receipt is None or receipt.key != entry.key:
+        return "not-ours"
+    if respect_leases and _leased(store, entry.key):
+        return "in-use"
+    had_marker = entry.marker.exists()
+    if had_marker:
+        entry.marker.unlink(missing_ok=True)
+        layout.fsync_dir(entry.marker.parent)
+        if respect_leases and _leased(store, entry.key):
+            # A job took a lease between the first check and the marker's removal: it may
+            # have looked the entry up already. Put the marker back, keep the entry.
+            layout.write_atomic(entry.marker, b"")
+            return "in-use"
+    folder = entry.path.is_dir() or entry.path.is_symlink()
+    if not had_marker and not folder:  # a receipt left over: it goes alone
+        entry.receipt.unlink(missing_ok=True)
+        return "removed"
+    trash = entry.path.with_name(f".{entry.leaf}.stale-{uuid.uuid4().hex[:8]}")
+    if folder:
+        os.rename(entry.path, trash)
+    entry.receipt.unlink(missing_ok=True)
+    if folder:
+        if trash.is_symlink():
+            trash.unlink()
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        layout.fsync_dir(entry.path.parent)
+    logger.info("removed %s from the store: %s", entry.key, why, extra={"entry": entry.key})
+    return "removed"
+
+
+@dataclass
+class Evicted:
+    """The outcome of one eviction pass."""
+
+    target: int
+    before: int
+    after: int
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def reached(self) -> bool:
+        """Whether the store is now within the target."""
+        return self.after <= self.target
+
+    def to_data(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "target": self.target,
+            "before": self.before,
+            "after": self.after,
+            "reached": self.reached,
+            "removed": self.removed,
+            "skipped": self.skipped,
+        }
+
+
+def evict(
+    store: layout.Store,
+    *,
+    to: int,
+    backend: locks.LockBackend,
+    min_idle: float = MIN_IDLE,
+    now: float | None = None,
+) -> Evicted:
+    """Remove least recently used entries until the receipts' total is at most ``to``."""
+    if to < 0:
+        raise layout.StoreError(f"eviction target {to} is negative; expected bytes >= 0")
+    now = time.time() if now is None else now
+    items = [i for i in inventory.scan(store) if i.state == "ok" and i.receipt is not None]
+    total = sum(i.size or 0 for i in items)
+    result = Evicted(target=to, before=total, after=total)
+    items.sort(key=lambda i: (i.last_used or 0.0, i.key))
+    for item in items:
+        if total <= to:
+            break
+        skip = ""
+        if item.in_use:
+            skip = "in use by " + ", ".join(lease.describe() for lease in item.in_use)
+        elif item.last_used is not None and now - item.last_used < min_idle:
+            skip = f"used {now - item.last_used:.0f} s ago (< {min_idle:g} s)"
+        else:
+            outcome = remove(store, item.entry, backend=backend, why=f"evicted to {to} bytes")
+            if outcome == "removed":
+                total -= item.size or 0
+                result.removed.append({"key": item.key, "size": item.size})
+                continue
+            skip = {
+                "in-use": "in use (a lease appeared)",
+                "busy": "being installed or removed",
+                "not-ours": "its receipt vanished",
+            }[outcome]
+        result.skipped.append({"key": item.key, "size": item.size, "reason": skip})
+    result.after = total
+    return result

@@ -1,0 +1,283 @@
+"""What the store holds: entries from receipts and markers, and a cheap running total.
+
+Policy:
+- sizes come from receipts (written at publish time), never from walking an entry's
+  tree: a scrape or a listing of a store on NFS with 100k files must not read them all.
+  ``cache verify`` walks the trees and reconciles the two;
+- a listing reads three folder levels (``<name>/<version>/<leaf>``) plus the receipts
+  folder and stats each receipt, marker and folder; nothing inside an entry;
+- an entry is ``ok`` only with its marker, its folder and a receipt naming its key. Every
+  other combination is listed with a state that says what is wrong, and who wrote it:
+  entries without a receipt were written by someone else (``actions/setup-*`` itself,
+  an operator) and are never the agent's to delete;
+- :class:`Tally` keeps the bytes and entries of ``ok``-by-marker entries up to date by
+  re-reading only receipts that changed since the last refresh (a new inode or size), so
+  a refresh of 10,000 entries is two ``stat()`` calls each and :meth:`Tally.snapshot`,
+  what ``/metrics`` reads, costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.store import inuse, layout, receipts
+
+State = Literal["ok", "no-receipt", "no-entry", "unmarked", "orphan", "receipt-only", "bad-receipt"]
+STATES: tuple[State, ...] = (
+    "ok",
+    "no-receipt",
+    "no-entry",
+    "unmarked",
+    "orphan",
+    "receipt-only",
+    "bad-receipt",
+)
+MARKER = ".complete"
+
+
+@dataclass
+class Item:
+    """One entry (or what is left of one) as found on disk."""
+
+    entry: layout.Entry
+    state: State
+    marker: bool
+    folder: bool
+    receipt: receipts.Receipt | None = None
+    problem: str = ""
+    last_used: float | None = None
+    in_use: list[inuse.Lease] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``name@version@leaf``."""
+        return self.entry.key
+
+    @property
+    def size(self) -> int | None:
+        """Bytes, from the receipt; ``None`` without one (never measured here)."""
+        return self.receipt.size if self.receipt is not None else None
+
+    @property
+    def target(self) -> str:
+        """``os/arch[/libc]`` of the receipt's platform, or ``""``."""
+        platform = self.receipt.platform if self.receipt is not None else {}
+        parts = [platform.get("os"), platform.get("arch"), platform.get("libc")]
+        return "/".join(str(p) for p in parts if p)
+
+    @property
+    def agent_wrote(self) -> bool:
+        """Whether the agent wrote it (a receipt of this key exists), so it may remove it."""
+        return self.receipt is not None
+
+    def to_data(self) -> dict[str, Any]:
+        """JSON-ready data for listings."""
+        r = self.receipt
+        return {
+            "key": self.key,
+            "name": self.entry.name,
+            "version": self.entry.version,
+            "leaf": self.entry.leaf,
+            "path": str(self.entry.path),
+            "state": self.state,
+            "problem": self.problem,
+            "feature": r.feature if r else None,
+            "feature_version": r.version if r else None,
+            "method": r.method if r else None,
+            "target": self.target,
+            "size": self.size,
+            "last_used": self.last_used,
+            "in_use": [
+                {"agent": lease.agent, "job": lease.job, "expires": lease.expires}
+                for lease in self.in_use
+            ],
+        }
+
+
+def scan(store: layout.Store, *, with_leases: bool = True) -> list[Item]:
+    """Every entry, marker, receipt and orphan folder of the store, sorted by key."""
+    found: dict[str, Item] = {}
+    for name in _dirs(store.root, hidden=False):
+        for version in _dirs(store.root / name, hidden=False):
+            base = store.root / name / version
+            try:
+                children = os.listdir(base)
+            except OSError:
+                continue
+            for child in children:
+                if child.startswith("."):
+                    continue  # trash of an eviction or a killed publish, left to gc
+                leaf, is_marker = (
+                    (child[: -len(MARKER)], True)
+                    if child.endswith(MARKER)
+                    else (
+                        child,
+                        False,
+                    )
+                )
+                is_folder = not is_marker and _is_dir(base / child)
+                if not (is_marker or is_folder):
+                    continue  # a stray file, not an entry's
+                try:
+                    entry = store.entry(name, version, leaf)
+                except layout.StoreError:
+                    continue  # a name the agent could not have written
+                item = found.setdefault(entry.key, Item(entry, "orphan", False, False))
+                item.marker = item.marker or is_marker
+                item.folder = item.folder or is_folder
+    for key in _receipt_keys(store):
+        name, version, leaf = key.split("@")
+        try:
+            entry = store.entry(name, version, leaf)
+        except layout.StoreError:
+            continue
+        found.setdefault(key, Item(entry, "receipt-only", False, False))
+    live = inuse.live(store) if with_leases else {}
+    everyone = live.get("*", [])
+    items = []
+    for key in sorted(found):
+        item = found[key]
+        _classify(item)
+        item.in_use = live.get(key, []) + everyone
+        items.append(item)
+    return items
+
+
+def _classify(item: Item) -> None:
+    entry = item.entry
+    try:
+        item.receipt = receipts.read(entry)
+        if item.receipt is not None and item.receipt.key != entry.key:
+            item.problem = f"its receipt names {item.receipt.key!r}"
+            item.receipt = None
+            item.state = "bad-receipt"
+    except layout.StoreError as exc:
+        item.state, item.problem = "bad-receipt", str(exc)
+    if item.receipt is not None:
+        item.last_used = receipts.last_used(entry)
+    elif item.marker:
+        try:
+            item.last_used = entry.marker.stat().st_mtime
+        except OSError:
+            item.last_used = None
+    if item.state == "bad-receipt":
+        return
+    has_receipt = item.receipt is not None
+    if item.marker and item.folder:
+        item.state = "ok" if has_receipt else "no-receipt"
+        if not has_receipt:
+            item.problem = "no receipt: written by someone else; never removed by the agent"
+    elif item.marker:
+        item.state, item.problem = "no-entry", "a marker without its entry folder"
+    elif item.folder:
+        if has_receipt:
+            item.state = "unmarked"
+            item.problem = "no marker (an install died before it); the next install replaces it"
+        else:
+            item.state, item.problem = "orphan", "a folder with neither marker nor receipt"
+    else:
+        item.state, item.problem = "receipt-only", "a receipt without entry or marker"
+
+
+def _is_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _dirs(path: Path, *, hidden: bool) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(
+                e.name
+                for e in it
+                if e.is_dir(follow_symlinks=False)
+                and (hidden or not e.name.startswith("."))
+                and e.name != layout.META
+            )
+    except OSError:
+        return []
+
+
+def _receipt_keys(store: layout.Store) -> list[str]:
+    try:
+        names = os.listdir(store.meta / "receipts")
+    except OSError:
+        return []
+    keys = []
+    for name in names:
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        key = name[: -len(".json")]
+        if key.count("@") == 2:
+            keys.append(key)
+    return keys
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The store's size as the receipts tell it."""
+
+    bytes: int = 0
+    entries: int = 0
+    refreshed: float | None = None
+    """Unix time of the last refresh; ``None`` before the first."""
+
+
+class Tally:
+    """A running total of the store's size, refreshed from receipts that changed."""
+
+    def __init__(self, store: layout.Store) -> None:
+        self.store = store
+        self._sizes: dict[str, tuple[int, int, int]] = {}
+        """receipt file name -> (inode, file size, size the receipt records)"""
+        self._totals = Totals()
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> Totals:
+        """The last refreshed totals (no I/O)."""
+        return self._totals
+
+    def refresh(self) -> Totals:
+        """Re-read what changed; receipts without a marker (or folder) are not counted."""
+        with self._lock:
+            folder = self.store.meta / "receipts"
+            try:
+                names = [n for n in os.listdir(folder) if n.endswith(".json") and n[0] != "."]
+            except FileNotFoundError:
+                names = []
+            seen: dict[str, tuple[int, int, int]] = {}
+            total = count = 0
+            for name in names:
+                key = name[: -len(".json")]
+                if key.count("@") != 2:
+                    continue
+                size = self._size_of(folder / name, name)
+                if size is None:
+                    continue
+                seen[name] = size
+                n, v, leaf = key.split("@")
+                if not os.path.exists(self.store.root / n / v / f"{leaf}{MARKER}"):
+                    continue
+                total += size[2]
+                count += 1
+            self._sizes = seen
+            self._totals = Totals(bytes=total, entries=count, refreshed=time.time())
+            return self._totals
+
+    def _size_of(self, path: Path, name: str) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        known = self._sizes.get(name)
+        if known is not None and known[:2] == (st.st_ino, st.st_size):
+            return known
+        try:
+            receipt = receipts.Receipt.from_json(path.read_bytes())
+        except (OSError, layout.StoreError):
+            return None
+        return (st.st_ino, st.st_size, max(0, int(receipt.size)))
