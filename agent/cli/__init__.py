@@ -37,7 +37,7 @@ if sys.argv[1:2] == ["serve"]:
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from agent import __version__
-from agent.cli import catalogs, configs, ensuring, servicing, serving
+from agent.cli import cache, catalogs, configs, ensuring, servicing, serving
 from agent.config import loading
 
 EXIT_OK = 0
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalogs.add_parsers(sub, config_arg)
     ensuring.add_parsers(sub, config_arg)
     servicing.add_parsers(sub, config_arg)
+    cache.add_parsers(sub, config_arg)
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
 

@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
 from agent.store import inuse, inventory, layout, locks, receipts
 
 logger = logging.getLogger("agent.store.evicting")
@@ -98,6 +100,30 @@ def _remove_locked(
         layout.fsync_dir(entry.path.parent)
     logger.info("removed %s from the store: %s", entry.key, why, extra={"entry": entry.key})
     return "removed"
+
+
+class SizeError(ValueError):
+    """A size that does not parse; the message names it and shows the expected form."""
+
+
+_SIZE: TypeAdapter[ByteSize] | None = None
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``10GiB``, ``500MB``, ``1.5 GiB``, ``0`` or a plain number of bytes: the
+    spellings ``cache.size_budget`` takes (GiB = 1024^3, GB = 1000^3)."""
+    global _SIZE
+    if _SIZE is None:
+        _SIZE = TypeAdapter(ByteSize)
+    if isinstance(value, bool):
+        value = str(value)
+    try:
+        return int(_SIZE.validate_python(value.strip() if isinstance(value, str) else value))
+    except ValidationError:
+        raise SizeError(
+            f"{value!r} is not a size; expected bytes (a number >= 0) or a number with a "
+            "unit, e.g. 10GiB, 500MB or 0"
+        ) from None
 
 
 @dataclass
