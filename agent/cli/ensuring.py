@@ -7,7 +7,10 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from agent.cli import common
@@ -17,48 +20,184 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     """Register ``ensure``."""
     ensure = sub.add_parser(
         "ensure",
-        help="install features into the store (host mode) and print what to export",
+        help="install features and print what to export",
         description=(
-            "Resolve feature requests for a target platform (this machine by default), "
-            "install what the store lacks, and print the environment to export: shell "
-            "lines, JSON, or (--format github) appended to $GITHUB_PATH and $GITHUB_ENV."
+            "Ask the running agent to install what the requests need (or, with --local, "
+            "install into the store from this process: host mode), show progress on "
+            "stderr, and print the environment to export: shell lines (env), JSON, or "
+            "(--format github) appended to $GITHUB_PATH and $GITHUB_ENV."
         ),
     )
     ensure.add_argument("requests", nargs="+", metavar="REQUEST")
     ensure.add_argument(
+        "--local",
+        action="store_true",
+        help="install from this process (host mode) instead of asking the running agent",
+    )
+    ensure.add_argument(
         "--target-platform", help="os/arch[/libc], e.g. linux/x64/glibc (default: this machine)"
     )
     ensure.add_argument("--package-manager", help="apt, dnf, apk, ...")
-    ensure.add_argument("--format", choices=["shell", "json", "github"], default="shell")
+    ensure.add_argument(
+        "--format", choices=["env", "shell", "json", "github"], default="env",
+        help="env (shell export lines; 'shell' is the same), json, or github",
+    )  # fmt: skip
+    ensure.add_argument("--socket", type=Path, help="the agent's API socket (default: config)")
+    ensure.add_argument(
+        "--token-file", type=Path, help="a file holding the API token (default: job_token_file)"
+    )
     config_arg(ensure)
     ensure.set_defaults(run=run_ensure)
 
 
 def run_ensure(args: argparse.Namespace) -> int:
-    """Resolve, install, print."""
+    """Ensure through the agent (or locally), showing progress; print the environment."""
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    if args.local:
+        return _local(args, target)
+    return _remote(args, target)
+
+
+def _target(args: argparse.Namespace) -> Any:
+    """The requested target platform (``None``: this machine), or an exit code."""
+    from agent.platform import model
+
+    if not args.target_platform:
+        return None
+    try:
+        parsed = model.Platform.parse_triple(args.target_platform)
+        return model.Platform(
+            os=parsed.os, arch=parsed.arch, libc=parsed.libc, package_manager=args.package_manager
+        )
+    except model.PlatformError as exc:
+        return common.fail(str(exc), common.EXIT_USAGE)
+
+
+def _remote(args: argparse.Namespace, target: Any) -> int:
+    """POST /v1/ensure over the unix socket and follow its NDJSON stream."""
+    from agent.cli import progressview
+
+    settings = common.settings(args)
+    socket_path = args.socket or settings.server.socket_path
+    token_file = args.token_file or settings.server.job_token_file
+    token = None
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return common.fail(f"cannot read the token file {token_file}: {exc.strerror}")
+    body: dict[str, Any] = {"requests": list(args.requests)}
+    if target is not None:
+        body["target_platform"] = {
+            "os": target.os,
+            "arch": target.arch,
+            "libc": target.libc,
+            "package_manager": target.package_manager,
+        }
+    view = progressview.View()
+    try:
+        status, events = _stream(socket_path, body, token)
+        if status != 200:
+            error = next(events, {}).get("error", {})
+            for line in [error.get("message", f"HTTP {status}"), *_details(error)]:
+                print(f"runner-agent: {line}", file=sys.stderr)
+            return common.EXIT_BAD
+        result: dict[str, Any] = {}
+        for event in events:
+            if event.get("event") == "result":
+                result = event
+            view.event(event)
+    except OSError as exc:
+        return common.fail(
+            f"cannot reach the agent at {socket_path}: {exc.strerror or exc}; start it, or "
+            "use --local to install from this process",
+            common.EXIT_UNREACHABLE,
+        )
+    finally:
+        view.close()
+    return _finish(result, args.format)
+
+
+def _details(error: dict[str, Any]) -> list[str]:
+    details = error.get("details")
+    if isinstance(details, dict):
+        return [str(p) for p in details.get("problems", [])[1:]]
+    return []
+
+
+def _stream(
+    path: Path, body: dict[str, Any], token: str | None
+) -> tuple[int, Iterator[dict[str, Any]]]:
+    """Send the request; the status and an iterator over the JSON lines (or the error)."""
+    import http.client
+    import socket
+
+    class _Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(str(path))
+            self.sock = sock
+
+    conn = _Conn("localhost", timeout=3600)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("POST", "/v1/ensure", body=json.dumps(body).encode(), headers=headers)
+    response = conn.getresponse()
+
+    def lines() -> Iterator[dict[str, Any]]:
+        try:
+            if response.status != 200:
+                yield json.loads(response.read() or b"{}")
+                return
+            for raw in response:
+                if raw.strip():
+                    yield json.loads(raw)
+        finally:
+            conn.close()
+
+    return response.status, lines()
+
+
+def _finish(result: dict[str, Any], fmt: str) -> int:
+    if not result:
+        return common.fail("the agent ended the stream without a result; see its log")
+    for item in result.get("features", []):
+        if item.get("result") == "failed":
+            print(f"runner-agent: {item['id']}: {item.get('error')}", file=sys.stderr)
+        elif item.get("result") == "left":
+            print(
+                f"runner-agent: {item['id']} needs OS packages the runner must install "
+                "(steps_left in --format json)",
+                file=sys.stderr,
+            )
+    emit(result, fmt)
+    return common.EXIT_OK if result.get("ok") else common.EXIT_BAD
+
+
+def _local(args: argparse.Namespace, requested: Any) -> int:
+    """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
     from agent.catalog import requests, resolver
+    from agent.cli import progressview
     from agent.platform import detect, model
     from agent.store import ensuring as store_ensuring
-    from agent.store import installing, layout, locks
+    from agent.store import installing, layout, locks, progress
     from agent.system import hostinstall
 
     settings = common.settings(args)
     local = detect.detect()
-    try:
-        if args.target_platform:
-            parsed = model.Platform.parse_triple(args.target_platform)
-            target = model.Platform(
-                os=parsed.os,
-                arch=parsed.arch,
-                libc=parsed.libc,
-                package_manager=args.package_manager
-                or (local.package_manager if parsed.os == local.os else None),
-            )
-        else:
-            target = local
-    except model.PlatformError as exc:
-        return common.fail(str(exc), common.EXIT_USAGE)
+    target = requested or local
+    if requested is not None and requested.package_manager is None and requested.os == local.os:
+        target = model.Platform(
+            os=requested.os,
+            arch=requested.arch,
+            libc=requested.libc,
+            package_manager=local.package_manager,
+        )
     catalog = catalog_loading.load(catalog_loading.folders_for(settings.catalog))
     try:
         wanted = [
@@ -72,29 +211,85 @@ def run_ensure(args: argparse.Namespace) -> int:
         return common.EXIT_BAD
     same = (target.os, target.arch, target.libc) == (local.os, local.arch, local.libc)
     options = installing.options_from(settings.installer, native=same)
+    view = progressview.View()
+    guard = threading.Lock()
+
+    def listen(event: str, data: dict[str, Any]) -> None:
+        with guard:
+            view.event({"event": event, **data})
+
+    data = plan.to_data()
+    view.event(
+        {
+            "event": "plan",
+            "features": [{"id": f["id"], "version": f["version"]} for f in data["features"]],
+        }
+    )
     try:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
         store = layout.Store(settings.cache.root)
         host = target == local or (same and target.package_manager == local.package_manager)
-        ensured = store_ensuring.ensure_plan(
-            store,
-            plan.to_data(),
-            lock_backend=backend,
-            options=options,
-            parallelism=settings.installer.parallelism,
-            system=system_handler(settings, store, backend, options) if host else None,
-        )
+        with progress.listening(listen):
+            ensured = store_ensuring.ensure_plan(
+                store,
+                data,
+                lock_backend=backend,
+                options=options,
+                parallelism=settings.installer.parallelism,
+                system=system_handler(settings, store, backend, options) if host else None,
+            )
     except (layout.StoreError, hostinstall.SystemInstallError) as exc:
+        view.close()
         return common.fail(str(exc))
-    emit(ensured.to_data(), args.format)
-    return common.EXIT_OK
+    view.close()
+    return _finish(_as_result(ensured, data), args.format)
+
+
+def _as_result(ensured: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """The local outcome in the shape of the API's ``result`` event."""
+    items: list[dict[str, Any]] = []
+    for done in ensured.installed:
+        receipt, entry = done.receipt, done.entry.path
+        items.append(
+            {
+                "id": receipt.feature,
+                "version": receipt.version,
+                "method": receipt.method,
+                "result": "hit" if done.cached else "installed",
+                "entry": str(entry),
+                "path": [
+                    os.path.normpath(os.path.join(entry, p)) for p in receipt.env.get("path", [])
+                ],
+                "env": {
+                    k: v.replace("${prefix}", str(entry))
+                    for k, v in receipt.env.get("vars", {}).items()
+                },
+            }
+        )
+    for system in ensured.system:
+        items.append(
+            {
+                **system,
+                "method": "system",
+                "result": "present" if system["already_present"] else "installed",
+            }
+        )
+    order = [f["id"] for f in plan["features"]]
+    items.sort(key=lambda i: order.index(i["id"]) if i["id"] in order else len(order))
+    return {
+        "event": "result",
+        "ok": True,
+        "features": items,
+        "path": ensured.path,
+        "env": ensured.vars,
+    }
 
 
 def system_handler(settings: Any, store: Any, backend: Any, options: Any) -> Any:
-    """Host mode: run ``system`` steps here, their output streamed to stderr."""
+    """Host mode: run ``system`` steps here, their output reported as progress."""
     import shutil
 
-    from agent.store import downloads
+    from agent.store import downloads, progress
     from agent.system import hostinstall
 
     installer = settings.installer
@@ -128,7 +323,7 @@ def system_handler(settings: Any, store: Any, backend: Any, options: Any) -> Any
             host,
             fetch=fetch,
             exclusive=exclusive,
-            on_line=lambda line: print(f"  {step['id']}: {line}", file=sys.stderr, flush=True),
+            on_line=lambda line: progress.report("output", line=line),
         )
         return {
             "id": done.id,
@@ -144,20 +339,30 @@ def system_handler(settings: Any, store: Any, backend: Any, options: Any) -> Any
 
 
 def emit(data: dict[str, Any], fmt: str) -> None:
-    """Print (or, for github, append) the environment."""
+    """Print (or, for github, append) the environment of a ``result``."""
     if fmt == "json":
         print(json.dumps(data, indent=2))
         return
+    path, env = data.get("path", []), data.get("env", {})
     if fmt == "github":
         path_file, env_file = os.environ.get("GITHUB_PATH"), os.environ.get("GITHUB_ENV")
         if not path_file or not env_file:
             raise SystemExit(common.fail("--format github needs $GITHUB_PATH and $GITHUB_ENV"))
         with open(path_file, "a", encoding="utf-8") as handle:
-            handle.writelines(f"{p}\n" for p in data["path"])
+            handle.writelines(f"{p}\n" for p in path)
         with open(env_file, "a", encoding="utf-8") as handle:
-            handle.writelines(f"{k}={v}\n" for k, v in data["vars"].items())
+            handle.writelines(github_env_line(k, v) for k, v in env.items())
         return
-    if data["path"]:
-        print(f'export PATH={shlex.quote(os.pathsep.join(data["path"]))}:"$PATH"')
-    for name, value in data["vars"].items():
+    if path:
+        print(f'export PATH={shlex.quote(os.pathsep.join(path))}:"$PATH"')
+    for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
+
+
+def github_env_line(name: str, value: str) -> str:
+    """One $GITHUB_ENV entry; a value with a newline takes the heredoc form, with a
+    delimiter that cannot occur in it."""
+    if "\n" not in value and "\r" not in value:
+        return f"{name}={value}\n"
+    delimiter = f"ghadelimiter_{uuid.uuid4()}"
+    return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"

@@ -13,6 +13,7 @@ relative, for other mount points).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.store import installing, layout, locks
+from agent.store import installing, layout, locks, progress
 
 SystemHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -76,6 +77,10 @@ def ensure_plan(
 
     def one(index: int) -> None:
         step = steps[index]
+        with progress.about(step["id"]):
+            _one(index, step)
+
+    def _one(index: int, step: dict[str, Any]) -> None:
         if step["method"] == "system":
             assert system is not None
             done[index] = system(step)
@@ -84,7 +89,9 @@ def ensure_plan(
 
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
         for _, group in itertools.groupby(range(len(steps)), key=lambda i: steps[i].get("round")):
-            for future in [pool.submit(one, i) for i in group]:
+            # Each task runs in a copy of this context: progress listeners reach the pool.
+            futures = [pool.submit(contextvars.copy_context().run, one, i) for i in group]
+            for future in futures:
                 future.result()  # the first failure propagates, after its round settles
     for index in range(len(steps)):
         item = done[index]

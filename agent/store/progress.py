@@ -25,6 +25,7 @@ logger = logging.getLogger("agent.store")
 
 Listener = Callable[[str, dict[str, Any]], None]
 _listener: ContextVar[Listener | None] = ContextVar("runner_agent_progress", default=None)
+_feature: ContextVar[str | None] = ContextVar("runner_agent_progress_feature", default=None)
 EVERY = 0.25
 
 
@@ -38,6 +39,16 @@ def listening(listener: Listener) -> Iterator[None]:
         _listener.reset(token)
 
 
+@contextlib.contextmanager
+def about(feature: str) -> Iterator[None]:
+    """Tag this context's events with ``feature`` (installs of several run at once)."""
+    token = _feature.set(feature)
+    try:
+        yield
+    finally:
+        _feature.reset(token)
+
+
 def active() -> bool:
     """Whether anyone listens (lets callers skip building event data)."""
     return _listener.get() is not None
@@ -48,6 +59,9 @@ def report(event: str, **data: Any) -> None:
     listener = _listener.get()
     if listener is None:
         return
+    feature = _feature.get()
+    if feature is not None:
+        data.setdefault("feature", feature)
     try:
         listener(event, data)
     except Exception:

@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agentproc import Agent, Starter, free_port
+from agent.cli import ensuring as ensuring_cli
+from tests.agentproc import Agent, Starter, free_port, run_cli
 from tests.store import fixtures
 from tests.store.server import Reply, Server
 
@@ -174,3 +175,47 @@ async def test_the_job_token_may_ensure_but_not_administer(
             assert lines[-1]["ok"] is True
         async with session.post(f"http://{tcp}/v1/reload", json={}, headers=job) as resp:
             assert resp.status == 403
+
+
+def test_the_cli_asks_the_running_agent_and_prints_plain_progress(
+    agent: Agent, http_server: Server, tmp_path: Path
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    proc = run_cli(
+        "ensure", "tool", "--socket", str(agent.socket), "--format", "json",
+        "--config", str(agent.config),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] is True
+    assert result["features"][0]["result"] == "installed"
+    lines = proc.stderr.splitlines()
+    assert "tool 1.0.0: queued" in lines
+    assert any(line.startswith("tool 1.0.0: downloading 0.0/0.0 MiB") for line in lines)
+    assert any(line.startswith("tool 1.0.0: done installed in") for line in lines)
+
+    github_path, github_env = tmp_path / "path", tmp_path / "env"
+    proc = run_cli(
+        "ensure", "tool", "--socket", str(agent.socket), "--format", "github",
+        "--config", str(agent.config),
+        env={"GITHUB_PATH": str(github_path), "GITHUB_ENV": str(github_env)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert github_path.read_text() == result["path"][0] + "\n"
+
+    proc = run_cli("ensure", "tool", "--socket", str(tmp_path / "nobody.sock"))
+    assert proc.returncode == 3
+    assert "use --local" in proc.stderr
+
+    proc = run_cli("ensure", "no-such-thing", "--socket", str(agent.socket))
+    assert proc.returncode == 1
+    assert "no-such-thing" in proc.stderr
+
+
+def test_github_env_values_with_newlines_take_the_heredoc_form() -> None:
+    assert ensuring_cli.github_env_line("A", "plain") == "A=plain\n"
+    text = ensuring_cli.github_env_line("B", "two\nlines")
+    head, first, second, closing, end = text.split("\n")
+    assert head.startswith("B<<ghadelimiter_")
+    assert (first, second, end) == ("two", "lines", "")
+    assert closing == head.split("<<")[1]

@@ -30,7 +30,7 @@ def test_ensure_prints_what_to_export_and_node_runs(tmp_path: Path, http_server:
     fixtures.serve_node(http_server)
     env = {"no_proxy": "127.0.0.1"}
     proc = run_cli(
-        "ensure", "feature:node@20.11.1", "--config", str(config(tmp_path, http_server)), env=env
+        "ensure", "--local", "feature:node@20.11.1", "--config", str(config(tmp_path, http_server)), env=env
     )
     assert proc.returncode == 0, proc.stderr
     bin_dir = tmp_path / "store" / "node" / "20.11.1" / "x64" / "bin"
@@ -41,6 +41,7 @@ def test_ensure_prints_what_to_export_and_node_runs(tmp_path: Path, http_server:
     assert shell.stdout.strip() == "v20.11.1"
     again = run_cli(
         "ensure",
+        "--local",
         "feature:node@20.11.1",
         "--format",
         "json",
@@ -48,7 +49,7 @@ def test_ensure_prints_what_to_export_and_node_runs(tmp_path: Path, http_server:
         str(config(tmp_path, http_server)),
         env=env,
     )
-    assert json.loads(again.stdout)["features"][0]["cached"] is True
+    assert json.loads(again.stdout)["features"][0]["result"] == "hit"
 
 
 def test_ensure_writes_github_files(tmp_path: Path, http_server: Server) -> None:
@@ -56,6 +57,7 @@ def test_ensure_writes_github_files(tmp_path: Path, http_server: Server) -> None
     github_path, github_env = tmp_path / "path", tmp_path / "env"
     proc = run_cli(
         "ensure",
+        "--local",
         "feature:node@20.11.1",
         "--format",
         "github",
@@ -75,6 +77,7 @@ def test_ensure_failures_name_the_step(tmp_path: Path, http_server: Server) -> N
     # No route for the tarball: the server answers 404, which is not retried.
     proc = run_cli(
         "ensure",
+        "--local",
         "feature:node@20.11.1",
         "--config",
         str(config(tmp_path, http_server)),

@@ -70,7 +70,7 @@ def ensure_cli(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")}
     return subprocess.run(
-        [PYTHON, "-m", "agent", "ensure", *labels, "--format", "json", "--config", str(config)],
+        [PYTHON, "-m", "agent", "ensure", "--local", *labels, "--format", "json", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -88,9 +88,10 @@ def test_hello_installs_and_a_second_host_fetches_no_deb(tmp_path: Path, no_hell
     ran = subprocess.run(["hello", "--version"], capture_output=True, text=True, check=True)
     assert "GNU Hello" in ran.stdout
     assert len(debs(cache)) == 1
-    [system] = json.loads(first.stdout)["system"]
+    [system] = json.loads(first.stdout)["features"]
     assert system["id"] == "hello"
     assert system["manager"] == "apt"
+    assert system["result"] == "installed"
     assert system["already_present"] is False
     assert system["check"] == "ok"
 
@@ -106,7 +107,7 @@ def test_hello_installs_and_a_second_host_fetches_no_deb(tmp_path: Path, no_hell
     # Present already: nothing runs at all.
     third = ensure_cli(tmp_path, "feature:hello")
     assert third.returncode == 0, third.stderr
-    assert json.loads(third.stdout)["system"][0]["already_present"] is True
+    assert json.loads(third.stdout)["features"][0]["result"] == "present"
 
 
 def _step(tmp_path: Path, packages: list[str]) -> dict[str, Any]:
