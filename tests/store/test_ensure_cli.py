@@ -30,7 +30,12 @@ def test_ensure_prints_what_to_export_and_node_runs(tmp_path: Path, http_server:
     fixtures.serve_node(http_server)
     env = {"no_proxy": "127.0.0.1"}
     proc = run_cli(
-        "ensure", "--local", "feature:node@20.11.1", "--config", str(config(tmp_path, http_server)), env=env
+        "ensure",
+        "--local",
+        "feature:node@20.11.1",
+        "--config",
+        str(config(tmp_path, http_server)),
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     bin_dir = tmp_path / "store" / "node" / "20.11.1" / "x64" / "bin"

@@ -70,7 +70,18 @@ def ensure_cli(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_AGENT_")}
     return subprocess.run(
-        [PYTHON, "-m", "agent", "ensure", "--local", *labels, "--format", "json", "--config", str(config)],
+        [
+            PYTHON,
+            "-m",
+            "agent",
+            "ensure",
+            "--local",
+            *labels,
+            "--format",
+            "json",
+            "--config",
+            str(config),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
