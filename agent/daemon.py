@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -43,6 +44,7 @@ from agent.kits import aiotasks, logs, signals
 from agent.observe import conditions, looplag, metrics
 from agent.services import exporting
 from agent.services import supervisor as services_supervisor
+from agent.store import exporting as cache_exporting
 
 logger = logging.getLogger("agent.daemon")
 
@@ -117,6 +119,18 @@ def _import_api() -> tuple[Any, Any]:
     return api, context
 
 
+TALLY_EVERY = 15.0
+"""Seconds between refreshes of the store's running total (what /metrics reports)."""
+
+
+def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> Any:
+    from agent.store import janitor, layout, locks
+
+    # The root and the lock backend need a restart; the budget is read live (reloads).
+    backend = locks.backend(settings.lock_backend, lease_ttl=settings.lease_seconds)
+    return janitor.Janitor(layout.Store(settings.root), backend, budget=budget)
+
+
 def _load_catalog_blocking(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
     from agent.catalog import loading as catalog_loading
 
@@ -140,12 +154,20 @@ class Daemon:
         """The feature catalog in force (``agent.catalog.loading.Catalog``), once loaded."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._catalog_loaded = asyncio.Event()
         self._signals = 0
         self._api_runner: web.AppRunner | None = None
         self._inflight = draining.InFlight()
         self._socket: Path | None = None
         self.supervisor: services_supervisor.Supervisor | None = None
         self.metrics.registry.register(exporting.ServicesCollector(lambda: self.supervisor))
+        self.cache: Any = None
+        """The store's janitor (``agent.store.janitor.Janitor``), once started."""
+        self.metrics.registry.register(
+            cache_exporting.CacheCollector(
+                lambda: self.cache, budget=lambda: int(self.settings.cache.size_budget)
+            )
+        )
         self._set_config_condition(loaded)
         self.metrics.config_generation.set(loaded.generation)
 
@@ -206,6 +228,7 @@ class Daemon:
         self._spawn(self._serve_api(), "API listener", forever=False)
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
         self._start_services()
+        self._spawn(self._run_janitor(), "cache janitor")
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
             __version__,
@@ -274,11 +297,62 @@ class Daemon:
         settings = self.settings.catalog
         catalog, folders = await asyncio.to_thread(_load_catalog_blocking, settings)
         self.catalog = catalog
+        self._catalog_loaded.set()
         disabled = sorted({p.feature for p in catalog.problems})
         message = f"{len(catalog.features)} features from {len(folders)} folder(s)"
         if disabled:
             message += f"; disabled: {', '.join(disabled)} (see /v1/features)"
         self.conditions.set("catalog", ok=True, message=message)
+
+    async def _run_janitor(self) -> None:
+        # Built in a thread (it imports the store's modules); then the running total is
+        # refreshed every TALLY_EVERY s and a janitor pass (gc, eviction to the budget) runs
+        # every cache.janitor_interval_seconds, jittered so pods started together do not
+        # try in step. Each in a thread: the volume may be slow NFS.
+        self.cache = await asyncio.to_thread(
+            _make_janitor, self.settings.cache, lambda: int(self.settings.cache.size_budget)
+        )
+        loop = asyncio.get_running_loop()
+        interval = self.settings.cache.janitor_interval_seconds
+        due = loop.time() + interval * random.uniform(0.5, 1.0)  # noqa: S311 - not crypto
+        last_error = ""
+        while True:
+            try:
+                if loop.time() >= due:
+                    await asyncio.to_thread(self.cache.periodic)
+                    due = loop.time() + self.settings.cache.janitor_interval_seconds
+                else:
+                    await asyncio.to_thread(self.cache.refresh)
+                last_error = ""
+            except Exception as exc:  # counted as failed by the janitor; the task goes on
+                due = loop.time() + self.settings.cache.janitor_interval_seconds
+                if str(exc) != last_error:
+                    logger.warning("the store's janitor failed: %s", exc)
+                last_error = str(exc)
+            await asyncio.sleep(max(0.05, min(TALLY_EVERY, due - loop.time())))
+
+    async def _preinstall(self, app: web.Application) -> None:
+        """Ensure ``features.preinstall``; /readyz waits for it (retried with backoff)."""
+        from agent.http import ensure
+
+        wanted = list(self.settings.features.preinstall)
+        self.conditions.set("preinstall", ok=False, message=f"installing {', '.join(wanted)}")
+        await self._catalog_loaded.wait()
+        delay = 10.0
+        while True:
+            try:
+                plan = await asyncio.to_thread(
+                    ensure.preinstall_plan, self.catalog, wanted, self.settings
+                )
+                ok, message = await ensure.preinstall(app[ensure.INSTALLS], plan)
+            except Exception as exc:  # a bad request or an unresolvable one: say so, retry
+                ok, message = False, str(exc).splitlines()[0]
+            self.conditions.set("preinstall", ok=ok, message=message)
+            if ok:
+                return
+            logger.warning("preinstall failed (%s); retrying in %.0f s", message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 300.0)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -320,6 +394,7 @@ class Daemon:
             started=self.started,
             catalog=lambda: self.catalog,
             services=lambda: self.supervisor,
+            cache=lambda: self.cache,
         )
         runner = web.AppRunner(
             api.make_app(ctx, m=self.metrics, inflight=self._inflight),
@@ -328,6 +403,8 @@ class Daemon:
         )
         await runner.setup()
         self._api_runner = runner
+        if self.settings.features.preinstall:
+            self._spawn(self._preinstall(runner.app), "preinstall", forever=False)
         delay = 1.0
         where = str(server.socket_path)
         self.conditions.set("api", ok=False, message=f"binding {where}")

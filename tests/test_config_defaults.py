@@ -23,9 +23,10 @@ def test_every_default_is_pinned() -> None:
             "size_budget": 53687091200,
             "lock_backend": "posix",
             "lease_seconds": 30.0,
+            "janitor_interval_seconds": 600.0,
         },
         "catalog": {"bundled": True, "paths": []},
-        "features": {"profiles": {}, "environment": None},
+        "features": {"profiles": {}, "environment": None, "preinstall": []},
         "installer": {
             "mirrors": {},
             "lock_timeout_seconds": 900.0,

@@ -244,6 +244,18 @@ class CacheSettings(_Group):
             "third of it."
         ),
     )
+    janitor_interval_seconds: Seconds = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description=(
+            "How often the agent's janitor collects garbage (staging folders of dead "
+            "installs, stale partial downloads, lapsed in-use leases) and evicts least "
+            "recently used entries down to size_budget, in seconds. Default 600 s (10 min). "
+            "One janitor at a time runs across all agents sharing the volume; the others "
+            "skip that round."
+        ),
+    )
 
 
 class CatalogSettings(_Group):
@@ -324,6 +336,14 @@ class FeaturesSettings(_Group):
         description=(
             "Which environments.<name> block of team configurations applies on this "
             "runner (e.g. staging). Default none: the blocks are ignored."
+        ),
+    )
+    preinstall: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Requests installed at startup, before /readyz turns true (its preinstall "
+            "condition), e.g. ['node@20', 'python@3.12']. Default none."
         ),
     )
 

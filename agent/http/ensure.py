@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -27,6 +29,8 @@ from agent.http.context import CONTEXT
 from agent.http.installs import Installs, Outcome
 from agent.platform import detect, model
 from agent.store import installing
+
+logger = logging.getLogger("agent.http")
 
 INSTALLS = web.AppKey("installs", Installs)
 _LOCAL: list[model.Platform] = []
@@ -140,8 +144,8 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             ],
         }
     )
-    outcomes = await _run(request.app[INSTALLS], plan, stream)
-    await stream.send(_result(plan, outcomes))
+    outcomes = await run_plan(request.app[INSTALLS], plan, stream.send)
+    await stream.send(result(plan, outcomes))
     await stream.close()
     return response
 
@@ -169,10 +173,14 @@ class _Stream:
                 self.gone = True
 
 
-async def _run(
-    installs: Installs, plan: dict[str, Any], stream: _Stream
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def run_plan(
+    installs: Installs, plan: dict[str, Any], send: Send
 ) -> dict[str, Outcome | BaseException | None]:
-    """Ensure the plan's steps round by round, streaming every event as it comes."""
+    """Ensure the plan's steps round by round, sending every event as it comes; the
+    outcome per feature (an exception for a failure, ``None`` when skipped)."""
     outcomes: dict[str, Outcome | BaseException | None] = {s["id"]: None for s in plan["features"]}
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     rounds: dict[int, list[dict[str, Any]]] = {}
@@ -182,10 +190,10 @@ async def _run(
     for number in sorted(rounds):
         if failed:
             for step in rounds[number]:
-                await stream.send({"event": "skipped", "feature": step["id"]})
+                await send({"event": "skipped", "feature": step["id"]})
             continue
         for step in rounds[number]:
-            await stream.send({"event": "queued", "feature": step["id"]})
+            await send({"event": "queued", "feature": step["id"]})
         tasks: dict[asyncio.Future[Any], dict[str, Any]] = {
             asyncio.ensure_future(installs.ensure_step(s, plan["platform"], queue.put_nowait)): s
             for s in rounds[number]
@@ -195,7 +203,7 @@ async def _run(
             getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait(pending | {getter}, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
-                await stream.send(getter.result())
+                await send(getter.result())
             else:
                 getter.cancel()
             for task in done:
@@ -203,8 +211,8 @@ async def _run(
                     continue
                 pending.discard(task)
                 while not queue.empty():
-                    await stream.send(queue.get_nowait())
-                failed |= await _finished(task, tasks[task], outcomes, stream)
+                    await send(queue.get_nowait())
+                failed |= await _finished(task, tasks[task], outcomes, send)
     return outcomes
 
 
@@ -212,13 +220,13 @@ async def _finished(
     task: asyncio.Future[Any],
     step: dict[str, Any],
     outcomes: dict[str, Outcome | BaseException | None],
-    stream: _Stream,
+    send: Send,
 ) -> bool:
     """Record and announce how one step ended; whether it failed."""
     exc = task.exception()
     if exc is not None:
         outcomes[step["id"]] = exc
-        await stream.send(
+        await send(
             {
                 "event": "failed",
                 "feature": step["id"],
@@ -229,7 +237,7 @@ async def _finished(
         return True
     outcome: Outcome = task.result()
     outcomes[step["id"]] = outcome
-    await stream.send(
+    await send(
         {
             "event": "done",
             "feature": step["id"],
@@ -240,9 +248,10 @@ async def _finished(
     return False
 
 
-def _result(
+def result(
     plan: dict[str, Any], outcomes: dict[str, Outcome | BaseException | None]
 ) -> dict[str, Any]:
+    """The final ``result`` event of a plan's outcomes."""
     items: list[dict[str, Any]] = []
     path: list[str] = []
     env: dict[str, str] = {}
@@ -277,3 +286,29 @@ def _result(
         items.append(item)
     ok = all(i["result"] in ("hit", "installed", "present", "left") for i in items)
     return {"event": "result", "ok": ok, "features": items, "path": path, "env": env}
+
+
+async def preinstall(installs: Installs, plan: dict[str, Any]) -> tuple[bool, str]:
+    """Ensure ``plan`` at startup (``features.preinstall``); whether it all worked, and
+    a line for the ``preinstall`` readiness condition."""
+
+    async def log(event: dict[str, Any]) -> None:
+        if event["event"] in ("done", "failed"):
+            logger.info("preinstall: %s %s", event.get("feature"), event["event"], extra=event)
+
+    outcome = result(plan, await run_plan(installs, plan, log))
+    failed = [f for f in outcome["features"] if f["result"] in ("failed", "skipped")]
+    if failed:
+        first = failed[0]
+        return False, f"{first['id']} {first['result']}: {first.get('error') or 'see the log'}"
+    names = ", ".join(f"{f['id']} {f['version']}" for f in outcome["features"])
+    return True, f"ready: {names}" if names else "nothing to preinstall"
+
+
+def preinstall_plan(catalog: Any, wanted: list[str], settings: Any) -> dict[str, Any]:
+    """The plan for ``features.preinstall`` on this machine (blocking: run it in a thread)."""
+    from agent.catalog import requests, resolver
+
+    parsed = [requests.parse(r, allow_ranges=True, source="features.preinstall") for r in wanted]
+    plan = resolver.resolve(parsed, catalog, detect.detect(), store_root=str(settings.cache.root))
+    return plan.to_data()

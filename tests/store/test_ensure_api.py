@@ -219,3 +219,30 @@ def test_github_env_values_with_newlines_take_the_heredoc_form() -> None:
     assert head.startswith("B<<ghadelimiter_")
     assert (first, second, end) == ("two", "lines", "")
     assert closing == head.split("<<")[1]
+
+
+async def test_preinstall_holds_readiness_until_its_features_are_installed(
+    start_agent: Starter, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY, delay=1.5))
+    config = _config(start_agent, http_server)
+    config["features"] = {"preinstall": ["tool"]}
+    agent = start_agent.start(config)
+    _, ready = agent.wait_for(
+        lambda: (
+            (r := agent.get("/readyz"))[0] == 503
+            and any(c["name"] == "preinstall" for c in r[1]["conditions"])
+            and r
+        ),
+        what="the preinstall condition",
+    )
+    preinstall = next(c for c in ready["conditions"] if c["name"] == "preinstall")
+    assert preinstall["ok"] is False
+    assert "installing tool" in preinstall["message"]
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, timeout=20, what="ready")
+    _, ready = agent.get("/readyz")
+    preinstall = next(c for c in ready["conditions"] if c["name"] == "preinstall")
+    assert preinstall == {**preinstall, "ok": True, "message": "ready: tool 1.0.0"}
+    assert http_server.count(ARCHIVE) == 1
+    _, events = await ensure(agent, {"requests": ["tool"]})
+    assert events[-1]["features"][0]["result"] == "hit"
