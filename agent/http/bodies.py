@@ -36,7 +36,9 @@ async def read_model(request: web.Request, model: type[M], *, limit: int) -> M:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body.strip():
-        return model()
+        # An empty body means every default; a model with required fields still says
+        # which are missing, through the same 400 as any other invalid body.
+        return _validate(model, {})
     if request.content_type != "application/json":
         raise errors.ApiError(
             415,
@@ -52,6 +54,10 @@ async def read_model(request: web.Request, model: type[M], *, limit: int) -> M:
             else ""
         )
         raise errors.ApiError(400, f"malformed JSON{where}: {exc}", code="invalid_json") from exc
+    return _validate(model, data)
+
+
+def _validate(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -246,3 +246,14 @@ async def test_preinstall_holds_readiness_until_its_features_are_installed(
     assert http_server.count(ARCHIVE) == 1
     _, events = await ensure(agent, {"requests": ["tool"]})
     assert events[-1]["features"][0]["result"] == "hit"
+
+
+async def test_an_empty_body_names_the_missing_fields(agent: Agent) -> None:
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/plan") as resp,
+    ):
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["error"]["details"][0]["field"] == "target"
