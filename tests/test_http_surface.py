@@ -144,6 +144,11 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
         "/v1/services/{name}/stop",
         "/v1/services/{name}/restart",
         "/v1/stop-gate",
+        "/v1/ensure",
+        "/v1/cache",
+        "/v1/cache/verify",
+        "/v1/cache/gc",
+        "/v1/cache/evict",
         "/openapi.json",
     }
     for verb in ("start", "stop", "restart"):

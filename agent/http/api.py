@@ -19,6 +19,7 @@ from agent.config import reloading
 from agent.http import (
     auth,
     bodies,
+    cache,
     draining,
     ensure,
     errors,
@@ -176,6 +177,7 @@ def routes() -> list[routing.Route]:
             media_type="application/x-ndjson",
         ),
         *services_routes(),
+        *cache.routes(),
         routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
     ]
 

@@ -11,6 +11,7 @@ from agent.catalog import loading as catalog_loading
 from agent.config import reloading
 from agent.observe import conditions
 from agent.services import supervisor
+from agent.store import janitor
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Context:
     """The catalog in force, or ``None`` while it first loads."""
     services: Callable[[], supervisor.Supervisor | None] = lambda: None
     """The service supervisor, or ``None`` before it starts."""
+    cache: Callable[[], janitor.Janitor | None] = lambda: None
+    """The store's janitor (cache management), or ``None`` before it starts."""
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -124,10 +124,14 @@ class PosixLocks:
                 )
                 _wait(lambda: _try_lock(fd), how, start=start)
                 _write_holder(path)
-                yield
+                try:
+                    yield
+                finally:
+                    # Only the holder removes it: a waiter that gave up must not erase
+                    # who holds the lock from the next waiter's messages.
+                    with contextlib.suppress(OSError):
+                        holder_file(path).unlink()
             finally:
-                with contextlib.suppress(OSError):
-                    holder_file(path).unlink()
                 os.close(fd)  # releases the lock
         finally:
             local.release()

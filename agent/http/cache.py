@@ -1,0 +1,276 @@
+"""Cache management endpoints: /v1/cache, /v1/cache/verify, /gc and /evict (``admin``).
+
+Policy: every one works on the store through the daemon's janitor, in a thread (they
+walk folders, hash files and delete trees; the event loop never waits on the volume).
+``verify``, ``gc`` and ``evict`` take the janitor lock without waiting: when another
+agent's janitor holds it, the answer is 409 ``janitor_busy`` naming it. Listing takes no
+lock. A store that does not exist yet (nothing installed) is 409 ``no_store``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, Field, field_validator
+
+from agent.http import bodies, errors, models
+from agent.http import routes as routing
+from agent.http.context import CONTEXT
+from agent.store import evicting, janitor, layout
+
+T = TypeVar("T")
+
+
+class LeaseModel(models.ApiModel):
+    """A job's in-use lease on an entry."""
+
+    agent: str = Field(description="The agent that took it (host/pid).")
+    job: str
+    expires: float = Field(description="Unix time it lapses unless refreshed.")
+
+
+class CacheEntry(models.ApiModel):
+    """One entry of the store (or what is left of one)."""
+
+    key: str = Field(description="name@version@leaf")
+    name: str
+    version: str
+    leaf: str
+    path: str
+    state: str = Field(
+        description="ok, no-receipt (someone else's), no-entry (a marker alone), unmarked, "
+        "orphan, receipt-only or bad-receipt."
+    )
+    problem: str
+    feature: str | None
+    feature_version: str | None
+    method: str | None
+    target: str = Field(description="os/arch[/libc] it was installed for.")
+    size: int | None = Field(description="Bytes, from the receipt; null without one.")
+    last_used: float | None = Field(description="Unix time of the last use.")
+    in_use: list[LeaseModel]
+
+
+class Totals(models.ApiModel):
+    """What the receipts of complete entries add up to."""
+
+    entries: int
+    bytes: int
+
+
+class CacheList(models.ApiModel):
+    """GET /v1/cache."""
+
+    root: str
+    budget: int = Field(description="cache.size_budget, in bytes.")
+    total: Totals
+    entries: list[CacheEntry]
+
+
+class VerifyRequest(models.ApiRequest):
+    """POST /v1/cache/verify."""
+
+    repair: bool = Field(
+        default=False,
+        description="Remove broken entries the agent wrote; the next ensure re-installs them.",
+    )
+
+
+class VerifiedEntry(models.ApiModel):
+    """The verdict on one entry."""
+
+    key: str
+    status: str = Field(description="ok, size-only, broken, or a listing state.")
+    problems: list[str]
+    warnings: list[str]
+    recorded_bytes: int | None
+    disk_bytes: int | None
+    repair: str = Field(description="removed, or why repair left it (in-use, busy, not-ours).")
+
+
+class VerifyResponse(models.ApiModel):
+    """The outcome of POST /v1/cache/verify."""
+
+    clean: bool = Field(description="Nothing broken is left.")
+    repaired: bool
+    counts: dict[str, int]
+    recorded_bytes: int = Field(description="What the receipts of intact entries say.")
+    disk_bytes: int = Field(description="What those entries hold on disk.")
+    entries: list[VerifiedEntry]
+
+
+class GcRequest(models.ApiRequest):
+    """POST /v1/cache/gc. The body is optional and has no fields."""
+
+
+class GcResponse(models.ApiModel):
+    """The outcome of POST /v1/cache/gc."""
+
+    staging_removed: list[str]
+    staging_kept: list[str] = Field(description="Staging folders of installs still running.")
+    partials_removed: int
+    leases_removed: int
+    unknown: list[str] = Field(description="Names in the staging folder left alone.")
+
+
+class EvictRequest(models.ApiRequest):
+    """POST /v1/cache/evict."""
+
+    to: int | None = Field(
+        default=None,
+        description="Target size (required): bytes, or a string with a unit such as 10GiB.",
+        json_schema_extra={"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+    )
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValueError(f"got {value!r}; expected bytes or a size such as 10GiB or 500MB")
+        try:
+            return evicting.parse_size(value)
+        except evicting.SizeError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class EvictedEntry(models.ApiModel):
+    """An entry eviction removed or kept."""
+
+    key: str
+    size: int | None
+    reason: str | None = Field(default=None, description="Why it was kept.")
+
+
+class EvictResponse(models.ApiModel):
+    """The outcome of POST /v1/cache/evict."""
+
+    target: int
+    before: int
+    after: int
+    reached: bool = Field(description="Whether the store now fits the target.")
+    removed: list[EvictedEntry]
+    skipped: list[EvictedEntry]
+
+
+def _janitor(request: web.Request) -> janitor.Janitor:
+    jan = request.app[CONTEXT].cache()
+    if jan is None:
+        raise errors.ApiError(503, "the store's janitor is still starting; retry in a moment")
+    return jan
+
+
+async def _run(work: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(work)
+    except janitor.Busy as exc:
+        raise errors.ApiError(409, str(exc), code="janitor_busy") from exc
+    except layout.StoreError as exc:
+        code = "no_store" if "there is no store" in str(exc) else "store_error"
+        raise errors.ApiError(409, str(exc), code=code) from exc
+
+
+def _limit(request: web.Request) -> int:
+    return int(request.app[CONTEXT].reloader.current.settings.server.max_request_bytes)
+
+
+def _json(model: BaseModel) -> web.Response:
+    return web.Response(text=model.model_dump_json(), content_type="application/json")
+
+
+async def list_cache(request: web.Request) -> web.Response:
+    """Entries with size, target, last use and in-use state."""
+    from agent.store import inventory
+
+    jan = _janitor(request)
+    items = await _run(lambda: [i.to_data() for i in inventory.scan(jan.store)])
+    ok = [i for i in items if i["state"] == "ok"]
+    return _json(
+        CacheList(
+            root=str(jan.store.root),
+            budget=int(jan.budget()),
+            total=Totals(entries=len(ok), bytes=sum(i["size"] or 0 for i in ok)),
+            entries=[CacheEntry.model_validate(i) for i in items],
+        )
+    )
+
+
+async def post_verify(request: web.Request) -> web.Response:
+    """Re-hash entries against their receipts; with ``repair``, remove the broken."""
+    body = await bodies.read_model(request, VerifyRequest, limit=_limit(request))
+    jan = _janitor(request)
+    done = await _run(lambda: jan.verify(repair=body.repair).to_data())
+    return _json(VerifyResponse.model_validate(done))
+
+
+async def post_gc(request: web.Request) -> web.Response:
+    """Collect what dead installs left behind."""
+    await bodies.read_model(request, GcRequest, limit=_limit(request))
+    jan = _janitor(request)
+    done = await _run(lambda: jan.gc().to_data())
+    return _json(GcResponse.model_validate(done))
+
+
+async def post_evict(request: web.Request) -> web.Response:
+    """Evict least recently used entries down to ``to``."""
+    body = await bodies.read_model(request, EvictRequest, limit=_limit(request))
+    target = body.to
+    if target is None:
+        raise errors.ApiError(
+            400,
+            'invalid request body: to: the target size is required, e.g. {"to": "10GiB"}',
+            code="validation_error",
+            details=[{"field": "to", "message": "Field required", "type": "missing"}],
+        )
+    jan = _janitor(request)
+    done = await _run(lambda: jan.evict(target).to_data())
+    return _json(EvictResponse.model_validate(done))
+
+
+def routes() -> list[routing.Route]:
+    """The cache management routes, all ``admin``: they read or change the shared volume."""
+    busy = (409, 503)
+    return [
+        routing.Route(
+            "GET",
+            "/v1/cache",
+            list_cache,
+            "admin",
+            "Store entries with size, target platform, last use and in-use leases",
+            response=CacheList,
+            errors=busy,
+        ),
+        routing.Route(
+            "POST",
+            "/v1/cache/verify",
+            post_verify,
+            "admin",
+            "Re-hash entries against their receipts; find orphans and stray markers; "
+            "with repair, remove broken entries the agent wrote",
+            request=VerifyRequest,
+            response=VerifyResponse,
+            errors=busy,
+        ),
+        routing.Route(
+            "POST",
+            "/v1/cache/gc",
+            post_gc,
+            "admin",
+            "Remove staging folders of dead installs, stale partial downloads, lapsed leases",
+            request=GcRequest,
+            response=GcResponse,
+            errors=busy,
+        ),
+        routing.Route(
+            "POST",
+            "/v1/cache/evict",
+            post_evict,
+            "admin",
+            "Evict least recently used entries (not those in use) down to a size",
+            request=EvictRequest,
+            response=EvictResponse,
+            errors=busy,
+        ),
+    ]
