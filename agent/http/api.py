@@ -290,6 +290,11 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
     app[ensure.INSTALLS] = installs.Installs(
         lambda: ctx.reloader.current.settings, _install_metrics(m)
     )
+
+    async def close_installs(app: web.Application) -> None:
+        await app[ensure.INSTALLS].close()
+
+    app.on_cleanup.append(close_installs)
     app[ROUTES] = table
     for route in table:
         if route.method == "GET":  # HEAD too, as HTTP expects of every GET

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -91,6 +92,9 @@ class EnsureEvent(models.ApiModel):
     features: list[FeatureResult] | None = None
     path: list[str] | None = None
     env: dict[str, str] | None = None
+    seconds: float | None = Field(
+        default=None, description="done: the feature's time; result: the server's time"
+    )
 
 
 def _with_options(body: EnsureRequest) -> list[str]:
@@ -119,6 +123,7 @@ async def _target(body: EnsureRequest) -> model.Platform:
 
 async def post_ensure(request: web.Request) -> web.StreamResponse:
     """Ensure features are installed; stream progress; end with the result."""
+    started = time.perf_counter()
     ctx = request.app[CONTEXT]
     settings = ctx.reloader.current.settings
     body = await bodies.read_model(
@@ -145,7 +150,9 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
         }
     )
     outcomes = await run_plan(request.app[INSTALLS], plan, stream.send)
-    await stream.send(result(plan, outcomes))
+    final = result(plan, outcomes)
+    final["seconds"] = round(time.perf_counter() - started, 6)  # server time, for clients
+    await stream.send(final)
     await stream.close()
     return response
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from agent.config import models
 from agent.observe import installs as install_metrics
 from agent.platform import detect, model
-from agent.store import downloads, installing, layout, locks, progress
+from agent.store import downloads, installing, layout, locks, progress, workers
 from agent.system import hostinstall
 
 logger = logging.getLogger("agent.http")
@@ -77,6 +77,7 @@ class Installs:
         self._tasks: set[asyncio.Task[None]] = set()
         self._limit: asyncio.Semaphore | None = None
         self._local: model.Platform | None = None
+        self._pool: workers.WorkerPool | None = None
 
     @property
     def running(self) -> int:
@@ -103,7 +104,10 @@ class Installs:
                 job.listeners.remove(listener)
 
     async def close(self) -> None:
-        """Wait for the installs in progress (shutdown; their threads cannot be stopped)."""
+        """Stop: the worker processes go at once (an install is crash-safe, and the next
+        one finishes it), then the tasks that waited for them end."""
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -142,13 +146,14 @@ class Installs:
         async with self._slot(settings):
             native = await self._native(platform)
             options = installing.options_from(settings.installer, native=native)
-            backend = locks.backend(
-                settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds
-            )
             listen = self._listener(job, step)
             try:
-                done = await asyncio.to_thread(
-                    _install, store, {**step, "platform": platform}, backend, options, listen
+                done = await self._workers(settings).install(
+                    str(settings.cache.root),
+                    {**step, "platform": platform},
+                    lock=(settings.cache.lock_backend, settings.cache.lease_seconds),
+                    options=options,
+                    listener=listen,
                 )
             except Exception:
                 self._metrics.installs.labels(step["id"], step["method"], "failed").inc()
@@ -158,6 +163,11 @@ class Installs:
             self._metrics.installs.labels(step["id"], step["method"], "ok").inc()
             self._metrics.install_duration.labels(step["method"]).observe(seconds)
         return Outcome(step, "hit" if done.cached else "installed", done, seconds=seconds)
+
+    def _workers(self, settings: models.Settings) -> workers.WorkerPool:
+        if self._pool is None:
+            self._pool = workers.WorkerPool(settings.installer.parallelism)
+        return self._pool
 
     def _slot(self, settings: models.Settings) -> asyncio.Semaphore:
         if self._limit is None:
@@ -248,14 +258,3 @@ class Installs:
 def _lookup(store: layout.Store, step: dict[str, Any]) -> installing.Installed | None:
     store.open()
     return installing.find(store, step)
-
-
-def _install(
-    store: layout.Store,
-    step: dict[str, Any],
-    backend: locks.LockBackend,
-    options: installing.Options,
-    listen: progress.Listener,
-) -> installing.Installed:
-    with progress.listening(listen):
-        return installing.install(store, step, lock_backend=backend, options=options)

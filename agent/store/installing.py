@@ -59,8 +59,12 @@ class InstallError(layout.StoreError):
     """An install failed at :attr:`step`; nothing was published."""
 
     def __init__(self, what: str, step: str, message: str) -> None:
-        self.step = step
+        self.what, self.step, self.detail = what, step, message
         super().__init__(f"installing {what} failed at step '{step}': {message}")
+
+    def __reduce__(self) -> tuple[type[InstallError], tuple[str, str, str]]:
+        # Installs run in worker processes: the error must cross back intact.
+        return (InstallError, (self.what, self.step, self.detail))
 
 
 @dataclass(frozen=True)

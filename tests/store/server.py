@@ -32,6 +32,7 @@ class Reply:
     stall: float = 0.0  # seconds to wait, silent, after sending ``send`` bytes
     content_length: bool = True  # False: no Content-Length, the body ends at close
     delay: float = 0.0  # seconds to wait before answering at all
+    rate: float = 0.0  # bytes per second for the body (0: as fast as possible)
 
 
 def ok(body: bytes, *, content_length: bool = True) -> Reply:
@@ -93,7 +94,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(reply.body if reply.send is None else reply.body[: reply.send])
+        body = reply.body if reply.send is None else reply.body[: reply.send]
+        if reply.rate:
+            step = 64 * 1024
+            for at in range(0, len(body), step):
+                self.wfile.write(body[at : at + step])
+                if owner._stopping.wait(step / reply.rate):
+                    break
+        else:
+            self.wfile.write(body)
         self.wfile.flush()
         if reply.stall:
             owner._stopping.wait(reply.stall)
