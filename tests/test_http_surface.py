@@ -145,6 +145,7 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
         "/v1/services/{name}/restart",
         "/v1/stop-gate",
         "/v1/ensure",
+        "/v1/jobs/{id}",
         "/v1/cache",
         "/v1/cache/verify",
         "/v1/cache/gc",

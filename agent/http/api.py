@@ -26,6 +26,7 @@ from agent.http import (
     features,
     installs,
     instrument,
+    jobs,
     models,
     services,
 )
@@ -176,6 +177,15 @@ def routes() -> list[routing.Route]:
             errors=(422, 503),
             media_type="application/x-ndjson",
         ),
+        routing.Route(
+            "DELETE",
+            "/v1/jobs/{id}",
+            jobs.delete_job,
+            "job",
+            "The job ended: release the in-use leases on its entries",
+            response=jobs.JobReleased,
+            errors=(404,),
+        ),
         *services_routes(),
         *cache.routes(),
         routing.Route("GET", "/openapi.json", get_openapi, None, "This document"),
@@ -291,8 +301,11 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
         lambda: ctx.reloader.current.settings, _install_metrics(m)
     )
 
+    app[jobs.JOBS] = jobs.Jobs()
+
     async def close_installs(app: web.Application) -> None:
         await app[ensure.INSTALLS].close()
+        await app[jobs.JOBS].close()
 
     app.on_cleanup.append(close_installs)
     app[ROUTES] = table

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import bodies, errors, features, models
+from agent.http import bodies, errors, features, jobs, models
 from agent.http.context import CONTEXT
 from agent.http.installs import Installs, Outcome
 from agent.platform import detect, model
@@ -58,6 +58,9 @@ class EnsureRequest(models.ApiRequest):
         default_factory=dict,
         max_length=32,
         description="Options per requested feature: {feature: {option: value}}.",
+    )
+    job: jobs.JobModel | None = Field(
+        default=None, description="Lease the entries to this job until it ends."
     )
 
 
@@ -137,6 +140,9 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     plan = features.resolve(
         request, target, labels=body.labels, extra=_with_options(body), team_doc=body.team
     ).to_data()
+    if body.job is not None:
+        # Before any lookup: an entry found after the lease exists is never evicted.
+        await request.app[jobs.JOBS].lease(settings, plan, body.job)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     stream = _Stream(response)

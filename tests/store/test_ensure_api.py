@@ -257,3 +257,41 @@ async def test_an_empty_body_names_the_missing_fields(agent: Agent) -> None:
         assert resp.status == 400
         body = await resp.json()
     assert body["error"]["details"][0]["field"] == "target"
+
+
+async def call_json(agent: Agent, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(method, f"http://agent{path}", json=body) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_a_jobs_entries_are_leased_until_it_ends(agent: Agent, http_server: Server) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    job = {"id": "run-17/build", "max_seconds": 600}
+    _, events = await ensure(agent, {"requests": ["tool"], "job": job})
+    entry = Path(events[-1]["features"][0]["entry"])
+    leases = list((agent.config.parent / "store" / ".runner-agent" / "inuse").glob("*.json"))
+    assert len(leases) == 1
+    lease = json.loads(leases[0].read_text())
+    assert lease["job"] == "run-17/build"
+    assert lease["keys"] == ["tool@1.0.0@x64"]
+
+    status, evicted = await call_json(agent, "POST", "/v1/cache/evict", {"to": 0})
+    assert status == 200, evicted
+    assert entry.is_dir()  # the job's lease kept it
+    assert evicted["skipped"][0]["reason"].startswith("in use by ")
+    assert "run-17/build" in evicted["skipped"][0]["reason"]
+
+    status, released = await call_json(agent, "DELETE", "/v1/jobs/run-17%2Fbuild")
+    assert (status, released) == (200, {"job": "run-17/build", "released": 1})
+    assert not list(leases[0].parent.glob("*.json"))
+    status, _ = await call_json(agent, "DELETE", "/v1/jobs/run-17%2Fbuild")
+    assert status == 404
+
+    # Released: only the just-used grace (evicting.MIN_IDLE) still protects it.
+    status, evicted = await call_json(agent, "POST", "/v1/cache/evict", {"to": 0})
+    assert status == 200, evicted
+    assert evicted["skipped"][0]["reason"].startswith("used ")
