@@ -214,6 +214,10 @@ class Daemon:
             shutdown_timeout=0.25,
         )
         await probe_runner.setup()
+        # Registered false before the first probe can be answered: /readyz must never be
+        # 200 in the moment before the API and catalog tasks start and say where they are.
+        self.conditions.set("api", ok=False, message="starting")
+        self.conditions.set("catalog", ok=False, message="loading")
         if not await self._bind_probes(probe_runner, server.metrics_address):
             await probe_runner.cleanup()
             return EXIT_OK

@@ -5,6 +5,7 @@ scopes, and the install metrics."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 
 from agent.cli import ensuring as ensuring_cli
+from agent.cli import progressview
 from tests.agentproc import Agent, Starter, free_port, run_cli
 from tests.store import fixtures
 from tests.store.server import Reply, Server
@@ -295,3 +297,56 @@ async def test_a_jobs_entries_are_leased_until_it_ends(agent: Agent, http_server
     status, evicted = await call_json(agent, "POST", "/v1/cache/evict", {"to": 0})
     assert status == 200, evicted
     assert evicted["skipped"][0]["reason"].startswith("used ")
+
+
+async def test_repeating_after_the_agent_was_killed_mid_install_gives_the_same_result(
+    start_agent: Starter, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY, delay=1.0))
+    config = _config(start_agent, http_server)
+    first = start_agent.start(config)
+    first.wait_for(lambda: first.get("/readyz")[0] == 200, what="ready")
+    connector = aiohttp.UnixConnector(path=str(first.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json={"requests": ["tool"]}) as resp,
+    ):
+        async for line in resp.content:
+            if json.loads(line)["event"] == "queued":
+                first.proc.kill()  # SIGKILL, mid-install
+                break
+    first.proc.wait(timeout=10)
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    second = start_agent.start(config)
+    second.wait_for(lambda: second.get("/readyz")[0] == 200, what="ready")
+    _, events = await ensure(second, {"requests": ["tool"]})
+    assert events[-1]["ok"] is True
+    [tool] = events[-1]["features"]
+    assert tool["result"] in ("installed", "hit")
+    entry = Path(tool["entry"])
+    assert [p.name for p in entry.rglob("tool") if p.is_file()] == ["tool"]
+    assert (entry.parent / f"{entry.name}.complete").exists()
+    _, again = await ensure(second, {"requests": ["tool"]})
+    assert again[-1]["features"][0] == {
+        **tool,
+        "result": "hit",
+        "seconds": again[-1]["features"][0]["seconds"],
+    }
+
+
+def test_the_terminal_view_redraws_one_line_per_feature() -> None:
+    out = io.StringIO()
+    view = progressview.View(out, tty=True)
+    view.event(
+        {"event": "plan", "features": [{"id": "a", "version": "1"}, {"id": "b", "version": "2"}]}
+    )
+    view.event({"event": "downloading", "feature": "a", "bytes": 512, "total": 1024})
+    view.event({"event": "done", "feature": "b", "result": "hit", "seconds": 0.01})
+    view.close()
+    text = out.getvalue()
+    assert "\x1b[2F" in text  # moved back up over its two lines to redraw them
+    last = text.rsplit("\x1b[2F", 1)[-1]
+    assert "a 1" in last
+    assert "[############............] downloading" in last
+    assert "b 2" in last
+    assert "done hit in 0.0 s" in last
