@@ -25,7 +25,7 @@ from agent.platform import detect
 from agent.system import apt, hostinstall
 from tests.agentproc import PYTHON
 
-pytestmark = pytest.mark.skipif(
+needs_apt = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("apt-get") is None,
     reason="installs OS packages with apt: needs root on a Debian-family host",
 )
@@ -90,6 +90,7 @@ def ensure_cli(
     )
 
 
+@needs_apt
 def test_hello_installs_and_a_second_host_fetches_no_deb(tmp_path: Path, no_hello: None) -> None:
     cache = tmp_path / "volume" / "packages"
     first = ensure_cli(tmp_path, "feature:hello")
@@ -154,6 +155,7 @@ def _no_fetch(url: str, dest: Path) -> None:
     raise AssertionError(f"nothing to fetch here, asked for {url}")
 
 
+@needs_apt
 def test_a_missing_package_is_named(tmp_path: Path) -> None:
     step = _step(tmp_path, ["runner-agent-no-such-package"])
     with pytest.raises(hostinstall.SystemInstallError) as caught:
@@ -163,6 +165,7 @@ def test_a_missing_package_is_named(tmp_path: Path) -> None:
     assert "apt has no package 'runner-agent-no-such-package'" in message
 
 
+@needs_apt
 def test_a_held_package_is_named(tmp_path: Path, no_hello: None) -> None:
     subprocess.run(["apt-mark", "hold", "hello"], check=True, capture_output=True)
     step = _step(tmp_path, ["hello"])
@@ -172,6 +175,7 @@ def test_a_held_package_is_named(tmp_path: Path, no_hello: None) -> None:
     assert "apt-mark unhold hello" in str(caught.value)
 
 
+@needs_apt
 def test_a_refresh_that_cannot_fetch_is_reported_with_the_missing_package(
     tmp_path: Path,
 ) -> None:
@@ -203,6 +207,7 @@ HOLD_LISTS_LOCK = textwrap.dedent(
 )
 
 
+@needs_apt
 def test_a_held_apt_lock_is_waited_for_visibly(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LISTS_LOCK, "2"], stdout=subprocess.PIPE, text=True
@@ -225,3 +230,32 @@ def test_a_held_apt_lock_is_waited_for_visibly(tmp_path: Path) -> None:
     waits = [line for line in lines if "waiting for /var/lib/apt/lists/lock" in line]
     assert waits
     assert f"held by pid {holder.pid}" in waits[0]
+
+
+def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path) -> None:
+    """dnf, yum and apk cannot run here (a Debian host): their argv is what is checked."""
+    cache = tmp_path / "packages"
+    dnf = hostinstall._with_cache(["dnf", "install", "-y", "jq"], "dnf", cache)
+    assert dnf == [
+        "dnf",
+        "--setopt=keepcache=True",
+        f"--setopt=cachedir={cache}/dnf",
+        "install",
+        "-y",
+        "jq",
+    ]
+    apk = hostinstall._with_cache(["apk", "--no-cache", "--wait", "300", "add", "jq"], "apk", cache)
+    assert apk == [
+        "apk",
+        "--cache-dir",
+        f"{cache}/apk",
+        "--update-cache",
+        "--wait",
+        "300",
+        "add",
+        "jq",
+    ]
+    assert (cache / "dnf").is_dir()
+    assert (cache / "apk").is_dir()
+    pacman = ["pacman", "-S", "--noconfirm", "jq"]
+    assert hostinstall._with_cache(pacman, "pacman", cache) == pacman
