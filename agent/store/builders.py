@@ -106,11 +106,36 @@ def _portable_shebangs(tree: Path, interpreters: set[str]) -> None:
 
 def npm(build: Build, action: dict[str, Any]) -> None:
     """npm install --global --prefix the staging tree: bin/ holds relative links into
-    lib/node_modules, so the entry works wherever the volume is mounted."""
+    lib/node_modules, so the entry works wherever the volume is mounted.
+
+    Packages' lifecycle scripts are code from the registry: as root they run in the
+    script sandbox (:mod:`agent.store.sandbox`), like a feature's own script; an agent
+    that is not root cannot confine them and skips them (``--ignore-scripts``) unless
+    ``installer.script_isolation`` is ``none``.
+    """
     argv = running.resolve_argv(action["argv"], prefix=build.step["prefix"], staging=build.tree)
     env = build.environment(action)
     env.setdefault("npm_config_cache", str(build.staging / "npm-cache"))  # not the agent's HOME
-    output = build.run("npm", argv, env, build.staging)
+    confine = build.script.isolation == "sandbox"
+    if confine and os.geteuid() != 0:
+        argv.append("--ignore-scripts")
+        build.log.step("npm", "not root: lifecycle scripts skipped (--ignore-scripts)")
+        confine = False
+    if confine:
+        (build.staging / "npm-cache").mkdir(exist_ok=True)
+        output = sandbox.run_confined(
+            argv,
+            what="npm install",
+            prefix=build.step["prefix"],
+            staging=build.staging,
+            tree=build.tree,
+            env=env,
+            settings=build.script,
+            timeout=build.timeout,
+            on_output=lambda text: build.log.output("npm", text),
+        )
+    else:
+        output = build.run("npm", argv, env, build.staging)
     build.log.step("npm", build.log.last_line(output))
     bin_dir = build.tree / "bin"
     for link in bin_dir.iterdir() if bin_dir.is_dir() else ():

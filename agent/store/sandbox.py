@@ -31,7 +31,6 @@ that do not run as root (which cannot switch users), at the operator's explicit 
 from __future__ import annotations
 
 import os
-import posixpath
 import pwd
 import shutil
 import stat
@@ -47,15 +46,15 @@ MOUNT = "/run/runner-agent-sandbox"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
 
 _SNIPPET = f"""set -eu
-stage=$1 uid=$2 gid=$3
-shift 3
+stage=$1 uid=$2 gid=$3 workdir=$4
+shift 4
 mount --bind "$stage" {MOUNT}
 for d in {" ".join(COVERED)}; do
   if [ -d "$d" ] && [ ! -L "$d" ]; then
     mount -t tmpfs -o ro,nosuid,nodev,size=4k,mode=0755 runner-agent-sandbox "$d"
   fi
 done
-cd {MOUNT}/feature
+cd "$workdir"
 exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \\
   --inh-caps=-all --bounding-set=-all -- "$@"
 """
@@ -86,17 +85,52 @@ def run_script(
     timeout: float,
     on_output: Callable[[str], None],
 ) -> str:
-    """Run the action's script; return its output, or raise (``running.RunError``-like)."""
-    argv = list(action["argv"])
-    script = Path(argv[-1])
+    """Run the action's script; return its output, or raise :class:`ScriptError`."""
+    script = Path(list(action["argv"])[-1])
     copy = staging / "feature"
     try:
         shutil.copytree(script.parent, copy, symlinks=True)
     except OSError as exc:
         raise ScriptError(f"cannot copy the feature folder {script.parent}: {exc}") from exc
+    contract = {
+        "_REMOTE_USER": settings.remote_user,
+        "_REMOTE_USER_HOME": settings.remote_user_home,
+        "_CONTAINER_USER": settings.remote_user,
+        "_CONTAINER_USER_HOME": settings.remote_user_home,
+    }
+    return run_confined(
+        ["bash", str(copy / script.name)],
+        what=f"the script {script.name}",
+        prefix=prefix,
+        staging=staging,
+        tree=tree,
+        env={**env, **contract},
+        settings=settings,
+        timeout=timeout,
+        on_output=on_output,
+        cwd=copy,
+    )
+
+
+def run_confined(
+    argv: list[str],
+    *,
+    what: str,
+    prefix: str,
+    staging: Path,
+    tree: Path,
+    env: dict[str, str],
+    settings: ScriptSettings,
+    timeout: float,
+    on_output: Callable[[str], None],
+    cwd: Path | None = None,
+) -> str:
+    """Run ``argv`` so that it can write only into the staging folder (see the module's
+    policy); paths into the staging folder in ``argv`` and ``env`` are rewritten to where
+    the command sees it. Return the output, or raise :class:`ScriptError`."""
     home, tmp = staging / "home", staging / "tmp"
-    home.mkdir()
-    tmp.mkdir()
+    home.mkdir(exist_ok=True)
+    tmp.mkdir(exist_ok=True)
     sandboxed = settings.isolation == "sandbox"
     seen = Path(MOUNT) if sandboxed else staging
     env = {k: v.replace(str(staging), str(seen)) for k, v in env.items()}
@@ -105,35 +139,36 @@ def run_script(
             "PREFIX": str(seen / tree.relative_to(staging)),
             "HOME": str(seen / "home"),
             "TMPDIR": str(seen / "tmp"),
-            "_REMOTE_USER": settings.remote_user,
-            "_REMOTE_USER_HOME": settings.remote_user_home,
-            "_CONTAINER_USER": settings.remote_user,
-            "_CONTAINER_USER_HOME": settings.remote_user_home,
         }
     )
     # Paths the plan computed for the final prefix mean the staged one while building.
     env = {k: v.replace(prefix, env["PREFIX"]) for k, v in env.items()}
-    command = ["bash", posixpath.join(str(seen), "feature", script.name)]
+    command = [a.replace(str(staging), str(seen)) for a in argv]
+    workdir = cwd or staging
     if sandboxed:
         uid, gid = _script_user(settings)
         os.makedirs(MOUNT, mode=0o755, exist_ok=True)
         os.chmod(staging, 0o755)  # noqa: S103 - the user must reach its prefix
-        for path in (tree, home, tmp, copy):
-            _chown_tree(path, uid, gid)
-        command = ["unshare", "--mount", "--propagation", "private", "--"]
-        command += ["sh", "-c", _SNIPPET, "sandbox", str(staging), str(uid), str(gid)]
-        command += ["bash", posixpath.join(MOUNT, "feature", script.name)]
+        for path in staging.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                _chown_tree(path, uid, gid)
+        inside = str(seen / workdir.relative_to(staging))
+        command = [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", _SNIPPET, "sandbox", str(staging), str(uid), str(gid), inside,
+            *command,
+        ]  # fmt: skip
     lines: list[str] = []
     try:
-        done = procs.run(command, env=env, cwd=copy, timeout=timeout, on_line=lines.append)
+        done = procs.run(command, env=env, cwd=workdir, timeout=timeout, on_line=lines.append)
     except procs.ProcError as exc:
-        raise ScriptError(f"the script {script.name}: {exc}") from exc
+        raise ScriptError(f"{what}: {exc}") from exc
     finally:
         on_output("\n".join(lines))
         if sandboxed:
             _reclaim(tree)
     if not done.ok:
-        raise ScriptError(f"the script {script.name} failed: {done.describe()}")
+        raise ScriptError(f"{what} failed: {done.describe()}")
     return done.output
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -53,8 +54,20 @@ def _wheel() -> bytes:
     return buffer.getvalue()
 
 
+ESCAPE = f"/etc/ra-npm-escape-{os.getpid()}"
+POSTINSTALL = (
+    f"id -u > installed-by; if (echo x > {ESCAPE}) 2>/dev/null; then echo escaped > outcome; "
+    "else echo refused > outcome; fi"
+)
+
+
 def _npm_tarball() -> bytes:
-    package = {"name": "ra-probe", "version": "1.0.0", "bin": {"ra-probe": "bin/ra-probe"}}
+    package = {
+        "name": "ra-probe",
+        "version": "1.0.0",
+        "bin": {"ra-probe": "bin/ra-probe"},
+        "scripts": {"postinstall": POSTINSTALL},
+    }
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, data, mode in (
@@ -140,6 +153,8 @@ def test_npm_installs_from_the_configured_registry(tmp_path: Path) -> None:
                     "name": "ra-probe",
                     "version": "1.0.0",
                     "bin": {"ra-probe": "bin/ra-probe"},
+                    "scripts": {"postinstall": POSTINSTALL},
+                    "hasInstallScript": True,
                     "dist": {
                         "tarball": url,
                         "shasum": hashlib.sha1(tarball).hexdigest(),  # noqa: S324 - npm's field
@@ -159,3 +174,13 @@ def test_npm_installs_from_the_configured_registry(tmp_path: Path) -> None:
         [entry.entry.path / "bin" / "ra-probe"], capture_output=True, text=True, check=True
     )
     assert ran.stdout == "ra-probe 1.0.0\n"
+    # The package's postinstall is registry code: as root it ran, sandboxed, as another
+    # user, and could not write outside; without root it did not run at all.
+    package = entry.entry.path / "lib" / "node_modules" / "ra-probe"
+    assert not os.path.exists(ESCAPE)
+    if os.geteuid() == 0:
+        assert int((package / "installed-by").read_text()) != 0
+        assert (package / "outcome").read_text() == "refused\n"
+        assert (package / "outcome").stat().st_uid == 0  # the agent's again
+    else:
+        assert not (package / "installed-by").exists()
