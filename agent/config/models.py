@@ -11,103 +11,34 @@ Group names reserved for later features, so nothing else may take them: ``runner
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ByteSize,
-    ConfigDict,
     Field,
     model_validator,
 )
-from pydantic.config import JsonDict
 
 from agent.config import services as services_specs
+from agent.config.fields import (
+    RESTART,
+    AbsolutePath,
+    Address,
+    Group,
+    Seconds,
+    Section,
+    Size,
+    split_address,
+)
+from agent.config.installer import InstallerSettings
 
-RESTART: JsonDict = {"x-restart-required": True}
-_HOST_RE = re.compile(r"(?a:[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)")
-
-
-def split_address(value: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
-
-    Raises ``ValueError`` with the expected form when ``value`` is not such an address.
-    """
-    expected = "expected host:port, e.g. 127.0.0.1:9102, 0.0.0.0:9102 or [::1]:9102"
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(expected)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address; {expected}") from None
-    elif ":" in host:
-        raise ValueError(f"IPv6 hosts need brackets; {expected}")
-    if not host.startswith("[") and ":" not in host and not _HOST_RE.fullmatch(host):
-        raise ValueError(f"host {host!r} is not an IP address or host name; {expected}")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535; {expected}")
-    return host, port
+__all__ = ["InstallerSettings", "split_address"]
 
 
-def _check_address(value: str) -> str:
-    split_address(value)
-    return value
-
-
-def _check_absolute(value: Path) -> Path:
-    if not value.is_absolute():
-        raise ValueError("expected an absolute path")
-    return value
-
-
-def _check_size(value: Any) -> Any:
-    # ByteSize alone says "could not parse value and unit" for -5: say what is wanted.
-    negative = (isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0) or (
-        isinstance(value, str) and value.strip().startswith(("-", "0 "))
-    )
-    if negative:
-        raise ValueError("expected a size above 0: bytes, or with a unit such as 64KiB or 50GiB")
-    return value
-
-
-def _no_bool(value: Any) -> Any:
-    # pydantic's lax mode reads true as 1: a grace of "true" seconds is a mistake to show.
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true/false")
-    return value
-
-
-def _group(value: Any) -> Any:
-    # Environment values are strings: "123" is a gid, not a group named "123".
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or (isinstance(value, int) and value < 0):
-        raise ValueError("expected a group id (0 or more) or a group name")
-    return value
-
-
-Address = Annotated[str, AfterValidator(_check_address)]
-Seconds = Annotated[float, BeforeValidator(_no_bool)]
-Group = Annotated[int | str, BeforeValidator(_group)]
-Size = Annotated[ByteSize, BeforeValidator(_check_size)]
-AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
-
-
-class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ServerSettings(_Group):
+class ServerSettings(Section):
     """Listeners: the read-only probe/metrics port and the API (unix socket, optional TCP)."""
 
     metrics_address: Address = Field(
@@ -203,7 +134,7 @@ class ServerSettings(_Group):
         return self
 
 
-class CacheSettings(_Group):
+class CacheSettings(Section):
     """The shared tool store on a volume many runner pods share."""
 
     root: AbsolutePath = Field(
@@ -258,7 +189,7 @@ class CacheSettings(_Group):
     )
 
 
-class CatalogSettings(_Group):
+class CatalogSettings(Section):
     """Where feature manifests come from."""
 
     bundled: bool = Field(
@@ -278,7 +209,7 @@ class CatalogSettings(_Group):
     )
 
 
-class LoggingSettings(_Group):
+class LoggingSettings(Section):
     """Log format and level; both change live on reload."""
 
     format: Literal["json", "text"] = Field(
@@ -294,7 +225,7 @@ class LoggingSettings(_Group):
     )
 
 
-class ProfileFeature(_Group):
+class ProfileFeature(Section):
     """A feature request written as a mapping (full version ranges allowed)."""
 
     id: str = Field(description="The feature id, e.g. python.")
@@ -306,7 +237,7 @@ class ProfileFeature(_Group):
     )
 
 
-class Profile(_Group):
+class Profile(Section):
     """A named set of features that team configurations can extend."""
 
     extends: tuple[str, ...] = Field(
@@ -321,7 +252,7 @@ class Profile(_Group):
     )
 
 
-class FeaturesSettings(_Group):
+class FeaturesSettings(Section):
     """Which features this agent offers by default and how teams build on them."""
 
     profiles: dict[str, Profile] = Field(
@@ -348,195 +279,7 @@ class FeaturesSettings(_Group):
     )
 
 
-def _check_proxy(value: str | None) -> str | None:
-    if value is None or value == "":
-        return value
-    parsed = urllib.parse.urlsplit(value)
-    if (
-        parsed.scheme not in ("http", "https")
-        or not parsed.hostname
-        or parsed.path not in ("", "/")
-    ):
-        raise ValueError(
-            f"{value!r} is not a proxy URL: expected http://host:port or https://host:port "
-            "(user:password@ allowed), or '' for no proxy"
-        )
-    try:
-        parsed.port  # noqa: B018 - raises on a port that is not a number in range
-    except ValueError as exc:
-        raise ValueError(f"{value!r} has a bad port: {exc}") from None
-    return value
-
-
-ProxyURL = Annotated[str | None, AfterValidator(_check_proxy)]
-
-
-def _check_index(value: str | None) -> str | None:
-    if value is None:
-        return value
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or " " in value:
-        raise ValueError(f"{value!r} is not an index URL: expected http(s)://host/path")
-    return value
-
-
-IndexURL = Annotated[str | None, AfterValidator(_check_index)]
-
-
-class InstallerSettings(_Group):
-    """How the agent downloads and installs into the store."""
-
-    mirrors: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "URL prefix rewrites, first match wins, e.g. {'https://nodejs.org/dist/': "
-            "'https://artifactory.example.com/nodejs-dist/'}: point any feature (a prefix "
-            "specific to its upstream) or everything at an internal mirror. Default none."
-        ),
-    )
-    lock_timeout_seconds: Seconds = Field(
-        default=900.0,
-        gt=0,
-        description=(
-            "How long an install waits for another agent installing the same entry, in "
-            "seconds. Default 15 min: a CUDA toolkit takes minutes on a slow link."
-        ),
-    )
-    download_attempts: int = Field(
-        default=4,
-        ge=1,
-        le=20,
-        description="Tries per download on transient errors (resets, 5xx, stalls). Default 4.",
-    )
-    stall_timeout_seconds: Seconds = Field(
-        default=30.0,
-        gt=0,
-        description=(
-            "Seconds without a byte before a download counts as stalled and is retried. "
-            "Default 30 s."
-        ),
-    )
-    http_proxy: ProxyURL = Field(
-        default=None,
-        description=(
-            "Proxy for http:// downloads, by the agent and by the pip and npm it runs. "
-            "Default: the http_proxy environment variable; '' means none."
-        ),
-    )
-    https_proxy: ProxyURL = Field(
-        default=None,
-        description=(
-            "Proxy for https:// downloads (archives, pip, npm). Default: the https_proxy "
-            "environment variable; '' means none."
-        ),
-    )
-    no_proxy: str | None = Field(
-        default=None,
-        description=(
-            "Comma-separated hosts and domains reached directly, as in no_proxy "
-            "(e.g. 'localhost,.internal'). Default: the no_proxy environment variable."
-        ),
-    )
-    pip_index_url: IndexURL = Field(
-        default=None,
-        description=(
-            "The package index pip installs from (PIP_INDEX_URL), e.g. an internal "
-            "mirror's /simple URL. Default: pip's own configuration."
-        ),
-    )
-    npm_registry: IndexURL = Field(
-        default=None,
-        description=(
-            "The registry npm installs from (npm_config_registry). Default: npm's own "
-            "configuration."
-        ),
-    )
-    connect_timeout_seconds: Seconds = Field(
-        default=10.0,
-        gt=0,
-        description="Seconds to open a download's connection (TLS included). Default 10 s.",
-    )
-    ca_bundle: AbsolutePath | None = Field(
-        default=None,
-        description=(
-            "A PEM file of extra CA certificates (a TLS-inspecting proxy's root), added to "
-            "the system's trust for archives, pip and npm, never replacing it. Default none."
-        ),
-    )
-    parallelism: int = Field(
-        default=2,
-        ge=1,
-        le=16,
-        description=(
-            "Features installed at once when they do not depend on each other. Default 2: "
-            "installs are network- and disk-bound, and the runner shares the node."
-        ),
-    )
-    step_timeout_seconds: Seconds = Field(
-        default=900.0,
-        gt=0,
-        description=(
-            "Seconds one install command (pip, npm, a script, a package manager) may run "
-            "before its process group is killed. Default 15 min."
-        ),
-    )
-    script_isolation: Literal["sandbox", "none"] = Field(
-        default="sandbox",
-        description=(
-            "How feature scripts run. sandbox (default): as script_user in a private mount "
-            "namespace, able to write only into their PREFIX; needs the agent to run as "
-            "root. none: as the agent's own user, unconfined."
-        ),
-    )
-    script_user: str = Field(
-        default="nobody",
-        min_length=1,
-        description="The unprivileged user sandboxed scripts run as. Default nobody.",
-    )
-    script_remote_user: str = Field(
-        default="runner",
-        min_length=1,
-        description=(
-            "The job's user, given to scripts as _REMOTE_USER and _CONTAINER_USER (the Dev "
-            "Container Features contract); its home is /home/<user>. Default runner."
-        ),
-    )
-    system_packages: Literal["runner", "host"] = Field(
-        default="runner",
-        description=(
-            "Who installs OS packages (the system method). runner (default, the sidecar): "
-            "the agent hands the plan's steps back for the runner's hook to run in the job's "
-            "container. host: the agent runs on the job's machine and installs them itself."
-        ),
-    )
-    package_cache: AbsolutePath | None = Field(
-        default=None,
-        description=(
-            "Where OS package managers keep downloaded packages (apt's archives, dnf's "
-            "cache, apk's cache), shared by every host on the volume so no package is "
-            "fetched twice. Default <cache.root>/.runner-agent/packages."
-        ),
-    )
-    index_refresh_seconds: Seconds = Field(
-        default=3600.0,
-        ge=0,
-        description=(
-            "Run the package index refresh (apt-get update) at most this often per host. "
-            "A new repository from a feature always refreshes. Default 1 h; 0 = always."
-        ),
-    )
-    package_lock_timeout_seconds: int = Field(
-        default=300,
-        ge=0,
-        le=86400,
-        description=(
-            "Seconds to wait for another package manager run on the host to release its "
-            "lock (printed while waiting) before the install fails. Default 5 min."
-        ),
-    )
-
-
-class Settings(_Group):
+class Settings(Section):
     """Everything the agent itself is configured with."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)

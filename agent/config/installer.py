@@ -1,0 +1,199 @@
+"""The ``installer`` settings group: downloads, proxies and trust, indexes, parallelism,
+timeouts, the script sandbox and OS packages."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from agent.config.fields import AbsolutePath, Seconds, Section
+
+
+def _check_proxy(value: str | None) -> str | None:
+    if value is None or value == "":
+        return value
+    parsed = urllib.parse.urlsplit(value)
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+    ):
+        raise ValueError(
+            f"{value!r} is not a proxy URL: expected http://host:port or https://host:port "
+            "(user:password@ allowed), or '' for no proxy"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has a bad port: {exc}") from None
+    return value
+
+
+ProxyURL = Annotated[str | None, AfterValidator(_check_proxy)]
+
+
+def _check_index(value: str | None) -> str | None:
+    if value is None:
+        return value
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or " " in value:
+        raise ValueError(f"{value!r} is not an index URL: expected http(s)://host/path")
+    return value
+
+
+IndexURL = Annotated[str | None, AfterValidator(_check_index)]
+
+
+class InstallerSettings(Section):
+    """How the agent downloads and installs into the store."""
+
+    mirrors: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "URL prefix rewrites, first match wins, e.g. {'https://nodejs.org/dist/': "
+            "'https://artifactory.example.com/nodejs-dist/'}: point any feature (a prefix "
+            "specific to its upstream) or everything at an internal mirror. Default none."
+        ),
+    )
+    lock_timeout_seconds: Seconds = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "How long an install waits for another agent installing the same entry, in "
+            "seconds. Default 15 min: a CUDA toolkit takes minutes on a slow link."
+        ),
+    )
+    download_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Tries per download on transient errors (resets, 5xx, stalls). Default 4.",
+    )
+    stall_timeout_seconds: Seconds = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds without a byte before a download counts as stalled and is retried. "
+            "Default 30 s."
+        ),
+    )
+    http_proxy: ProxyURL = Field(
+        default=None,
+        description=(
+            "Proxy for http:// downloads, by the agent and by the pip and npm it runs. "
+            "Default: the http_proxy environment variable; '' means none."
+        ),
+    )
+    https_proxy: ProxyURL = Field(
+        default=None,
+        description=(
+            "Proxy for https:// downloads (archives, pip, npm). Default: the https_proxy "
+            "environment variable; '' means none."
+        ),
+    )
+    no_proxy: str | None = Field(
+        default=None,
+        description=(
+            "Comma-separated hosts and domains reached directly, as in no_proxy "
+            "(e.g. 'localhost,.internal'). Default: the no_proxy environment variable."
+        ),
+    )
+    pip_index_url: IndexURL = Field(
+        default=None,
+        description=(
+            "The package index pip installs from (PIP_INDEX_URL), e.g. an internal "
+            "mirror's /simple URL. Default: pip's own configuration."
+        ),
+    )
+    npm_registry: IndexURL = Field(
+        default=None,
+        description=(
+            "The registry npm installs from (npm_config_registry). Default: npm's own "
+            "configuration."
+        ),
+    )
+    connect_timeout_seconds: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to open a download's connection (TLS included). Default 10 s.",
+    )
+    ca_bundle: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "A PEM file of extra CA certificates (a TLS-inspecting proxy's root), added to "
+            "the system's trust for archives, pip and npm, never replacing it. Default none."
+        ),
+    )
+    parallelism: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description=(
+            "Features installed at once when they do not depend on each other. Default 2: "
+            "installs are network- and disk-bound, and the runner shares the node."
+        ),
+    )
+    step_timeout_seconds: Seconds = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Seconds one install command (pip, npm, a script, a package manager) may run "
+            "before its process group is killed. Default 15 min."
+        ),
+    )
+    script_isolation: Literal["sandbox", "none"] = Field(
+        default="sandbox",
+        description=(
+            "How feature scripts run. sandbox (default): as script_user in a private mount "
+            "namespace, able to write only into their PREFIX; needs the agent to run as "
+            "root. none: as the agent's own user, unconfined."
+        ),
+    )
+    script_user: str = Field(
+        default="nobody",
+        min_length=1,
+        description="The unprivileged user sandboxed scripts run as. Default nobody.",
+    )
+    script_remote_user: str = Field(
+        default="runner",
+        min_length=1,
+        description=(
+            "The job's user, given to scripts as _REMOTE_USER and _CONTAINER_USER (the Dev "
+            "Container Features contract); its home is /home/<user>. Default runner."
+        ),
+    )
+    system_packages: Literal["runner", "host"] = Field(
+        default="runner",
+        description=(
+            "Who installs OS packages (the system method). runner (default, the sidecar): "
+            "the agent hands the plan's steps back for the runner's hook to run in the job's "
+            "container. host: the agent runs on the job's machine and installs them itself."
+        ),
+    )
+    package_cache: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "Where OS package managers keep downloaded packages (apt's archives, dnf's "
+            "cache, apk's cache), shared by every host on the volume so no package is "
+            "fetched twice. Default <cache.root>/.runner-agent/packages."
+        ),
+    )
+    index_refresh_seconds: Seconds = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "Run the package index refresh (apt-get update) at most this often per host. "
+            "A new repository from a feature always refreshes. Default 1 h; 0 = always."
+        ),
+    )
+    package_lock_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds to wait for another package manager run on the host to release its "
+            "lock (printed while waiting) before the install fails. Default 5 min."
+        ),
+    )
