@@ -17,77 +17,35 @@ Policy:
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import http.client
 import logging
 import os
 import re
-import socket
-import ssl
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import tenacity
 
-from agent.store import network, progress
+from agent.store import progress, transport
+from agent.store.transport import DownloadError, Policy
+
+__all__ = ["DownloadError", "Policy"]
+
+DEFAULT_POLICY = Policy()
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _CHUNK = 1024 * 1024
 _CHECKSUM_LIMIT = 1024 * 1024
-_SCHEMES = ("https", "http")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class DownloadError(Exception):
-    """A download failed: :attr:`url`, what failed, what to do, and whether to try again."""
-
-    def __init__(
-        self,
-        url: str,
-        problem: str,
-        advice: str,
-        *,
-        transient: bool,
-        retry_after: float | None = None,
-    ) -> None:
-        self.url = url
-        self.problem = problem
-        self.advice = advice
-        self.transient = transient
-        self.retry_after = retry_after  # seconds the server asked us to wait (429)
-        super().__init__(f"{_shown(url)}: {problem}; {advice}")
-
-
-def _fatal(url: str, problem: str, advice: str) -> DownloadError:
-    return DownloadError(url, problem, advice, transient=False)
-
-
-def _transient(url: str, problem: str, *, retry_after: float | None = None) -> DownloadError:
-    return DownloadError(url, problem, "retrying may help", transient=True, retry_after=retry_after)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How downloads behave; times in seconds, sizes in bytes."""
-
-    connect_timeout: float = 10.0  # to open the connection (and the TLS handshake)
-    stall_timeout: float = 30.0  # no byte for this long = a stalled server
-    attempts: int = 4  # total tries for transient errors
-    backoff_initial: float = 0.5  # first wait; doubles per try, plus jitter
-    backoff_max: float = 8.0  # cap on any wait, Retry-After included
-    max_bytes: int = 16 * 1024**3  # bodies larger than this are refused
-    mirrors: tuple[tuple[str, str], ...] = ()  # (prefix, replacement); first match wins
-    user_agent: str = "runner-agent"
-    network: network.Network = field(default_factory=network.Network)
 
 
 def rewrite(url: str, policy: Policy) -> str:
@@ -130,7 +88,7 @@ class DownloadCache:
 
 
 def fetch(
-    url: str, cache: DownloadCache, *, sha256: str | None, policy: Policy = Policy()
+    url: str, cache: DownloadCache, *, sha256: str | None, policy: Policy = DEFAULT_POLICY
 ) -> Artifact:
     """Download ``url`` into ``cache`` and return the verified artifact.
 
@@ -142,30 +100,32 @@ def fetch(
     expected = sha256.lower() if sha256 is not None else None
     if expected is not None:
         if not _HEX64.fullmatch(expected):
-            raise _fatal(target, f"expected sha256 {sha256!r} is not 64 hex", "fix the manifest")
+            raise transport.fatal(
+                target, f"expected sha256 {sha256!r} is not 64 hex", "fix the manifest"
+            )
         hit = cache.get(expected)
         if hit is not None:
             return Artifact(hit, expected, hit.stat().st_size, target)
-    _check_scheme(target)
+    transport.check_scheme(target)
     return _retrying(target, policy, lambda: _download_once(target, cache, expected, policy))
 
 
-def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = Policy()) -> str:
+def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAULT_POLICY) -> str:
     """The lowercase sha256 that the checksum file at ``checksum_url`` lists for ``file_name``.
 
     Reads GNU coreutils lines (``<hex>  <name>``, ``<hex> *<name>``) and BSD lines
     (``SHA256 (<name>) = <hex>``); other lines are ignored. Raises :class:`DownloadError`.
     """
     target = rewrite(checksum_url, policy)
-    _check_scheme(target)
+    transport.check_scheme(target)
     body = _retrying(target, policy, lambda: _read_small(target, policy))
     found = {digest for name, digest in _checksum_lines(body) if _same_name(name, file_name)}
     if len(found) > 1:
         advice = "the checksum file contradicts itself; report it upstream"
-        raise _fatal(target, f"lists different digests for {file_name!r}", advice)
+        raise transport.fatal(target, f"lists different digests for {file_name!r}", advice)
     if not found:
         advice = "check the name and version in the manifest, or the checksum URL"
-        raise _fatal(target, f"has no sha256 entry for {file_name!r}", advice)
+        raise transport.fatal(target, f"has no sha256 entry for {file_name!r}", advice)
     return found.pop()
 
 
@@ -193,7 +153,7 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256:
             problem = f"sha256 mismatch: expected {sha256}, got {actual} ({size} bytes)"
-            raise _fatal(url, problem, "either the artifact or the manifest is wrong")
+            raise transport.fatal(url, problem, "either the artifact or the manifest is wrong")
         final = cache.path_for(actual)
         final.parent.mkdir(exist_ok=True)
         os.replace(temp, final)
@@ -201,7 +161,7 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
         _fsync_folder(final.parent)  # the rename itself must survive a power cut
     except OSError as exc:
         problem = f"cannot write to the download cache {cache.root}: {exc}"
-        raise _fatal(url, problem, "check free space and permissions") from exc
+        raise transport.fatal(url, problem, "check free space and permissions") from exc
     finally:
         if temp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -225,31 +185,31 @@ def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit:
         url, headers={"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
     )
     try:
-        response = _opener(policy).open(request, timeout=policy.connect_timeout)
+        response = transport.opener(policy).open(request, timeout=policy.connect_timeout)
     except urllib.error.HTTPError as exc:
         with contextlib.closing(exc):  # it holds the connection open
-            raise _http_error(url, exc) from exc
+            raise transport.http_error(url, exc) from exc
     except urllib.error.URLError as exc:
-        raise _network_error(url, exc.reason, "connecting", policy) from exc
+        raise transport.network_error(url, exc.reason, "connecting", policy) from exc
     except (OSError, http.client.HTTPException) as exc:
-        raise _network_error(url, exc, "waiting for the response", policy) from exc
+        raise transport.network_error(url, exc, "waiting for the response", policy) from exc
     with response:
         header = response.headers.get("Content-Length", "")
         declared = int(header) if header.isdigit() else None
         if declared is not None and declared > limit:
-            raise _too_big(url, f"is {declared} bytes (Content-Length)", limit)
+            raise transport.too_big(url, f"is {declared} bytes (Content-Length)", limit)
         received = 0
         counter = progress.ByteCounter(url, declared) if progress.active() else None
         while True:
             try:
                 chunk = response.read(_CHUNK)
             except (OSError, http.client.HTTPException) as exc:
-                raise _network_error(url, exc, f"after {received} bytes", policy) from exc
+                raise transport.network_error(url, exc, f"after {received} bytes", policy) from exc
             if not chunk:
                 break
             received += len(chunk)
             if received > limit:
-                raise _too_big(url, f"is over {limit} bytes (counted)", limit)
+                raise transport.too_big(url, f"is over {limit} bytes (counted)", limit)
             sink(chunk)
             if counter is not None:
                 counter.add(len(chunk))
@@ -257,141 +217,11 @@ def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit:
             counter.finish()
     # http.client returns b"" rather than raising when a sized body ends early.
     if declared is not None and received < declared:
-        raise _transient(url, f"body cut short: {received} of {declared} bytes")
+        raise transport.transient(url, f"body cut short: {received} of {declared} bytes")
     return received
 
 
-# --- URLs, redirects and the opener ---------------------------------------------------
-
-
-def _shown(url: str) -> str:
-    # Credentials in a mirror URL must not reach logs or error messages.
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
-
-
-def _check_scheme(url: str) -> None:
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in _SCHEMES:
-        raise _fatal(url, f"scheme {scheme!r} is not allowed", "use an https:// URL")
-
-
-_REDIRECTS = "redirects are followed to https only (or http from http); fix the URL"
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    # urllib itself refuses schemes other than http, https and ftp (an HTTPError 3xx).
-    def redirect_request(
-        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> urllib.request.Request | None:
-        old = urllib.parse.urlsplit(req.full_url).scheme.lower()
-        new = urllib.parse.urlsplit(newurl).scheme.lower()
-        if new not in _SCHEMES or (old == "https" and new == "http"):
-            fp.close()  # urllib would have handed it to an HTTPError; nobody else closes it
-            problem = f"redirected to {_shown(newurl)!r}, which is not allowed"
-            raise _fatal(req.full_url, problem, _REDIRECTS)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    """Connects within the connect timeout, then waits at most ``stall`` for each read."""
-
-    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stall = stall
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._stall)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """As :class:`_HTTPConnection`, after the TLS handshake."""
-
-    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stall = stall
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._stall)
-
-
-class _Handler(urllib.request.AbstractHTTPHandler):
-    """Opens http and https with the connections above; verifies TLS certificates."""
-
-    def __init__(self, stall: float, tls: ssl.SSLContext) -> None:
-        super().__init__()
-        self._stall = stall
-        self._tls = tls
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_HTTPConnection, stall=self._stall), req)
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_HTTPSConnection, stall=self._stall)
-        return self.do_open(connection, req, context=self._tls)
-
-    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
-
-
-def _opener(policy: Policy) -> urllib.request.OpenerDirector:
-    # Built by hand rather than build_opener(), which would add file:, ftp: and data:.
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        policy.network.proxy_handler(),
-        _Handler(policy.stall_timeout, policy.network.ssl_context()),
-        urllib.request.HTTPDefaultErrorHandler(),
-        _Redirects(),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    return opener
-
-
 # --- errors and retries ---------------------------------------------------------------
-
-
-def _too_big(url: str, what: str, limit: int) -> DownloadError:
-    advice = "check the URL, or raise max_bytes if the artifact really is this big"
-    return _fatal(url, f"body {what}; the limit is {limit}", advice)
-
-
-def _http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
-    status = f"HTTP {exc.code} {exc.reason}"
-    if exc.code == 429:
-        retry_after = exc.headers.get("Retry-After", "").strip()
-        seconds = float(retry_after) if retry_after.isdigit() else None
-        return _transient(url, status, retry_after=seconds)
-    if exc.code >= 500 or exc.code == 408:
-        return _transient(url, status)
-    if exc.code == 404:
-        advice = "check the URL, the version and the mirror settings"
-    elif 300 <= exc.code < 400:
-        advice = _REDIRECTS
-    elif exc.code in (401, 403):
-        advice = "access denied; check the URL and the mirror's access rules"
-    else:
-        advice = "the server refused the request; check the URL and the mirror settings"
-    return _fatal(url, status, advice)
-
-
-def _network_error(url: str, reason: object, phase: str, policy: Policy) -> DownloadError:
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        problem = f"TLS certificate not trusted: {reason.verify_message}"
-        return _fatal(url, problem, "add its CA to installer.ca_bundle (a PEM file) or fix the URL")
-    if isinstance(reason, socket.gaierror) and reason.errno != socket.EAI_AGAIN:
-        return _fatal(url, f"cannot resolve the host: {reason.strerror}", "check the URL and DNS")
-    if isinstance(reason, TimeoutError):
-        limit = policy.connect_timeout if phase == "connecting" else policy.stall_timeout
-        return _transient(url, f"no data for {limit:g}s {phase}; the server stalled")
-    if isinstance(reason, OSError | http.client.HTTPException):
-        return _transient(url, f"{type(reason).__name__} {phase}: {reason}".rstrip(": "))
-    # urllib gives a bare string for requests it cannot make at all (an unknown URL type).
-    return _fatal(url, f"cannot be fetched: {reason}", "check the URL")
 
 
 def _wait(policy: Policy) -> Callable[[tenacity.RetryCallState], float]:
@@ -419,7 +249,7 @@ def _retrying(url: str, policy: Policy, attempt: Callable[[], _T]) -> _T:
         reason = failure.problem if isinstance(failure, DownloadError) else failure
         log.warning(
             "download of %s failed (attempt %d of %d): %s; retrying in %.2fs",
-            _shown(url),
+            transport.shown(url),
             state.attempt_number,
             policy.attempts,
             reason,

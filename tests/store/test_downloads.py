@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import downloads
+from agent.store import downloads, transport
 from agent.store.downloads import DownloadCache, DownloadError, Policy
 from tests.store.server import Reply, Server, fail, ok, redirect, slow_down, stalled, truncated
 
@@ -156,7 +156,7 @@ def test_a_redirect_down_to_http_or_to_ftp_is_refused(old: str, new: str) -> Non
     request = urllib.request.Request(old)  # noqa: S310 - built, never opened
 
     with pytest.raises(DownloadError, match=f"redirected to '{new}', which is not allowed"):
-        downloads._Redirects().redirect_request(request, response, 302, "Found", {}, new)
+        transport._Redirects().redirect_request(request, response, 302, "Found", {}, new)
 
     assert response.closed
 

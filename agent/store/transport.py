@@ -1,0 +1,198 @@
+"""One HTTP exchange for a download: the policy, the opener, and how failures are told.
+
+Policy: connections open within ``connect_timeout`` and then wait at most
+``stall_timeout`` per read; redirects stay on https (or http from http); the proxies and
+trust come from :mod:`agent.store.network`. Every failure becomes a
+:class:`DownloadError` that says whether trying again may help (refused or reset
+connections, timeouts, 5xx, 408, 429) or not (other 4xx, an untrusted certificate, an
+unknown host), with what to do about it.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.store import network
+
+_SCHEMES = ("https", "http")
+
+
+class DownloadError(Exception):
+    """A download failed: :attr:`url`, what failed, what to do, and whether to try again."""
+
+    def __init__(
+        self,
+        url: str,
+        problem: str,
+        advice: str,
+        *,
+        transient: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        self.url = url
+        self.problem = problem
+        self.advice = advice
+        self.transient = transient
+        self.retry_after = retry_after  # seconds the server asked us to wait (429)
+        super().__init__(f"{shown(url)}: {problem}; {advice}")
+
+
+def fatal(url: str, problem: str, advice: str) -> DownloadError:
+    return DownloadError(url, problem, advice, transient=False)
+
+
+def transient(url: str, problem: str, *, retry_after: float | None = None) -> DownloadError:
+    return DownloadError(url, problem, "retrying may help", transient=True, retry_after=retry_after)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How downloads behave; times in seconds, sizes in bytes."""
+
+    connect_timeout: float = 10.0  # to open the connection (and the TLS handshake)
+    stall_timeout: float = 30.0  # no byte for this long = a stalled server
+    attempts: int = 4  # total tries for transient errors
+    backoff_initial: float = 0.5  # first wait; doubles per try, plus jitter
+    backoff_max: float = 8.0  # cap on any wait, Retry-After included
+    max_bytes: int = 16 * 1024**3  # bodies larger than this are refused
+    mirrors: tuple[tuple[str, str], ...] = ()  # (prefix, replacement); first match wins
+    user_agent: str = "runner-agent"
+    network: network.Network = field(default_factory=network.Network)
+
+
+# --- URLs, redirects and the opener ---------------------------------------------------
+
+
+def shown(url: str) -> str:
+    # Credentials in a mirror URL must not reach logs or error messages.
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def check_scheme(url: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in _SCHEMES:
+        raise fatal(url, f"scheme {scheme!r} is not allowed", "use an https:// URL")
+
+
+REDIRECTS = "redirects are followed to https only (or http from http); fix the URL"
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    # urllib itself refuses schemes other than http, https and ftp (an HTTPError 3xx).
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        old = urllib.parse.urlsplit(req.full_url).scheme.lower()
+        new = urllib.parse.urlsplit(newurl).scheme.lower()
+        if new not in _SCHEMES or (old == "https" and new == "http"):
+            fp.close()  # urllib would have handed it to an HTTPError; nobody else closes it
+            problem = f"redirected to {shown(newurl)!r}, which is not allowed"
+            raise fatal(req.full_url, problem, REDIRECTS)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """Connects within the connect timeout, then waits at most ``stall`` for each read."""
+
+    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stall = stall
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self._stall)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """As :class:`_HTTPConnection`, after the TLS handshake."""
+
+    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stall = stall
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self._stall)
+
+
+class _Handler(urllib.request.AbstractHTTPHandler):
+    """Opens http and https with the connections above; verifies TLS certificates."""
+
+    def __init__(self, stall: float, tls: ssl.SSLContext) -> None:
+        super().__init__()
+        self._stall = stall
+        self._tls = tls
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_HTTPConnection, stall=self._stall), req)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_HTTPSConnection, stall=self._stall)
+        return self.do_open(connection, req, context=self._tls)
+
+    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+def opener(policy: Policy) -> urllib.request.OpenerDirector:
+    # Built by hand rather than build_opener(), which would add file:, ftp: and data:.
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        policy.network.proxy_handler(),
+        _Handler(policy.stall_timeout, policy.network.ssl_context()),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _Redirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def too_big(url: str, what: str, limit: int) -> DownloadError:
+    advice = "check the URL, or raise max_bytes if the artifact really is this big"
+    return fatal(url, f"body {what}; the limit is {limit}", advice)
+
+
+def http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
+    status = f"HTTP {exc.code} {exc.reason}"
+    if exc.code == 429:
+        retry_after = exc.headers.get("Retry-After", "").strip()
+        seconds = float(retry_after) if retry_after.isdigit() else None
+        return transient(url, status, retry_after=seconds)
+    if exc.code >= 500 or exc.code == 408:
+        return transient(url, status)
+    if exc.code == 404:
+        advice = "check the URL, the version and the mirror settings"
+    elif 300 <= exc.code < 400:
+        advice = REDIRECTS
+    elif exc.code in (401, 403):
+        advice = "access denied; check the URL and the mirror's access rules"
+    else:
+        advice = "the server refused the request; check the URL and the mirror settings"
+    return fatal(url, status, advice)
+
+
+def network_error(url: str, reason: object, phase: str, policy: Policy) -> DownloadError:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        problem = f"TLS certificate not trusted: {reason.verify_message}"
+        return fatal(url, problem, "add its CA to installer.ca_bundle (a PEM file) or fix the URL")
+    if isinstance(reason, socket.gaierror) and reason.errno != socket.EAI_AGAIN:
+        return fatal(url, f"cannot resolve the host: {reason.strerror}", "check the URL and DNS")
+    if isinstance(reason, TimeoutError):
+        limit = policy.connect_timeout if phase == "connecting" else policy.stall_timeout
+        return transient(url, f"no data for {limit:g}s {phase}; the server stalled")
+    if isinstance(reason, OSError | http.client.HTTPException):
+        return transient(url, f"{type(reason).__name__} {phase}: {reason}".rstrip(": "))
+    # urllib gives a bare string for requests it cannot make at all (an unknown URL type).
+    return fatal(url, f"cannot be fetched: {reason}", "check the URL")
