@@ -39,6 +39,6 @@ def test_the_wheel_ships_the_catalog_and_the_console_script(tmp_path: Path) -> N
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         scripts = zf.read(entry_points).decode()
     assert "agent/_bundled/features/README.md" in names
-    assert "agent/daemon.py" in names
+    assert "agent/daemon/__init__.py" in names
     assert not any(n.startswith("tests/") for n in names)
     assert "runner-agent = agent.cli:main" in scripts

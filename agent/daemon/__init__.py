@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import signal
 import sys
 import time
@@ -39,6 +38,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import loading, models, reloading, tokens
+from agent.daemon import chores
 from agent.http import draining, listeners, probes
 from agent.kits import aiotasks, logs, signals
 from agent.observe import conditions, looplag, metrics
@@ -117,25 +117,6 @@ def _import_api() -> tuple[Any, Any]:
     from agent.http import api, context
 
     return api, context
-
-
-TALLY_EVERY = 15.0
-"""Seconds between refreshes of the store's running total (what /metrics reports)."""
-
-
-def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> Any:
-    from agent.store import janitor, layout, locks
-
-    # The root and the lock backend need a restart; the budget is read live (reloads).
-    backend = locks.backend(settings.lock_backend, lease_ttl=settings.lease_seconds)
-    return janitor.Janitor(layout.Store(settings.root), backend, budget=budget)
-
-
-def _load_catalog_blocking(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
-    from agent.catalog import loading as catalog_loading
-
-    folders = catalog_loading.folders_for(settings)
-    return catalog_loading.load(folders), folders
 
 
 class Daemon:
@@ -299,7 +280,7 @@ class Daemon:
         # Imported and loaded in a thread: importing the catalog engine builds many models,
         # and the loop must keep answering /healthz meanwhile.
         settings = self.settings.catalog
-        catalog, folders = await asyncio.to_thread(_load_catalog_blocking, settings)
+        catalog, folders = await asyncio.to_thread(chores.load_catalog, settings)
         self.catalog = catalog
         self._catalog_loaded.set()
         disabled = sorted({p.feature for p in catalog.problems})
@@ -309,54 +290,14 @@ class Daemon:
         self.conditions.set("catalog", ok=True, message=message)
 
     async def _run_janitor(self) -> None:
-        # Built in a thread (it imports the store's modules); then the running total is
-        # refreshed every TALLY_EVERY s and a janitor pass (gc, eviction to the budget) runs
-        # every cache.janitor_interval_seconds, jittered so pods started together do not
-        # try in step. Each in a thread: the volume may be slow NFS.
-        self.cache = await asyncio.to_thread(
-            _make_janitor, self.settings.cache, lambda: int(self.settings.cache.size_budget)
-        )
-        loop = asyncio.get_running_loop()
-        interval = self.settings.cache.janitor_interval_seconds
-        due = loop.time() + interval * random.uniform(0.5, 1.0)  # noqa: S311 - not crypto
-        last_error = ""
-        while True:
-            try:
-                if loop.time() >= due:
-                    await asyncio.to_thread(self.cache.periodic)
-                    due = loop.time() + self.settings.cache.janitor_interval_seconds
-                else:
-                    await asyncio.to_thread(self.cache.refresh)
-                last_error = ""
-            except Exception as exc:  # counted as failed by the janitor; the task goes on
-                due = loop.time() + self.settings.cache.janitor_interval_seconds
-                if str(exc) != last_error:
-                    logger.warning("the store's janitor failed: %s", exc)
-                last_error = str(exc)
-            await asyncio.sleep(max(0.05, min(TALLY_EVERY, due - loop.time())))
+        await chores.run_janitor(lambda: self.settings, self._set_cache)
+
+    def _set_cache(self, cache: Any) -> None:
+        self.cache = cache
 
     async def _preinstall(self, app: web.Application) -> None:
-        """Ensure ``features.preinstall``; /readyz waits for it (retried with backoff)."""
-        from agent.http import ensure
-
-        wanted = list(self.settings.features.preinstall)
-        self.conditions.set("preinstall", ok=False, message=f"installing {', '.join(wanted)}")
         await self._catalog_loaded.wait()
-        delay = 10.0
-        while True:
-            try:
-                plan = await asyncio.to_thread(
-                    ensure.preinstall_plan, self.catalog, wanted, self.settings
-                )
-                ok, message = await ensure.preinstall(app[ensure.INSTALLS], plan)
-            except Exception as exc:  # a bad request or an unresolvable one: say so, retry
-                ok, message = False, str(exc).splitlines()[0]
-            self.conditions.set("preinstall", ok=ok, message=message)
-            if ok:
-                return
-            logger.warning("preinstall failed (%s); retrying in %.0f s", message, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 300.0)
+        await chores.preinstall(lambda: self.settings, self.conditions, self.catalog, app)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

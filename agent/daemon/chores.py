@@ -1,0 +1,98 @@
+"""The daemon's long-running chores: the catalog load, the store's janitor, preinstall.
+
+Policy: each runs its blocking part in a thread (imports, the volume, resolution) and
+reports through the readiness conditions or the log; the daemon owns their tasks (each
+under :func:`agent.kits.aiotasks.guard`) and their shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.config import models
+
+logger = logging.getLogger("agent.daemon")
+
+TALLY_EVERY = 15.0
+"""Seconds between refreshes of the store's running total (what /metrics reports)."""
+
+
+def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> Any:
+    from agent.store import janitor, layout, locks
+
+    # The root and the lock backend need a restart; the budget is read live (reloads).
+    backend = locks.backend(settings.lock_backend, lease_ttl=settings.lease_seconds)
+    return janitor.Janitor(layout.Store(settings.root), backend, budget=budget)
+
+
+def load_catalog(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
+    """The catalog the settings name, and its folders (blocking: run it in a thread)."""
+    from agent.catalog import loading as catalog_loading
+
+    folders = catalog_loading.folders_for(settings)
+    return catalog_loading.load(folders), folders
+
+
+async def run_janitor(
+    settings: Callable[[], models.Settings], publish: Callable[[Any], None]
+) -> None:
+    """Refresh the store's running total and run janitor passes, forever."""
+    # Built in a thread (it imports the store's modules); then the running total is
+    # refreshed every TALLY_EVERY s and a janitor pass (gc, eviction to the budget) runs
+    # every cache.janitor_interval_seconds, jittered so pods started together do not
+    # try in step. Each in a thread: the volume may be slow NFS.
+    cache = await asyncio.to_thread(
+        _make_janitor, settings().cache, lambda: int(settings().cache.size_budget)
+    )
+    publish(cache)
+    loop = asyncio.get_running_loop()
+    interval = settings().cache.janitor_interval_seconds
+    due = loop.time() + interval * random.uniform(0.5, 1.0)  # noqa: S311 - not crypto
+    last_error = ""
+    while True:
+        try:
+            if loop.time() >= due:
+                await asyncio.to_thread(cache.periodic)
+                due = loop.time() + settings().cache.janitor_interval_seconds
+            else:
+                await asyncio.to_thread(cache.refresh)
+            last_error = ""
+        except Exception as exc:  # counted as failed by the janitor; the task goes on
+            due = loop.time() + settings().cache.janitor_interval_seconds
+            if str(exc) != last_error:
+                logger.warning("the store's janitor failed: %s", exc)
+            last_error = str(exc)
+        await asyncio.sleep(max(0.05, min(TALLY_EVERY, due - loop.time())))
+
+
+async def preinstall(
+    settings: Callable[[], models.Settings],
+    conditions: Any,
+    catalog: Any,
+    app: web.Application,
+) -> None:
+    """Ensure ``features.preinstall``; /readyz waits for it (retried with backoff)."""
+    from agent.http import ensure
+
+    wanted = list(settings().features.preinstall)
+    conditions.set("preinstall", ok=False, message=f"installing {', '.join(wanted)}")
+    delay = 10.0
+    while True:
+        try:
+            plan = await asyncio.to_thread(ensure.preinstall_plan, catalog, wanted, settings())
+            ok, message = await ensure.preinstall(app[ensure.INSTALLS], plan)
+        except Exception as exc:  # a bad request or an unresolvable one: say so, retry
+            ok, message = False, str(exc).splitlines()[0]
+        conditions.set("preinstall", ok=ok, message=message)
+        if ok:
+            return
+        logger.warning("preinstall failed (%s); retrying in %.0f s", message, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 300.0)
