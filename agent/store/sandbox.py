@@ -1,14 +1,14 @@
 """Running a feature's install script so that it can write only into its PREFIX.
 
 The choice: an **unprivileged user in a private mount namespace** (``isolation:
-sandbox``, the default). Root cannot be confined by file modes, and a mount namespace
-alone (a read-only root) would need every submount remounted; a user that owns
-nothing but the staging folder is caught by the kernel's ordinary permission checks
-everywhere. The namespace adds what modes cannot: the staging folder is bind-mounted at
-:data:`MOUNT` (so no folder above it needs to be searchable by that user) and the
-world-writable folders (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are covered
-with empty read-only filesystems, so nothing written there can outlive the script or
-reach another job. ``TMPDIR`` and ``HOME`` point into the staging folder.
+sandbox``, the default), both at once. In the namespace every mount is remounted
+read-only, so no world-writable folder anywhere (an image's cache or spool folder) is a
+way out; the staging folder is then bind-mounted, writable, at :data:`MOUNT` (so no
+folder above it needs to be searchable); and ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
+``/run/lock`` are covered with empty read-only filesystems, so nothing of other jobs is
+visible there. ``TMPDIR`` and ``HOME`` point into the staging folder. The user, which
+owns nothing but the staging folder, is the second wall: what a mount cannot stop (a
+mount that refuses to be remounted is reported in the install log), file modes do.
 
 The steps, as root:
 
@@ -48,7 +48,14 @@ COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered,
 _SNIPPET = f"""set -eu
 stage=$1 uid=$2 gid=$3 workdir=$4
 shift 4
+# Every mount read-only (this namespace only), so a world-writable folder anywhere is
+# no way out; then the staging folder, bound afresh, is the one writable place.
+while read -r _ _ _ _ point _; do
+  case "$point" in *\\*) continue ;; esac
+  mount -o remount,bind,ro "$point" 2>/dev/null || echo "sandbox: $point stays writable" >&2
+done < /proc/self/mountinfo
 mount --bind "$stage" {MOUNT}
+mount -o remount,bind,rw {MOUNT}
 for d in {" ".join(COVERED)}; do
   if [ -d "$d" ] && [ ! -L "$d" ]; then
     mount -t tmpfs -o ro,nosuid,nodev,size=4k,mode=0755 runner-agent-sandbox "$d"

@@ -101,7 +101,12 @@ def test_a_script_installs_into_its_prefix_with_the_contract(
 def test_writes_outside_the_prefix_are_refused(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     store = tmp_path / "store"
+    # A world-writable folder of the kind images leave around (a cache, a spool).
+    open_dir = Path(f"/var/lib/runner-agent-open-{marker}")
+    open_dir.mkdir(mode=0o777)
+    os.chmod(open_dir, 0o1777)  # noqa: S103 - the hole the sandbox must close
     targets = {
+        "world_writable": f"{open_dir}/escape",
         "etc": f"/etc/runner-agent-escape-{marker}",
         "root_home": f"/root/runner-agent-escape-{marker}",
         "var_tmp": f"/var/tmp/runner-agent-escape-{marker}",
@@ -117,7 +122,13 @@ def test_writes_outside_the_prefix_are_refused(tmp_path: Path) -> None:
             f'else echo {name} >> "$PREFIX/refused"; fi'
         )
     lines.append('echo y > "$TMPDIR/own-temp" && echo y > "$HOME/own-home"')
-    done = ensure(tmp_path, "\n".join(lines) + "\n")
+    try:
+        done = ensure(tmp_path, "\n".join(lines) + "\n")
+        assert list(open_dir.iterdir()) == []
+    finally:
+        for leftover in open_dir.iterdir():
+            leftover.unlink()
+        open_dir.rmdir()
     path = done.installed[0].entry.path
     assert not (path / "escaped").exists(), (path / "escaped").read_text()
     assert sorted((path / "refused").read_text().split()) == sorted(targets)
@@ -131,7 +142,7 @@ def test_a_failing_script_publishes_nothing_and_says_why(tmp_path: Path) -> None
         ensure(tmp_path, body)
     message = str(caught.value)
     assert "step 'script'" in message
-    assert "Permission denied" in message
+    assert "Read-only file system" in message or "Permission denied" in message
     assert "install.sh" in message
     store = tmp_path / "store"
     assert not (store / "tool").exists()
