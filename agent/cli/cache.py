@@ -164,6 +164,10 @@ def run_gc(args: argparse.Namespace) -> int:
             print(f"kept {name}: its install is running")
         print(f"partial downloads removed: {done['partials_removed']}")
         print(f"lapsed in-use leases removed: {done['leases_removed']}")
+        print(
+            f"unreferenced downloads removed: {done['downloads_removed']} "
+            f"({done['download_bytes_removed']} bytes)"
+        )
         for name in done["unknown"]:
             print(f"left alone (not the agent's name): {name}")
         return common.EXIT_OK

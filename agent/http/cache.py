@@ -113,6 +113,8 @@ class GcResponse(models.ApiModel):
     staging_kept: list[str] = Field(description="Staging folders of installs still running.")
     partials_removed: int
     leases_removed: int
+    downloads_removed: int = Field(description="Downloaded archives no receipt names.")
+    download_bytes_removed: int
     unknown: list[str] = Field(description="Names in the staging folder left alone.")
 
 

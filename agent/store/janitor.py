@@ -11,9 +11,11 @@ Policy:
   do, and a store of a newer format is refused, as installs refuse it;
 - gc removes staging folders whose entry lock is free (an install holds the lock while it
   stages, so a free lock means its process died), the renamed-away trash of killed
-  publishes and evictions (same rule), ``.partial`` downloads untouched for an hour and
-  lapsed in-use leases. It keeps staging folders of running installs, and anything whose
-  name it does not recognise;
+  publishes and evictions (same rule), ``.partial`` downloads untouched for an hour,
+  lapsed in-use leases, and downloaded archives no receipt names any more (untouched for
+  :data:`DOWNLOAD_GRACE`, so an install between its download and its publish keeps its
+  archive; if any receipt cannot be read, every download is kept). It keeps staging
+  folders of running installs, and anything whose name it does not recognise;
 - every pass is appended to ``<root>/.runner-agent/logs/janitor.log`` (one JSON object a
   line: agent, operation, start, end, result) while the lock is held, so who did what,
   and that passes never overlapped, can be read back;
@@ -37,7 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.store import evicting, inuse, inventory, layout, locks, publishing, verifying
+from agent.store import (
+    evicting,
+    inuse,
+    inventory,
+    layout,
+    locks,
+    publishing,
+    receipts,
+    verifying,
+)
 
 logger = logging.getLogger("agent.store.janitor")
 
@@ -110,6 +121,8 @@ class Collected:
     """Staging folders of installs still running (their entry lock is held)."""
     partials_removed: int = 0
     leases_removed: int = 0
+    downloads_removed: int = 0
+    download_bytes_removed: int = 0
     unknown: list[str] = field(default_factory=list)
     """Names in the staging folder the agent does not recognise (left alone)."""
 
@@ -120,6 +133,8 @@ class Collected:
             "staging_kept": self.staging_kept,
             "partials_removed": self.partials_removed,
             "leases_removed": self.leases_removed,
+            "downloads_removed": self.downloads_removed,
+            "download_bytes_removed": self.download_bytes_removed,
             "unknown": self.unknown,
         }
 
@@ -159,7 +174,35 @@ def gc(store: layout.Store, *, backend: locks.LockBackend) -> Collected:
                 path.unlink()
                 result.partials_removed += 1
     result.leases_removed = inuse.sweep(store, now=now)
+    result.downloads_removed, result.download_bytes_removed = _unreferenced_downloads(store, now)
     return result
+
+
+DOWNLOAD_GRACE = 3600.0
+"""Seconds an unreferenced download is kept after its last write (an install in flight)."""
+
+
+def _unreferenced_downloads(store: layout.Store, now: float) -> tuple[int, int]:
+    """Remove downloaded archives that no receipt names; (files, bytes) removed."""
+    referenced: set[str] = set()
+    for path in (store.meta / "receipts").glob("*.json"):
+        try:
+            receipt = receipts.Receipt.from_json(path.read_bytes())
+        except (OSError, layout.StoreError):
+            return 0, 0  # what is in use is unknown: keep every download
+        referenced.update(source.sha256 for source in receipt.sources)
+    removed = size = 0
+    for path in store.downloads.glob("??/*"):
+        name = path.name
+        if name.startswith(".") or len(name) != 64 or name in referenced:
+            continue
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            if now - st.st_mtime >= DOWNLOAD_GRACE:
+                path.unlink()
+                removed += 1
+                size += st.st_size
+    return removed, size
 
 
 def _dirs(path: Path) -> list[str]:

@@ -318,3 +318,30 @@ def test_the_tally_sums_receipts_and_rereads_only_what_changed(
     assert parsed == []
     entry(store, "22.21.1").marker.unlink()
     assert (tally.refresh().bytes, tally.snapshot().entries) == (sizes[0], 1)
+
+
+def test_gc_removes_downloads_no_receipt_names_after_the_grace(
+    tmp_path: Path, http_server: Server
+) -> None:
+    store = install(tmp_path, http_server, "20.11.1")
+    [kept] = [p for p in store.downloads.glob("??/*") if not p.name.startswith(".")]
+    long_ago = time.time() - janitor.DOWNLOAD_GRACE - 60
+    os.utime(kept, (long_ago, long_ago))  # old, but its entry's receipt names it
+    orphan = store.downloads / "cd" / ("cd" + "0" * 62)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"an archive of an evicted entry")
+    os.utime(orphan, (long_ago, long_ago))
+    fresh = store.downloads / "ef" / ("ef" + "0" * 62)
+    fresh.parent.mkdir(exist_ok=True)
+    fresh.write_bytes(b"downloaded by an install that has not published yet")
+    collected = janitor.gc(store, backend=locks.PosixLocks())
+    assert (collected.downloads_removed, collected.download_bytes_removed) == (1, 30)
+    assert kept.exists()
+    assert not orphan.exists()
+    assert fresh.exists()
+
+    # A receipt that cannot be read: what is in use is unknown, so nothing goes.
+    os.utime(fresh, (long_ago, long_ago))
+    (store.meta / "receipts" / "broken@1@x64.json").write_text("{")
+    assert janitor.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
+    assert fresh.exists()
