@@ -211,7 +211,13 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 def _reclaim(tree: Path) -> None:
-    """Own everything again and drop setuid/setgid bits; refuse special files."""
+    """Own everything again, drop set-id bits and write bits for group and others;
+    refuse special files.
+
+    Top-down, each folder is the agent's before anything in it is looked at, so nothing
+    in it can be swapped afterwards; modes change through a descriptor opened without
+    following links, never through a path that could have become a link.
+    """
     uid, gid = os.geteuid(), os.getegid()
     os.lchown(tree, uid, gid)
     for folder, dirs, files in os.walk(tree):
@@ -227,5 +233,20 @@ def _reclaim(tree: Path) -> None:
                     f"the script left {os.path.relpath(path, tree)}, which is neither a file, "
                     "a folder nor a link; entries hold only those"
                 )
-            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+            if st.st_mode & _LOOSE:
+                _tighten(path, st)
+
+
+_LOOSE = stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH
+"""Bits a published entry never keeps: set-id, and write for anyone but its owner."""
+
+
+def _tighten(path: str, st: os.stat_result) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise ScriptError(f"{path} changed while the agent reclaimed it; not installing it")
+        os.fchmod(fd, stat.S_IMODE(now.st_mode) & ~_LOOSE)
+    finally:
+        os.close(fd)

@@ -57,6 +57,7 @@ GOOD = """\
     mkdir -p "$PREFIX/bin"
     printf '#!/bin/sh\\necho "tool %s says %s"\\n' "$VERSION" "$GREETING" > "$PREFIX/bin/tool"
     chmod 4755 "$PREFIX/bin/tool"
+    mkdir -m 0777 "$PREFIX/share"
     cp helper.txt "$PREFIX/"
     env | sort > "$PREFIX/env.txt"
     id -u > "$PREFIX/uid.txt"
@@ -90,6 +91,7 @@ def test_a_script_installs_into_its_prefix_with_the_contract(
     st = tool.stat()
     assert (st.st_uid, st.st_gid) == (0, 0)
     assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID)
+    assert stat.S_IMODE((path / "share").stat().st_mode) == 0o755  # nobody else writes
     assert entry.receipt.method == "script"
     ran = subprocess.run([tool], capture_output=True, text=True, check=True)
     assert ran.stdout == "tool 1.4.2 says hi\n"
