@@ -308,6 +308,9 @@ def _install_locked(
         outcome = _check(step, tree, rel_path, options)
         log.step("check", outcome)
         current = "publish"
+        loose = publishing.tighten_tree(tree)
+        if loose:
+            log.step("modes", f"{loose} modes tightened (no set-id, no group/other write)")
         publishing.fsync_tree(tree)
         receipt = receipts.Receipt(
             feature=step["id"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,24 @@ def sweep(store: layout.Store, entry: layout.Entry) -> None:
             trash.unlink(missing_ok=True)
         else:
             shutil.rmtree(trash, ignore_errors=True)
+
+
+_LOOSE = stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH
+
+
+def tighten_tree(tree: Path) -> int:
+    """Drop set-id bits and group/other write bits everywhere in ``tree`` (links aside):
+    the store is shared by every job on the volume, and a tool one of them could rewrite
+    would be a tool every later job runs. Returns how many modes changed."""
+    changed = 0
+    for folder, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & _LOOSE:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~_LOOSE)
+                changed += 1
+    return changed
 
 
 def fsync_tree(tree: Path) -> None:

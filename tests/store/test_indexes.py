@@ -120,6 +120,24 @@ def test_pip_installs_from_the_configured_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    previous = os.umask(0)
+    try:
+        done = _pip_from_loopback_index(tmp_path)
+    finally:
+        os.umask(previous)
+    name = "ra_probe-1.0.0-py3-none-any.whl"
+    [entry] = done.installed
+    assert entry.receipt.check == "ok: ra-probe 1.0.0"
+    assert entry.receipt.sources[0].url.endswith(name)
+    # pip ran under umask 0 (as agents in some containers do): nothing published may be
+    # writable by anyone but the agent.
+    loose = [
+        p for p in entry.entry.path.rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o022
+    ]
+    assert loose == []
+
+
+def _pip_from_loopback_index(tmp_path: Path) -> ensuring.Ensured:
     wheel = _wheel()
     name = "ra_probe-1.0.0-py3-none-any.whl"
     with Server() as server:
@@ -133,9 +151,7 @@ def test_pip_installs_from_the_configured_index(
         net = network.Network(pip_index_url=server.url("/simple/"), no_proxy="127.0.0.1")
         done = _ensure(tmp_path, "pip", net)
         assert server.count(f"/files/{name}") == 1
-    [entry] = done.installed
-    assert entry.receipt.check == "ok: ra-probe 1.0.0"
-    assert entry.receipt.sources[0].url.endswith(name)
+    return done
 
 
 def test_npm_installs_from_the_configured_registry(tmp_path: Path) -> None:
