@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -23,7 +24,7 @@ from agent.catalog import loading, requests, resolver
 from agent.config import paths
 from agent.platform import detect
 from agent.system import apt, hostinstall
-from tests.agentproc import PYTHON
+from tests.agentproc import PYTHON, Starter
 
 needs_apt = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("apt-get") is None,
@@ -259,3 +260,30 @@ def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path)
     assert (cache / "apk").is_dir()
     pacman = ["pacman", "-S", "--noconfirm", "jq"]
     assert hostinstall._with_cache(pacman, "pacman", cache) == pacman
+
+
+@needs_apt
+async def test_the_agent_installs_os_packages_itself_in_host_mode(
+    start_agent: Starter, no_hello: None
+) -> None:
+    config = start_agent.base_config()
+    config["cache"] = {"root": str(start_agent.workdir / "store")}
+    config["installer"] = {
+        "system_packages": "host",
+        "package_cache": str(start_agent.workdir / "packages"),
+    }
+    agent = start_agent.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, timeout=20, what="ready")
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json={"requests": ["hello"]}) as resp,
+    ):
+        assert resp.status == 200
+        events = [json.loads(line) async for line in resp.content if line.strip()]
+    output = [e["line"] for e in events if e["event"] == "output"]
+    assert any("hello" in line for line in output)  # apt's own lines, streamed
+    [hello] = events[-1]["features"]
+    assert (hello["result"], hello["method"]) == ("installed", "system")
+    assert subprocess.run(["hello"], capture_output=True, text=True, check=True).stdout
+    assert len(debs(Path(config["installer"]["package_cache"]))) == 1
