@@ -27,8 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -40,6 +38,7 @@ from agent import __version__
 from agent.config import models
 from agent.store import (
     builders,
+    checking,
     downloads,
     extracting,
     installlog,
@@ -303,14 +302,14 @@ def _install_locked(
             else:
                 raise layout.StoreError(f"unknown action {action['action']!r}")
         rel_path = [os.path.relpath(p, step["prefix"]) for p in step["env"]["path"]]
+        changed = publishing.normalize_modes(tree)
+        if changed:
+            log.step("modes", f"{changed} modes normalised to 0755/0644")
         current = "check"
         progress.report("checking")
-        outcome = _check(step, tree, rel_path, options)
+        outcome = _check(step, staging, tree, rel_path, options)
         log.step("check", outcome)
         current = "publish"
-        loose = publishing.tighten_tree(tree)
-        if loose:
-            log.step("modes", f"{loose} modes tightened (no set-id, no group/other write)")
         publishing.fsync_tree(tree)
         receipt = receipts.Receipt(
             feature=step["id"],
@@ -374,31 +373,18 @@ def _download(
     return artifact
 
 
-def _check(step: dict[str, Any], tree: Path, rel_path: list[str], options: Options) -> str:
-    check = step.get("check")
-    if check is None:
+def _check(
+    step: dict[str, Any], staging: Path, tree: Path, rel_path: list[str], options: Options
+) -> str:
+    if step.get("check") is None:
         return "no check declared"
     if not options.run_check:
         return "skipped: the target is not the platform the agent runs on"
-    path = [os.path.normpath(os.path.join(tree, p)) for p in rel_path]
-    env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
-    env.update({k: v for k, v in step["env"]["vars"].items()})
-    try:
-        proc = subprocess.run(
-            check["argv"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=options.check_timeout,
-            check=False,
-            cwd=tempfile.gettempdir(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise layout.StoreError(f"the check {check['argv']!r} could not run: {exc}") from exc
-    output = (proc.stdout + proc.stderr).strip()
-    if proc.returncode != 0 or check["expect"] not in output:
-        raise layout.StoreError(
-            f"the check {' '.join(check['argv'])!r} exited {proc.returncode} and printed "
-            f"{output[:200]!r}; expected it to print {check['expect']!r}"
-        )
-    return f"ok: {output.splitlines()[0][:120] if output else ''}"
+    return checking.run(
+        step,
+        staging=staging,
+        tree=tree,
+        rel_path=rel_path,
+        timeout=options.check_timeout,
+        script=options.script,
+    )

@@ -29,20 +29,23 @@ def sweep(store: layout.Store, entry: layout.Entry) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-_LOOSE = stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH
-
-
-def tighten_tree(tree: Path) -> int:
-    """Drop set-id bits and group/other write bits everywhere in ``tree`` (links aside):
-    the store is shared by every job on the volume, and a tool one of them could rewrite
-    would be a tool every later job runs. Returns how many modes changed."""
+def normalize_modes(tree: Path) -> int:
+    """Give every folder 0755 and every file 0755 (any execute bit) or 0644, links aside,
+    as extraction does: the store is shared by every job on the volume, so nothing in it
+    may be writable by anyone but the agent (a tool one job could rewrite is a tool every
+    later job runs), carry set-id bits, or be unreadable to the runner's user (whatever
+    the umask of the agent or of the tool that wrote it). Returns how many changed."""
     changed = 0
     for folder, dirs, files in os.walk(tree):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
+        for name in [".", *dirs, *files] if folder == str(tree) else [*dirs, *files]:
+            path = os.path.normpath(os.path.join(folder, name))
             st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode) and st.st_mode & _LOOSE:
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~_LOOSE)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            executable = stat.S_ISDIR(st.st_mode) or st.st_mode & 0o111
+            want = 0o755 if executable else 0o644
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(path, want)
                 changed += 1
     return changed
 

@@ -30,6 +30,7 @@ that do not run as root (which cannot switch users), at the operator's explicit 
 
 from __future__ import annotations
 
+import collections
 import os
 import pwd
 import shutil
@@ -51,7 +52,9 @@ shift 4
 # Every mount read-only (this namespace only), so a world-writable folder anywhere is
 # no way out; then the staging folder, bound afresh, is the one writable place.
 while read -r _ _ _ _ point _; do
-  case "$point" in *\\*) continue ;; esac
+  case "$point" in
+    *\\*) echo "sandbox: $point (an escaped name) stays writable" >&2; continue ;;
+  esac
   mount -o remount,bind,ro "$point" 2>/dev/null || echo "sandbox: $point stays writable" >&2
 done < /proc/self/mountinfo
 mount --bind "$stage" {MOUNT}
@@ -65,6 +68,10 @@ cd "$workdir"
 exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \\
   --inh-caps=-all --bounding-set=-all -- "$@"
 """
+
+
+_KEPT_LINES = 2000  # output lines kept for the log: a chatty command must not fill memory
+_LINE = 2000
 
 
 class ScriptError(layout.StoreError):
@@ -131,10 +138,14 @@ def run_confined(
     timeout: float,
     on_output: Callable[[str], None],
     cwd: Path | None = None,
+    writable_tree: bool = True,
 ) -> str:
     """Run ``argv`` so that it can write only into the staging folder (see the module's
     policy); paths into the staging folder in ``argv`` and ``env`` are rewritten to where
-    the command sees it. Return the output, or raise :class:`ScriptError`."""
+    the command sees it. Return the output, or raise :class:`ScriptError`.
+
+    With ``writable_tree`` false the tree stays the agent's (read-only to the command):
+    the feature's check runs that way, on what the build left."""
     home, tmp = staging / "home", staging / "tmp"
     home.mkdir(exist_ok=True)
     tmp.mkdir(exist_ok=True)
@@ -157,17 +168,26 @@ def run_confined(
         os.makedirs(MOUNT, mode=0o755, exist_ok=True)
         os.chmod(staging, 0o755)  # noqa: S103 - the user must reach its prefix
         for path in staging.iterdir():
-            if path.is_dir() and not path.is_symlink():
+            if path.is_dir() and not path.is_symlink() and (writable_tree or path != tree):
                 _chown_tree(path, uid, gid)
         inside = str(seen / workdir.relative_to(staging))
         command = [
-            "unshare", "--mount", "--propagation", "private", "--",
+            # A PID namespace: when the command ends, the kernel kills everything it left
+            # (setsid or not), so nothing of it can touch a later install or this tree.
+            "unshare", "--mount", "--propagation", "private", "--ipc", "--pid",
+            "--kill-child", "--mount-proc", "--",
             "sh", "-c", _SNIPPET, "sandbox", str(staging), str(uid), str(gid), inside,
             *command,
         ]  # fmt: skip
-    lines: list[str] = []
+    lines: collections.deque[str] = collections.deque(maxlen=_KEPT_LINES)
     try:
-        done = procs.run(command, env=env, cwd=workdir, timeout=timeout, on_line=lines.append)
+        done = procs.run(
+            command,
+            env=env,
+            cwd=workdir,
+            timeout=timeout,
+            on_line=lambda x: lines.append(x[:_LINE]),
+        )
     except procs.ProcError as exc:
         raise ScriptError(f"{what}: {exc}") from exc
     finally:
@@ -220,6 +240,9 @@ def _reclaim(tree: Path) -> None:
     """
     uid, gid = os.geteuid(), os.getegid()
     os.lchown(tree, uid, gid)
+    root = os.lstat(tree)
+    if root.st_mode & _LOOSE:
+        _tighten(str(tree), root)
     for folder, dirs, files in os.walk(tree):
         for name in dirs + files:
             path = os.path.join(folder, name)

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,41 @@ def test_isolation_none_runs_as_the_agent(tmp_path: Path) -> None:
     done = ensure(tmp_path, GOOD, script=sandbox.ScriptSettings(isolation="none"))
     path = done.installed[0].entry.path
     assert (path / "uid.txt").read_text().strip() == str(os.geteuid())
+
+
+def test_nothing_a_script_leaves_running_outlives_it(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    lurker = (
+        'echo up > "$PREFIX/started"; sleep 1; echo late > "$PREFIX/late"; '
+        f"exec -a lurker-{marker} sleep 300"
+    )
+    body = f"mkdir -p \"$PREFIX/bin\"\nsetsid -f bash -c '{lurker}'\nsleep 0.3\nexit 0\n"
+    done = ensure(tmp_path, body)
+    time.sleep(1.5)
+    assert (done.installed[0].entry.path / "started").exists()  # it did get going
+    assert not (done.installed[0].entry.path / "late").exists()
+    left = [p for p in os.listdir("/proc") if p.isdigit() and marker.encode() in _cmdline(p)]
+    assert left == []
+
+
+def test_the_check_runs_confined_on_what_the_build_left(tmp_path: Path) -> None:
+    body = (
+        'mkdir -p "$PREFIX/bin"\n'
+        'printf \'#!/bin/sh\\necho "checked as $(id -u)"; touch "$0.touched" 2>/dev/null '
+        '|| echo "and could not write"\\n\' > "$PREFIX/bin/tool"\n'
+        'chmod 755 "$PREFIX/bin/tool"\n'
+    )
+    catalog = script_catalog(
+        tmp_path / "catalog", body, check={"command": ["tool"], "expect": "checked as"}
+    )
+    store = tmp_path / "store"
+    plan = resolver.resolve(
+        [requests.parse("feature:tool")], catalog, fixtures.LINUX, store_root=str(store)
+    ).to_data()
+    done = ensuring.ensure_plan(
+        layout.Store(store), plan, options=installing.Options(lock_timeout=60)
+    )
+    [entry] = done.installed
+    assert entry.receipt.check.startswith("ok: checked as ")
+    assert entry.receipt.check != "ok: checked as 0"  # not root
+    assert not (entry.entry.path / "bin" / "tool.touched").exists()
