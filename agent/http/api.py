@@ -304,8 +304,8 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
     app[jobs.JOBS] = jobs.Jobs()
 
     async def close_installs(app: web.Application) -> None:
+        await app[jobs.JOBS].close()  # first: an install still running must not hold them
         await app[ensure.INSTALLS].close()
-        await app[jobs.JOBS].close()
 
     app.on_cleanup.append(close_installs)
     app[ROUTES] = table

@@ -46,47 +46,63 @@ _LEASE_TTL = 300.0  # refreshed every 100 s while the job runs; a dead agent's l
 
 
 class Jobs:
-    """The in-use leases this agent holds for jobs, released on request or at their end."""
+    """The in-use leases this agent holds: one per job, covering every entry any of its
+    ensure requests named, with one refresher and one deadline per job."""
 
     def __init__(self) -> None:
-        self._held: dict[str, list[inuse.Handle]] = {}
-        self._timers: list[asyncio.TimerHandle] = []
+        self._held: dict[str, inuse.Handle] = {}
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._lock = asyncio.Lock()
 
     async def lease(self, settings: Any, plan: dict[str, Any], job: JobModel) -> None:
         """Lease the plan's entries to ``job`` (a 503 if the volume refuses)."""
         store = layout.Store(settings.cache.root)
-        keys = [_key(store, s) for s in plan["features"] if s["prefix"]]
+        keys = {_key(store, s) for s in plan["features"] if s["prefix"]}
         if not keys:
             return
-        agent_id = janitor.default_agent_id()
-        try:
-            handle = await asyncio.to_thread(
-                inuse.hold, store, keys, agent_id=agent_id, job=job.id, ttl=_LEASE_TTL
-            )
-        except layout.StoreError as exc:
-            raise errors.ApiError(503, f"cannot lease the entries to the job: {exc}") from exc
-        handle.keep_alive()
-        self._held.setdefault(job.id, []).append(handle)
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(job.max_seconds, self._expire, job.id, handle))
-
-    def _expire(self, job: str, handle: inuse.Handle) -> None:
-        held = self._held.get(job, [])
-        if handle in held:
-            held.remove(handle)
-            asyncio.get_running_loop().run_in_executor(None, handle.release)
+        async with self._lock:
+            old = self._held.get(job.id)
+            if old is not None:
+                if keys <= set(old.lease.keys):
+                    return
+                keys |= set(old.lease.keys)
+            try:
+                # The new lease first, then the old one goes: the entries are never
+                # without one in between.
+                handle = await asyncio.to_thread(
+                    inuse.hold,
+                    store,
+                    sorted(keys),
+                    agent_id=janitor.default_agent_id(),
+                    job=job.id,
+                    ttl=_LEASE_TTL,
+                )
+            except layout.StoreError as exc:
+                raise errors.ApiError(503, f"cannot lease the entries to the job: {exc}") from exc
+            handle.keep_alive()
+            self._held[job.id] = handle
+            if old is not None:
+                await asyncio.to_thread(old.release)
+            if job.id not in self._deadlines:
+                loop = asyncio.get_running_loop()
+                self._deadlines[job.id] = loop.call_later(
+                    job.max_seconds, lambda: asyncio.ensure_future(self.release(job.id))
+                )
 
     async def release(self, job: str) -> int:
-        """Release every lease of ``job``; how many there were."""
-        held = self._held.pop(job, [])
-        for handle in held:
-            await asyncio.to_thread(handle.release)
-        return len(held)
+        """Release the lease of ``job``; how many leases that was (0 or 1)."""
+        async with self._lock:
+            handle = self._held.pop(job, None)
+            deadline = self._deadlines.pop(job, None)
+        if deadline is not None:
+            deadline.cancel()
+        if handle is None:
+            return 0
+        await asyncio.to_thread(handle.release)
+        return 1
 
     async def close(self) -> None:
         """Release everything (agent shutdown): the jobs' own agents re-lease on demand."""
-        for timer in self._timers:
-            timer.cancel()
         for job in list(self._held):
             await self.release(job)
 

@@ -19,6 +19,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ from pathlib import Path
 
 TAIL = 64 * 1024
 _KILL_WAIT = 5.0
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> None:
+    """SIGKILL the process group of every command still running in this process (a
+    worker that is being terminated must not leave its pip or npm behind)."""
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 class ProcError(Exception):
@@ -86,6 +99,8 @@ def run(
     except OSError as exc:
         raise ProcError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
     assert proc.stdout is not None
+    with _LIVE_LOCK:
+        _LIVE.add(proc.pid)
     kept = bytearray()
     pending = b""
     deadline = started + timeout
@@ -108,6 +123,9 @@ def run(
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         on_line(line.decode("utf-8", "replace").rstrip("\r"))
+                    if len(pending) > tail:  # a "line" with no end: pass it on in pieces
+                        on_line(pending[:tail].decode("utf-8", "replace"))
+                        pending = b""
         if on_line is not None and pending:
             on_line(pending.decode("utf-8", "replace"))
         returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -118,6 +136,8 @@ def run(
         # being cancelled), nothing of this command's group outlives the call.
         _kill_group(proc)
         proc.stdout.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc.pid)
     return Finished(
         argv=tuple(argv),
         returncode=returncode,

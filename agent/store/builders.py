@@ -15,6 +15,7 @@ log; a failure names the method and quotes the end of the output.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -46,9 +47,15 @@ class Build:
 
     def run(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> str:
         """Run one command, keeping its output in the log either way."""
-        lines: list[str] = []
+        lines: collections.deque[str] = collections.deque(maxlen=2000)
         try:
-            return running.run(argv, env=env, cwd=cwd, timeout=self.timeout, on_line=lines.append)
+            return running.run(
+                argv,
+                env=env,
+                cwd=cwd,
+                timeout=self.timeout,
+                on_line=lambda x: lines.append(x[:2000]),
+            )
         finally:
             self.log.output(name, "\n".join(lines))
 

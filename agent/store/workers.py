@@ -4,11 +4,20 @@ Policy: extracting and hashing a large archive is CPU work that holds Python's G
 thread of the agent it would hold off the event loop (and /healthz) for milliseconds at
 a time. Installs therefore run in a small pool of spawned processes (spawn, never fork:
 the agent is threaded), each niced (``os.nice(nice)``) so the kernel runs the loop first
-when both want a core. Progress events come back through one queue, read by one thread
-of the agent and handed to the listener of the install they belong to. Workers are
-started on the first install and live as long as the pool; at shutdown the pool is
-closed without waiting, and the workers still busy are terminated: an install is
-crash-safe by design (see :mod:`agent.store.installing`), so the next one finishes it.
+when both want a core.
+
+- Progress events come back through one queue per pool, read by one thread of the
+  agent and handed to the listener of the install they belong to; each install ends its
+  events with an end marker, so none arrives after its result is handed back.
+- Only :class:`~agent.store.installing.InstallError` crosses back; anything else a worker
+  raises is wrapped into one first (other exceptions may not survive pickling, and one
+  that fails to unpickle would break the pool).
+- A worker that dies (the OOM killer, a signal) breaks a ``ProcessPoolExecutor`` for
+  good: the pool is then replaced, with a fresh queue (the dead worker may have died
+  holding the old one's lock), and the install that saw it fails with a clear error.
+- At shutdown the pool is closed without waiting and busy workers are terminated; each
+  worker kills the process groups of the commands it started (pip, npm, a sandbox)
+  first. An install is crash-safe by design (see :mod:`agent.store.installing`).
 """
 
 from __future__ import annotations
@@ -18,23 +27,34 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 from typing import Any
 
+from agent.kits import procs
 from agent.store import installing, layout, locks, progress
 
 logger = logging.getLogger("agent.store")
 
+_END = "__end__"
+_END_WAIT = 2.0
 _EVENTS: SimpleQueue[Any] | None = None
+
+
+def _on_term(signum: int, frame: object) -> None:
+    procs.kill_all()
+    os._exit(128 + signum)
 
 
 def _start_worker(events: SimpleQueue[Any], nice: int) -> None:
     global _EVENTS
     _EVENTS = events
+    signal.signal(signal.SIGTERM, _on_term)
     with contextlib.suppress(OSError):
         os.nice(nice)
 
@@ -53,10 +73,18 @@ def _install(
         events.put((token, event, data))
 
     backend = locks.backend(lock[0], lease_ttl=lock[1])
-    with progress.listening(forward):
-        return installing.install(
-            layout.Store(Path(root)), step, lock_backend=backend, options=options
-        )
+    try:
+        with progress.listening(forward):
+            return installing.install(
+                layout.Store(Path(root)), step, lock_backend=backend, options=options
+            )
+    except installing.InstallError:
+        raise
+    except Exception as exc:
+        what = f"{step.get('id')} {step.get('version')}"
+        raise installing.InstallError(what, "worker", f"{type(exc).__name__}: {exc}") from None
+    finally:
+        events.put((token, _END, {}))
 
 
 class WorkerPool:
@@ -66,10 +94,11 @@ class WorkerPool:
         self.size = size
         self._nice = nice
         self._context = multiprocessing.get_context("spawn")
-        self._events: SimpleQueue[Any] = self._context.SimpleQueue()
         self._pool: ProcessPoolExecutor | None = None
         self._listeners: dict[str, progress.Listener] = {}
-        self._reader: threading.Thread | None = None
+        self._ends: dict[str, threading.Event] = {}
+        self.replaced = 0
+        """How many times a broken pool was replaced (a worker died)."""
 
     async def install(
         self,
@@ -84,53 +113,86 @@ class WorkerPool:
         (called from the reader thread)."""
         pool = self._started()
         token = uuid.uuid4().hex
+        ended = threading.Event()
         self._listeners[token] = listener
+        self._ends[token] = ended
+        loop = asyncio.get_running_loop()
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(pool, _install, token, root, step, lock, options)
+            try:
+                return await loop.run_in_executor(pool, _install, token, root, step, lock, options)
+            except BrokenProcessPool as exc:
+                self._replace(pool)
+                what = f"{step.get('id')} {step.get('version')}"
+                raise installing.InstallError(
+                    what,
+                    "worker",
+                    "the install's worker process died (out of memory, or killed); the "
+                    "next try starts a fresh one",
+                ) from exc
+            finally:
+                # Events travel apart from the result: take the last ones before the
+                # listener goes (the worker marks its end).
+                await loop.run_in_executor(None, ended.wait, _END_WAIT)
         finally:
             self._listeners.pop(token, None)
+            self._ends.pop(token, None)
 
     def close(self) -> None:
         """Stop the pool now; busy workers are terminated (installs are crash-safe)."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.terminate()
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.join(timeout=5)
-        self._events.put(None)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
+        if pool is not None:
+            _stop(pool)
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            events: SimpleQueue[Any] = self._context.SimpleQueue()
             self._pool = ProcessPoolExecutor(
                 max_workers=self.size,
                 mp_context=self._context,
                 initializer=_start_worker,
-                initargs=(self._events, self._nice),
+                initargs=(events, self._nice),
             )
-            self._reader = threading.Thread(
-                target=self._read, name="install progress reader", daemon=True
-            )
-            self._reader.start()
+            # One reader per queue; it is a daemon thread, left blocked on a queue whose
+            # pool is gone (a dead worker may hold its lock, so nothing is sent to it).
+            threading.Thread(
+                target=self._read, args=(events,), name="install progress reader", daemon=True
+            ).start()
         return self._pool
 
-    def _read(self) -> None:
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:
+            self._pool = None
+            self.replaced += 1
+            logger.warning("an install worker died; the worker pool will be replaced")
+        _stop(broken)
+
+    def _read(self, events: SimpleQueue[Any]) -> None:
         while True:
-            item = self._events.get()
-            if item is None:
+            try:
+                token, event, data = events.get()
+            except (EOFError, OSError, ValueError):
                 return
-            token, event, data = item
+            if event == _END:
+                ended = self._ends.get(token)
+                if ended is not None:
+                    ended.set()
+                continue
             listener = self._listeners.get(token)
             if listener is not None:
                 try:
                     listener(event, data)
                 except Exception:
                     logger.exception("an install progress listener failed")
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    # Private, but the only handle on the processes: shutdown() alone would wait for the
+    # running installs, or leave them running.
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=5)

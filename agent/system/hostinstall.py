@@ -19,6 +19,7 @@ dependencies) and the repositories the refresh could not fetch.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -73,7 +74,8 @@ class HostResult:
     refreshed: bool = False
     seconds: float = 0.0
     check: str = ""
-    lines: list[str] = field(default_factory=list)
+    lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=2000))
+    """The last lines of output (bounded: a package's scripts may print without end)."""
 
 
 Fetch = Callable[[str, Path], None]
@@ -100,7 +102,7 @@ def install(
     result = HostResult(id=step["id"], version=step["version"], manager=manager)
 
     def emit(line: str) -> None:
-        result.lines.append(line)
+        result.lines.append(line[:2000])
         if on_line is not None:
             on_line(line)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,7 @@ async def test_a_jobs_entries_are_leased_until_it_ends(agent: Agent, http_server
     http_server.route(ARCHIVE, Reply(body=BODY))
     job = {"id": "run-17/build", "max_seconds": 600}
     _, events = await ensure(agent, {"requests": ["tool"], "job": job})
+    _, events = await ensure(agent, {"requests": ["tool"], "job": job})  # the same job again
     entry = Path(events[-1]["features"][0]["entry"])
     leases = list((agent.config.parent / "store" / ".runner-agent" / "inuse").glob("*.json"))
     assert len(leases) == 1
@@ -350,3 +353,49 @@ def test_the_terminal_view_redraws_one_line_per_feature() -> None:
     assert "[############............] downloading" in last
     assert "b 2" in last
     assert "done hit in 0.0 s" in last
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat_line = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+async def test_a_worker_that_dies_fails_its_install_and_the_next_one_works(
+    agent: Agent, http_server: Server
+) -> None:
+    http_server.route(ARCHIVE, Reply(body=BODY, delay=2.0))
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json={"requests": ["tool"]}) as resp,
+    ):
+        events: list[dict[str, Any]] = []
+        async for line in resp.content:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "queued":
+                await asyncio.sleep(0.8)  # the worker is up, waiting for the archive
+                workers = [
+                    c
+                    for c in _children(agent.proc.pid)
+                    if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
+                    and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+                ]
+                assert workers
+                for worker in workers:
+                    os.kill(worker, signal.SIGKILL)  # as the OOM killer would
+    failed = next(e for e in events if e["event"] == "failed")
+    assert failed["step"] == "worker"
+    assert "worker process died" in failed["error"]
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    _, again = await ensure(agent, {"requests": ["tool"]})
+    assert again[-1]["ok"] is True
+    assert again[-1]["features"][0]["result"] == "installed"
