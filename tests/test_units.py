@@ -1,16 +1,20 @@
-"""In-process checks of the small engines: reload coalescing, task guards, log formats."""
+"""In-process checks of the small engines: reload coalescing, task guards, log formats,
+the step executor and the progress view."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from agent.cli import progressview
 from agent.config import models, reloading, tokens
-from agent.kits import aiotasks, logs
+from agent.kits import aiotasks, logs, procs
 
 
 def loaded(generation: int = 1) -> reloading.Loaded:
@@ -144,3 +148,16 @@ def test_text_logs_escape_control_characters() -> None:
     record = logging.LogRecord("agent.x", logging.INFO, __file__, 1, "reload", (), None)
     record.reason = "line\nforged: yes"
     assert "\n" not in logs.TextFormatter().format(record)
+
+
+def test_a_command_done_while_its_child_holds_the_pipe_is_not_a_timeout() -> None:
+    started = time.monotonic()
+    done = procs.run(["sh", "-c", "sleep 120 & echo parent done"], env=dict(os.environ), timeout=30)
+    assert done.ok
+    assert "parent done" in done.output
+    assert time.monotonic() - started < 10
+
+
+def test_progress_lines_show_control_characters_escaped() -> None:
+    assert progressview.clean("a\rb\x1b[2Jc") == "a\\x0db\\x1b[2Jc"
+    assert progressview.clean("tab\tok") == "tab\\x09ok"

@@ -318,7 +318,12 @@ def _step(
     }
     prefix = None
     if not isinstance(method, methods.SystemMethod):
-        leaf: str = target.arch
+        # musl builds get a folder of their own: an Alpine job and a glibc job share the
+        # volume, and neither can run the other's binaries (setup-* looks up <arch> only,
+        # which is the glibc build).
+        leaf: str = (
+            target.arch if target.libc in (None, "glibc") else f"{target.arch}-{target.libc}"
+        )
         if option_env != _options(feature, None) and isinstance(
             method, methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
         ):

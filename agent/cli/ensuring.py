@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shlex
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import common
+from agent.cli import common, progressview
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -77,7 +78,6 @@ def _target(args: argparse.Namespace) -> Any:
 
 def _remote(args: argparse.Namespace, target: Any) -> int:
     """POST /v1/ensure over the unix socket and follow its NDJSON stream."""
-    from agent.cli import progressview
 
     settings = common.settings(args)
     socket_path = args.socket or settings.server.socket_path
@@ -109,11 +109,18 @@ def _remote(args: argparse.Namespace, target: Any) -> int:
             if event.get("event") == "result":
                 result = event
             view.event(event)
+    except TimeoutError:
+        return common.fail(f"the agent at {socket_path} sent nothing for an hour; see its log")
     except OSError as exc:
         return common.fail(
             f"cannot reach the agent at {socket_path}: {exc.strerror or exc}; start it, or "
             "use --local to install from this process",
             common.EXIT_UNREACHABLE,
+        )
+    except (http.client.HTTPException, ValueError) as exc:
+        return common.fail(
+            f"the agent at {socket_path} broke off the stream ({type(exc).__name__}); see "
+            "its log, and run the same command again: installs are safe to repeat"
         )
     finally:
         view.close()
@@ -167,7 +174,8 @@ def _finish(result: dict[str, Any], fmt: str) -> int:
         return common.fail("the agent ended the stream without a result; see its log")
     for item in result.get("features", []):
         if item.get("result") == "failed":
-            print(f"runner-agent: {item['id']}: {item.get('error')}", file=sys.stderr)
+            error = progressview.clean(item.get("error"))
+            print(f"runner-agent: {item['id']}: {error}", file=sys.stderr)
         elif item.get("result") == "left":
             print(
                 f"runner-agent: {item['id']} needs OS packages the runner must install "
@@ -182,7 +190,6 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
     from agent.catalog import requests, resolver
-    from agent.cli import progressview
     from agent.platform import detect, model
     from agent.store import ensuring as store_ensuring
     from agent.store import installing, layout, locks, progress

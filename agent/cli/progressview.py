@@ -27,6 +27,13 @@ class _Line:
     quarter: int = -1
 
 
+def clean(text: object) -> str:
+    """``text`` with control characters shown escaped: output from package scripts must
+    not move a terminal's cursor, nor start a line the Actions runner would read as a
+    workflow command (a lone carriage return ends a line for it)."""
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in str(text))
+
+
 def _mib(count: float) -> str:
     return f"{count / 1048576:.1f}"
 
@@ -53,7 +60,7 @@ class View:
             return
         line = self.lines.setdefault(ident, _Line(ident))
         if kind == "output":
-            self._print(f"  {ident}: {event.get('line', '')}")
+            self._print(f"  {clean(ident)}: {clean(event.get('line', ''))}")
             return
         before = (line.state, line.detail)
         line.state = kind
@@ -66,11 +73,11 @@ class View:
                     self._print(f"{line.feature}: downloading {self._bytes(line)}")
             line.detail = self._bytes(line)
         elif kind == "waiting-for-lock":
-            line.detail = f"another agent installs it ({event.get('holder', '?')})"
+            line.detail = f"another agent installs it ({clean(event.get('holder', '?'))})"
         elif kind == "done":
             line.detail = f"{event.get('result', 'ok')} in {event.get('seconds', 0):.1f} s"
         elif kind == "failed":
-            line.detail = str(event.get("error", ""))
+            line.detail = clean(event.get("error", ""))
         else:
             line.detail = str(event.get("method", ""))
         if self.tty:

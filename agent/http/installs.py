@@ -132,7 +132,7 @@ class Installs:
         if step["method"] == "system":
             if settings.installer.system_packages != "host":
                 return Outcome(step, "left")
-            listen = self._listener(job, step)
+            listen, _ = self._listener(job, step)
             async with self._slot(settings):
                 system = await asyncio.to_thread(self._system, settings, step, listen)
             result: Result = "present" if system["already_present"] else "installed"
@@ -146,7 +146,7 @@ class Installs:
         async with self._slot(settings):
             native = await self._native(platform)
             options = installing.options_from(settings.installer, native=native)
-            listen = self._listener(job, step)
+            listen, finish = self._listener(job, step)
             try:
                 done = await self._workers(settings).install(
                     str(settings.cache.root),
@@ -158,6 +158,8 @@ class Installs:
             except Exception:
                 self._metrics.installs.labels(step["id"], step["method"], "failed").inc()
                 raise
+            finally:
+                finish()
         seconds = time.monotonic() - started
         if not done.cached:
             self._metrics.installs.labels(step["id"], step["method"], "ok").inc()
@@ -184,8 +186,12 @@ class Installs:
             local.libc,
         )
 
-    def _listener(self, job: _Job, step: dict[str, Any]) -> progress.Listener:
-        """Forward a thread's progress events to the loop, and count bytes and waits."""
+    def _listener(
+        self, job: _Job, step: dict[str, Any]
+    ) -> tuple[progress.Listener, Callable[[], None]]:
+        """Forward a thread's progress events to the loop, and count bytes and waits;
+        the second callable ends a wait still open when the install returns (the entry
+        appeared while it waited, so no other event followed)."""
         loop = asyncio.get_running_loop()
         seen: dict[str, int] = {}
         waiting: list[float] = []
@@ -204,7 +210,11 @@ class Installs:
         def listen(event: str, data: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(on_loop, event, data)
 
-        return listen
+        def finish() -> None:
+            if waiting:
+                self._metrics.lock_wait.observe(time.monotonic() - waiting.pop())
+
+        return listen, finish
 
     def _system(
         self, settings: models.Settings, step: dict[str, Any], listen: progress.Listener

@@ -27,6 +27,7 @@ from pathlib import Path
 
 TAIL = 64 * 1024
 _KILL_WAIT = 5.0
+_DRAIN = 2.0
 _LIVE: set[int] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -107,11 +108,19 @@ def run(
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
+            drained: float | None = None
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     raise ProcError(f"{argv[0]} did not finish within {timeout:g} s; it was killed")
-                if not selector.select(timeout=min(left, 1.0)):
+                if drained is None and proc.poll() is not None:
+                    # The command is done; what it left running may hold the pipe open
+                    # forever. Its output gets a moment, then the group goes.
+                    drained = now + _DRAIN
+                if drained is not None and now >= drained:
+                    break
+                if not selector.select(timeout=min(left, 0.2 if drained else 1.0)):
                     continue
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:

@@ -105,6 +105,10 @@ def fetch(
             )
         hit = cache.get(expected)
         if hit is not None:
+            # Touched: the janitor keeps a download used within the last hour, even one no
+            # receipt names (its entry was evicted and is being installed again).
+            with contextlib.suppress(OSError):
+                os.utime(hit)
             return Artifact(hit, expected, hit.stat().st_size, target)
     transport.check_scheme(target)
     return _retrying(target, policy, lambda: _download_once(target, cache, expected, policy))

@@ -15,8 +15,10 @@ Policy:
 
 from __future__ import annotations
 
+import base64
 import functools
 import ssl
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +84,9 @@ class Network:
                     "REQUESTS_CA_BUNDLE": str(combined),
                     "SSL_CERT_FILE": str(combined),
                     "CURL_CA_BUNDLE": str(combined),
-                    "NODE_EXTRA_CA_CERTS": self.ca_bundle,
+                    # A copy beside the combined one: the operator's file may not be
+                    # readable to the sandboxed npm, or may sit under a covered /tmp.
+                    "NODE_EXTRA_CA_CERTS": str(folder / "extra-ca.pem"),
                 }
             )
         return env
@@ -102,11 +106,18 @@ class Network:
                 "('-----BEGIN CERTIFICATE-----'); give the CA certificates in PEM form"
             )
         paths = ssl.get_default_verify_paths()
-        system = b""
+        system: bytes | None = None
         for candidate in (paths.cafile, paths.openssl_cafile):
             if candidate and Path(candidate).is_file():
                 system = Path(candidate).read_bytes()
                 break
+        if system is None:
+            # Writing the extra CA alone would swap the system's trust for it.
+            raise NetworkError(
+                "no system CA bundle file was found to add installer.ca_bundle to; set "
+                "SSL_CERT_FILE to the system's bundle (e.g. /etc/ssl/certs/ca-certificates.crt)"
+            )
+        (folder / "extra-ca.pem").write_bytes(extra)
         out = folder / "ca-bundle.pem"
         out.write_bytes(system.rstrip(b"\n") + b"\n" + extra)
         return out
@@ -125,7 +136,18 @@ class _Proxies(urllib.request.ProxyHandler):
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
         if host and self._bypass and bypass(host, {"no": self._bypass}):
             return None
-        return super().proxy_open(req, proxy, type)
+        # urllib's own proxy_open, minus its second look at the environment's no_proxy:
+        # the setting replaces that variable, it does not add to it.
+        original = req.type
+        scheme, user, password, hostport = urllib.request._parse_proxy(proxy)  # type: ignore[attr-defined]
+        if user and password:
+            credentials = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
+            req.add_header("Proxy-authorization", "Basic " + token)
+        req.set_proxy(urllib.parse.unquote(hostport), scheme or original)
+        if original == (scheme or original) or original == "https":
+            return None
+        return self.parent.open(req, timeout=req.timeout)
 
 
 @functools.lru_cache(maxsize=8)

@@ -116,6 +116,11 @@ def explain(output: str, packages: list[str], *, fetch_failures: list[str]) -> s
             f"it with 'apt-mark unhold {' '.join(names)}' on this host, or drop it from "
             "the feature"
         )
+    if "dpkg was interrupted" in output:
+        return (
+            "dpkg was interrupted by an earlier run (killed mid-install): run "
+            "'dpkg --configure -a' on this host as root, then install again"
+        )
     if "unmet dependencies" in output:
         return (
             f"apt cannot install {', '.join(packages)}: unmet dependencies (see the output "

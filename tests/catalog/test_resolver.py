@@ -330,3 +330,12 @@ def test_extra_repositories_come_before_the_install(tmp_path: Path) -> None:
     [gh] = plan(catalog, "feature:gh", target=fedora)["features"]
     assert gh["actions"][0]["path"] == "/etc/yum.repos.d/gh-cli.repo"
     assert gh["actions"][-1]["argv"][:2] == ["dnf", "install"]
+
+
+def test_musl_builds_get_a_folder_of_their_own(tmp_path: Path) -> None:
+    catalog = factories.catalog_of(tmp_path, factories.archive_feature("tool"))
+    alpine = model.Platform(os="linux", arch="x64", libc="musl", package_manager="apk")
+    [glibc] = plan(catalog, "feature:tool@1.2")["features"]
+    [musl] = plan(catalog, "feature:tool@1.2", target=alpine)["features"]
+    assert glibc["prefix"] == "/store/tool/1.2.0/x64"
+    assert musl["prefix"] == "/store/tool/1.2.0/x64-musl"

@@ -166,3 +166,15 @@ def test_independent_features_install_in_parallel_up_to_the_setting(tmp_path: Pa
 
     assert run(1, tmp_path / "serial") == 1
     assert run(2, tmp_path / "parallel") == 2
+
+
+def test_the_no_proxy_setting_replaces_the_environments(
+    tmp_path: Path, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "*")  # an image that bypasses every proxy
+    with Server(only_from=SOURCE) as server:
+        server.route("/x/tool-1.0.0.tar.gz", ok(BODY))
+        _ensure(tmp_path, server, network.Network(http_proxy=proxy.url, no_proxy=""))
+        assert proxy.count("GET") == 1
+        assert server.refused == 0
