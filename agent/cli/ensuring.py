@@ -190,6 +190,7 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
     from agent.catalog import requests, resolver
+    from agent.http import hostsystem
     from agent.platform import detect, model
     from agent.store import ensuring as store_ensuring
     from agent.store import installing, layout, locks, progress
@@ -243,7 +244,9 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
                 lock_backend=backend,
                 options=options,
                 parallelism=settings.installer.parallelism,
-                system=system_handler(settings, store, backend, options) if host else None,
+                system=hostsystem.system_installer(settings, backend=backend, policy=options.policy)
+                if host
+                else None,
             )
     except (layout.StoreError, hostinstall.SystemInstallError) as exc:
         view.close()
@@ -290,59 +293,6 @@ def _as_result(ensured: Any, plan: dict[str, Any]) -> dict[str, Any]:
         "path": ensured.path,
         "env": ensured.vars,
     }
-
-
-def system_handler(settings: Any, store: Any, backend: Any, options: Any) -> Any:
-    """Host mode: run ``system`` steps here, their output reported as progress."""
-    import shutil
-
-    from agent.store import downloads, progress
-    from agent.system import hostinstall
-
-    installer = settings.installer
-    cache = installer.package_cache or store.meta / "packages"
-    host = hostinstall.HostSettings(
-        package_cache=cache,
-        index_refresh_seconds=installer.index_refresh_seconds,
-        lock_timeout=float(installer.package_lock_timeout_seconds),
-        step_timeout=installer.step_timeout_seconds,
-    )
-
-    def fetch(url: str, dest: Any) -> None:
-        artifact = downloads.fetch(
-            url, downloads.DownloadCache(store.downloads), sha256=None, policy=options.policy
-        )
-        shutil.copyfile(artifact.path, dest)
-
-    def exclusive(manager: str) -> Any:
-        # The package manager's own lock on its cache is per host; hosts sharing the
-        # volume take this one as well.
-        cache.mkdir(parents=True, exist_ok=True)
-        return backend.hold(
-            cache / f"{manager}.lock",
-            what=f"the shared {manager} package cache",
-            timeout=installer.lock_timeout_seconds,
-        )
-
-    def handle(step: dict[str, Any]) -> dict[str, Any]:
-        done = hostinstall.install(
-            step,
-            host,
-            fetch=fetch,
-            exclusive=exclusive,
-            on_line=lambda line: progress.report("output", line=line),
-        )
-        return {
-            "id": done.id,
-            "version": done.version,
-            "manager": done.manager,
-            "already_present": done.already_present,
-            "refreshed": done.refreshed,
-            "seconds": round(done.seconds, 3),
-            "check": done.check,
-        }
-
-    return handle
 
 
 def emit(data: dict[str, Any], fmt: str) -> None:

@@ -24,14 +24,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from agent.config import models
+from agent.http import hostsystem
 from agent.observe import installs as install_metrics
 from agent.platform import detect, model
-from agent.store import downloads, installing, layout, locks, progress, workers
-from agent.system import hostinstall
+from agent.store import installing, layout, locks, progress, workers
 
 logger = logging.getLogger("agent.http")
 
@@ -219,50 +218,11 @@ class Installs:
     def _system(
         self, settings: models.Settings, step: dict[str, Any], listen: progress.Listener
     ) -> dict[str, Any]:
-        installer = settings.installer
-        store = layout.Store(settings.cache.root)
-        cache = installer.package_cache or store.meta / "packages"
-        host = hostinstall.HostSettings(
-            package_cache=cache,
-            index_refresh_seconds=installer.index_refresh_seconds,
-            lock_timeout=float(installer.package_lock_timeout_seconds),
-            step_timeout=installer.step_timeout_seconds,
-        )
-        policy = installing.options_from(installer, native=True).policy
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
-
-        def fetch(url: str, dest: Path) -> None:
-            store.open()
-            artifact = downloads.fetch(
-                url, downloads.DownloadCache(store.downloads), sha256=None, policy=policy
-            )
-            dest.write_bytes(artifact.path.read_bytes())
-
-        def exclusive(manager: str) -> contextlib.AbstractContextManager[None]:
-            cache.mkdir(parents=True, exist_ok=True)
-            return backend.hold(
-                cache / f"{manager}.lock",
-                what=f"the shared {manager} package cache",
-                timeout=installer.lock_timeout_seconds,
-            )
-
+        policy = installing.options_from(settings.installer, native=True).policy
+        install = hostsystem.system_installer(settings, backend=backend, policy=policy)
         with progress.listening(listen):
-            done = hostinstall.install(
-                step,
-                host,
-                fetch=fetch,
-                exclusive=exclusive,
-                on_line=lambda line: progress.report("output", line=line),
-            )
-        return {
-            "id": done.id,
-            "version": done.version,
-            "manager": done.manager,
-            "already_present": done.already_present,
-            "refreshed": done.refreshed,
-            "seconds": round(done.seconds, 3),
-            "check": done.check,
-        }
+            return install(step)
 
 
 def _lookup(store: layout.Store, step: dict[str, Any]) -> installing.Installed | None:

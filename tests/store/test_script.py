@@ -111,7 +111,7 @@ def test_writes_outside_the_prefix_are_refused(tmp_path: Path) -> None:
     targets = {
         "world_writable": f"{open_dir}/escape",
         "etc": f"/etc/runner-agent-escape-{marker}",
-        "root_home": f"/root/runner-agent-escape-{marker}",
+        "root_home": f"{os.path.expanduser('~root')}/runner-agent-escape-{marker}",
         "var_tmp": f"/var/tmp/runner-agent-escape-{marker}",
         "tmp": f"/tmp/runner-agent-escape-{marker}",
         "dev_shm": f"/dev/shm/runner-agent-escape-{marker}",
