@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import common, progressview
+from agent.cli import client, common, progressview
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -138,17 +138,7 @@ def _stream(
     path: Path, body: dict[str, Any], token: str | None
 ) -> tuple[int, Iterator[dict[str, Any]]]:
     """Send the request; the status and an iterator over the JSON lines (or the error)."""
-    import http.client
-    import socket
-
-    class _Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.connect(str(path))
-            self.sock = sock
-
-    conn = _Conn("localhost", timeout=3600)
+    conn = client.UnixConnection(path, timeout=3600)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

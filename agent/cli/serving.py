@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.cli import common
+from agent.cli import client, common
 from agent.config import loading
 
 
@@ -115,17 +115,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def unix_get(path: Path, target: str, *, token: str | None) -> tuple[int, Any]:
     """GET ``target`` over the unix socket at ``path`` with the standard library."""
-    import http.client
-    import socket
-
-    class _Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.connect(str(path))
-            self.sock = sock
-
-    conn = _Conn("localhost", timeout=10)
+    conn = client.UnixConnection(path, timeout=10)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         conn.request("GET", target, headers=headers)

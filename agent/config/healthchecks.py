@@ -7,41 +7,26 @@ hang) and a start period during which failures do not count.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
-
-def _no_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds, not true/false")
-    return value
-
-
-def _absolute(value: Path) -> Path:
-    if not value.is_absolute():
-        raise ValueError("expected an absolute path")
-    return value
+from agent.config import fields
+from agent.config.fields import AbsolutePath, Seconds
 
 
 def _address(value: str) -> str:
-    from agent.config import models  # the one address parser; models imports this module
-
-    models.split_address(value)
+    fields.split_address(value)
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_no_bool)]
-AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 Address = Annotated[str, AfterValidator(_address)]
 Argv = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
 

@@ -19,14 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-
-def _absolute(value: Path) -> Path:
-    if not value.is_absolute():
-        raise ValueError("expected an absolute path")
-    return value
-
-
-AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+from agent.config.fields import AbsolutePath
 
 # Flags the parameters own: passing them in extra_args would fight the preset's own.
 _OWNED = {

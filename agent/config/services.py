@@ -16,11 +16,9 @@ Policy:
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,21 +28,10 @@ from pydantic import (
 )
 
 from agent.config import healthchecks, presets
+from agent.config.fields import AbsolutePath, Seconds
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 ServiceName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-
-
-def _no_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds, not true/false")
-    return value
-
-
-def _absolute(value: Path) -> Path:
-    if not value.is_absolute():
-        raise ValueError("expected an absolute path")
-    return value
 
 
 def _signal_name(value: Any) -> Any:
@@ -62,8 +49,6 @@ def _signal_name(value: Any) -> Any:
     raise ValueError("expected a signal name such as SIGTERM, SIGINT or SIGQUIT")
 
 
-Seconds = Annotated[float, BeforeValidator(_no_bool)]
-AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 SignalName = Annotated[str, BeforeValidator(_signal_name)]
 Argv = healthchecks.Argv
 
