@@ -43,10 +43,7 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         "--format", choices=["env", "shell", "json", "github"], default="env",
         help="env (shell export lines; 'shell' is the same), json, or github",
     )  # fmt: skip
-    ensure.add_argument("--socket", type=Path, help="the agent's API socket (default: config)")
-    ensure.add_argument(
-        "--token-file", type=Path, help="a file holding the API token (default: job_token_file)"
-    )
+    client.add_arguments(ensure)
     config_arg(ensure)
     ensure.set_defaults(run=run_ensure)
 
@@ -80,14 +77,8 @@ def _remote(args: argparse.Namespace, target: Any) -> int:
     """POST /v1/ensure over the unix socket and follow its NDJSON stream."""
 
     settings = common.settings(args)
-    socket_path = args.socket or settings.server.socket_path
-    token_file = args.token_file or settings.server.job_token_file
-    token = None
-    if token_file is not None:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return common.fail(f"cannot read the token file {token_file}: {exc.strerror}")
+    socket_path = args.socket or client.socket_path(args)
+    token = client.token(args, default=settings.server.job_token_file)
     body: dict[str, Any] = {"requests": list(args.requests)}
     if target is not None:
         body["target_platform"] = {

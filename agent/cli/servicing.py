@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from agent.cli import client, common
-from agent.config import loading
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -31,13 +28,7 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     ssub = services.add_subparsers(dest="services_command", metavar="SUBCOMMAND")
 
     def common_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--socket",
-            type=Path,
-            default=None,
-            help=f"API socket (default: ${loading.ENV_SOCKET}, else the configured one)",
-        )
-        parser.add_argument("--token-file", type=Path, default=None, help="bearer token file")
+        client.add_arguments(parser)
         config_arg(parser)
 
     common_args(services)
@@ -63,31 +54,12 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         command.set_defaults(run=run_command, verb=verb)
 
 
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket is not None:
-        return Path(args.socket)
-    env = os.environ.get(loading.ENV_SOCKET)
-    if env:
-        return Path(env)
-    from agent.config import models
-
-    try:
-        return loading.load(common.config_path(args)).server.socket_path
-    except loading.ConfigError:
-        return models.ServerSettings().socket_path
-
-
 def _call(args: argparse.Namespace, method: str, target: str) -> tuple[int, Any] | int:
     """The status and JSON body, or an exit code after printing why it failed."""
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return common.fail(f"cannot read {args.token_file}: {exc.strerror}", common.EXIT_USAGE)
-    path = _socket(args)
+    token = client.token(args)
+    path = client.socket_path(args)
     try:
-        status, body = unix_request(path, method, target, token=token)
+        status, body = client.request(path, method, target, token=token)
     except OSError as exc:
         return common.fail(
             f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
@@ -152,23 +124,3 @@ def run_command(args: argparse.Namespace) -> int:
     svc = answer[1]
     print(f"{args.verb} requested for {svc['name']} (was {svc['state']}: {svc['message']})")
     return common.EXIT_OK
-
-
-def unix_request(
-    path: Path, method: str, target: str, *, token: str | None, body: bytes | None = None
-) -> tuple[int, Any]:
-    """Send one request over the unix socket at ``path`` with the standard library."""
-    conn = client.UnixConnection(path, timeout=10)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    try:
-        conn.request(method, target, body=body, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    try:
-        return response.status, json.loads(raw)
-    except ValueError:
-        return response.status, raw.decode(errors="replace")

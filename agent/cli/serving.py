@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from agent.cli import client, common
@@ -36,13 +35,7 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
             "Print a running agent's /v1/status; exit 0 if ready, 1 if not, 3 if unreachable."
         ),
     )
-    status.add_argument(
-        "--socket",
-        type=Path,
-        default=None,
-        help=f"API socket (default: ${loading.ENV_SOCKET}, else the configured one)",
-    )
-    status.add_argument("--token-file", type=Path, default=None, help="bearer token file")
+    client.add_arguments(status)
     config_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(run=run_status)
@@ -71,26 +64,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print a running agent's status."""
-    from agent.config import models
-
-    socket_path: Path | None = args.socket
-    if socket_path is None:
-        env = os.environ.get(loading.ENV_SOCKET)
-        if env:
-            socket_path = Path(env)
-        else:
-            try:
-                socket_path = loading.load(common.config_path(args)).server.socket_path
-            except loading.ConfigError:
-                socket_path = models.ServerSettings().socket_path
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return common.fail(f"cannot read {args.token_file}: {exc.strerror}", common.EXIT_USAGE)
+    socket_path = client.socket_path(args)
+    token = client.token(args)
     try:
-        status, body = unix_get(socket_path, "/v1/status", token=token)
+        status, body = client.request(socket_path, "GET", "/v1/status", token=token)
     except OSError as exc:
         return common.fail(
             f"cannot reach the agent at {socket_path}: {exc.strerror or exc}",
@@ -111,19 +88,3 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  [{'ok' if cond['ok'] else 'FAIL'}] {cond['name']}: {cond['message']}")
         print("ready" if body["ready"] else "NOT READY")
     return common.EXIT_OK if body.get("ready") else common.EXIT_BAD
-
-
-def unix_get(path: Path, target: str, *, token: str | None) -> tuple[int, Any]:
-    """GET ``target`` over the unix socket at ``path`` with the standard library."""
-    conn = client.UnixConnection(path, timeout=10)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        conn.request("GET", target, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    try:
-        return response.status, json.loads(raw)
-    except ValueError:
-        return response.status, raw.decode(errors="replace")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from agent.cli import servicing
+from agent.cli import client
 from tests.agentproc import Agent, run_cli
 from tests.services.conftest import Agents, fake
 
@@ -34,7 +34,7 @@ def web(workdir: Path, name: str = "web", **extra: Any) -> dict[str, Any]:
 
 def call(agent: Agent, method: str, target: str, body: Any = None, token: str | None = None):  # type: ignore[no-untyped-def]
     raw = json.dumps(body).encode() if body is not None else None
-    return servicing.unix_request(agent.socket, method, target, token=token, body=raw)
+    return client.request(agent.socket, method, target, token=token, body=raw)
 
 
 def service(agent: Agent, name: str) -> dict[str, Any]:

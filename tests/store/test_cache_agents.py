@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli.servicing import unix_request
+from agent.cli.client import request as unix_request
 from agent.store import janitor, layout, locks
 from tests.agentproc import Agent, Starter
 from tests.store import fixtures
