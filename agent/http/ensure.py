@@ -34,7 +34,6 @@ from agent.store import installing
 logger = logging.getLogger("agent.http")
 
 INSTALLS = web.AppKey("installs", Installs)
-_LOCAL: list[model.Platform] = []
 
 
 class EnsureRequest(models.ApiRequest):
@@ -116,12 +115,10 @@ def _with_options(body: EnsureRequest) -> list[str]:
     return wanted
 
 
-async def _target(body: EnsureRequest) -> model.Platform:
+async def _target(body: EnsureRequest, installs: Installs) -> model.Platform:
     if body.target_platform is not None:
         return features.to_platform(body.target_platform)
-    if not _LOCAL:
-        _LOCAL.append(await asyncio.to_thread(detect.detect))
-    return _LOCAL[0]
+    return await installs.local()
 
 
 async def post_ensure(request: web.Request) -> web.StreamResponse:
@@ -136,7 +133,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
         raise errors.ApiError(
             400, "nothing to ensure: give requests, labels or team", code="validation_error"
         )
-    target = await _target(body)
+    target = await _target(body, request.app[INSTALLS])
     plan = features.resolve(
         request, target, labels=body.labels, extra=_with_options(body), team_doc=body.team
     ).to_data()

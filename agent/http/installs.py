@@ -175,10 +175,14 @@ class Installs:
             self._limit = asyncio.Semaphore(settings.installer.parallelism)
         return self._limit
 
-    async def _native(self, platform: dict[str, Any]) -> bool:
+    async def local(self) -> model.Platform:
+        """The platform the agent runs on (detected once, in a thread)."""
         if self._local is None:
             self._local = await asyncio.to_thread(detect.detect)
-        local = self._local
+        return self._local
+
+    async def _native(self, platform: dict[str, Any]) -> bool:
+        local = await self.local()
         return (platform.get("os"), platform.get("arch"), platform.get("libc")) == (
             local.os,
             local.arch,

@@ -103,28 +103,27 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-class _HTTPConnection(http.client.HTTPConnection):
-    """Connects within the connect timeout, then waits at most ``stall`` for each read."""
+class _Stalling:
+    """Connects within the connect timeout, then waits at most ``stall`` for each read
+    (after the TLS handshake, for https)."""
+
+    sock: Any
 
     def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stall = stall
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         self.sock.settimeout(self._stall)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """As :class:`_HTTPConnection`, after the TLS handshake."""
+class _HTTPConnection(_Stalling, http.client.HTTPConnection):
+    pass
 
-    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stall = stall
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._stall)
+class _HTTPSConnection(_Stalling, http.client.HTTPSConnection):
+    pass
 
 
 class _Handler(urllib.request.AbstractHTTPHandler):

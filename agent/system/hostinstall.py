@@ -181,18 +181,7 @@ def _run(
 ) -> procs.Finished:
     if manager == "apt":
         _wait_for_locks(settings.lock_timeout, what, manager, emit)
-    env = {
-        "PATH": os.environ.get(
-            "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        ),
-        "LANG": "C.UTF-8",
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k.lower() in ("http_proxy", "https_proxy", "no_proxy")
-        },
-        **action.get("env", {}),
-    }
+    env = {**_clean_environment(), **action.get("env", {})}
     try:
         return procs.run(argv, env=env, timeout=settings.step_timeout, on_line=emit, cwd="/")
     except procs.ProcError as exc:
@@ -230,10 +219,29 @@ def _command(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:80] or "unknown command"
 
 
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _clean_environment() -> dict[str, str]:
+    """What a package manager or a check gets: PATH, a locale and the proxies; never the
+    agent's other variables."""
+    return {
+        "PATH": os.environ.get(
+            "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ),
+        "LANG": "C.UTF-8",
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() in ("http_proxy", "https_proxy", "no_proxy")
+        },
+    }
+
+
 def _check(check: dict[str, Any], settings: HostSettings) -> str | None:
     """``None`` when the check passes, else what it printed."""
     try:
-        done = procs.run(check["argv"], env=dict(os.environ), timeout=60.0, cwd="/")
+        done = procs.run(check["argv"], env=_clean_environment(), timeout=60.0, cwd="/")
     except procs.ProcError as exc:
         return str(exc)
     if done.ok and check["expect"] in done.output:
