@@ -13,8 +13,8 @@ children; nothing is asserted, a table is printed):
 
 1. Warm ensure, in process: the fake node 20.11.1 (``tests.store.fixtures.serve_node``:
    a tarball and its SHASUMS256.txt, the bundled catalog's real plan) is installed once
-   into a temp store, untimed. Then ``installing.install`` is called ``--warm`` times for
-   the same plan step, and ``ensuring.ensure_plan`` (what ``runner-agent ensure`` calls,
+   into a temp store, untimed. Then ``protocol.install`` is called ``--warm`` times for
+   the same plan step, and ``plans.ensure_plan`` (what ``runner-agent ensure`` calls,
    ``store.open()`` included) ``--warm`` times for the same plan; each call is timed with
    ``perf_counter``; p50 and p99 (linear interpolation). Around both loops
    ``subprocess.Popen`` is replaced by a counting subclass (the cold installs below show
@@ -46,7 +46,7 @@ children; nothing is asserted, a table is printed):
    itself (a seeded RNG; ``--seed``, printed), then reaped. ``--kill-from popen`` counts
    from ``Popen`` instead (with ``--kill-max 0.6`` most kills land before or after). The
    store is then read: if the marker exists, the entry has ``bin/node`` (the whole tree
-   is checked), the receipt exists and ``installing.lookup`` (its in-process cache
+   is checked), the receipt exists and ``protocol.lookup`` (its in-process cache
    cleared) returns a receipt without raising; an entry folder without a marker must be
    a complete tree (renamed, marker pending: readers ignore it); no other visible name
    may sit in the version folder. Then a normal in-process
@@ -86,7 +86,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchkit import met, pct, timed  # noqa: E402
 
-from agent.store import ensuring, installing, layout, locks  # noqa: E402
+from agent.install import plans, protocol
+from agent.store import layout, locks
 from tests.store import fixtures  # noqa: E402
 from tests.store.server import Server, ok  # noqa: E402
 
@@ -112,7 +113,10 @@ WHERE = (
 CHILD = """
 import json, os, sys, time
 from pathlib import Path
-from agent.store import downloads, ensuring, installing, layout, locks
+from agent.store import layout, locks
+from agent.install.fetch import downloads
+from agent.install import plans
+from agent.install import protocol
 t_imported = time.time()
 plan_file, store, base, mode = sys.argv[1:5]
 plan = json.loads(Path(plan_file).read_text())
@@ -120,7 +124,7 @@ mirrors = (
     ("https://nodejs.org/dist/", base + "/dist/"),
     ("https://example.invalid/", base + "/x/"),
 )
-options = installing.Options(
+options = protocol.Options(
     lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
 )
 if mode in ("barrier", "floor"):
@@ -133,7 +137,7 @@ t_start = time.time()
 print("go", flush=True)
 lease = float(os.environ.get("BENCH_LEASE_TTL", "0"))
 backend = locks.LeaseLocks(ttl=lease, poll=0.02) if lease else locks.PosixLocks()
-done = ensuring.ensure_plan(
+done = plans.ensure_plan(
     layout.Store(Path(store)), plan, options=options, lock_backend=backend
 )
 first = done.installed[0]
@@ -233,7 +237,7 @@ def warm_and_cold(tmp: Path, server: Server, args: argparse.Namespace) -> dict[s
     root = tmp / "warm"
     plan = fixtures.node_plan(root, NODE)
     store = layout.Store(root)
-    first = ensuring.ensure_plan(store, plan, options=opts)  # the one cold install, untimed
+    first = plans.ensure_plan(store, plan, options=opts)  # the one cold install, untimed
     step = {**plan["features"][0], "platform": plan["platform"]}
     backend = (
         locks.LeaseLocks(ttl=args.lease_ttl, poll=0.02)
@@ -244,10 +248,10 @@ def warm_and_cold(tmp: Path, server: Server, args: argparse.Namespace) -> dict[s
     hits: list[bool] = []
 
     def hit_install() -> None:
-        hits.append(installing.install(store, step, lock_backend=backend, options=opts).cached)
+        hits.append(protocol.install(store, step, lock_backend=backend, options=opts).cached)
 
     def hit_ensure() -> None:
-        hits.append(ensuring.ensure_plan(store, plan, options=opts).installed[0].cached)
+        hits.append(plans.ensure_plan(store, plan, options=opts).installed[0].cached)
 
     with counting_popen() as warm_popen:
         install_s = timed(hit_install, args.warm)
@@ -266,7 +270,7 @@ def warm_and_cold(tmp: Path, server: Server, args: argparse.Namespace) -> dict[s
             cold_root = tmp / f"cold-{i}"
             cold_plan = fixtures.node_plan(cold_root, NODE)
             start = time.perf_counter()
-            done = ensuring.ensure_plan(layout.Store(cold_root), cold_plan, options=opts)
+            done = plans.ensure_plan(layout.Store(cold_root), cold_plan, options=opts)
             cold_s.append(time.perf_counter() - start)
             if done.installed[0].cached:
                 raise RuntimeError("a cold install found the entry cached")
@@ -372,8 +376,8 @@ def race(tmp: Path, server: Server, args: argparse.Namespace) -> dict[str, Any]:
     many = barrier_run(tmp, server, catalog, tmp / "race", args.race, "race")
     downloads_seen = server.count(path) - before
     entry = layout.Store(tmp / "race").entry(RACE_ID, "1.0.0", "x64")
-    installing._verified.clear()
-    found = installing.lookup(entry, feature=RACE_ID, version="1.0.0") is not None
+    protocol._verified.clear()
+    found = protocol.lookup(entry, feature=RACE_ID, version="1.0.0") is not None
     return {
         "archive_bytes": len(body),
         "singles": singles,
@@ -412,9 +416,9 @@ def read_store(root: Path) -> tuple[str, list[str]]:
         extra = sorted(n for n in os.listdir(version_dir) if n[0] != "." and n not in allowed)
         if extra:
             problems.append(f"unexpected visible names in the version folder: {extra}")
-    installing._verified.clear()  # judge from the disk, not from this process's cache
+    protocol._verified.clear()  # judge from the disk, not from this process's cache
     try:
-        found = installing.lookup(entry, feature="node", version=NODE)
+        found = protocol.lookup(entry, feature="node", version=NODE)
     except layout.StoreError as exc:  # a marker whose receipt or folder is unusable
         found = None
         problems.append(f"lookup() raised: {exc}")
@@ -507,7 +511,7 @@ def kills(tmp: Path, server: Server, args: argparse.Namespace) -> dict[str, Any]
         if where == "published without marker" and not problems:
             pending += 1
         try:
-            done = ensuring.ensure_plan(layout.Store(root), plan, options=opts)
+            done = plans.ensure_plan(layout.Store(root), plan, options=opts)
             after, after_problems = read_store(root)
             if after != "complete" or not done.installed[0].entry.marker.exists():
                 after_problems.append(f"after the recovery ensure the store is {after!r}")

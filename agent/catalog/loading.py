@@ -26,7 +26,7 @@ from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.config import paths
 
-logger = logging.getLogger("agent.catalog")
+logger = logging.getLogger(__name__)
 MANIFEST = "feature.yaml"
 MAX_MANIFEST_BYTES = 256 * 1024
 

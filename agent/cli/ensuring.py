@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -171,11 +170,10 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
     from agent.catalog import requests, resolver
-    from agent.http import hostsystem
+    from agent.install import plans
+    from agent.install.host import executor
     from agent.platform import detect, model
-    from agent.store import ensuring as store_ensuring
-    from agent.store import installing, layout, locks, progress
-    from agent.system import hostinstall
+    from agent.store import layout
 
     settings = common.settings(args)
     local = detect.detect()
@@ -199,14 +197,7 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
             print(f"runner-agent: {line}", file=sys.stderr)
         return common.EXIT_BAD
     same = (target.os, target.arch, target.libc) == (local.os, local.arch, local.libc)
-    options = installing.options_from(settings.installer, native=same)
     view = progressview.View()
-    guard = threading.Lock()
-
-    def listen(event: str, data: dict[str, Any]) -> None:
-        with guard:
-            view.event({"event": event, **data})
-
     data = plan.to_data()
     view.event(
         {
@@ -214,66 +205,20 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
             "features": [{"id": f["id"], "version": f["version"]} for f in data["features"]],
         }
     )
+    host = target == local or (same and target.package_manager == local.package_manager)
     try:
-        backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
-        store = layout.Store(settings.cache.root)
-        host = target == local or (same and target.package_manager == local.package_manager)
-        with progress.listening(listen):
-            ensured = store_ensuring.ensure_plan(
-                store,
-                data,
-                lock_backend=backend,
-                options=options,
-                parallelism=settings.installer.parallelism,
-                system=hostsystem.system_installer(settings, backend=backend, policy=options.policy)
-                if host
-                else None,
-            )
-    except (layout.StoreError, hostinstall.SystemInstallError) as exc:
+        ensured = plans.ensure_plan(
+            layout.Store(settings.cache.root),
+            data,
+            settings=settings,
+            host_system=host,
+            on_event=view.event,
+        )
+    except (layout.StoreError, executor.SystemInstallError) as exc:
         view.close()
         return common.fail(str(exc))
     view.close()
-    return _finish(_as_result(ensured, data), args.format)
-
-
-def _as_result(ensured: Any, plan: dict[str, Any]) -> dict[str, Any]:
-    """The local outcome in the shape of the API's ``result`` event."""
-    items: list[dict[str, Any]] = []
-    for done in ensured.installed:
-        receipt, entry = done.receipt, done.entry.path
-        items.append(
-            {
-                "id": receipt.feature,
-                "version": receipt.version,
-                "method": receipt.method,
-                "result": "hit" if done.cached else "installed",
-                "entry": str(entry),
-                "path": [
-                    os.path.normpath(os.path.join(entry, p)) for p in receipt.env.get("path", [])
-                ],
-                "env": {
-                    k: v.replace("${prefix}", str(entry))
-                    for k, v in receipt.env.get("vars", {}).items()
-                },
-            }
-        )
-    for system in ensured.system:
-        items.append(
-            {
-                **system,
-                "method": "system",
-                "result": "present" if system["already_present"] else "installed",
-            }
-        )
-    order = [f["id"] for f in plan["features"]]
-    items.sort(key=lambda i: order.index(i["id"]) if i["id"] in order else len(order))
-    return {
-        "event": "result",
-        "ok": True,
-        "features": items,
-        "path": ensured.path,
-        "env": ensured.vars,
-    }
+    return _finish(ensured.result, args.format)
 
 
 def emit(data: dict[str, Any], fmt: str) -> None:

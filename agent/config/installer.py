@@ -10,6 +10,9 @@ from pydantic import AfterValidator, Field
 
 from agent.config.fields import AbsolutePath, Seconds, Section
 
+MAX_PARALLELISM = 16
+"""The most installs ``installer.parallelism`` may allow at once."""
+
 
 def _check_proxy(value: str | None) -> str | None:
     if value is None or value == "":
@@ -129,7 +132,7 @@ class InstallerSettings(Section):
     parallelism: int = Field(
         default=2,
         ge=1,
-        le=16,
+        le=MAX_PARALLELISM,
         description=(
             "Features installed at once when they do not depend on each other. Default 2: "
             "installs are network- and disk-bound, and the runner shares the node."

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from agent.config import loading, models, tokens
 
-logger = logging.getLogger("agent.config")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

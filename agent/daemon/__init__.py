@@ -14,6 +14,9 @@ Policy:
   ``server.shutdown_grace_seconds``; a second one exits at once. Both exit 0: a sidecar
   that exits non-zero gets the runner pod deleted. SIGHUP reloads the configuration;
 - every background task runs under :func:`agent.kits.aiotasks.guard`;
+- the daemon owns the engines (the install coordinator, the jobs' leases, the catalog,
+  the janitor, the supervisor): it builds them after the probe listener is up, tells
+  them of reloads and stops them, all here; HTTP reaches them through its context;
 - supervised services start once the probe listener is up; at shutdown, readiness goes
   false, then the stop gate is waited for (bounded, with the API still serving so job
   tracking can open it), then the API drains, then services stop in reverse dependency
@@ -32,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -40,13 +43,19 @@ from agent import __version__
 from agent.config import loading, models, reloading, tokens
 from agent.daemon import chores
 from agent.http import draining, listeners, probes
-from agent.kits import aiotasks, logs, signals
+from agent.kits import aiotasks, backoff, logs, signals
 from agent.observe import conditions, looplag, metrics
 from agent.services import exporting
 from agent.services import supervisor as services_supervisor
 from agent.store import exporting as cache_exporting
 
-logger = logging.getLogger("agent.daemon")
+if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
+    from agent.catalog import loading as catalog_loading
+    from agent.install import coordinator
+    from agent.jobs import leases
+    from agent.store import janitor
+
+logger = logging.getLogger(__name__)
 
 OnConfigError = Literal["exit", "degrade"]
 EXIT_OK = 0
@@ -113,10 +122,12 @@ def serve(path: Path | None, *, on_config_error: OnConfigError) -> int:
         return runner.run(daemon.run())
 
 
-def _import_api() -> tuple[Any, Any]:
-    from agent.http import api, context
-
-    return api, context
+def _preload_api() -> None:
+    # Run in a thread: the API's models and the engines cost import time that the loop
+    # (and /healthz) must not wait for.
+    from agent.http import api, context  # noqa: F401
+    from agent.install import coordinator  # noqa: F401
+    from agent.jobs import leases  # noqa: F401
 
 
 class Daemon:
@@ -131,8 +142,12 @@ class Daemon:
             path, loaded, on_swap=self._on_swap, on_failure=self._on_reload_failure
         )
         self.probe_port: int | None = None
-        self.catalog: Any = None
-        """The feature catalog in force (``agent.catalog.loading.Catalog``), once loaded."""
+        self.catalog: catalog_loading.Catalog | None = None
+        """The feature catalog in force, once loaded."""
+        self.installs: coordinator.Coordinator | None = None
+        """The install coordinator, once the API is built."""
+        self.jobs: leases.Jobs | None = None
+        """The jobs' in-use leases, once the API is built."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._catalog_loaded = asyncio.Event()
@@ -142,8 +157,8 @@ class Daemon:
         self._socket: Path | None = None
         self.supervisor: services_supervisor.Supervisor | None = None
         self.metrics.registry.register(exporting.ServicesCollector(lambda: self.supervisor))
-        self.cache: Any = None
-        """The store's janitor (``agent.store.janitor.Janitor``), once started."""
+        self.cache: janitor.Janitor | None = None
+        """The store's janitor, once started."""
         self.metrics.registry.register(
             cache_exporting.CacheCollector(
                 lambda: self.cache, budget=lambda: int(self.settings.cache.size_budget)
@@ -177,6 +192,8 @@ class Daemon:
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
         if self.supervisor is not None and not self._stop.is_set():
             self.supervisor.apply(dict(new.settings.services))
+        if self.installs is not None:
+            self.installs.reconfigured()  # installer.parallelism applies to new installs
 
     def _on_reload_failure(self, error: loading.ConfigError) -> None:
         self.metrics.config_reload_failures.inc()
@@ -248,16 +265,16 @@ class Daemon:
     async def _bind_probes(self, runner: web.AppRunner, address: str) -> bool:
         # A taken port may free up (an old agent still draining): retry with backoff
         # rather than exit, since exiting non-zero gets the pod deleted. False: stopped.
-        delay = 0.5
+        delays = backoff.Backoff(initial=0.5, maximum=30.0)
         while not self._stop.is_set():
             try:
                 _, self.probe_port = await listeners.start_tcp(runner, address)
                 return True
             except listeners.BindError as exc:
+                delay = delays.next().seconds
                 logger.error("%s; retrying in %.0f s", exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            delay = min(delay * 2, 30.0)
         return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True) -> None:
@@ -292,12 +309,13 @@ class Daemon:
     async def _run_janitor(self) -> None:
         await chores.run_janitor(lambda: self.settings, self._set_cache)
 
-    def _set_cache(self, cache: Any) -> None:
+    def _set_cache(self, cache: janitor.Janitor) -> None:
         self.cache = cache
 
-    async def _preinstall(self, app: web.Application) -> None:
+    async def _preinstall(self, installs: coordinator.Coordinator) -> None:
         await self._catalog_loaded.wait()
-        await chores.preinstall(lambda: self.settings, self.conditions, self.catalog, app)
+        assert self.catalog is not None
+        await chores.preinstall(lambda: self.settings, self.conditions, self.catalog, installs)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -330,13 +348,22 @@ class Daemon:
     async def _serve_api(self) -> None:
         # Imported in a thread, after the probe listener is up: the API's models cost
         # import time that /healthz must not wait for.
-        api, context = await asyncio.to_thread(_import_api)
+        await asyncio.to_thread(_preload_api)
+        from agent.http import api, context  # loaded: no import work on the loop
+        from agent.install import coordinator
+        from agent.jobs import leases
 
         server = self.settings.server
+        installs = self.installs = coordinator.Coordinator(
+            lambda: self.settings, chores.install_metrics(self.metrics.registry)
+        )
+        self.jobs = leases.Jobs()
         ctx = context.Context(
             reloader=self.reloader,
             conditions=self.conditions,
             started=self.started,
+            installs=installs,
+            jobs=self.jobs,
             catalog=lambda: self.catalog,
             services=lambda: self.supervisor,
             cache=lambda: self.cache,
@@ -349,8 +376,8 @@ class Daemon:
         await runner.setup()
         self._api_runner = runner
         if self.settings.features.preinstall:
-            self._spawn(self._preinstall(runner.app), "preinstall", forever=False)
-        delay = 1.0
+            self._spawn(self._preinstall(installs), "preinstall", forever=False)
+        delays = backoff.Backoff(initial=1.0, maximum=30.0)
         where = str(server.socket_path)
         self.conditions.set("api", ok=False, message=f"binding {where}")
         while True:
@@ -359,9 +386,9 @@ class Daemon:
                 self._socket = server.socket_path
                 break
             except listeners.BindError as exc:
+                delay = delays.next().seconds
                 self.conditions.set("api", ok=False, message=f"{exc}; retrying in {delay:.0f} s")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
         if server.api_tcp_address:
             try:
                 await listeners.start_tcp(runner, server.api_tcp_address)
@@ -370,6 +397,14 @@ class Daemon:
                 self.conditions.set("api", ok=False, message=str(exc))
                 return
         self.conditions.set("api", ok=True, message=f"serving on {where}")
+
+    async def _stop_engines(self) -> None:
+        # The leases first: an install still running must not hold them. Then the
+        # installs: workers go at once, and an install is crash-safe (the next finishes).
+        if self.jobs is not None:
+            await self.jobs.close()
+        if self.installs is not None:
+            await self.installs.close()
 
     def _remove_socket(self) -> None:
         # Only the socket this process bound: never another agent's.
@@ -402,6 +437,7 @@ class Daemon:
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
+        await self._stop_engines()
         if self.supervisor is not None:
             # Reverse dependency order, each within its grace, all within ours; a little
             # is kept for the tasks and probes below.

@@ -12,19 +12,26 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from agent.config import models
+from agent.kits import backoff
 
-logger = logging.getLogger("agent.daemon")
+if TYPE_CHECKING:  # at run time each is imported in a thread, after the probes are up
+    from prometheus_client import CollectorRegistry
+
+    from agent.catalog import loading as catalog_loading
+    from agent.install import coordinator, metrics
+    from agent.observe import conditions as conditions_
+    from agent.store import janitor
+
+logger = logging.getLogger(__name__)
 
 TALLY_EVERY = 15.0
 """Seconds between refreshes of the store's running total (what /metrics reports)."""
 
 
-def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> Any:
+def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> janitor.Janitor:
     from agent.store import janitor, layout, locks
 
     # The root and the lock backend need a restart; the budget is read live (reloads).
@@ -32,7 +39,7 @@ def _make_janitor(settings: models.CacheSettings, budget: Callable[[], int]) -> 
     return janitor.Janitor(layout.Store(settings.root), backend, budget=budget)
 
 
-def load_catalog(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
+def load_catalog(settings: models.CatalogSettings) -> tuple[catalog_loading.Catalog, list[Path]]:
     """The catalog the settings name, and its folders (blocking: run it in a thread)."""
     from agent.catalog import loading as catalog_loading
 
@@ -41,7 +48,7 @@ def load_catalog(settings: models.CatalogSettings) -> tuple[Any, list[Path]]:
 
 
 async def run_janitor(
-    settings: Callable[[], models.Settings], publish: Callable[[Any], None]
+    settings: Callable[[], models.Settings], publish: Callable[[janitor.Janitor], None]
 ) -> None:
     """Refresh the store's running total and run janitor passes, forever."""
     # Built in a thread (it imports the store's modules); then the running total is
@@ -72,27 +79,46 @@ async def run_janitor(
         await asyncio.sleep(max(0.05, min(TALLY_EVERY, due - loop.time())))
 
 
+def install_metrics(registry: CollectorRegistry) -> metrics.InstallMetrics:
+    """The install metrics, on the agent's registry (built once, by the daemon)."""
+    from agent.install import metrics
+
+    return metrics.InstallMetrics(registry)
+
+
+def preinstall_plan(
+    catalog: catalog_loading.Catalog, wanted: list[str], settings: models.Settings
+) -> dict[str, Any]:
+    """The plan for ``features.preinstall`` on this machine (blocking: run it in a thread)."""
+    from agent.catalog import requests, resolver
+    from agent.platform import detect
+
+    parsed = [requests.parse(r, allow_ranges=True, source="features.preinstall") for r in wanted]
+    plan = resolver.resolve(parsed, catalog, detect.detect(), store_root=str(settings.cache.root))
+    return plan.to_data()
+
+
 async def preinstall(
     settings: Callable[[], models.Settings],
-    conditions: Any,
-    catalog: Any,
-    app: web.Application,
+    conditions: conditions_.Conditions,
+    catalog: catalog_loading.Catalog,
+    installs: coordinator.Coordinator,
 ) -> None:
     """Ensure ``features.preinstall``; /readyz waits for it (retried with backoff)."""
-    from agent.http import ensure
+    from agent.install import plans  # loaded with the API, off the loop
 
     wanted = list(settings().features.preinstall)
     conditions.set("preinstall", ok=False, message=f"installing {', '.join(wanted)}")
-    delay = 10.0
+    delays = backoff.Backoff(initial=10.0, maximum=300.0)
     while True:
         try:
-            plan = await asyncio.to_thread(ensure.preinstall_plan, catalog, wanted, settings())
-            ok, message = await ensure.preinstall(app[ensure.INSTALLS], plan)
+            plan = await asyncio.to_thread(preinstall_plan, catalog, wanted, settings())
+            ok, message = await plans.preinstall(installs, plan)
         except Exception as exc:  # a bad request or an unresolvable one: say so, retry
             ok, message = False, str(exc).splitlines()[0]
         conditions.set("preinstall", ok=ok, message=message)
         if ok:
             return
+        delay = delays.next().seconds
         logger.warning("preinstall failed (%s); retrying in %.0f s", message, delay)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 300.0)

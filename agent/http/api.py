@@ -24,7 +24,6 @@ from agent.http import (
     ensure,
     errors,
     features,
-    installs,
     instrument,
     jobs,
     models,
@@ -32,7 +31,6 @@ from agent.http import (
 )
 from agent.http import routes as routing
 from agent.http.context import CONTEXT, Context
-from agent.observe import installs as install_metrics
 from agent.observe import metrics
 
 ROUTES = web.AppKey("routes", list[routing.Route])
@@ -273,17 +271,6 @@ def _guarded(route: routing.Route) -> Handler:
     return handler
 
 
-_INSTALL_METRICS: dict[int, install_metrics.InstallMetrics] = {}
-
-
-def _install_metrics(m: metrics.Metrics) -> install_metrics.InstallMetrics:
-    # One set per registry: an app may be built twice on one (tests do).
-    key = id(m.registry)
-    if key not in _INSTALL_METRICS:
-        _INSTALL_METRICS[key] = install_metrics.InstallMetrics(m.registry)
-    return _INSTALL_METRICS[key]
-
-
 def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -> web.Application:
     """Build the API application (served on the unix socket and, if set, on TCP)."""
     # Bodies are read by agent.http.bodies against the live limit; aiohttp's own limit
@@ -297,17 +284,6 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
     )
     table = routes()
     app[CONTEXT] = ctx
-    app[ensure.INSTALLS] = installs.Installs(
-        lambda: ctx.reloader.current.settings, _install_metrics(m)
-    )
-
-    app[jobs.JOBS] = jobs.Jobs()
-
-    async def close_installs(app: web.Application) -> None:
-        await app[jobs.JOBS].close()  # first: an install still running must not hold them
-        await app[ensure.INSTALLS].close()
-
-    app.on_cleanup.append(close_installs)
     app[ROUTES] = table
     for route in table:
         if route.method == "GET":  # HEAD too, as HTTP expects of every GET

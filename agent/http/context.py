@@ -1,4 +1,4 @@
-"""What API handlers reach into: the engines, behind one app key."""
+"""What API handlers reach into: the engines the daemon owns, behind one app key."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from aiohttp import web
 
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
+from agent.install import coordinator
+from agent.jobs import leases
 from agent.observe import conditions
 from agent.services import supervisor
 from agent.store import janitor
@@ -16,11 +18,15 @@ from agent.store import janitor
 
 @dataclass(frozen=True)
 class Context:
-    """The engines the API serves."""
+    """The engines the API serves; the daemon builds, reloads and stops them."""
 
     reloader: reloading.Reloader
     conditions: conditions.Conditions
     started: float
+    installs: coordinator.Coordinator
+    """The install coordinator (ensure, preinstall)."""
+    jobs: leases.Jobs
+    """The jobs' in-use leases."""
     catalog: Callable[[], catalog_loading.Catalog | None] = lambda: None
     """The catalog in force, or ``None`` while it first loads."""
     services: Callable[[], supervisor.Supervisor | None] = lambda: None

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-logger = logging.getLogger("agent.http")
+logger = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",

@@ -134,6 +134,26 @@ async def post_plan(request: web.Request) -> web.Response:
     return web.Response(text=plan.to_json(), content_type="application/json")
 
 
+def _with_options(
+    texts: list[str], parsed: list[requests.Request], options: dict[str, dict[str, str]]
+) -> list[requests.Request]:
+    """The requests with their options added, through the grammar (which checks names
+    and values, and refuses one given twice)."""
+    ids = [r.id for r in parsed]
+    for feature, opts in options.items():
+        if feature.lower() not in ids:
+            raise errors.ApiError(
+                400,
+                f"options for {feature!r}, which is not among the requests {ids}; request "
+                "it, or drop its options",
+                code="validation_error",
+            )
+        at = ids.index(feature.lower())
+        text = texts[at] + "".join(f";{name}={value}" for name, value in opts.items())
+        parsed[at] = requests.parse(text, allow_ranges=True, source="request")
+    return parsed
+
+
 def to_platform(target: TargetModel) -> model.Platform:
     """The request's target as a platform, or a 400 naming what is wrong."""
     try:
@@ -149,14 +169,17 @@ def resolve(
     labels: list[str],
     extra: list[str],
     team_doc: dict[str, Any] | None = None,
+    options: dict[str, dict[str, str]] | None = None,
 ) -> resolver.Plan:
-    """Merge labels, requests and team configuration and resolve them for ``target``;
-    errors become 400 (bad input) or 422 (nothing satisfies it)."""
+    """Merge labels, requests (with ``options`` per requested feature) and team
+    configuration and resolve them for ``target``; errors become 400 (bad input) or 422
+    (nothing satisfies it)."""
     catalog = _catalog(request)
     settings = request.app[CONTEXT].reloader.current.settings
     try:
         team_config = team.parse(team_doc, source="team") if team_doc is not None else None
         parsed = [requests.parse(r, allow_ranges=True, source="request") for r in extra]
+        parsed = _with_options(extra, parsed, options or {})
         wanted = team.merged_requests(
             team=team_config, settings=settings.features, labels=labels, extra=parsed
         )

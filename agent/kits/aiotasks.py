@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-logger = logging.getLogger("agent.tasks")
+logger = logging.getLogger(__name__)
 
 
 async def guard(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agent.observe import metrics
 
-logger = logging.getLogger("agent.conditions")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config import services as specs
+from agent.kits import backoff
 
 
 @dataclass(frozen=True)
@@ -41,26 +42,34 @@ class Backoff:
         self, policy: specs.RestartPolicy, *, rng: Callable[[], float] = random.random
     ) -> None:
         self.policy = policy
-        self.attempts = 0
         self.history: deque[Planned] = deque(maxlen=50)
-        self._rng = rng
+        self._sequence = backoff.Backoff(
+            initial=policy.backoff_initial_seconds,
+            maximum=policy.backoff_max_seconds,
+            multiplier=policy.backoff_multiplier,
+            jitter=policy.jitter,
+            rng=rng,
+        )
+
+    @property
+    def attempts(self) -> int:
+        """Consecutive faults since the last reset."""
+        return self._sequence.attempts
 
     def next(self) -> Planned:
         """Plan the delay before the next restart and record it."""
-        self.attempts += 1
-        p = self.policy
-        base = min(
-            p.backoff_max_seconds,
-            p.backoff_initial_seconds * p.backoff_multiplier ** (self.attempts - 1),
-        )
-        delay = base * (1.0 - p.jitter * self._rng())
-        planned = Planned(self.attempts, base, delay, time.time())
+        # The policy may have been replaced by a reload since the last fault.
+        p, sequence = self.policy, self._sequence
+        sequence.initial, sequence.maximum = p.backoff_initial_seconds, p.backoff_max_seconds
+        sequence.multiplier, sequence.jitter = p.backoff_multiplier, p.jitter
+        delay = sequence.next()
+        planned = Planned(self.attempts, delay.base, delay.seconds, time.time())
         self.history.append(planned)
         return planned
 
     def reset(self) -> None:
         """Start the sequence over (after healthy running, or an operator's start)."""
-        self.attempts = 0
+        self._sequence.reset()
 
 
 class StartLimit:

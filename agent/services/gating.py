@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 
-logger = logging.getLogger("agent.services")
+logger = logging.getLogger(__name__)
 
 
 class StopGate:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from agent.config import services as specs
 
-logger = logging.getLogger("agent.services.output")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

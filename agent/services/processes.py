@@ -29,7 +29,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-logger = logging.getLogger("agent.services")
+logger = logging.getLogger(__name__)
 
 _CHUNK = 65536
 

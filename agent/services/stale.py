@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agent.config import services as specs
 
-logger = logging.getLogger("agent.services")
+logger = logging.getLogger(__name__)
 
 
 def _process(pid: int) -> tuple[str, str] | None:

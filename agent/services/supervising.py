@@ -38,7 +38,7 @@ from agent.config import services as specs
 from agent.kits import aiotasks
 from agent.services import backoff, output, probing, processes, stale
 
-logger = logging.getLogger("agent.services")
+logger = logging.getLogger(__name__)
 
 State = Literal[
     "waiting", "starting", "running", "unhealthy", "stopping", "restarting", "stopped", "failed"

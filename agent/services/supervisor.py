@@ -23,7 +23,7 @@ from collections.abc import Callable
 from agent.config import services as specs
 from agent.services import gating, supervising
 
-logger = logging.getLogger("agent.services")
+logger = logging.getLogger(__name__)
 
 
 class UnknownService(LookupError):

@@ -34,7 +34,7 @@ from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from agent.store import inuse, inventory, layout, locks, receipts
 
-logger = logging.getLogger("agent.store.evicting")
+logger = logging.getLogger(__name__)
 
 MIN_IDLE = 60.0
 """Seconds since its last use before an entry may be evicted."""

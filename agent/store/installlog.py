@@ -12,7 +12,7 @@ import time
 
 from agent.store import layout
 
-logger = logging.getLogger("agent.store")
+logger = logging.getLogger(__name__)
 
 _OUTPUT_LIMIT = 64 * 1024
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from agent.store import layout
 
-logger = logging.getLogger("agent.store.inuse")
+logger = logging.getLogger(__name__)
 
 SKEW = 10.0
 """Seconds a lease stays live past its expiry, for clock differences between pods."""

@@ -50,7 +50,7 @@ from agent.store import (
     verifying,
 )
 
-logger = logging.getLogger("agent.store.janitor")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RESULTS = ("ok", "skipped", "failed")

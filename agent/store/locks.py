@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.store import layout, progress
+from agent.kits import progress
+from agent.store import layout
 
-logger = logging.getLogger("agent.store.locks")
+logger = logging.getLogger(__name__)
 
 _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
 # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t

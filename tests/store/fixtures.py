@@ -16,8 +16,10 @@ import yaml
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
+from agent.install import plans, protocol
+from agent.install.fetch import downloads
 from agent.platform import model
-from agent.store import downloads, ensuring, installing, layout
+from agent.store import layout
 from tests.store.server import Server, ok
 
 LINUX = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
@@ -63,18 +65,18 @@ def node_plan(store_root: Path, version: str = "20.11.1") -> dict[str, Any]:
     return plan.to_data()
 
 
-def options(server: Server, **policy: Any) -> installing.Options:
+def options(server: Server, **policy: Any) -> protocol.Options:
     """Installer options that send nodejs.org and example.invalid to the test server."""
     mirrors = (
         ("https://nodejs.org/dist/", server.url("/dist/")),
         ("https://example.invalid/", server.url("/x/")),
     )
     settings = {"mirrors": mirrors, "backoff_initial": 0.01, "stall_timeout": 1.0, **policy}
-    return installing.Options(lock_timeout=60, policy=downloads.Policy(**settings))
+    return protocol.Options(lock_timeout=60, policy=downloads.Policy(**settings))
 
 
-def ensure_node(store_root: Path, server: Server, version: str = "20.11.1") -> ensuring.Ensured:
-    return ensuring.ensure_plan(
+def ensure_node(store_root: Path, server: Server, version: str = "20.11.1") -> plans.Ensured:
+    return plans.ensure_plan(
         layout.Store(store_root), node_plan(store_root, version), options=options(server)
     )
 
@@ -117,12 +119,15 @@ ENSURE = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from tests.store import fixtures
-    from agent.store import ensuring, layout, installing, downloads, locks
+    from agent.store import layout, locks
+    from agent.install import plans
+    from agent.install import protocol
+    from agent.install.fetch import downloads
 
     store, base = Path(sys.argv[1]), sys.argv[2]
     barrier, lease = float(sys.argv[3]), float(sys.argv[4])
     mirrors = (("https://nodejs.org/dist/", base + "/dist/"),)
-    options = installing.Options(
+    options = protocol.Options(
         lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
     )
     backend = locks.LeaseLocks(ttl=lease, poll=0.02) if lease else locks.PosixLocks()
@@ -130,7 +135,7 @@ ENSURE = textwrap.dedent(
     while time.time() < barrier:
         time.sleep(0.001)
     print("go", flush=True)
-    done = ensuring.ensure_plan(layout.Store(store), plan, options=options, lock_backend=backend)
+    done = plans.ensure_plan(layout.Store(store), plan, options=options, lock_backend=backend)
     print(json.dumps({"created": done.installed[0].receipt.created}))
     """
 )

@@ -15,17 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import (
-    evicting,
-    installing,
-    inuse,
-    inventory,
-    janitor,
-    layout,
-    locks,
-    receipts,
-    verifying,
-)
+from agent.install import protocol
+from agent.store import evicting, inuse, inventory, janitor, layout, locks, receipts, verifying
 from tests.store import fixtures
 from tests.store.server import Server
 
@@ -149,7 +140,7 @@ def test_verify_finds_every_kind_of_damage_and_repair_removes_only_the_agents(
     assert after["jq@1.7@x64"] == "no-entry"
 
     # Repair re-installs nothing; the next ensure does.
-    installing._verified.clear()
+    protocol._verified.clear()
     again = fixtures.ensure_node(tmp_path, http_server, "20.11.1")
     assert not again.installed[0].cached
     assert verifying.verify(store, backend=backend).to_data()["counts"]["ok"] == 2

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import downloads, transport
-from agent.store.downloads import DownloadCache, DownloadError, Policy
+from agent.install.fetch import downloads, transport
+from agent.install.fetch.downloads import DownloadCache, DownloadError, Policy
 from tests.store.server import Reply, Server, fail, ok, redirect, slow_down, stalled, truncated
 
 FAST = Policy(
@@ -185,7 +185,7 @@ def test_a_truncated_body_is_retried_then_fails_clearly_after_all_attempts(
     url = http_server.route("/tool.tgz", truncated(BODY))
 
     with (
-        caplog.at_level(logging.WARNING, logger="agent.store.downloads"),
+        caplog.at_level(logging.WARNING, logger="agent.install.fetch.downloads"),
         pytest.raises(DownloadError) as caught,
     ):
         downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
@@ -220,7 +220,7 @@ def test_a_stall_mid_body_is_detected_and_retried(
     url = http_server.route("/tool.tgz", stalled(BODY), ok(BODY))
 
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="agent.store.downloads"):
+    with caplog.at_level(logging.WARNING, logger="agent.install.fetch.downloads"):
         artifact = downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
 
     assert artifact.path.read_bytes() == BODY

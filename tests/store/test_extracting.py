@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import extracting
+from agent.install.fetch import extracting
 
 # --- building archives ------------------------------------------------------------------
 

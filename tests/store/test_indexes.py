@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from agent.catalog import loading, requests, resolver
-from agent.store import downloads, ensuring, installing, layout, network
+from agent.install import plans, protocol
+from agent.install.fetch import downloads, network
+from agent.store import layout
 from tests.store import fixtures
 from tests.store.server import Reply, Server, ok
 
@@ -106,14 +108,14 @@ def _catalog(folder: Path, method: str) -> loading.Catalog:
     return loading.load([folder])
 
 
-def _ensure(tmp_path: Path, method: str, net: network.Network) -> ensuring.Ensured:
+def _ensure(tmp_path: Path, method: str, net: network.Network) -> plans.Ensured:
     catalog = _catalog(tmp_path / "catalog", method)
     store = tmp_path / "store"
     plan = resolver.resolve(
         [requests.parse("feature:ra-probe")], catalog, fixtures.LINUX, store_root=str(store)
     )
-    options = installing.Options(lock_timeout=60, policy=downloads.Policy(network=net))
-    return ensuring.ensure_plan(layout.Store(store), plan.to_data(), options=options)
+    options = protocol.Options(lock_timeout=60, policy=downloads.Policy(network=net))
+    return plans.ensure_plan(layout.Store(store), plan.to_data(), options=options)
 
 
 def test_pip_installs_from_the_configured_index(
@@ -137,7 +139,7 @@ def test_pip_installs_from_the_configured_index(
     assert loose == []
 
 
-def _pip_from_loopback_index(tmp_path: Path) -> ensuring.Ensured:
+def _pip_from_loopback_index(tmp_path: Path) -> plans.Ensured:
     wheel = _wheel()
     name = "ra_probe-1.0.0-py3-none-any.whl"
     with Server() as server:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import ensuring, installing, layout, receipts
+from agent.install import plans, protocol
+from agent.store import layout, receipts
 from tests.store import fixtures
 from tests.store.server import Server, fail, ok, stalled, truncated
 
@@ -90,7 +91,7 @@ def test_a_failing_check_publishes_nothing(tmp_path: Path, http_server: Server) 
     sums = f"{hashlib.sha256(body).hexdigest()}  node-v20.11.1-linux-x64.tar.gz\n"
     http_server.route("/dist/v20.11.1/SHASUMS256.txt", ok(sums.encode()))
     # The tarball's top folder is named for 9.9.9; strip-components does not care.
-    with pytest.raises(installing.InstallError) as info:
+    with pytest.raises(protocol.InstallError) as info:
         fixtures.ensure_node(tmp_path, http_server)
     assert info.value.step == "check"
     assert "expected it to print 'v20.11.1'" in str(info.value)
@@ -142,8 +143,8 @@ def test_hostile_archives_are_refused_and_the_store_is_unchanged(
     body = _hostile(kind)
     catalog = fixtures.archive_catalog(tmp_path / "cat", "evil", body)
     http_server.route("/x/evil-1.0.0.tar.gz", ok(body))
-    with pytest.raises(installing.InstallError) as info:
-        ensuring.ensure_plan(
+    with pytest.raises(protocol.InstallError) as info:
+        plans.ensure_plan(
             layout.Store(store),
             fixtures.plan_for(catalog, "evil", store),
             options=fixtures.options(http_server),
@@ -175,8 +176,8 @@ def test_bad_transfers_fail_cleanly(
     catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body)
     http_server.route("/x/tool-1.0.0.tar.gz", *replies)
     store = tmp_path / "store"
-    with pytest.raises(installing.InstallError) as info:
-        ensuring.ensure_plan(
+    with pytest.raises(protocol.InstallError) as info:
+        plans.ensure_plan(
             layout.Store(store),
             fixtures.plan_for(catalog, "tool", store),
             options=fixtures.options(http_server, attempts=2, stall_timeout=0.3),
@@ -193,7 +194,7 @@ def test_a_500_then_a_200_installs(tmp_path: Path, http_server: Server) -> None:
     path = "/x/tool-1.0.0.tar.gz"
     http_server.route(path, fail(500), ok(body))
     store = tmp_path / "store"
-    done = ensuring.ensure_plan(
+    done = plans.ensure_plan(
         layout.Store(store),
         fixtures.plan_for(catalog, "tool", store),
         options=fixtures.options(http_server),
@@ -218,7 +219,7 @@ def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> No
     catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body, fmt="bin")
     http_server.route("/x/tool-1.0.0.bin", ok(body))
     store = tmp_path / "store"
-    [done] = ensuring.ensure_plan(
+    [done] = plans.ensure_plan(
         layout.Store(store),
         fixtures.plan_for(catalog, "tool", store),
         options=fixtures.options(http_server),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import ensuring, layout, locks
+from agent.install import plans
+from agent.store import layout, locks
 from tests.store import fixtures
 from tests.store.server import Server
 
@@ -67,7 +68,7 @@ def test_a_killed_holder_goes_stale_and_the_next_install_succeeds(
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         start = time.monotonic()
-        done = ensuring.ensure_plan(
+        done = plans.ensure_plan(
             layout.Store(store),
             fixtures.node_plan(store),
             options=fixtures.options(http_server),

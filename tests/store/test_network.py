@@ -15,7 +15,9 @@ import pytest
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
-from agent.store import downloads, ensuring, installing, layout, network
+from agent.install import plans, protocol
+from agent.install.fetch import downloads, network
+from agent.store import layout
 from tests.store import fixtures
 from tests.store.proxy import SOURCE, ForwardProxy
 from tests.store.server import Reply, Server, ok
@@ -50,14 +52,14 @@ def proxy() -> Iterator[ForwardProxy]:
         yield running
 
 
-def _ensure(tmp_path: Path, server: Server, net: network.Network) -> ensuring.Ensured:
+def _ensure(tmp_path: Path, server: Server, net: network.Network) -> plans.Ensured:
     catalog = fixtures.archive_catalog(tmp_path / "catalog", "tool", BODY)
     store = tmp_path / "store"
     plan = fixtures.plan_for(catalog, "tool", store)
     mirrors = (("https://example.invalid/", server.url("/x/")),)
     policy = downloads.Policy(mirrors=mirrors, backoff_initial=0.01, attempts=1, network=net)
-    options = installing.Options(lock_timeout=60, policy=policy)
-    return ensuring.ensure_plan(layout.Store(store), plan, options=options)
+    options = protocol.Options(lock_timeout=60, policy=policy)
+    return plans.ensure_plan(layout.Store(store), plan, options=options)
 
 
 def test_archive_downloads_go_through_the_configured_proxy(
@@ -65,7 +67,7 @@ def test_archive_downloads_go_through_the_configured_proxy(
 ) -> None:
     with Server(only_from=SOURCE) as server:
         server.route("/x/tool-1.0.0.tar.gz", ok(BODY))
-        with pytest.raises(installing.InstallError, match="403"):
+        with pytest.raises(protocol.InstallError, match="403"):
             _ensure(tmp_path / "direct", server, network.Network(http_proxy="", no_proxy=""))
         assert server.refused == 1
         assert proxy.count("GET") == 0
@@ -92,7 +94,7 @@ def test_https_through_the_proxy_trusts_the_extra_ca_only_when_configured(
     with Server(only_from=SOURCE, tls=server_tls) as server:
         server.route("/x/tool-1.0.0.tar.gz", ok(BODY))
         untrusted = network.Network(https_proxy=proxy.url)
-        with pytest.raises(installing.InstallError) as caught:
+        with pytest.raises(protocol.InstallError) as caught:
             _ensure(tmp_path / "untrusted", server, untrusted)
         assert "TLS certificate not trusted" in str(caught.value)
         assert "installer.ca_bundle" in str(caught.value)
@@ -120,8 +122,8 @@ def test_pip_and_npm_go_through_the_proxy(tmp_path: Path, proxy: ForwardProxy) -
         [requests.parse("feature:ninja")], catalog, fixtures.LINUX, store_root=str(store)
     )
     net = network.Network(https_proxy=proxy.url, http_proxy=proxy.url, no_proxy="")
-    options = installing.Options(lock_timeout=60, policy=downloads.Policy(network=net))
-    ensuring.ensure_plan(layout.Store(store), plan.to_data(), options=options)
+    options = protocol.Options(lock_timeout=60, policy=downloads.Policy(network=net))
+    plans.ensure_plan(layout.Store(store), plan.to_data(), options=options)
     assert proxy.count("CONNECT") >= 1
     if shutil.which("npm") is None:
         assert os.environ.get("CI", "").lower() != "true", "CI installs npm"
@@ -139,7 +141,7 @@ def test_pip_and_npm_go_through_the_proxy(tmp_path: Path, proxy: ForwardProxy) -
         fixtures.LINUX,
         store_root=str(store),
     )
-    ensuring.ensure_plan(layout.Store(store), npm_plan.to_data(), options=options)
+    plans.ensure_plan(layout.Store(store), npm_plan.to_data(), options=options)
     assert proxy.count("CONNECT") > before
 
 
@@ -157,8 +159,8 @@ def test_independent_features_install_in_parallel_up_to_the_setting(tmp_path: Pa
                 server.route(f"/x/{ident}-1.0.0.tar.gz", Reply(body=BODY, delay=0.5))
             mirrors = (("https://example.invalid/", server.url("/x/")),)
             policy = downloads.Policy(mirrors=mirrors, network=network.Network(no_proxy="*"))
-            options = installing.Options(lock_timeout=60, policy=policy)
-            done = ensuring.ensure_plan(
+            options = protocol.Options(lock_timeout=60, policy=policy)
+            done = plans.ensure_plan(
                 layout.Store(store), plan.to_data(), options=options, parallelism=parallelism
             )
             assert [i.receipt.feature for i in done.installed] == ["one", "three", "two"]

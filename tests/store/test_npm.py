@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from agent.catalog import loading, requests, resolver
+from agent.install import plans, protocol
 from agent.platform import model
-from agent.store import ensuring, installing, layout
+from agent.store import layout
 
 LINUX = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
 
@@ -50,10 +51,10 @@ def test_an_npm_package_with_a_bin_installs_and_runs_from_elsewhere(
         [requests.parse("feature:semver")], catalog, LINUX, store_root=str(store)
     )
     try:
-        done = ensuring.ensure_plan(
-            layout.Store(store), plan.to_data(), options=installing.Options(lock_timeout=60)
+        done = plans.ensure_plan(
+            layout.Store(store), plan.to_data(), options=protocol.Options(lock_timeout=60)
         )
-    except installing.InstallError as exc:
+    except protocol.InstallError as exc:
         if "ENOTFOUND" in str(exc) and os.environ.get("CI", "").lower() != "true":
             pytest.skip("the npm registry is unreachable from here")
         raise
@@ -78,7 +79,7 @@ def test_an_npm_package_with_a_bin_installs_and_runs_from_elsewhere(
 
 
 def test_steps_get_a_clean_environment_that_keeps_proxies_and_ca_bundles() -> None:
-    from agent.store import running
+    from agent.install import running
 
     env = running.environment(
         {"FLAVOUR": "big"},

@@ -13,23 +13,24 @@ import pytest
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
+from agent.install import plans, protocol
 from agent.platform import model
-from agent.store import ensuring, installing, layout
+from agent.store import layout
 
 CATALOG = loading.load([paths.bundled_catalog()])
 X64 = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
 ARM64 = model.Platform(os="linux", arch="arm64", libc="glibc", package_manager="apt")
 
 
-def ensure(store: Path, label: str, target: model.Platform, *, run_check: bool) -> ensuring.Ensured:
+def ensure(store: Path, label: str, target: model.Platform, *, run_check: bool) -> plans.Ensured:
     plan = resolver.resolve([requests.parse(label)], CATALOG, target, store_root=str(store))
     try:
-        return ensuring.ensure_plan(
+        return plans.ensure_plan(
             layout.Store(store),
             plan.to_data(),
-            options=installing.Options(run_check=run_check, lock_timeout=60),
+            options=protocol.Options(run_check=run_check, lock_timeout=60),
         )
-    except installing.InstallError as exc:
+    except protocol.InstallError as exc:
         offline = "NewConnectionError" in str(exc) or "Network is unreachable" in str(exc)
         if offline and os.environ.get("CI", "").lower() != "true":
             pytest.skip("the package index is unreachable from here")
@@ -113,9 +114,7 @@ def test_a_pip_feature_that_needs_python_is_installed_with_the_python_feature(
     pip_argv = plan["features"][1]["actions"][0]["argv"]
     short = ".".join(version.split(".")[:2])
     assert pip_argv[pip_argv.index("--python-version") + 1] == short
-    done = ensuring.ensure_plan(
-        layout.Store(store), plan, options=installing.Options(lock_timeout=60)
-    )
+    done = plans.ensure_plan(layout.Store(store), plan, options=protocol.Options(lock_timeout=60))
     python_entry, cowsay_entry = (i.entry.path for i in done.installed)
     log = (store / ".runner-agent" / "logs" / f"{done.installed[1].entry.key}.log").read_text()
     assert f"pip with {store}/Python/{version}/x64/bin/python3" in log

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import ensuring, installing, layout
+from agent.install import plans, protocol
+from agent.store import layout
 from tests.store import fixtures
 from tests.store.server import Server, ok
 
@@ -41,7 +42,7 @@ def _invariants(store: Path) -> None:
     if entry.marker.exists():
         assert (entry.path / "bin" / "node").is_file()
         assert entry.receipt.exists()
-        assert installing.lookup(entry, feature="node", version="20.11.1") is not None
+        assert protocol.lookup(entry, feature="node", version="20.11.1") is not None
 
 
 def test_sigkill_at_random_points_never_corrupts(tmp_path: Path, http_server: Server) -> None:
@@ -80,8 +81,8 @@ def test_a_full_disk_is_a_clear_error_and_the_store_still_serves(
         )
         catalog = fixtures.archive_catalog(tmp_path / "cat", "big", big)
         http_server.route("/x/big-1.0.0.tar.gz", ok(big))
-        with pytest.raises(installing.InstallError) as info:
-            ensuring.ensure_plan(
+        with pytest.raises(protocol.InstallError) as info:
+            plans.ensure_plan(
                 layout.Store(mount),
                 fixtures.plan_for(catalog, "big", mount),
                 options=fixtures.options(http_server),

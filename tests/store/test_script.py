@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from agent.catalog import loading, requests, resolver
-from agent.store import ensuring, installing, layout, sandbox
+from agent.install import plans, protocol, sandbox
+from agent.store import layout
 from tests.store import fixtures
 
 pytestmark = pytest.mark.skipif(
@@ -43,14 +44,14 @@ def script_catalog(folder: Path, body: str, **extra: Any) -> loading.Catalog:
     return loading.load([folder])
 
 
-def ensure(tmp_path: Path, body: str, label: str = "feature:tool", **kw: Any) -> ensuring.Ensured:
+def ensure(tmp_path: Path, body: str, label: str = "feature:tool", **kw: Any) -> plans.Ensured:
     catalog = script_catalog(tmp_path / "catalog", body)
     store = tmp_path / "store"
     plan = resolver.resolve(
         [requests.parse(label)], catalog, fixtures.LINUX, store_root=str(store)
     ).to_data()
-    options = installing.Options(lock_timeout=60, **kw)
-    return ensuring.ensure_plan(layout.Store(store), plan, options=options)
+    options = protocol.Options(lock_timeout=60, **kw)
+    return plans.ensure_plan(layout.Store(store), plan, options=options)
 
 
 GOOD = """\
@@ -141,7 +142,7 @@ def test_writes_outside_the_prefix_are_refused(tmp_path: Path) -> None:
 
 def test_a_failing_script_publishes_nothing_and_says_why(tmp_path: Path) -> None:
     body = 'mkdir -p "$PREFIX/bin"\necho "about to fail" \necho x > /etc/passwd-escape\n'
-    with pytest.raises(installing.InstallError) as caught:
+    with pytest.raises(protocol.InstallError) as caught:
         ensure(tmp_path, body)
     message = str(caught.value)
     assert "step 'script'" in message
@@ -156,7 +157,7 @@ def test_a_failing_script_publishes_nothing_and_says_why(tmp_path: Path) -> None
 def test_a_script_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     body = f"(exec -a sleeper-{marker} sleep 300) &\nexec -a sleeper-{marker} sleep 301\n"
-    with pytest.raises(installing.InstallError) as caught:
+    with pytest.raises(protocol.InstallError) as caught:
         ensure(tmp_path, body, run_timeout=1.5)
     assert "did not finish within 1.5 s" in str(caught.value)
     left = [
@@ -174,7 +175,7 @@ def _cmdline(pid: str) -> bytes:
 
 def test_an_unknown_script_user_is_named(tmp_path: Path) -> None:
     settings = sandbox.ScriptSettings(user="no-such-user-here")
-    with pytest.raises(installing.InstallError, match=r"script_user .no-such-user-here."):
+    with pytest.raises(protocol.InstallError, match=r"script_user .no-such-user-here."):
         ensure(tmp_path, GOOD, script=settings)
 
 
@@ -213,9 +214,7 @@ def test_the_check_runs_confined_on_what_the_build_left(tmp_path: Path) -> None:
     plan = resolver.resolve(
         [requests.parse("feature:tool")], catalog, fixtures.LINUX, store_root=str(store)
     ).to_data()
-    done = ensuring.ensure_plan(
-        layout.Store(store), plan, options=installing.Options(lock_timeout=60)
-    )
+    done = plans.ensure_plan(layout.Store(store), plan, options=protocol.Options(lock_timeout=60))
     [entry] = done.installed
     assert entry.receipt.check.startswith("ok: checked as ")
     assert entry.receipt.check != "ok: checked as 0"  # not root

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import ensuring, installing, layout
+from agent.install import plans, protocol
+from agent.store import layout
 from tests.store import fixtures
 from tests.store.server import Server
 
@@ -26,7 +27,7 @@ def test_a_receipt_from_a_newer_agent_is_still_a_hit(tmp_path: Path, http_server
     data["field_from_the_future"] = 1
     entry.receipt.write_text(json.dumps(data))
     inode = entry.path.stat().st_ino
-    installing._verified.clear()
+    protocol._verified.clear()
     again = fixtures.ensure_node(tmp_path, http_server).installed[0]
     assert again.cached
     assert entry.path.stat().st_ino == inode
@@ -38,7 +39,7 @@ def test_a_marker_with_a_broken_receipt_is_reported_and_left_alone(
     entry = installed(tmp_path, http_server)
     entry.receipt.write_text("{not json")
     inode = entry.path.stat().st_ino
-    installing._verified.clear()
+    protocol._verified.clear()
     with pytest.raises(layout.StoreError, match="has a marker but its receipt cannot be used"):
         fixtures.ensure_node(tmp_path, http_server)
     assert entry.path.stat().st_ino == inode
@@ -50,7 +51,7 @@ def test_another_feature_under_the_same_name_is_an_error(
 ) -> None:
     entry = installed(tmp_path, http_server)
     with pytest.raises(layout.StoreError, match="two features share a tool cache name"):
-        installing.lookup(entry, feature="other", version="20.11.1")
+        protocol.lookup(entry, feature="other", version="20.11.1")
 
 
 def test_a_failure_while_publishing_leaves_nothing_at_the_final_path(
@@ -61,7 +62,7 @@ def test_a_failure_while_publishing_leaves_nothing_at_the_final_path(
     store.open()
     entry = store.entry("node", "20.11.1", "x64")
     entry.receipt.mkdir()  # the receipt cannot be written
-    with pytest.raises(installing.InstallError) as info:
+    with pytest.raises(protocol.InstallError) as info:
         fixtures.ensure_node(tmp_path, http_server)
     assert info.value.step == "publish"
     assert not entry.path.exists()
@@ -91,7 +92,7 @@ def test_a_symlink_in_the_store_is_never_followed(tmp_path: Path, http_server: S
     store.mkdir()
     (store / "node").symlink_to(elsewhere)
     fixtures.serve_node(http_server)
-    with pytest.raises(installing.InstallError, match="is a symlink"):
+    with pytest.raises(protocol.InstallError, match="is a symlink"):
         fixtures.ensure_node(store, http_server)
     assert list(elsewhere.iterdir()) == []
 
@@ -132,7 +133,7 @@ def test_variables_under_the_prefix_are_stored_relative(
     fixtures.serve_node(http_server)
     plan = fixtures.node_plan(tmp_path)
     plan["features"][0]["env"]["vars"] = {"NODE_HOME": plan["features"][0]["prefix"]}
-    done = ensuring.ensure_plan(layout.Store(tmp_path), plan, options=fixtures.options(http_server))
+    done = plans.ensure_plan(layout.Store(tmp_path), plan, options=fixtures.options(http_server))
     receipt = json.loads(done.installed[0].entry.receipt.read_text())
     assert receipt["env"]["vars"] == {"NODE_HOME": "${prefix}"}
     assert str(tmp_path) not in done.installed[0].entry.receipt.read_text()

@@ -22,8 +22,8 @@ import yaml
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
+from agent.install.host import apt, executor
 from agent.platform import detect
-from agent.system import apt, hostinstall
 from tests.agentproc import PYTHON, Starter
 
 needs_apt = pytest.mark.skipif(
@@ -146,8 +146,8 @@ def _step(tmp_path: Path, packages: list[str]) -> dict[str, Any]:
     return dict(step)
 
 
-def _settings(tmp_path: Path, refresh: float = 3600) -> hostinstall.HostSettings:
-    return hostinstall.HostSettings(
+def _settings(tmp_path: Path, refresh: float = 3600) -> executor.HostSettings:
+    return executor.HostSettings(
         package_cache=tmp_path / "packages", index_refresh_seconds=refresh, lock_timeout=60
     )
 
@@ -159,8 +159,8 @@ def _no_fetch(url: str, dest: Path) -> None:
 @needs_apt
 def test_a_missing_package_is_named(tmp_path: Path) -> None:
     step = _step(tmp_path, ["runner-agent-no-such-package"])
-    with pytest.raises(hostinstall.SystemInstallError) as caught:
-        hostinstall.install(step, _settings(tmp_path), fetch=_no_fetch)
+    with pytest.raises(executor.SystemInstallError) as caught:
+        executor.install(step, _settings(tmp_path), fetch=_no_fetch)
     message = str(caught.value)
     assert "installing probe system with apt failed" in message
     assert "apt has no package 'runner-agent-no-such-package'" in message
@@ -170,8 +170,8 @@ def test_a_missing_package_is_named(tmp_path: Path) -> None:
 def test_a_held_package_is_named(tmp_path: Path, no_hello: None) -> None:
     subprocess.run(["apt-mark", "hold", "hello"], check=True, capture_output=True)
     step = _step(tmp_path, ["hello"])
-    with pytest.raises(hostinstall.SystemInstallError) as caught:
-        hostinstall.install(step, _settings(tmp_path), fetch=_no_fetch)
+    with pytest.raises(executor.SystemInstallError) as caught:
+        executor.install(step, _settings(tmp_path), fetch=_no_fetch)
     assert "apt will not change held package 'hello'" in str(caught.value)
     assert "apt-mark unhold hello" in str(caught.value)
 
@@ -187,8 +187,8 @@ def test_a_refresh_that_cannot_fetch_is_reported_with_the_missing_package(
     )
     try:
         step = _step(tmp_path, ["runner-agent-only-in-the-broken-repo"])
-        with pytest.raises(hostinstall.SystemInstallError) as caught:
-            hostinstall.install(step, _settings(tmp_path, refresh=0), fetch=_no_fetch)
+        with pytest.raises(executor.SystemInstallError) as caught:
+            executor.install(step, _settings(tmp_path, refresh=0), fetch=_no_fetch)
     finally:
         broken.unlink()
     message = str(caught.value)
@@ -220,7 +220,7 @@ def test_a_held_apt_lock_is_waited_for_visibly(tmp_path: Path) -> None:
         step["actions"] = [a for a in step["actions"] if a.get("purpose") == "refresh"]
         step["check"] = None
         lines: list[str] = []
-        done = hostinstall.install(
+        done = executor.install(
             step, _settings(tmp_path, refresh=0), fetch=_no_fetch, on_line=lines.append
         )
     finally:
@@ -236,7 +236,7 @@ def test_a_held_apt_lock_is_waited_for_visibly(tmp_path: Path) -> None:
 def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path) -> None:
     """dnf, yum and apk cannot run here (a Debian host): their argv is what is checked."""
     cache = tmp_path / "packages"
-    dnf = hostinstall._with_cache(["dnf", "install", "-y", "jq"], "dnf", cache)
+    dnf = executor._with_cache(["dnf", "install", "-y", "jq"], "dnf", cache)
     assert dnf == [
         "dnf",
         "--setopt=keepcache=True",
@@ -245,7 +245,7 @@ def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path)
         "-y",
         "jq",
     ]
-    apk = hostinstall._with_cache(["apk", "--no-cache", "--wait", "300", "add", "jq"], "apk", cache)
+    apk = executor._with_cache(["apk", "--no-cache", "--wait", "300", "add", "jq"], "apk", cache)
     assert apk == [
         "apk",
         "--cache-dir",
@@ -259,7 +259,7 @@ def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path)
     assert (cache / "dnf").is_dir()
     assert (cache / "apk").is_dir()
     pacman = ["pacman", "-S", "--noconfirm", "jq"]
-    assert hostinstall._with_cache(pacman, "pacman", cache) == pacman
+    assert executor._with_cache(pacman, "pacman", cache) == pacman
 
 
 @needs_apt

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.install.host import apt
 from agent.kits import procs
-from agent.system import apt
 
 ALLOWED_FOLDERS = (
     "/etc/apt/sources.list.d",

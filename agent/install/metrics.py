@@ -15,7 +15,8 @@ _WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 class InstallMetrics:
     """Install and cache-request metrics on the agent's registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        """Register on ``registry`` (``None``: count without exporting, as the CLI does)."""
         r = registry
         self.installs = Counter(
             "runner_agent_installs",

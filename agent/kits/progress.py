@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-logger = logging.getLogger("agent.store")
+logger = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 _listener: ContextVar[Listener | None] = ContextVar("runner_agent_progress", default=None)

@@ -6,8 +6,8 @@
 3. **Stage** into a fresh folder under ``<root>/.runner-agent/staging``, on the same
    filesystem as the entry, so publishing is one ``rename()``.
 4. **Fetch** each artifact through the content-addressed download cache, verifying its
-   sha256 while streaming (see :mod:`agent.store.downloads`).
-5. **Extract** safely into the staging folder (see :mod:`agent.store.extracting`).
+   sha256 while streaming (see :mod:`agent.install.fetch.downloads`).
+5. **Extract** safely into the staging folder (see :mod:`agent.install.fetch.extracting`).
 6. **Check** the feature by running its ``check`` command from the staged folder, when
    the target is the platform the agent runs on.
 7. **Publish**: fsync the tree, ``rename()`` it into place, write the receipt, then the
@@ -36,22 +36,12 @@ from typing import Any
 
 from agent import __version__
 from agent.config import models
-from agent.store import (
-    builders,
-    checking,
-    downloads,
-    extracting,
-    installlog,
-    layout,
-    locks,
-    network,
-    progress,
-    publishing,
-    receipts,
-    sandbox,
-)
+from agent.install import checking, methods, sandbox
+from agent.install.fetch import downloads, extracting, network
+from agent.kits import progress
+from agent.store import entries, installlog, layout, locks, publishing, receipts
 
-logger = logging.getLogger("agent.store")
+logger = logging.getLogger(__name__)
 
 
 class InstallError(layout.StoreError):
@@ -110,89 +100,11 @@ def options_from(installer: models.InstallerSettings, *, native: bool) -> Option
     )
 
 
-@dataclass(frozen=True)
-class Installed:
-    """An entry that is ready."""
-
-    entry: layout.Entry
-    receipt: receipts.Receipt
-    cached: bool
-
-
-_BUILDERS: dict[str, Callable[[builders.Build, dict[str, Any]], list[receipts.Source] | None]] = {
-    "pip": builders.pip,
-    "npm": builders.npm,
-    "script": builders.script,
+_BUILDERS: dict[str, Callable[[methods.Build, dict[str, Any]], list[receipts.Source] | None]] = {
+    "pip": methods.pip,
+    "npm": methods.npm,
+    "script": methods.script,
 }
-
-# --- the warm path ----------------------------------------------------------------------
-
-_verified: dict[str, tuple[tuple[int, int, int], receipts.Receipt]] = {}
-
-
-def _marker_id(entry: layout.Entry) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(entry.marker)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns)
-
-
-def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Receipt | None:
-    """The receipt of a complete entry of ``feature`` at ``version``, or ``None`` if absent.
-
-    Verified state is cached in the process: once an entry's marker and receipt agree,
-    the entry is trusted for as long as its marker is the same file (device, inode and
-    mtime unchanged) and its folder exists; a hit costs two ``stat()`` calls. An entry
-    replaced elsewhere gets a new marker and is verified again. On NFS, attribute caching
-    can serve a removed entry for up to ``acregmax`` seconds: eviction (a later feature)
-    must leave that grace.
-
-    A marker whose receipt cannot be read, or names another feature, is an error, never
-    a miss: the entry may be in use, so it is reported and left alone.
-    """
-    marker = _marker_id(entry)
-    if marker is None:
-        _verified.pop(entry.key, None)
-        return None
-    cached = _verified.get(entry.key)
-    if cached is not None and cached[0] == marker:
-        known = cached[1]
-        if known.feature == feature and known.version == version and entry.path.is_dir():
-            return known
-    try:
-        receipt = receipts.read(entry)
-    except layout.StoreError as exc:
-        raise layout.StoreError(
-            f"{entry.key} has a marker but its receipt cannot be used ({exc}); the entry is "
-            f"left alone: fix or remove {entry.marker} and {entry.receipt} by hand"
-        ) from exc
-    if receipt is None or receipt.key != entry.key or not entry.path.is_dir():
-        raise layout.StoreError(
-            f"{entry.key} has a marker but no matching receipt or folder; the entry is left "
-            f"alone: remove {entry.marker} to have it installed again"
-        )
-    if receipt.feature != feature or receipt.version != version:
-        raise layout.StoreError(
-            f"{entry.key} holds {receipt.feature} {receipt.version}, not {feature} {version}: "
-            "two features share a tool cache name; give one another toolcache_name"
-        )
-    _verified[entry.key] = (marker, receipt)
-    return receipt
-
-
-# --- installing ---------------------------------------------------------------------------
-
-
-def find(store: layout.Store, step: dict[str, Any]) -> Installed | None:
-    """The step's entry when it is already complete (the warm path), else ``None``."""
-    prefix = Path(step["prefix"])
-    entry = store.entry(prefix.parent.parent.name, prefix.parent.name, prefix.name)
-    found = lookup(entry, feature=step["id"], version=step["version"])
-    if found is None:
-        return None
-    receipts.touch(entry)
-    return Installed(entry, found, cached=True)
 
 
 def install(
@@ -201,16 +113,15 @@ def install(
     *,
     lock_backend: locks.LockBackend,
     options: Options | None = None,
-) -> Installed:
+) -> entries.Installed:
     """Make the plan step's entry present (an ``archive`` step), installing it if needed."""
     options = options or Options()
     what = f"{step['id']} {step['version']}"
-    prefix = Path(step["prefix"])
-    entry = store.entry(prefix.parent.parent.name, prefix.parent.name, prefix.name)
-    found = lookup(entry, feature=step["id"], version=step["version"])
+    entry = entries.entry_of(store, step["prefix"])
+    found = entries.lookup(entry, feature=step["id"], version=step["version"])
     if found is not None:
         receipts.touch(entry)
-        return Installed(entry, found, cached=True)
+        return entries.Installed(entry, found, cached=True)
     if step["method"] not in _BUILDERS and step["method"] != "archive":
         raise InstallError(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
@@ -225,21 +136,21 @@ def install(
     def finished() -> bool:
         # While waiting: the holder may publish the entry, and then there is no need to
         # queue for the lock at all.
-        return _marker_id(entry) is not None
+        return entries.marker_id(entry) is not None
 
     try:
         with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout, done=finished):
-            found = lookup(entry, feature=step["id"], version=step["version"])
+            found = entries.lookup(entry, feature=step["id"], version=step["version"])
             if found is not None:  # another agent finished it while this one waited
-                return Installed(entry, found, cached=True)
+                return entries.Installed(entry, found, cached=True)
             publishing.sweep(store, entry)
             receipt = _install_locked(store, entry, step, what, options)
-            return Installed(entry, receipt, cached=False)
+            return entries.Installed(entry, receipt, cached=False)
     except locks.NotNeeded:
-        found = lookup(entry, feature=step["id"], version=step["version"])
+        found = entries.lookup(entry, feature=step["id"], version=step["version"])
         if found is None:  # pragma: no cover - the marker vanished again at once
             raise InstallError(what, "lock", "the entry appeared and vanished; retry") from None
-        return Installed(entry, found, cached=True)
+        return entries.Installed(entry, found, cached=True)
 
 
 def _install_locked(
@@ -262,7 +173,7 @@ def _install_locked(
         cache = downloads.DownloadCache(store.downloads)
         sources: list[receipts.Source] = []
         archive: downloads.Artifact | None = None
-        build = builders.Build(
+        build = methods.Build(
             step=step,
             staging=staging,
             tree=tree,
@@ -346,14 +257,11 @@ def _install_locked(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-PREFIX_VAR = "${prefix}"
-
-
 def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
     """Variables with the install prefix replaced by ``${prefix}``: entries must work
     wherever the volume is mounted (runner container, job containers at ``/__t``)."""
     prefix = step["prefix"]
-    return {k: v.replace(prefix, PREFIX_VAR) for k, v in step["env"]["vars"].items()}
+    return {k: v.replace(prefix, entries.PREFIX_VAR) for k, v in step["env"]["vars"].items()}
 
 
 def _download(

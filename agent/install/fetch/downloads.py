@@ -33,8 +33,9 @@ from typing import TypeVar
 
 import tenacity
 
-from agent.store import progress, transport
-from agent.store.transport import DownloadError, Policy
+from agent.install.fetch import transport
+from agent.install.fetch.transport import DownloadError, Policy
+from agent.kits import progress
 
 __all__ = ["DownloadError", "Policy"]
 

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.install import running, sandbox
 from agent.kits import procs
-from agent.store import layout, running, sandbox
+from agent.store import layout
 
 
 def run(

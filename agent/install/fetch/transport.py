@@ -2,7 +2,7 @@
 
 Policy: connections open within ``connect_timeout`` and then wait at most
 ``stall_timeout`` per read; redirects stay on https (or http from http); the proxies and
-trust come from :mod:`agent.store.network`. Every failure becomes a
+trust come from :mod:`agent.install.fetch.network`. Every failure becomes a
 :class:`DownloadError` that says whether trying again may help (refused or reset
 connections, timeouts, 5xx, 408, 429) or not (other 4xx, an untrusted certificate, an
 unknown host), with what to do about it.
@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.store import network
+from agent.install.fetch import network
 
 _SCHEMES = ("https", "http")
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import models
-from agent.store import downloads, layout, locks, progress
-from agent.system import hostinstall
+from agent.install.fetch import downloads
+from agent.install.host import executor
+from agent.kits import progress
+from agent.store import layout, locks
 
 
 def system_installer(
@@ -29,7 +31,7 @@ def system_installer(
     installer = settings.installer
     store = layout.Store(settings.cache.root)
     cache = installer.package_cache or store.meta / "packages"
-    host = hostinstall.HostSettings(
+    host = executor.HostSettings(
         package_cache=cache,
         index_refresh_seconds=installer.index_refresh_seconds,
         lock_timeout=float(installer.package_lock_timeout_seconds),
@@ -54,7 +56,7 @@ def system_installer(
         )
 
     def install(step: dict[str, Any]) -> dict[str, Any]:
-        done = hostinstall.install(
+        done = executor.install(
             step,
             host,
             fetch=fetch,

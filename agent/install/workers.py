@@ -9,7 +9,7 @@ when both want a core.
 - Progress events come back through one queue per pool, read by one thread of the
   agent and handed to the listener of the install they belong to; each install ends its
   events with an end marker, so none arrives after its result is handed back.
-- Only :class:`~agent.store.installing.InstallError` crosses back; anything else a worker
+- Only :class:`~agent.install.protocol.InstallError` crosses back; anything else a worker
   raises is wrapped into one first (other exceptions may not survive pickling, and one
   that fails to unpickle would break the pool).
 - A worker that dies (the OOM killer, a signal) breaks a ``ProcessPoolExecutor`` for
@@ -17,7 +17,7 @@ when both want a core.
   holding the old one's lock), and the install that saw it fails with a clear error.
 - At shutdown the pool is closed without waiting and busy workers are terminated; each
   worker kills the process groups of the commands it started (pip, npm, a sandbox)
-  first. An install is crash-safe by design (see :mod:`agent.store.installing`).
+  first. An install is crash-safe by design (see :mod:`agent.install.protocol`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 from typing import Any
 
-from agent.kits import procs
-from agent.store import installing, layout, locks, progress
+from agent.install import protocol
+from agent.kits import procs, progress
+from agent.store import entries, layout, locks
 
-logger = logging.getLogger("agent.store")
+logger = logging.getLogger(__name__)
 
 _END = "__end__"
 _END_WAIT = 2.0
@@ -64,8 +65,8 @@ def _install(
     root: str,
     step: dict[str, Any],
     lock: tuple[str, float],
-    options: installing.Options,
-) -> installing.Installed:
+    options: protocol.Options,
+) -> entries.Installed:
     events = _EVENTS
     assert events is not None
 
@@ -75,14 +76,14 @@ def _install(
     backend = locks.backend(lock[0], lease_ttl=lock[1])
     try:
         with progress.listening(forward):
-            return installing.install(
+            return protocol.install(
                 layout.Store(Path(root)), step, lock_backend=backend, options=options
             )
-    except installing.InstallError:
+    except protocol.InstallError:
         raise
     except Exception as exc:
         what = f"{step.get('id')} {step.get('version')}"
-        raise installing.InstallError(what, "worker", f"{type(exc).__name__}: {exc}") from None
+        raise protocol.InstallError(what, "worker", f"{type(exc).__name__}: {exc}") from None
     finally:
         events.put((token, _END, {}))
 
@@ -106,9 +107,9 @@ class WorkerPool:
         step: dict[str, Any],
         *,
         lock: tuple[str, float],
-        options: installing.Options,
+        options: protocol.Options,
         listener: progress.Listener,
-    ) -> installing.Installed:
+    ) -> entries.Installed:
         """Install ``step`` into the store at ``root`` in a worker; progress to ``listener``
         (called from the reader thread)."""
         pool = self._started()
@@ -123,7 +124,7 @@ class WorkerPool:
             except BrokenProcessPool as exc:
                 self._replace(pool)
                 what = f"{step.get('id')} {step.get('version')}"
-                raise installing.InstallError(
+                raise protocol.InstallError(
                     what,
                     "worker",
                     "the install's worker process died (out of memory, or killed); the "
@@ -196,3 +197,33 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=5)
+
+
+class InProcess:
+    """Installs in threads of this process: the pool of ``runner-agent ensure --local``
+    and of tests and benches, where no event loop needs guarding and spawning a worker
+    would cost more than the install it runs."""
+
+    async def install(
+        self,
+        root: str,
+        step: dict[str, Any],
+        *,
+        lock: tuple[str, float],
+        options: protocol.Options,
+        listener: progress.Listener,
+    ) -> entries.Installed:
+        """Install ``step`` into the store at ``root`` in a thread; progress to
+        ``listener`` (called from that thread)."""
+        backend = locks.backend(lock[0], lease_ttl=lock[1])
+
+        def run() -> entries.Installed:
+            with progress.listening(listener):
+                return protocol.install(
+                    layout.Store(Path(root)), step, lock_backend=backend, options=options
+                )
+
+        return await asyncio.to_thread(run)
+
+    def close(self) -> None:
+        """Nothing to stop: threads end with their installs."""

@@ -6,10 +6,10 @@
   ``/usr/bin/env python3``, so they run on the ``python`` entry wherever the volume is
   mounted, never on the agent's venv.
 - ``npm``: ``npm install --global --prefix``; bin/ must hold relative links only.
-- ``script``: see :mod:`agent.store.sandbox`.
+- ``script``: see :mod:`agent.install.sandbox`.
 
 Policy: every command runs through :mod:`agent.kits.procs` in the clean environment of
-:mod:`agent.store.running` plus the network settings; its output goes into the install
+:mod:`agent.install.running` plus the network settings; its output goes into the install
 log; a failure names the method and quotes the end of the output.
 """
 
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.store import installlog, layout, network, receipts, running, sandbox
+from agent.install import running, sandbox
+from agent.install.fetch import network
+from agent.store import installlog, layout, receipts
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def npm(build: Build, action: dict[str, Any]) -> None:
     lib/node_modules, so the entry works wherever the volume is mounted.
 
     Packages' lifecycle scripts are code from the registry: as root they run in the
-    script sandbox (:mod:`agent.store.sandbox`), like a feature's own script; an agent
+    script sandbox (:mod:`agent.install.sandbox`), like a feature's own script; an agent
     that is not root cannot confine them and skips them (``--ignore-scripts``) unless
     ``installer.script_isolation`` is ``none``.
     """

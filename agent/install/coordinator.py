@@ -7,35 +7,99 @@ Policy:
 - an install runs as a task of its own, not of the request that started it: a client
   that disconnects stops hearing about it, but every other requester still gets it;
 - cache hits are answered at once (a lookup in a thread: two ``stat()`` calls); real
-  installs run at most ``installer.parallelism`` at a time, each in a thread, so the
-  event loop never waits on the disk or the network;
+  installs run at most ``installer.parallelism`` at a time, each in a worker process
+  (:mod:`agent.install.workers`), so the event loop never waits on the disk, the network
+  or the GIL; the bound is read at every install, so a reload that changes it applies
+  to the installs that start after it (those running go on);
 - ``system`` steps run here only when ``installer.system_packages`` is ``host`` (the
   agent runs on the job's machine); in a sidecar they are handed back to the runner as
   steps left to run;
-- progress comes from the store through :mod:`agent.store.progress` and is forwarded,
-  thread-safely, to every listener of the install, and into the install metrics.
+- progress comes from the store through :mod:`agent.kits.progress` and is forwarded,
+  thread-safely, to every listener of the install, and into the install metrics;
+- the daemon builds one coordinator and closes it at shutdown; the CLI's ``ensure
+  --local`` builds one on an in-process pool (:class:`~agent.install.workers.InProcess`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from agent.config import models
-from agent.http import hostsystem
-from agent.observe import installs as install_metrics
+from agent.config import installer, models
+from agent.install import metrics as install_metrics
+from agent.install import protocol, workers
+from agent.install.host import wiring
+from agent.kits import progress
 from agent.platform import detect, model
-from agent.store import installing, layout, locks, progress, workers
+from agent.store import entries, layout, locks
 
-logger = logging.getLogger("agent.http")
+logger = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
 Result = Literal["hit", "installed", "present", "left"]
+
+
+class Pool(Protocol):
+    """Where installs run: :class:`~agent.install.workers.WorkerPool` (processes) in the
+    daemon, :class:`~agent.install.workers.InProcess` (threads) in the CLI."""
+
+    async def install(
+        self,
+        root: str,
+        step: dict[str, Any],
+        *,
+        lock: tuple[str, float],
+        options: protocol.Options,
+        listener: progress.Listener,
+    ) -> entries.Installed:
+        """Install ``step`` into the store at ``root``; progress to ``listener`` (from any
+        thread)."""
+        ...
+
+    def close(self) -> None:
+        """Stop now; installs still running are ended (they are crash-safe)."""
+        ...
+
+
+class Slots:
+    """A semaphore whose size is read at every acquire: lowering it lets the holders
+    finish, raising it admits waiters at once."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self.held = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        """Hold one slot for the body of the ``async with``."""
+        while self.held >= max(1, self._size()):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+            self.wake()
+
+    def wake(self) -> None:
+        """Admit as many waiters as free slots (call after the size grew)."""
+        free = max(1, self._size()) - self.held
+        for waiter in list(self._waiters)[: max(0, free)]:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 @dataclass
@@ -44,7 +108,7 @@ class Outcome:
 
     step: dict[str, Any]
     result: Result
-    installed: installing.Installed | None = None
+    installed: entries.Installed | None = None
     system: dict[str, Any] | None = None
     seconds: float = 0.0
 
@@ -62,21 +126,40 @@ class _Job:
                 logger.exception("an ensure progress listener failed")
 
 
-class Installs:
-    """Coalesces and runs installs for the API (and for preinstall at startup)."""
+class Coordinator:
+    """Coalesces and runs installs for the API, preinstall and ``ensure --local``."""
 
     def __init__(
         self,
         settings: Callable[[], models.Settings],
         metrics: install_metrics.InstallMetrics,
+        *,
+        pool: Callable[[], Pool] | None = None,
+        host_system: bool | None = None,
+        options: Callable[[bool], protocol.Options] | None = None,
     ) -> None:
+        """``pool`` makes the pool on first use (default: worker processes, as many as
+        ``installer.parallelism`` may ever allow, spawned on demand); ``host_system``
+        overrides ``installer.system_packages == "host"`` (the CLI decides per target);
+        ``options`` (given whether the target is this machine) overrides those of the
+        ``installer`` settings (tests and benches)."""
         self._settings = settings
         self._metrics = metrics
+        self._make_pool = pool or (lambda: workers.WorkerPool(installer.MAX_PARALLELISM))
+        self._host_system = host_system
+        self._options = options or (
+            lambda native: protocol.options_from(self._settings().installer, native=native)
+        )
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._limit: asyncio.Semaphore | None = None
+        self.slots = Slots(lambda: self._settings().installer.parallelism)
         self._local: model.Platform | None = None
-        self._pool: workers.WorkerPool | None = None
+        self._pool: Pool | None = None
+
+    def reconfigured(self) -> None:
+        """The settings changed: a larger ``installer.parallelism`` admits waiting
+        installs now (a smaller one takes effect as running ones finish)."""
+        self.slots.wake()
 
     @property
     def running(self) -> int:
@@ -129,10 +212,13 @@ class Installs:
         settings = self._settings()
         started = time.monotonic()
         if step["method"] == "system":
-            if settings.installer.system_packages != "host":
+            host = self._host_system
+            if host is None:
+                host = settings.installer.system_packages == "host"
+            if not host:
                 return Outcome(step, "left")
             listen, _ = self._listener(job, step)
-            async with self._slot(settings):
+            async with self.slots():
                 system = await asyncio.to_thread(self._system, settings, step, listen)
             result: Result = "present" if system["already_present"] else "installed"
             return Outcome(step, result, system=system, seconds=time.monotonic() - started)
@@ -142,12 +228,12 @@ class Installs:
             self._metrics.cache_requests.labels("hit").inc()
             return Outcome(step, "hit", hit, seconds=time.monotonic() - started)
         self._metrics.cache_requests.labels("miss").inc()
-        async with self._slot(settings):
+        async with self.slots():
             native = await self._native(platform)
-            options = installing.options_from(settings.installer, native=native)
+            options = self._options(native)
             listen, finish = self._listener(job, step)
             try:
-                done = await self._workers(settings).install(
+                done = await self._workers().install(
                     str(settings.cache.root),
                     {**step, "platform": platform},
                     lock=(settings.cache.lock_backend, settings.cache.lease_seconds),
@@ -165,15 +251,10 @@ class Installs:
             self._metrics.install_duration.labels(step["method"]).observe(seconds)
         return Outcome(step, "hit" if done.cached else "installed", done, seconds=seconds)
 
-    def _workers(self, settings: models.Settings) -> workers.WorkerPool:
+    def _workers(self) -> Pool:
         if self._pool is None:
-            self._pool = workers.WorkerPool(settings.installer.parallelism)
+            self._pool = self._make_pool()
         return self._pool
-
-    def _slot(self, settings: models.Settings) -> asyncio.Semaphore:
-        if self._limit is None:
-            self._limit = asyncio.Semaphore(settings.installer.parallelism)
-        return self._limit
 
     async def local(self) -> model.Platform:
         """The platform the agent runs on (detected once, in a thread)."""
@@ -223,12 +304,12 @@ class Installs:
         self, settings: models.Settings, step: dict[str, Any], listen: progress.Listener
     ) -> dict[str, Any]:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
-        policy = installing.options_from(settings.installer, native=True).policy
-        install = hostsystem.system_installer(settings, backend=backend, policy=policy)
+        policy = self._options(True).policy
+        install = wiring.system_installer(settings, backend=backend, policy=policy)
         with progress.listening(listen):
             return install(step)
 
 
-def _lookup(store: layout.Store, step: dict[str, Any]) -> installing.Installed | None:
+def _lookup(store: layout.Store, step: dict[str, Any]) -> entries.Installed | None:
     store.open()
-    return installing.find(store, step)
+    return entries.find(store, step)

@@ -1,0 +1,8 @@
+"""``system`` steps on the host: OS packages with the host's package manager.
+
+:mod:`~agent.install.host.executor` runs a step (repository keys, index refresh, the
+install, the check), :mod:`~agent.install.host.apt` explains apt's failures, and
+:mod:`~agent.install.host.wiring` binds the executor to the store's downloads and lock
+backend (the package cache shared across hosts). Only host mode runs these; in a
+sidecar they are handed back to the runner. Blocking: run it in a thread.
+"""

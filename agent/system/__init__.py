@@ -1,1 +1,0 @@
-"""Installing OS packages on the host that runs the job, through one step executor."""
