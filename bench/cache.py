@@ -15,7 +15,7 @@ Method (one machine, one run; nothing is asserted, a table is printed):
    every 15 s), the first time (every receipt parsed) and then ``--refreshes`` times
    again with nothing changed (two ``stat()`` calls an entry), timed with
    ``perf_counter``. Context for the scrape, no target.
-3. Scrape: a real ``runner-agent serve`` (``tests.agentproc``) runs on the store, with
+3. Scrape: a real ``runner-agent serve`` (``tests.support.agentproc``) runs on the store, with
    the default janitor interval (no pass during the run). Once its
    ``runner_agent_cache_entries`` reads ``--entries``, ``GET /metrics`` is sent
    ``--scrapes`` times in a row over loopback TCP with ``urllib``, a new connection each
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.store import exporting, inventory, janitor, layout, locks, receipts  # noqa: E402
-from tests import agentproc  # noqa: E402 - the repository root is on the path above
+from tests.support import agentproc  # noqa: E402 - the repository root is on the path above
 
 
 def fill(root: Path, entries: int) -> layout.Store:

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchkit import met, pct  # noqa: E402
 from startup import drive, healthz  # noqa: E402
 
-from tests.agentproc import Starter, remove_tree  # noqa: E402
-from tests.store.server import Reply, Server  # noqa: E402
+from tests.support.agentproc import Starter, remove_tree  # noqa: E402
+from tests.support.server import Reply, Server  # noqa: E402
 
 
 def archive(name: str, mib: int) -> bytes:

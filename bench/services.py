@@ -53,7 +53,7 @@ from benchkit import met, pct
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import agentproc  # noqa: E402 - the repository root is on the path above
+from tests.support import agentproc  # noqa: E402 - the repository root is on the path above
 
 FLAGS = ["--iptables=false", "--ip6tables=false", "--bridge=none"]
 

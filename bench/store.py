@@ -6,12 +6,12 @@ Run from the repository root with the venv's interpreter::
     .venv/bin/python bench/store.py --quick      # a short smoke run
     .venv/bin/python bench/store.py --seed 1234 --json FILE
 
-Method (one machine, one run; every artifact comes from ``tests.store.server.Server``, a
+Method (one machine, one run; every artifact comes from ``tests.support.server.Server``, a
 real stdlib HTTP server on 127.0.0.1, through the installer's mirror rewrite; stores live
 in a temp folder, or under ``--dir``; ``no_proxy=127.0.0.1`` for this process and its
 children; nothing is asserted, a table is printed):
 
-1. Warm ensure, in process: the fake node 20.11.1 (``tests.store.fixtures.serve_node``:
+1. Warm ensure, in process: the fake node 20.11.1 (``tests.support.fixtures.serve_node``:
    a tarball and its SHASUMS256.txt, the bundled catalog's real plan) is installed once
    into a temp store, untimed. Then ``protocol.install`` is called ``--warm`` times for
    the same plan step, and ``plans.ensure_plan`` (what ``runner-agent ensure`` calls,
@@ -29,16 +29,19 @@ children; nothing is asserted, a table is printed):
 3. Race: a tar.gz of ``--race-mib`` MiB of random bytes in two files plus a tiny
    ``bin/tool`` script is served from a one-feature temp catalog with its sha256 pinned
    (``fixtures.archive_catalog``). Children are ``sys.executable -c`` scripts that import
-   only ``agent.store``, read their plan from a file, print ``ready``, then read a barrier
-   time from stdin and sleep until it. The barrier is set 0.5 s after every child has
+   ``agent.install.plans`` and the store, read their plan from a file, print ``ready``,
+   then read a barrier time from stdin and sleep until it. The barrier is set 0.5 s after
+   every child has
    said ready, so imports are never timed. Single: one child, fresh store, ``--singles``
    times, median wall time from the barrier to its exit. Race: ``--race`` children on
    one shared fresh store, wall time from the barrier to the last exit; the server's
    count of archive requests during the race; every child's exit status and whether it
    installed or found the entry cached; when the installer's ensure returned and when
-   the last one did. Floor (context for the race, no target): ``--race`` children
-   started the same way that exit at the barrier without ensuring anything, barrier to
-   last exit: what that many interpreters cost to wake and tear down on this machine.
+   the last one did. Floor: ``--race`` children started the same way that exit at the
+   barrier without ensuring anything, barrier to last exit: what that many interpreters
+   cost to wake and tear down on this machine. The target is race wall <= 1.2 x (floor +
+   one install): on 2 cores, 50 processes that only exit already take longer than one
+   install, so the race can only be judged against both, measured in the same run.
 4. Kill -9 campaign: ``--kills`` trials, each with a fresh store (one path, removed
    between trials): a child that ensures the fake node (as above, without a barrier) is
    started, and ``SIGKILL``-ed ``uniform(0, --kill-max)`` s (0.15 s) after its ``go``
@@ -46,7 +49,7 @@ children; nothing is asserted, a table is printed):
    itself (a seeded RNG; ``--seed``, printed), then reaped. ``--kill-from popen`` counts
    from ``Popen`` instead (with ``--kill-max 0.6`` most kills land before or after). The
    store is then read: if the marker exists, the entry has ``bin/node`` (the whole tree
-   is checked), the receipt exists and ``protocol.lookup`` (its in-process cache
+   is checked), the receipt exists and ``entries.lookup`` (its in-process cache
    cleared) returns a receipt without raising; an entry folder without a marker must be
    a complete tree (renamed, marker pending: readers ignore it); no other visible name
    may sit in the version folder. Then a normal in-process
@@ -86,10 +89,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchkit import met, pct, timed  # noqa: E402
 
-from agent.install import plans, protocol
-from agent.store import layout, locks
-from tests.store import fixtures  # noqa: E402
-from tests.store.server import Server, ok  # noqa: E402
+from agent.install import plans, protocol  # noqa: E402
+from agent.store import entries, layout, locks  # noqa: E402
+from tests.support import fixtures  # noqa: E402
+from tests.support.server import Server, ok  # noqa: E402
 
 NODE = "20.11.1"
 NODE_SCRIPT = f"#!/bin/sh\necho v{NODE}\n".encode()
@@ -97,7 +100,8 @@ RACE_ID = "racetool"
 
 TARGET_WARM_P99_MS = 2.0
 TARGET_COLD_RATIO = 100.0
-TARGET_RACE_RATIO = 1.5
+TARGET_RACE_RATIO = 1.2
+"""Race wall <= this x (the floor + one install), both measured in the same run."""
 
 WHERE = (
     "before anything",
@@ -376,8 +380,8 @@ def race(tmp: Path, server: Server, args: argparse.Namespace) -> dict[str, Any]:
     many = barrier_run(tmp, server, catalog, tmp / "race", args.race, "race")
     downloads_seen = server.count(path) - before
     entry = layout.Store(tmp / "race").entry(RACE_ID, "1.0.0", "x64")
-    protocol._verified.clear()
-    found = protocol.lookup(entry, feature=RACE_ID, version="1.0.0") is not None
+    entries._verified.clear()
+    found = entries.lookup(entry, feature=RACE_ID, version="1.0.0") is not None
     return {
         "archive_bytes": len(body),
         "singles": singles,
@@ -416,9 +420,9 @@ def read_store(root: Path) -> tuple[str, list[str]]:
         extra = sorted(n for n in os.listdir(version_dir) if n[0] != "." and n not in allowed)
         if extra:
             problems.append(f"unexpected visible names in the version folder: {extra}")
-    protocol._verified.clear()  # judge from the disk, not from this process's cache
+    entries._verified.clear()  # judge from the disk, not from this process's cache
     try:
-        found = protocol.lookup(entry, feature="node", version=NODE)
+        found = entries.lookup(entry, feature="node", version=NODE)
     except layout.StoreError as exc:  # a marker whose receipt or folder is unusable
         found = None
         problems.append(f"lookup() raised: {exc}")
@@ -618,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     cold_ratio = cold_med / ens_p50
     single_s = statistics.median(s["wall_s"] for s in rc["singles"])
     many = rc["race"]
-    race_ratio = many["wall_s"] / single_s
+    race_ratio = many["wall_s"] / (rc["floor"]["wall_s"] + single_s)
     per_cold = wc["cold_popen_calls"] / max(1, args.cold)
     n = args.race
     where = ", ".join(f"{w} {c}" for w, c in kc["where"].items())
@@ -708,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
             "-",
         ),
         (
-            "race wall / single install",
+            "race wall / (floor + single install)",
             f"{race_ratio:.2f}x",
             f"<= {TARGET_RACE_RATIO:g}x",
             met(race_ratio <= TARGET_RACE_RATIO),

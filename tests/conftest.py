@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import agentproc
+from tests.support import agentproc
+from tests.support.server import Server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -73,3 +74,13 @@ def start_agent(workdir: Path) -> Iterator[agentproc.Starter]:
         yield starter
     finally:
         starter.stop_all()
+
+
+@pytest.fixture
+def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A real HTTP server on 127.0.0.1; script it with ``http_server.route(path, *replies)``."""
+    # A proxy from the environment (a CI runner's) must not sit between client and server.
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    with Server() as server:
+        yield server

@@ -68,6 +68,16 @@ class FeatureResult(models.ApiModel):
         default_factory=list, description="System package steps for the runner to run."
     )
     error: str | None = None
+    manager: str | None = Field(
+        default=None, description="A system step run on this host: its package manager."
+    )
+    already_present: bool | None = Field(
+        default=None, description="A system step run on this host: nothing was installed."
+    )
+    refreshed: bool | None = Field(
+        default=None, description="A system step run on this host: the index was refreshed."
+    )
+    check: str | None = Field(default=None, description="A system step: its check's outcome.")
 
 
 class EnsureEvent(models.ApiModel):

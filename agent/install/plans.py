@@ -35,6 +35,8 @@ Outcomes = dict[str, "coordinator.Outcome | BaseException | None"]
 """Per feature: how it ended, the exception it failed with, or ``None`` when skipped."""
 
 OK_RESULTS = ("hit", "installed", "present", "left")
+SYSTEM_REPORT = ("manager", "already_present", "refreshed", "check")
+"""What a ``system`` step run on this host adds to its feature's result."""
 
 
 async def run(installs: coordinator.Coordinator, plan: dict[str, Any], send: Send) -> Outcomes:
@@ -125,6 +127,8 @@ def result(plan: dict[str, Any], outcomes: Outcomes) -> dict[str, Any]:
             if outcome.installed is not None:
                 item["entry"] = str(outcome.installed.entry.path)
                 item["path"], item["env"] = entries.exported(outcome.installed)
+            elif outcome.system is not None:  # run on this host: the manager's report
+                item.update({k: outcome.system[k] for k in SYSTEM_REPORT if k in outcome.system})
             elif outcome.result == "left":
                 item["steps_left"] = step["actions"]
             path += item.get("path", [])

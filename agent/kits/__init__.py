@@ -1,4 +1,7 @@
-"""Ground-level kits: asyncio task guards and logging setup.
+"""Ground-level kits: asyncio task guards, logging setup, signals, the step executor
+(:mod:`~agent.kits.procs`), install progress (:mod:`~agent.kits.progress`) and backoff.
 
-Nothing here knows about runner-agent's concerns; everything above may use it.
+Nothing here knows about runner-agent's concerns; everything above may use it. Standard
+library only (an import-linter contract), so the job hook, which runs on the runner's
+own Python, may reuse it.
 """

@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agentproc import Agent, Starter
 from tests.catalog import factories
+from tests.support.agentproc import Agent, Starter
 
 TARGET = {"os": "linux", "arch": "arm64", "libc": "glibc", "package_manager": "apt"}
 

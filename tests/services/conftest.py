@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import agentproc
+from tests.support import agentproc
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 

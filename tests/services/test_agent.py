@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from agent.cli import client
-from tests.agentproc import Agent, run_cli
 from tests.services.conftest import Agents, fake
+from tests.support.agentproc import Agent, run_cli
 
 
 def web(workdir: Path, name: str = "web", **extra: Any) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def conditions(agent: Agent) -> dict[str, bool]:
 
 
 def metrics(agent: Agent) -> str:
-    from tests.agentproc import http_get
+    from tests.support.agentproc import http_get
 
     return http_get(agent.base + "/metrics")[1].decode()
 

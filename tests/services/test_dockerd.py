@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.agentproc import Agent, http_get
 from tests.services.conftest import Agents
 from tests.services.test_agent import service
+from tests.support.agentproc import Agent, http_get
 
 pytestmark = pytest.mark.root
 

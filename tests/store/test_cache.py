@@ -15,10 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from agent.install import protocol
-from agent.store import evicting, inuse, inventory, janitor, layout, locks, receipts, verifying
-from tests.store import fixtures
-from tests.store.server import Server
+from agent.store import (
+    entries,
+    evicting,
+    inuse,
+    inventory,
+    janitor,
+    layout,
+    locks,
+    receipts,
+    verifying,
+)
+from tests.support import fixtures
+from tests.support.server import Server
 
 VERSIONS = ("18.20.8", "20.11.1", "20.19.5", "22.21.1")
 
@@ -140,7 +149,7 @@ def test_verify_finds_every_kind_of_damage_and_repair_removes_only_the_agents(
     assert after["jq@1.7@x64"] == "no-entry"
 
     # Repair re-installs nothing; the next ensure does.
-    protocol._verified.clear()
+    entries._verified.clear()
     again = fixtures.ensure_node(tmp_path, http_server, "20.11.1")
     assert not again.installed[0].cached
     assert verifying.verify(store, backend=backend).to_data()["counts"]["ok"] == 2

@@ -17,9 +17,9 @@ from typing import Any
 
 from agent.cli.client import request as unix_request
 from agent.store import janitor, layout, locks
-from tests.agentproc import Agent, Starter
-from tests.store import fixtures
-from tests.store.server import Server
+from tests.support import fixtures
+from tests.support.agentproc import Agent, Starter
+from tests.support.server import Server
 
 
 def call(agent: Agent, method: str, target: str, body: Any = None, token: str | None = None):  # type: ignore[no-untyped-def]

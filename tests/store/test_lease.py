@@ -13,8 +13,8 @@ import pytest
 
 from agent.install import plans
 from agent.store import layout, locks
-from tests.store import fixtures
-from tests.store.server import Server
+from tests.support import fixtures
+from tests.support.server import Server
 
 TTL = 0.6
 

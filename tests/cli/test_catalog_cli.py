@@ -1,0 +1,128 @@
+"""The catalog on the command line: features list/show/schema, plan, config validate --team."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.catalog import factories
+from tests.support.agentproc import run_cli as cli
+
+
+def test_features_list_shows_the_bundled_catalog() -> None:
+    proc = cli("features", "list")
+    assert proc.returncode == 0
+    ids = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert ids == ["cmake", "hello", "jq", "ninja", "node", "python"]
+    data = json.loads(cli("features", "list", "--json").stdout)
+    assert data["disabled"] == []
+    assert next(f for f in data["features"] if f["id"] == "jq")["versions"] == ["system"]
+
+
+def test_a_broken_user_manifest_is_listed_as_disabled(tmp_path: Path) -> None:
+    factories.write(tmp_path / "extra", "id: [\n", name="broken")
+    factories.write(tmp_path / "extra", factories.archive_feature("mine"))
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"catalog:\n  paths: [{tmp_path / 'extra'}]\n")
+    proc = cli("features", "list", "--config", str(config))
+    assert proc.returncode == 0
+    assert "mine" in proc.stdout
+    assert "DISABLED broken:" in proc.stderr
+    assert "invalid YAML" in proc.stderr
+
+
+def test_features_show() -> None:
+    proc = cli("features", "show", "NODE")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("# ")
+    assert yaml.safe_load(proc.stdout)["toolcache_name"] == "node"
+    missing = cli("features", "show", "nodejs")
+    assert missing.returncode == 1
+    assert "did you mean node?" in missing.stderr
+
+
+def test_features_schema_is_a_json_schema() -> None:
+    schema = json.loads(cli("features", "schema").stdout)
+    assert {"id", "versions", "install", "platforms", "gpu", "toolcache_name"} <= set(
+        schema["properties"]
+    )
+    assert schema["additionalProperties"] is False
+
+
+def test_plan_for_another_platform() -> None:
+    proc = cli("plan", "feature:python", "feature:ninja", "--os", "linux", "--arch", "arm64")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["platform"]["arch"] == "arm64"
+    assert [f["id"] for f in data["features"]] == ["ninja", "python"]
+    python = data["features"][1]
+    assert "aarch64-unknown-linux-gnu" in python["actions"][0]["url"]
+    again = cli("plan", "feature:python", "feature:ninja", "--os", "linux", "--arch", "arm64")
+    assert again.stdout == proc.stdout  # byte-identical
+
+
+def test_plan_for_macos_from_linux() -> None:
+    proc = cli("plan", "feature:node@20", "--os", "darwin", "--arch", "arm64")
+    assert proc.returncode == 0, proc.stderr
+    [node] = json.loads(proc.stdout)["features"]
+    assert node["actions"][0]["url"].endswith("node-v20.19.6-darwin-arm64.tar.gz")
+
+
+def test_plan_problems_exit_1_with_every_problem() -> None:
+    proc = cli("plan", "feature:nodejs", "feature:python@2", "feature:jq@1.7")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("runner-agent: ") for line in lines)
+
+
+def test_plan_bad_labels_and_bad_platforms() -> None:
+    assert "is not a feature id" in cli("plan", "feature:../x").stderr
+    bad = cli("plan", "feature:node", "--arch", "sparc")
+    assert bad.returncode == 2
+    assert "'sparc'" in bad.stderr
+
+
+def test_plan_with_a_team_file_and_an_environment(tmp_path: Path) -> None:
+    path = tmp_path / "runner-config.yml"
+    path.write_text("features: [node@20]\nenvironments:\n  canary:\n    features: [node@22]\n")
+    data = json.loads(cli("plan", "--team", str(path), "--environment", "canary").stdout)
+    assert data["features"][0]["version"] == "22.21.1"
+    labelled = json.loads(cli("plan", "--team", str(path), "feature:node@24").stdout)
+    assert labelled["features"][0]["version"] == "24.12.0"
+
+
+def test_config_validate_team(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text("features:\n  - node@20\n")
+    assert cli("config", "validate", "--team", str(good)).returncode == 0
+    bad = tmp_path / "bad.yml"
+    bad.write_text("features:\n  - node@20\nextends: nope\n")
+    proc = cli("config", "validate", "--team", str(bad))
+    assert proc.returncode == 1
+    assert f"{bad}:3:1: extends" in proc.stderr
+
+
+def test_config_validate_checks_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("features:\n  profiles:\n    a: {extends: [a]}\n")
+    proc = cli("config", "validate", str(path))
+    assert proc.returncode == 1
+    assert "extends cycle: a -> a" in proc.stderr
+
+
+def test_the_team_schema_is_printed() -> None:
+    schema = json.loads(cli("config", "schema", "--team").stdout)
+    assert set(schema["properties"]) == {"extends", "features", "environments"}
+
+
+def test_plan_for_another_os_uses_its_package_manager() -> None:
+    proc = cli("plan", "feature:jq", "--os", "darwin", "--arch", "arm64")
+    assert proc.returncode == 0, proc.stderr
+    [jq] = json.loads(proc.stdout)["features"]
+    assert jq["actions"][-1]["argv"] == ["brew", "install", "jq"]
+    bad = cli("plan", "feature:jq", "--os", "darwin", "--libc", "musl")
+    assert bad.returncode == 2
+    assert "--libc musl applies to linux only" in bad.stderr
