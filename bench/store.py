@@ -28,20 +28,20 @@ children; nothing is asserted, a table is printed):
    check, fsync, publish. The median is compared with the warm ``ensure_plan`` p50.
 3. Race: a tar.gz of ``--race-mib`` MiB of random bytes in two files plus a tiny
    ``bin/tool`` script is served from a one-feature temp catalog with its sha256 pinned
-   (``fixtures.archive_catalog``). Children are ``sys.executable -c`` scripts that import
-   ``agent.install.plans`` and the store, read their plan from a file, print ``ready``,
-   then read a barrier time from stdin and sleep until it. The barrier is set 0.5 s after
-   every child has
-   said ready, so imports are never timed. Single: one child, fresh store, ``--singles``
-   times, median wall time from the barrier to its exit. Race: ``--race`` children on
-   one shared fresh store, wall time from the barrier to the last exit; the server's
-   count of archive requests during the race; every child's exit status and whether it
-   installed or found the entry cached; when the installer's ensure returned and when
-   the last one did. Floor: ``--race`` children started the same way that exit at the
-   barrier without ensuring anything, barrier to last exit: what that many interpreters
-   cost to wake and tear down on this machine. The target is race wall <= 1.2 x (floor +
-   one install): on 2 cores, 50 processes that only exit already take longer than one
-   install, so the race can only be judged against both, measured in the same run.
+   (``fixtures.archive_catalog``). Children are ``sys.executable -c`` scripts that
+   import ``agent.install.plans`` and the store, read their plan from a file, print
+   ``ready``, then read a barrier time from stdin and sleep until it. The barrier is set
+   0.5 s after every child has said ready, so imports are never timed. Single: one
+   child, fresh store, ``--singles`` times, median wall time from the barrier to its
+   exit. Race: ``--race`` children on one shared fresh store, wall time from the barrier
+   to the last exit; the server's count of archive requests during the race; every
+   child's exit status and whether it installed or found the entry cached; when the
+   installer's ensure returned and when the last one did. Floor: ``--race`` children
+   started the same way that exit at the barrier without ensuring anything, barrier to
+   last exit: what that many interpreters cost to wake and tear down on this machine.
+   The target is race wall <= 1.2 x (floor + one install): on 2 cores, 50 processes
+   that only exit already take longer than one install, so the race can only be judged
+   against both, measured in the same run.
 4. Kill -9 campaign: ``--kills`` trials, each with a fresh store (one path, removed
    between trials): a child that ensures the fake node (as above, without a barrier) is
    started, and ``SIGKILL``-ed ``uniform(0, --kill-max)`` s (0.15 s) after its ``go``
