@@ -211,7 +211,7 @@ def ensure_plan(
     installs = coordinator.Coordinator(
         lambda: effective,
         metrics.InstallMetrics(None),
-        pool=workers.InProcess,
+        pool=lambda: workers.InProcess(backend=lock_backend),
         host_system=host_system,
         options=(lambda _native: options) if options is not None else None,
     )

@@ -204,6 +204,11 @@ class InProcess:
     and of tests and benches, where no event loop needs guarding and spawning a worker
     would cost more than the install it runs."""
 
+    def __init__(self, *, backend: locks.LockBackend | None = None) -> None:
+        """``backend`` replaces the one each install's lock spec names (a caller that
+        tuned its own, as tests do)."""
+        self._backend = backend
+
     async def install(
         self,
         root: str,
@@ -215,7 +220,7 @@ class InProcess:
     ) -> entries.Installed:
         """Install ``step`` into the store at ``root`` in a thread; progress to
         ``listener`` (called from that thread)."""
-        backend = locks.backend(lock[0], lease_ttl=lock[1])
+        backend = self._backend or locks.backend(lock[0], lease_ttl=lock[1])
 
         def run() -> entries.Installed:
             with progress.listening(listener):
