@@ -169,9 +169,10 @@ async def _run(work: Callable[[], T]) -> T:
         return await asyncio.to_thread(work)
     except janitor.Busy as exc:
         raise errors.ApiError(409, str(exc), code="janitor_busy") from exc
+    except layout.NoStore as exc:
+        raise errors.ApiError(409, str(exc), code="no_store") from exc
     except layout.StoreError as exc:
-        code = "no_store" if "there is no store" in str(exc) else "store_error"
-        raise errors.ApiError(409, str(exc), code=code) from exc
+        raise errors.ApiError(409, str(exc), code="store_error") from exc
 
 
 def _limit(request: web.Request) -> int:

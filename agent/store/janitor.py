@@ -103,9 +103,9 @@ def exists(store: layout.Store) -> bool:
     except FileNotFoundError:
         return False
     except (OSError, UnicodeDecodeError) as exc:
-        raise layout.StoreError(f"cannot read the store format at {path}: {exc}") from exc
+        raise layout.FormatError(f"cannot read the store format at {path}: {exc}") from exc
     if text.isdigit() and int(text) > layout.FORMAT:
-        raise layout.StoreError(
+        raise layout.FormatError(
             f"the store at {store.root} has format {text}, newer than this agent's "
             f"{layout.FORMAT}: upgrade this agent before it cleans that store"
         )
@@ -300,7 +300,7 @@ class Janitor:
 
     def _op(self, what: str, work: Callable[[], T]) -> T:
         if not exists(self.store):
-            raise layout.StoreError(f"there is no store at {self.store.root} (no install yet)")
+            raise layout.NoStore(f"there is no store at {self.store.root} (no install yet)")
         started = time.time()
         try:
             with exclusive(self.store, self.backend, what=f"{what} by {self.agent_id}"):

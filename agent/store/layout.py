@@ -29,7 +29,22 @@ META = ".runner-agent"
 
 
 class StoreError(Exception):
-    """The store cannot be used; the message says why and what to do."""
+    """The store cannot be used; the message says why and what to do. The subclasses
+    below are the cases a caller tells apart."""
+
+
+class NoStore(StoreError):
+    """There is no store at the root yet (nothing was ever installed there); cache
+    management has nothing to work on and creates none."""
+
+
+class FormatError(StoreError):
+    """The store's format file is unreadable, garbled, or newer than this agent."""
+
+
+class Unwritable(StoreError):
+    """The store (or one of its folders or files) cannot be created or written: a
+    volume not mounted, read-only, or with the wrong owner."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,7 @@ class Store:
             ):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(
+            raise Unwritable(
                 f"cannot prepare the store at {self.root}: {exc.strerror}; check cache.root "
                 "and that the volume is mounted writable for the agent"
             ) from exc
@@ -139,14 +154,14 @@ class Store:
             try:
                 write_atomic(path, f"{FORMAT}\n".encode())
             except OSError as exc:
-                raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+                raise Unwritable(f"cannot write {path}: {exc.strerror}") from exc
             return
         except (OSError, UnicodeDecodeError) as exc:
-            raise StoreError(f"cannot read the store format at {path}: {exc}") from exc
+            raise FormatError(f"cannot read the store format at {path}: {exc}") from exc
         if not text.isdigit():
-            raise StoreError(f"{path} holds {text[:40]!a}; expected a format number")
+            raise FormatError(f"{path} holds {text[:40]!a}; expected a format number")
         if int(text) > FORMAT:
-            raise StoreError(
+            raise FormatError(
                 f"the store at {self.root} has format {text}, newer than this agent's {FORMAT}: "
                 "a newer agent wrote it; upgrade this agent (or give it another cache.root)"
             )

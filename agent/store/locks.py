@@ -56,6 +56,11 @@ class LockTimeout(layout.StoreError):
     """The lock was not free within the timeout; the message names the holder."""
 
 
+class LockUnavailable(layout.StoreError):
+    """The volume cannot lock at all (no lock support, an unusable lock file or lease):
+    retrying will not help, the mount or the lock backend must change."""
+
+
 class LockBackend(Protocol):
     """How installs of one entry exclude each other."""
 
@@ -106,7 +111,7 @@ class PosixLocks:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise layout.StoreError(
+                raise LockUnavailable(
                     f"cannot open the lock file {path} for {what}: {exc.strerror}; the store's "
                     ".runner-agent/locks folder must be a writable folder of regular files"
                 ) from exc
@@ -188,11 +193,11 @@ def _try_lock(fd: int) -> bool:
         if exc.errno in (errno.EACCES, errno.EAGAIN):
             return False
         if exc.errno == errno.ENOLCK:
-            raise layout.StoreError(
+            raise LockUnavailable(
                 "the store's volume does not support locks (an NFS mount without lockd, or "
                 "nolock); mount it with locking, or use a lock backend for such volumes"
             ) from exc
-        raise layout.StoreError(f"cannot lock: {exc.strerror}") from exc
+        raise LockUnavailable(f"cannot lock: {exc.strerror}") from exc
     return True
 
 
@@ -288,7 +293,7 @@ class LeaseLocks:
         except FileExistsError:
             return False
         except OSError as exc:
-            raise layout.StoreError(f"cannot create the lease {lease}: {exc.strerror}") from exc
+            raise LockUnavailable(f"cannot create the lease {lease}: {exc.strerror}") from exc
         with os.fdopen(fd, "w") as handle:
             json.dump(info, handle)
             handle.flush()

@@ -19,6 +19,12 @@ from typing import Any
 
 from agent.store import layout
 
+
+class BadReceipt(layout.StoreError):
+    """A receipt that cannot be read or parsed: the entry it describes is left alone and
+    reported, never treated as missing."""
+
+
 RECEIPT_FORMAT = 1
 TOUCH_EVERY = 60.0
 
@@ -70,14 +76,16 @@ class Receipt:
         """
         try:
             data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
             known = {f.name for f in fields(cls)}
             data = {k: v for k, v in data.items() if k in known}
             data["sources"] = tuple(
                 Source(url=s["url"], sha256=s["sha256"], size=s["size"]) for s in data["sources"]
             )
             return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise layout.StoreError(f"not a receipt: {exc}") from exc
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise BadReceipt(f"not a receipt: {exc}") from exc
 
 
 def read(entry: layout.Entry) -> Receipt | None:
@@ -88,7 +96,7 @@ def read(entry: layout.Entry) -> Receipt | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise layout.StoreError(f"cannot read {entry.receipt}: {exc.strerror}") from exc
+        raise BadReceipt(f"cannot read {entry.receipt}: {exc.strerror}") from exc
     return Receipt.from_json(raw)
 
 

@@ -112,6 +112,8 @@ def test_a_wrong_hash_is_refused_once_and_nothing_is_cached(
     assert actual in message
     assert "artifact or the manifest is wrong" in message
     assert not caught.value.transient
+    assert isinstance(caught.value, transport.ChecksumMismatch)
+    assert (caught.value.expected, caught.value.actual) == (DIGEST, actual)
     assert http_server.count("/tool.tgz") == 1
     assert files_in(cache) == []
 

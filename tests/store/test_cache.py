@@ -297,7 +297,7 @@ def test_the_janitor_never_creates_a_store(tmp_path: Path) -> None:
     one = janitor.Janitor(store, locks.PosixLocks(), budget=lambda: 1)
     assert one.periodic() is None
     assert not store.root.exists()
-    with pytest.raises(layout.StoreError, match="there is no store"):
+    with pytest.raises(layout.NoStore, match="there is no store"):
         one.gc()
 
 
@@ -345,3 +345,13 @@ def test_gc_removes_downloads_no_receipt_names_after_the_grace(
     (store.meta / "receipts" / "broken@1@x64.json").write_text("{")
     assert janitor.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
     assert fresh.exists()
+
+
+def test_an_unparsable_receipt_is_a_bad_receipt(tmp_path: Path) -> None:
+    store = layout.Store(tmp_path)
+    store.prepare()
+    entry = store.entry("tool", "1.0.0", "x64")
+    entry.receipt.parent.mkdir(parents=True, exist_ok=True)
+    entry.receipt.write_text('"a string, not a receipt"')
+    with pytest.raises(receipts.BadReceipt, match="not a receipt"):
+        receipts.read(entry)

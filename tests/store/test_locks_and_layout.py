@@ -29,7 +29,7 @@ def test_a_new_store_gets_its_format(tmp_path: Path) -> None:
 def test_a_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / ".runner-agent").mkdir()
     (tmp_path / ".runner-agent" / "format").write_text("2\n")
-    with pytest.raises(layout.StoreError, match="format 2, newer than this agent's 1"):
+    with pytest.raises(layout.FormatError, match="format 2, newer than this agent's 1"):
         layout.Store(tmp_path).open()
 
 

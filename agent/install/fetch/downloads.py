@@ -157,8 +157,7 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
             os.fsync(out.fileno())
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256:
-            problem = f"sha256 mismatch: expected {sha256}, got {actual} ({size} bytes)"
-            raise transport.fatal(url, problem, "either the artifact or the manifest is wrong")
+            raise transport.ChecksumMismatch(url, expected=sha256, actual=actual, size=size)
         final = cache.path_for(actual)
         final.parent.mkdir(exist_ok=True)
         os.replace(temp, final)

@@ -45,6 +45,20 @@ class DownloadError(Exception):
         super().__init__(f"{shown(url)}: {problem}; {advice}")
 
 
+class ChecksumMismatch(DownloadError):
+    """The artifact's sha256 is not the one the manifest (or its checksum file) pins:
+    nothing is kept, and retrying the same URL will not help."""
+
+    def __init__(self, url: str, *, expected: str, actual: str, size: int) -> None:
+        self.expected, self.actual, self.size = expected, actual, size
+        super().__init__(
+            url,
+            f"sha256 mismatch: expected {expected}, got {actual} ({size} bytes)",
+            "either the artifact or the manifest is wrong",
+            transient=False,
+        )
+
+
 def fatal(url: str, problem: str, advice: str) -> DownloadError:
     return DownloadError(url, problem, advice, transient=False)
 
