@@ -12,7 +12,8 @@ Exit codes (every command):
 - 3: ``status`` could not reach the agent.
 
 Policy: commands other than ``serve`` import only what they need, so they start fast;
-``serve`` imports the daemon, which binds its probe listener before anything else.
+``serve`` imports the daemon, which binds its probe listener before anything else, and
+builds only its own parser (every other command's costs its time to the first /healthz).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.kits import signals
+from agent.kits import gcpause, signals
 
 # The daemon must never die of a signal that arrives while it imports (a sidecar that
 # exits non-zero gets its pod deleted): record them now, before the heavy imports below,
-# and let the daemon replay them once its event loop handles signals.
+# and let the daemon replay them once its event loop handles signals. The collector waits
+# too, until the probe listener is bound (see agent.kits.gcpause).
 if sys.argv[1:2] == ["serve"]:
     signals.catch_early((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    gcpause.pause()
 
 # pydantic scans every installed distribution's entry points for plugins when the first
 # model class is built (tens of ms in a full venv, on the path to the first /healthz); the
@@ -37,7 +40,7 @@ if sys.argv[1:2] == ["serve"]:
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from agent import __version__
-from agent.cli import cache, catalogs, configs, ensuring, servicing, serving
+from agent.cli import serving
 from agent.config import loading
 
 EXIT_OK = 0
@@ -56,8 +59,8 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every sub-command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every sub-command (only ``serve``'s when ``command`` is it)."""
     parser = argparse.ArgumentParser(
         prog="runner-agent",
         description="Sidecar daemon for self-hosted GitHub Actions runners.",
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serving.add_parsers(sub, config_arg)
+    if command == "serve":
+        return parser
+    from agent.cli import cache, catalogs, configs, ensuring, servicing
+
     configs.add_parsers(sub, config_arg)
     catalogs.add_parsers(sub, config_arg)
     ensuring.add_parsers(sub, config_arg)
@@ -76,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``runner-agent`` console script."""
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser(given[0] if given else None).parse_args(argv)
     if args.command == "version":
         print(f"runner-agent {__version__}")
         return EXIT_OK

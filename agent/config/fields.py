@@ -89,4 +89,6 @@ AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Deferred: each group's validator is built once, inside Settings' (on the first
+    # validation), not again at import for every group (startup budget, see the README).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, defer_build=True)

@@ -32,7 +32,8 @@ Argv = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(mi
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Deferred, like agent.config.fields.Section: built inside Settings on first use.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _Timing(_Spec):

@@ -56,7 +56,8 @@ def _extra_args(value: list[str]) -> list[str]:
 class DockerdParams(BaseModel):
     """Parameters of the dockerd preset (ignored by other services)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Deferred, like agent.config.fields.Section: built when a preset is first expanded.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     socket: AbsolutePath = Field(
         default=Path("/var/run/docker.sock"),

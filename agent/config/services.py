@@ -54,7 +54,8 @@ Argv = healthchecks.Argv
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Deferred, like agent.config.fields.Section: built inside Settings on first use.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # Health checks live in their own module; callers meet them here.

@@ -43,16 +43,16 @@ from agent import __version__
 from agent.config import loading, models, reloading, tokens
 from agent.daemon import chores
 from agent.http import draining, listeners, probes
-from agent.kits import aiotasks, backoff, logs, signals
+from agent.kits import aiotasks, backoff, gcpause, logs, signals
 from agent.observe import conditions, looplag, metrics
 from agent.services import exporting
-from agent.services import supervisor as services_supervisor
 from agent.store import exporting as cache_exporting
 
 if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator
     from agent.jobs import leases
+    from agent.services import supervisor as services_supervisor
     from agent.store import janitor
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,12 @@ def _preload_api() -> None:
     from agent.http import api, context  # noqa: F401
     from agent.install import coordinator  # noqa: F401
     from agent.jobs import leases  # noqa: F401
+
+
+def _preload_supervisor() -> None:
+    # Run in a thread, like _preload_api: the supervisor's modules cost import time that
+    # /healthz must not wait for.
+    from agent.services import supervisor  # noqa: F401
 
 
 class Daemon:
@@ -216,6 +222,8 @@ class Daemon:
         # 200 in the moment before the API and catalog tasks start and say where they are.
         self.conditions.set("api", ok=False, message="starting")
         self.conditions.set("catalog", ok=False, message="loading")
+        if self.settings.services:  # the supervisor starts after the bind, in a task
+            self.conditions.set("services", ok=False, message="starting")
         if not await self._bind_probes(probe_runner, server.metrics_address):
             await probe_runner.cleanup()
             return EXIT_OK
@@ -229,7 +237,7 @@ class Daemon:
         )
         self._spawn(self._serve_api(), "API listener", forever=False)
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
-        self._start_services()
+        self._spawn(self._start_services(), "service supervisor start", forever=False)
         self._spawn(self._run_janitor(), "cache janitor")
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
@@ -241,7 +249,12 @@ class Daemon:
         await self._shutdown(probe_runner)
         return EXIT_OK
 
-    def _start_services(self) -> None:
+    async def _start_services(self) -> None:
+        await asyncio.to_thread(_preload_supervisor)
+        from agent.services import supervisor as services_supervisor  # loaded: no import work
+
+        if self._stop.is_set():
+            return  # a stop signal came first: nothing to start, so nothing to stop
         if os.getpid() == 1 and self.settings.services:
             logger.warning(
                 "the agent runs as PID 1 with services: orphans of a crashed service (such "
@@ -273,6 +286,8 @@ class Daemon:
             except listeners.BindError as exc:
                 delay = delays.next().seconds
                 logger.error("%s; retrying in %.0f s", exc, delay)
+            finally:
+                gcpause.resume()  # startup is over for the collector, bound or not
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
         return False

@@ -17,11 +17,13 @@ mirroring it into gauges at each transition, so the series can never disagree wi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.services import supervising, supervisor
+if TYPE_CHECKING:
+    from agent.services import supervisor
 
 
 class ServicesCollector(Collector):
@@ -57,16 +59,21 @@ class ServicesCollector(Collector):
             labels=["service"],
         )
         sup = self._current()
-        for name, service in sorted(sup.services.items()) if sup is not None else ():
-            up.add_metric([name], 1.0 if service.up else 0.0)
-            for reason in supervising.REASONS:
-                restarts.add_metric([name, reason], float(service.restarts[reason]))
-            for each in supervising.STATES:
-                state.add_metric([name, each], 1.0 if service.state == each else 0.0)
-            if service.last_health is not None:
-                check.add_metric([name], service.last_health.seconds)
-            if service.last_exit is not None:
-                exit_code.add_metric([name], float(service.last_exit))
+        if sup is not None:
+            # Loaded with the supervisor, after the probes bind: the daemon registers this
+            # collector before that, and importing it must not cost the startup.
+            from agent.services import supervising
+
+            for name, service in sorted(sup.services.items()):
+                up.add_metric([name], 1.0 if service.up else 0.0)
+                for reason in supervising.REASONS:
+                    restarts.add_metric([name, reason], float(service.restarts[reason]))
+                for each in supervising.STATES:
+                    state.add_metric([name, each], 1.0 if service.state == each else 0.0)
+                if service.last_health is not None:
+                    check.add_metric([name], service.last_health.seconds)
+                if service.last_exit is not None:
+                    exit_code.add_metric([name], float(service.last_exit))
         yield from (up, restarts, state, check, exit_code)
 
     def describe(self) -> Iterator[Metric]:
