@@ -12,7 +12,6 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel
 
 from agent import __version__
 from agent.config import reloading
@@ -46,17 +45,11 @@ def _config_info(loaded: reloading.Loaded) -> models.ConfigInfo:
     )
 
 
-def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
-    )
-
-
 async def get_status(request: web.Request) -> web.Response:
     """Version, uptime, configuration generation and readiness conditions."""
     ctx = request.app[CONTEXT]
     conds = ctx.conditions
-    return _json(
+    return bodies.json_response(
         models.StatusResponse(
             version=__version__,
             python=platform.python_version(),
@@ -76,7 +69,7 @@ async def get_status(request: web.Request) -> web.Response:
 async def get_config(request: web.Request) -> web.Response:
     """The effective configuration. Token values are never part of it."""
     loaded = request.app[CONTEXT].reloader.current
-    return _json(
+    return bodies.json_response(
         models.ConfigResponse(
             config=_config_info(loaded),
             settings=loaded.settings.model_dump(mode="json"),
@@ -88,8 +81,7 @@ async def get_config(request: web.Request) -> web.Response:
 async def post_reload(request: web.Request) -> web.Response:
     """Reload the configuration now; 422 with the problems if the new one is invalid."""
     ctx = request.app[CONTEXT]
-    limit = int(ctx.reloader.current.settings.server.max_request_bytes)
-    body = await bodies.read_model(request, models.ReloadRequest, limit=limit)
+    body = await bodies.read_model(request, models.ReloadRequest)
     outcome = await ctx.reloader.reload(body.reason or "API request")
     if not outcome.ok:
         raise errors.ApiError(
@@ -101,7 +93,7 @@ async def post_reload(request: web.Request) -> web.Response:
                 "problems": (outcome.error or "").splitlines(),
             },
         )
-    return _json(
+    return bodies.json_response(
         models.ReloadResponse(
             generation=outcome.generation,
             changed=list(outcome.changed),

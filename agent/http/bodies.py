@@ -1,9 +1,10 @@
-"""Reading JSON request bodies into pydantic models.
+"""JSON bodies: reading requests into pydantic models, and writing models as responses.
 
 Policy: the size limit is checked before the body is read (Content-Length) and while
-reading (chunked uploads), against the live ``server.max_request_bytes``; only
-``application/json`` is accepted for a non-empty body; malformed JSON is a 400 that says
-where; a schema violation is a 400 that names each field.
+reading (chunked uploads), against the live ``server.max_request_bytes``, read here and
+nowhere else; only ``application/json`` is accepted for a non-empty body; malformed
+JSON is a 400 that says where; a schema violation is a 400 that names each field. Every
+JSON response of a model goes through :func:`json_response`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,28 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from agent.http import errors
+from agent.http.context import CONTEXT
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_model(request: web.Request, model: type[M], *, limit: int) -> M:
-    """Read and validate the body of ``request`` as ``model`` (empty body = defaults)."""
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    """``model`` as an ``application/json`` response."""
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )
+
+
+def limit_of(request: web.Request) -> int:
+    """The body limit in force (``server.max_request_bytes``, live across reloads)."""
+    return int(request.app[CONTEXT].reloader.current.settings.server.max_request_bytes)
+
+
+async def read_model(request: web.Request, model: type[M], *, limit: int | None = None) -> M:
+    """Read and validate the body of ``request`` as ``model`` (empty body = defaults),
+    within ``limit`` bytes (default: the live ``server.max_request_bytes``)."""
+    if limit is None:
+        limit = limit_of(request)
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit, length)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from agent.http import bodies, errors, models
 from agent.http import routes as routing
@@ -175,14 +175,6 @@ async def _run(work: Callable[[], T]) -> T:
         raise errors.ApiError(409, str(exc), code="store_error") from exc
 
 
-def _limit(request: web.Request) -> int:
-    return int(request.app[CONTEXT].reloader.current.settings.server.max_request_bytes)
-
-
-def _json(model: BaseModel) -> web.Response:
-    return web.Response(text=model.model_dump_json(), content_type="application/json")
-
-
 async def list_cache(request: web.Request) -> web.Response:
     """Entries with size, target, last use and in-use state."""
     from agent.store import inventory
@@ -190,7 +182,7 @@ async def list_cache(request: web.Request) -> web.Response:
     jan = _janitor(request)
     items = await _run(lambda: [i.to_data() for i in inventory.scan(jan.store)])
     ok = [i for i in items if i["state"] == "ok"]
-    return _json(
+    return bodies.json_response(
         CacheList(
             root=str(jan.store.root),
             budget=int(jan.budget()),
@@ -202,23 +194,23 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def post_verify(request: web.Request) -> web.Response:
     """Re-hash entries against their receipts; with ``repair``, remove the broken."""
-    body = await bodies.read_model(request, VerifyRequest, limit=_limit(request))
+    body = await bodies.read_model(request, VerifyRequest)
     jan = _janitor(request)
     done = await _run(lambda: jan.verify(repair=body.repair).to_data())
-    return _json(VerifyResponse.model_validate(done))
+    return bodies.json_response(VerifyResponse.model_validate(done))
 
 
 async def post_gc(request: web.Request) -> web.Response:
     """Collect what dead installs left behind."""
-    await bodies.read_model(request, GcRequest, limit=_limit(request))
+    await bodies.read_model(request, GcRequest)
     jan = _janitor(request)
     done = await _run(lambda: jan.gc().to_data())
-    return _json(GcResponse.model_validate(done))
+    return bodies.json_response(GcResponse.model_validate(done))
 
 
 async def post_evict(request: web.Request) -> web.Response:
     """Evict least recently used entries down to ``to``."""
-    body = await bodies.read_model(request, EvictRequest, limit=_limit(request))
+    body = await bodies.read_model(request, EvictRequest)
     target = body.to
     if target is None:
         raise errors.ApiError(
@@ -229,7 +221,7 @@ async def post_evict(request: web.Request) -> web.Response:
         )
     jan = _janitor(request)
     done = await _run(lambda: jan.evict(target).to_data())
-    return _json(EvictResponse.model_validate(done))
+    return bodies.json_response(EvictResponse.model_validate(done))
 
 
 def routes() -> list[routing.Route]:

@@ -160,18 +160,12 @@ def describe(service: supervising.Service) -> ServiceModel:
     )
 
 
-def _json(model: models.ApiModel, status: int = 200) -> web.Response:
-    return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
-    )
-
-
 async def list_services(request: web.Request) -> web.Response:
     """Every service: state, pid, uptime, restarts, last exit and last health check."""
     sup = _supervisor(request)
     ready, message = sup.readiness()
     items = [describe(sup.services[n]) for n in sorted(sup.services)]
-    return _json(ServiceList(services=items, ready=ready, message=message))
+    return bodies.json_response(ServiceList(services=items, ready=ready, message=message))
 
 
 async def get_logs(request: web.Request) -> web.Response:
@@ -188,7 +182,7 @@ async def get_logs(request: web.Request) -> web.Response:
         LogLine(time=line.time, stream=line.stream, text=line.text)
         for line in service.output.tail(int(raw))
     ]
-    return _json(
+    return bodies.json_response(
         LogResponse(name=service.name, lines=lines, buffer_lines=service.output.lines.maxlen or 0)
     )
 
@@ -197,7 +191,7 @@ def _command(kind: supervising.Command) -> Callable[[web.Request], Awaitable[web
     async def handler(request: web.Request) -> web.Response:
         service = _service(request)
         service.request(kind)
-        return _json(describe(service), status=202)
+        return bodies.json_response(describe(service), status=202)
 
     handler.__doc__ = f"{kind.capitalize()} a service (admin)."
     return handler
@@ -215,17 +209,16 @@ def _gate(sup: supervisor.Supervisor) -> GateModel:
 
 async def get_gate(request: web.Request) -> web.Response:
     """Whether the stop gate is open."""
-    return _json(_gate(_supervisor(request)))
+    return bodies.json_response(_gate(_supervisor(request)))
 
 
 async def post_gate(request: web.Request) -> web.Response:
     """Open or close the stop gate (admin)."""
     sup = _supervisor(request)
-    limit = int(request.app[CONTEXT].reloader.current.settings.server.max_request_bytes)
-    body = await bodies.read_model(request, GateRequest, limit=limit)
+    body = await bodies.read_model(request, GateRequest)
     reason = body.reason or "API request"
     if body.open:
         sup.gate.open(reason)
     else:
         sup.gate.close(reason)
-    return _json(_gate(sup))
+    return bodies.json_response(_gate(sup))
