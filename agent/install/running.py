@@ -6,45 +6,23 @@ Policy:
   command writes where nothing trusts it until it is published;
 - ``python3`` in argv[0] means the agent's own interpreter (whose pip installs wheels
   with ``--target``; the wheels, not this interpreter, are what the entry keeps);
-- the environment is rebuilt from a short list (PATH, HOME, locale, temp, proxies, CA
-  bundles, pip's and npm's own configuration variables) plus the step's variables: a
-  job's or the agent's other variables never leak into an install;
+- the environment is the agent's one clean environment (:mod:`agent.kits.environ`: PATH,
+  HOME, locale, temp, proxies, CA bundles, pip's and npm's own configuration variables)
+  plus the step's variables: a job's or the agent's other variables never leak into an
+  install;
 - output is captured (the last 64 KiB) and returned for the log; a non-zero exit or a
   timeout raises :class:`RunError` quoting the end of it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from agent.kits import procs
+from agent.kits import environ, procs
 from agent.store import layout
 
-KEEP = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "LANG",
-        "LC_ALL",
-        "TMPDIR",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "NODE_EXTRA_CA_CERTS",
-        "XDG_CONFIG_HOME",
-    }
-)
-KEEP_PREFIXES = ("PIP_", "NPM_CONFIG_", "npm_config_")
 TAIL = procs.TAIL
 
 
@@ -53,12 +31,8 @@ class RunError(layout.StoreError):
 
 
 def environment(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The clean environment for a step: the kept variables plus ``extra``."""
-    source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(extra)
-    return env
+    """The clean environment for a step (:func:`agent.kits.environ.clean`) plus ``extra``."""
+    return environ.clean(extra, base=base)
 
 
 def resolve_argv(argv: Sequence[str], *, prefix: str, staging: Path) -> list[str]:

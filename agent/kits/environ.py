@@ -1,0 +1,75 @@
+"""The clean environment for every command the agent runs (pip, npm, build scripts,
+checks, the host's package manager).
+
+Policy: a command never inherits the agent's environment (tokens, the daemon's own
+settings, whatever the service manager set). It gets only the variables listed in
+:data:`KEEP` and :data:`KEEP_PREFIXES` below, taken from the agent's environment where
+set, plus what the caller adds; this module is the one place that list lives. Callers
+that parse a command's messages ask for a fixed locale, so the words they match are the
+same on every host. Standard library only: the job hook may reuse it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+KEEP: tuple[str, ...] = (
+    # Finding programs and a home: PATH (DEFAULT_PATH when unset); HOME, where pip, npm,
+    # git and Homebrew keep per-user configuration and caches; TMPDIR for scratch files.
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    # The locale, unless the caller fixes one (see clean's fixed_locale).
+    "LANG",
+    "LC_ALL",
+    # Proxies, in both spellings: curl and apt read the lower-case ones, some tools only
+    # the upper-case ones.
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    # Extra trusted CAs: OpenSSL (SSL_CERT_*), requests/pip, curl, Node/npm.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    # Per-user configuration folder (pip's and npm's configuration files).
+    "XDG_CONFIG_HOME",
+)
+
+KEEP_PREFIXES: tuple[str, ...] = (
+    # pip's and npm's own settings (PIP_INDEX_URL, NPM_CONFIG_REGISTRY, npm_config_cache):
+    # how an operator points installs at a mirror.
+    "PIP_",
+    "NPM_CONFIG_",
+    "npm_config_",
+)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FIXED_LOCALE = "C.UTF-8"
+
+
+def clean(
+    extra: Mapping[str, str] | None = None,
+    *,
+    base: Mapping[str, str] | None = None,
+    fixed_locale: bool = False,
+) -> dict[str, str]:
+    """The kept variables of ``base`` (default ``os.environ``), then ``extra`` on top.
+
+    With ``fixed_locale`` the command speaks ``C.UTF-8`` whatever the agent's locale is
+    (``LANG`` set, ``LC_ALL`` dropped): for commands whose messages are matched, such as
+    a package manager's errors or a check's expected output.
+    """
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    env.setdefault("PATH", DEFAULT_PATH)
+    if fixed_locale:
+        env.pop("LC_ALL", None)
+        env["LANG"] = FIXED_LOCALE
+    env.update(extra or {})
+    return env
