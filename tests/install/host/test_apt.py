@@ -22,8 +22,9 @@ import yaml
 
 from agent.catalog import loading, requests, resolver
 from agent.config import paths
-from agent.install.host import apt, executor
+from agent.install.host import executor
 from agent.platform import detect
+from agent.platform.packagers import apt
 from tests.support.agentproc import PYTHON, Starter
 
 needs_apt = pytest.mark.skipif(
@@ -51,7 +52,7 @@ def no_hello() -> Iterator[None]:
 
 
 def debs(cache: Path) -> list[str]:
-    return sorted(p.name for p in apt.archives(cache).glob("hello_*.deb"))
+    return sorted(p.name for p in Path(apt.archives(cache)).glob("hello_*.deb"))
 
 
 def ensure_cli(
@@ -197,6 +198,19 @@ def test_a_refresh_that_cannot_fetch_is_reported_with_the_missing_package(
     assert "Connection refused" in message
 
 
+@needs_apt
+def test_a_feature_without_a_check_asks_dpkg_and_installs_nothing(tmp_path: Path) -> None:
+    # dpkg is installed wherever apt is; dpkg-query says so and apt never runs.
+    step = _step(tmp_path, ["dpkg"])
+    assert step["check"] is None
+    lines: list[str] = []
+    done = executor.install(step, _settings(tmp_path), fetch=_no_fetch, on_line=lines.append)
+    assert done.already_present
+    assert done.check == "ok: apt reports dpkg installed on this host"
+    assert not done.refreshed
+    assert lines == []
+
+
 HOLD_LISTS_LOCK = textwrap.dedent(
     """
     import fcntl, os, sys, time
@@ -231,35 +245,6 @@ def test_a_held_apt_lock_is_waited_for_visibly(tmp_path: Path) -> None:
     waits = [line for line in lines if "waiting for /var/lib/apt/lists/lock" in line]
     assert waits
     assert f"held by pid {holder.pid}" in waits[0]
-
-
-def test_other_managers_keep_their_downloads_in_the_shared_cache(tmp_path: Path) -> None:
-    """dnf, yum and apk cannot run here (a Debian host): their argv is what is checked."""
-    cache = tmp_path / "packages"
-    dnf = executor._with_cache(["dnf", "install", "-y", "jq"], "dnf", cache)
-    assert dnf == [
-        "dnf",
-        "--setopt=keepcache=True",
-        f"--setopt=cachedir={cache}/dnf",
-        "install",
-        "-y",
-        "jq",
-    ]
-    apk = executor._with_cache(["apk", "--no-cache", "--wait", "300", "add", "jq"], "apk", cache)
-    assert apk == [
-        "apk",
-        "--cache-dir",
-        f"{cache}/apk",
-        "--update-cache",
-        "--wait",
-        "300",
-        "add",
-        "jq",
-    ]
-    assert (cache / "dnf").is_dir()
-    assert (cache / "apk").is_dir()
-    pacman = ["pacman", "-S", "--noconfirm", "jq"]
-    assert executor._with_cache(pacman, "pacman", cache) == pacman
 
 
 @needs_apt
