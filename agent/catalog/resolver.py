@@ -22,14 +22,14 @@ import graphlib
 import hashlib
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from packaging.version import Version
 
 from agent.catalog import loading, manifest, methods, patterns, requests, steps, templates, versions
 from agent.platform import model
+from agent.platform import plans as wire
 
 
 class ResolutionError(ValueError):
@@ -45,11 +45,11 @@ class Plan:
     """The install plan, as JSON-ready data."""
 
     platform: model.Platform
-    features: list[dict[str, Any]]
+    features: list[wire.Step]
     warnings: list[str] = field(default_factory=list)
 
-    def to_data(self) -> dict[str, Any]:
-        """The plan as plain data."""
+    def to_data(self) -> wire.Plan:
+        """The plan as plain data (the wire format of ``/v1/plan``)."""
         return {
             "platform": self.platform.to_json(),
             "features": self.features,
@@ -103,11 +103,13 @@ def resolve(
     if problems:
         raise ResolutionError(sorted(problems))
     rounds = _rounds(chosen, catalog)
-    features: list[dict[str, Any]] = []
+    features: list[wire.Step] = []
     for number, ident in rounds:
         version, method = chosen[ident]
-        python = next((f for f in features if f["id"] == "python" and f["prefix"]), None)
-        runtime = (python["version"], python["prefix"]) if python else None
+        runtime = next(
+            ((f["version"], f["prefix"]) for f in features if f["id"] == "python" and f["prefix"]),
+            None,
+        )
         try:
             features.append(
                 _step(
@@ -273,7 +275,7 @@ def _check_gpu(
         )
 
 
-def _rounds(chosen: dict[str, Any], catalog: loading.Catalog) -> list[tuple[int, str]]:
+def _rounds(chosen: Mapping[str, object], catalog: loading.Catalog) -> list[tuple[int, str]]:
     graph: dict[str, set[str]] = {}
     for ident in chosen:
         feature = catalog.features[ident]
@@ -306,7 +308,7 @@ def _step(
     number: int,
     store_root: str,
     python: tuple[str, str] | None = None,
-) -> dict[str, Any]:
+) -> wire.Step:
     feature = catalog.features[ident]
     option_env = _options(feature, want.request)
     values = {
@@ -316,22 +318,36 @@ def _step(
         "libc": target.libc or "",
         **feature.version_vars(version),
     }
-    prefix = None
-    if not isinstance(method, methods.SystemMethod):
-        # musl builds get a folder of their own: an Alpine job and a glibc job share the
-        # volume, and neither can run the other's binaries (setup-* looks up <arch> only,
-        # which is the glibc build).
-        leaf: str = (
-            target.arch if target.libc in (None, "glibc") else f"{target.arch}-{target.libc}"
-        )
-        if option_env != _options(feature, None) and isinstance(
-            method, methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
-        ):
-            # Options that reach the install change what is installed: such an install
-            # gets its own folder, which setup-* (looking for <arch>) never picks up.
-            digest = hashlib.sha256(json.dumps(option_env, sort_keys=True).encode()).hexdigest()
-            leaf = f"{target.arch}-{digest[:12]}"
-        prefix = posixpath.join(store_root, feature.toolcache_name or feature.id, version, leaf)
+    env = method.env or feature.env
+    check = method.check or feature.check
+    if isinstance(method, methods.SystemMethod):
+        fill = {**values, "prefix": ""}
+        return {
+            "id": ident,
+            "name": feature.name,
+            "version": version,
+            "method": method.method,
+            "round": number,
+            "prefix": None,
+            "toolcache_name": feature.toolcache_name,
+            "requested_by": sorted(set(want.requested_by)),
+            "options": option_env,
+            "actions": steps.system(method, target),
+            "env": {"path": [], "vars": _vars(env, fill)},
+            "check": _check(check, fill),
+        }
+    # musl builds get a folder of their own: an Alpine job and a glibc job share the
+    # volume, and neither can run the other's binaries (setup-* looks up <arch> only,
+    # which is the glibc build).
+    leaf: str = target.arch if target.libc in (None, "glibc") else f"{target.arch}-{target.libc}"
+    if option_env != _options(feature, None) and isinstance(
+        method, methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
+    ):
+        # Options that reach the install change what is installed: such an install
+        # gets its own folder, which setup-* (looking for <arch>) never picks up.
+        digest = hashlib.sha256(json.dumps(option_env, sort_keys=True).encode()).hexdigest()
+        leaf = f"{target.arch}-{digest[:12]}"
+    prefix = posixpath.join(store_root, feature.toolcache_name or feature.id, version, leaf)
     actions = steps.build(
         feature,
         method,
@@ -343,9 +359,7 @@ def _step(
         folder=str(catalog.folders[ident]),
         python=python,
     )
-    env_values = {**values, "prefix": prefix or ""}
-    env = method.env or feature.env
-    check = method.check or feature.check
+    fill = {**values, "prefix": prefix}
     return {
         "id": ident,
         "name": feature.name,
@@ -358,20 +372,21 @@ def _step(
         "options": option_env,
         "actions": actions,
         "env": {
-            "path": [posixpath.normpath(posixpath.join(prefix, p)) for p in env.path]
-            if prefix
-            else [],
-            "vars": {k: templates.render(v, env_values) for k, v in env.vars.items()},
+            "path": [posixpath.normpath(posixpath.join(prefix, p)) for p in env.path],
+            "vars": _vars(env, fill),
         },
-        "check": (
-            {
-                "argv": list(check.command),
-                "expect": templates.render(check.expect, env_values),
-            }
-            if check
-            else None
-        ),
+        "check": _check(check, fill),
     }
+
+
+def _vars(env: methods.Env, fill: dict[str, str]) -> dict[str, str]:
+    return {k: templates.render(v, fill) for k, v in env.vars.items()}
+
+
+def _check(check: methods.Check | None, fill: dict[str, str]) -> wire.Check | None:
+    if check is None:
+        return None
+    return {"argv": list(check.command), "expect": templates.render(check.expect, fill)}
 
 
 def _options(feature: manifest.Feature, request: requests.Request | None) -> dict[str, str]:

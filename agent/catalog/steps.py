@@ -1,6 +1,6 @@
 """Turning one resolved feature into install actions for a target platform.
 
-Actions are JSON data, in order:
+Actions are JSON data (typed in :mod:`agent.platform.plans`), in order:
 
 - ``{"action": "run", "argv": [...], "env": {...}}``: a command, as an argv list;
 - ``{"action": "download", "url", "sha256" | "checksum_url", "file"}``: fetch and verify;
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any
 
 from agent.catalog import manifest, methods, patterns, templates
 from agent.platform import model, packagers
+from agent.platform import plans as wire
 
 _FILE_RE = re.compile(r"(?a:[A-Za-z0-9._+-]{1,200})")
 _PIP_ARCH = {
@@ -63,27 +63,28 @@ def archive_format(url: str) -> str:
     return "binary"
 
 
+ToolMethod = methods.ArchiveMethod | methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
+"""The methods that install into the store (:func:`build`); ``system`` has :func:`system`."""
+
+
 def build(
     feature: manifest.Feature,
-    method: methods.Method,
+    method: ToolMethod,
     *,
     version: str,
     target: model.Platform,
-    prefix: str | None,
+    prefix: str,
     values: dict[str, str],
     option_env: dict[str, str],
     folder: str,
     python: tuple[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """The actions that install ``feature`` at ``version`` with ``method``.
+) -> list[wire.ToolAction]:
+    """The actions that install ``feature`` at ``version`` with ``method`` into ``prefix``.
 
     ``python`` is the (version, prefix) of the ``python`` feature this one requires, for
     pip features that run on an interpreter: their wheels are chosen for that Python and
     installed with it, not with the agent's.
     """
-    if isinstance(method, methods.SystemMethod):
-        return _system(method, target)
-    assert prefix is not None
     if isinstance(method, methods.ArchiveMethod):
         return _archive(
             feature, method, version=version, target=target, prefix=prefix, values=values
@@ -102,7 +103,7 @@ def build(
         ]
         for tag in pip_platform_tags(target):
             argv += ["--platform", tag]
-        action: dict[str, Any] = {"action": "run", "argv": argv, "env": dict(option_env)}
+        action: wire.RunAction = {"action": "run", "argv": argv, "env": dict(option_env)}
         if python is None:
             # Wheels that carry their own binary: any CPython runs pip for them, and
             # their tags say py3-none-<platform>.
@@ -144,7 +145,7 @@ def _archive(
     target: model.Platform,
     prefix: str,
     values: dict[str, str],
-) -> list[dict[str, Any]]:
+) -> list[wire.ToolAction]:
     fill = dict(values)
     upstream = patterns.lookup(method.targets, target)
     if upstream is not None:
@@ -153,7 +154,7 @@ def _archive(
     file = url.rsplit("/", 1)[-1].split("?", 1)[0]
     if not _FILE_RE.fullmatch(file) or file in (".", ".."):
         raise ValueError(f"the archive URL {url!r} does not end in a file name")
-    download: dict[str, Any] = {"action": "download", "url": url, "file": file}
+    download: wire.DownloadAction = {"action": "download", "url": url, "file": file}
     pinned = patterns.lookup(method.sha256.get(version, {}), target)
     if pinned is not None:
         download["sha256"] = pinned
@@ -173,11 +174,13 @@ def _archive(
     ]
 
 
-def _system(method: methods.SystemMethod, target: model.Platform) -> list[dict[str, Any]]:
+def system(method: methods.SystemMethod, target: model.Platform) -> list[wire.SystemAction]:
+    """The actions that install a ``system`` method's packages with the target's package
+    manager (the resolver chose the method because the target has one it covers)."""
     manager = target.package_manager
     assert manager is not None
     assert manager in method.packages
-    actions: list[dict[str, Any]] = []
+    actions: list[wire.SystemAction] = []
     if manager == "apt":
         for repo in method.apt_repositories:
             key = f"/etc/apt/keyrings/{repo.name}.asc"

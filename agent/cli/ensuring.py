@@ -11,9 +11,13 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.cli import client, common, progressview
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from agent.platform import model
+    from agent.platform import plans as wire
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -57,7 +61,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     return _remote(args, target)
 
 
-def _target(args: argparse.Namespace) -> Any:
+def _target(args: argparse.Namespace) -> model.Platform | int | None:
     """The requested target platform (``None``: this machine), or an exit code."""
     from agent.platform import model
 
@@ -72,13 +76,13 @@ def _target(args: argparse.Namespace) -> Any:
         return common.fail(str(exc), common.EXIT_USAGE)
 
 
-def _remote(args: argparse.Namespace, target: Any) -> int:
+def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
     """POST /v1/ensure over the unix socket and follow its NDJSON stream."""
 
     settings = common.settings(args)
     socket_path = args.socket or client.socket_path(args)
     token = client.token(args, default=settings.server.job_token_file)
-    body: dict[str, Any] = {"requests": list(args.requests)}
+    body: wire.JsonObject = {"requests": list(args.requests)}
     if target is not None:
         body["target_platform"] = {
             "os": target.os,
@@ -88,15 +92,20 @@ def _remote(args: argparse.Namespace, target: Any) -> int:
         }
     view = progressview.View()
     try:
-        status, events = _stream(socket_path, body, token)
+        status, lines = _stream(socket_path, body, token)
         if status != 200:
-            error = next(events, {}).get("error", {})
+            error = next(lines, {}).get("error")
+            error = error if isinstance(error, dict) else {}
             for line in [error.get("message", f"HTTP {status}"), *_details(error)]:
                 print(f"runner-agent: {line}", file=sys.stderr)
             return common.EXIT_BAD
-        result: dict[str, Any] = {}
-        for event in events:
-            if event.get("event") == "result":
+        result: wire.ResultEvent | None = None
+        for data in lines:
+            if not isinstance(data.get("event"), str):
+                continue  # not an event: nothing to show
+            # The agent's NDJSON lines are its events (agent.platform.plans): trusted as such.
+            event = cast("wire.Event", data)
+            if event["event"] == "result":
                 result = event
             view.event(event)
     except TimeoutError:
@@ -117,16 +126,17 @@ def _remote(args: argparse.Namespace, target: Any) -> int:
     return _finish(result, args.format)
 
 
-def _details(error: dict[str, Any]) -> list[str]:
+def _details(error: wire.JsonObject) -> list[str]:
     details = error.get("details")
     if isinstance(details, dict):
-        return [str(p) for p in details.get("problems", [])[1:]]
+        problems = details.get("problems")
+        return [str(p) for p in problems[1:]] if isinstance(problems, list) else []
     return []
 
 
 def _stream(
-    path: Path, body: dict[str, Any], token: str | None
-) -> tuple[int, Iterator[dict[str, Any]]]:
+    path: Path, body: wire.JsonObject, token: str | None
+) -> tuple[int, Iterator[wire.JsonObject]]:
     """Send the request; the status and an iterator over the JSON lines (or the error)."""
     conn = client.UnixConnection(path, timeout=3600)
     headers = {"Content-Type": "application/json"}
@@ -135,21 +145,24 @@ def _stream(
     conn.request("POST", "/v1/ensure", body=json.dumps(body).encode(), headers=headers)
     response = conn.getresponse()
 
-    def lines() -> Iterator[dict[str, Any]]:
+    def lines() -> Iterator[wire.JsonObject]:
         try:
             if response.status != 200:
-                yield json.loads(response.read() or b"{}")
+                data = json.loads(response.read() or b"{}")
+                yield data if isinstance(data, dict) else {}
                 return
             for raw in response:
                 if raw.strip():
-                    yield json.loads(raw)
+                    data = json.loads(raw)
+                    if isinstance(data, dict):
+                        yield data
         finally:
             conn.close()
 
     return response.status, lines()
 
 
-def _finish(result: dict[str, Any], fmt: str) -> int:
+def _finish(result: wire.ResultEvent | None, fmt: str) -> int:
     if not result:
         return common.fail("the agent ended the stream without a result; see its log")
     for item in result.get("features", []):
@@ -166,7 +179,7 @@ def _finish(result: dict[str, Any], fmt: str) -> int:
     return common.EXIT_OK if result.get("ok") else common.EXIT_BAD
 
 
-def _local(args: argparse.Namespace, requested: Any) -> int:
+def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
     from agent.catalog import requests, resolver
@@ -177,14 +190,7 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
 
     settings = common.settings(args)
     local = detect.detect()
-    target = requested or local
-    if requested is not None and requested.package_manager is None and requested.os == local.os:
-        target = model.Platform(
-            os=requested.os,
-            arch=requested.arch,
-            libc=requested.libc,
-            package_manager=local.package_manager,
-        )
+    target = model.for_host(requested, local)
     catalog = catalog_loading.load(catalog_loading.folders_for(settings.catalog))
     try:
         wanted = [
@@ -196,22 +202,23 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
         for line in str(exc).splitlines():
             print(f"runner-agent: {line}", file=sys.stderr)
         return common.EXIT_BAD
-    same = (target.os, target.arch, target.libc) == (local.os, local.arch, local.libc)
     view = progressview.View()
     data = plan.to_data()
     view.event(
         {
             "event": "plan",
-            "features": [{"id": f["id"], "version": f["version"]} for f in data["features"]],
+            "features": [
+                {"id": f["id"], "version": f["version"], "method": f["method"], "round": f["round"]}
+                for f in data["features"]
+            ],
         }
     )
-    host = target == local or (same and target.package_manager == local.package_manager)
     try:
         ensured = plans.ensure_plan(
             layout.Store(settings.cache.root),
             data,
             settings=settings,
-            host_system=host,
+            host_system=model.same_host(target, local),
             on_event=view.event,
         )
     except (layout.StoreError, executor.SystemInstallError) as exc:
@@ -221,7 +228,7 @@ def _local(args: argparse.Namespace, requested: Any) -> int:
     return _finish(ensured.result, args.format)
 
 
-def emit(data: dict[str, Any], fmt: str) -> None:
+def emit(data: wire.ResultEvent, fmt: str) -> None:
     """Print (or, for github, append) the environment of a ``result``."""
     if fmt == "json":
         print(json.dumps(data, indent=2))

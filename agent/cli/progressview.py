@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from agent.platform import plans as wire
 
 _WIDTH = 24
 
@@ -48,23 +51,24 @@ class View:
         self._drawn = 0
         self._last_draw = 0.0
 
-    def event(self, event: dict[str, Any]) -> None:
-        """Take one event (the API's NDJSON objects, or the store's in --local mode)."""
-        kind = event.get("event", "")
-        if kind == "plan":
+    def event(self, event: wire.Event) -> None:
+        """Take one event (the API's NDJSON objects, or the plan runner's in --local mode)."""
+        if event["event"] == "plan":
             for item in event.get("features", []):
                 self.lines.setdefault(item["id"], _Line(f"{item['id']} {item['version']}"))
             return
-        ident = event.get("feature")
-        if kind in ("result", "") or ident is None:
+        if event["event"] == "result":
+            return
+        kind, ident = event["event"], event.get("feature")
+        if ident is None:
             return
         line = self.lines.setdefault(ident, _Line(ident))
-        if kind == "output":
+        if event["event"] == "output":
             self._print(f"  {clean(ident)}: {clean(event.get('line', ''))}")
             return
         before = (line.state, line.detail)
         line.state = kind
-        if kind == "downloading":
+        if event["event"] == "downloading":
             line.bytes, line.total = int(event.get("bytes", 0)), event.get("total")
             if line.total:
                 quarter = min(4, 4 * line.bytes // max(1, line.total))
@@ -72,11 +76,11 @@ class View:
                     line.quarter = quarter
                     self._print(f"{line.feature}: downloading {self._bytes(line)}")
             line.detail = self._bytes(line)
-        elif kind == "waiting-for-lock":
+        elif event["event"] == "waiting-for-lock":
             line.detail = f"another agent installs it ({clean(event.get('holder', '?'))})"
-        elif kind == "done":
+        elif event["event"] == "done":
             line.detail = f"{event.get('result', 'ok')} in {event.get('seconds', 0):.1f} s"
-        elif kind == "failed":
+        elif event["event"] == "failed":
             line.detail = clean(event.get("error", ""))
         else:
             line.detail = str(event.get("method", ""))

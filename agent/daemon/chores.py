@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.config import models
 from agent.kits import backoff
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # at run time each is imported in a thread, after the probes 
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator, metrics
     from agent.observe import conditions as conditions_
+    from agent.platform import plans as wire
     from agent.store import janitor
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def install_metrics(registry: CollectorRegistry) -> metrics.InstallMetrics:
 
 def preinstall_plan(
     catalog: catalog_loading.Catalog, wanted: list[str], settings: models.Settings
-) -> dict[str, Any]:
+) -> wire.Plan:
     """The plan for ``features.preinstall`` on this machine (blocking: run it in a thread)."""
     from agent.catalog import requests, resolver
     from agent.platform import detect

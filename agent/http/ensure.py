@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -23,6 +23,7 @@ from agent.http import bodies, errors, features, jobs, models
 from agent.http.context import CONTEXT
 from agent.install import plans
 from agent.jobs import leases
+from agent.platform import plans as wire
 from agent.store import layout
 
 
@@ -37,7 +38,7 @@ class EnsureRequest(models.ApiRequest):
     labels: list[str] = Field(
         default_factory=list, max_length=64, description="Runner labels; feature: ones count."
     )
-    team: dict[str, Any] | None = Field(
+    team: wire.JsonObject | None = Field(
         default=None, description="A .github/runner-config.yml document, as JSON."
     )
     target_platform: features.TargetModel | None = Field(
@@ -64,7 +65,7 @@ class FeatureResult(models.ApiModel):
     path: list[str] = Field(default_factory=list, description="PATH entries it adds.")
     env: dict[str, str] = Field(default_factory=dict, description="Variables it sets.")
     seconds: float = 0.0
-    steps_left: list[dict[str, Any]] = Field(
+    steps_left: list[wire.JsonObject] = Field(
         default_factory=list, description="System package steps for the runner to run."
     )
     error: str | None = None
@@ -161,7 +162,7 @@ class _Stream:
         self.response = response
         self.gone = False
 
-    async def send(self, event: dict[str, Any]) -> None:
+    async def send(self, event: wire.Event) -> None:
         if self.gone:
             return
         try:

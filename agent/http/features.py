@@ -7,8 +7,6 @@ the agent's own), and resolution problems come back as one 422 listing every pro
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from pydantic import Field
 
@@ -18,6 +16,7 @@ from agent.config import loading as config_loading
 from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 from agent.platform import model
+from agent.platform import plans as wire
 
 
 class FeatureSummary(models.ApiModel):
@@ -63,7 +62,7 @@ class PlanRequest(models.ApiRequest):
         max_length=32,
         description="Requests in the id@spec form, where full ranges are allowed.",
     )
-    team: dict[str, Any] | None = Field(
+    team: wire.JsonObject | None = Field(
         default=None, description="A .github/runner-config.yml document, as JSON."
     )
     target: TargetModel
@@ -168,7 +167,7 @@ def resolve(
     *,
     labels: list[str],
     extra: list[str],
-    team_doc: dict[str, Any] | None = None,
+    team_doc: wire.JsonObject | None = None,
     options: dict[str, dict[str, str]] | None = None,
 ) -> resolver.Plan:
     """Merge labels, requests (with ``options`` per requested feature) and team

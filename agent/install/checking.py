@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from agent.install import running, sandbox
 from agent.kits import procs
+from agent.platform import plans as wire
 from agent.store import layout
 
 
 def run(
-    step: dict[str, Any],
+    step: wire.ToolStep,
     *,
     staging: Path,
     tree: Path,
@@ -30,6 +30,8 @@ def run(
 ) -> str:
     """The check's verdict for the receipt (``ok: <first line>``), or raise StoreError."""
     check = step["check"]
+    if check is None:
+        return "no check declared"
     argv = list(check["argv"])
     shown = " ".join(argv)
     prefix = step["prefix"]

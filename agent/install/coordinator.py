@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, cast
 
 from agent.config import installer, models
 from agent.install import metrics as install_metrics
@@ -37,12 +37,13 @@ from agent.install import protocol, workers
 from agent.install.host import wiring
 from agent.kits import progress
 from agent.platform import detect, model
+from agent.platform import plans as wire
 from agent.store import entries, layout, locks
 
 logger = logging.getLogger(__name__)
 
-Listener = Callable[[dict[str, Any]], None]
-Result = Literal["hit", "installed", "present", "left"]
+Listener = Callable[[wire.ProgressEvent], None]
+Result = wire.Ready
 
 
 class Pool(Protocol):
@@ -52,7 +53,7 @@ class Pool(Protocol):
     async def install(
         self,
         root: str,
-        step: dict[str, Any],
+        step: wire.ToolStep,
         *,
         lock: tuple[str, float],
         options: protocol.Options,
@@ -106,10 +107,10 @@ class Slots:
 class Outcome:
     """What ensuring one step came to."""
 
-    step: dict[str, Any]
+    step: wire.Step
     result: Result
     installed: entries.Installed | None = None
-    system: dict[str, Any] | None = None
+    system: wire.SystemReport | None = None
     seconds: float = 0.0
 
 
@@ -118,7 +119,7 @@ class _Job:
     future: asyncio.Future[Outcome]
     listeners: list[Listener] = field(default_factory=list)
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: wire.ProgressEvent) -> None:
         for listener in list(self.listeners):
             try:
                 listener(event)
@@ -167,7 +168,7 @@ class Coordinator:
         return len(self._jobs)
 
     async def ensure_step(
-        self, step: dict[str, Any], platform: dict[str, Any], listener: Listener
+        self, step: wire.Step, platform: wire.PlatformData, listener: Listener
     ) -> Outcome:
         """Make ``step`` present (joining an install already running for it)."""
         key = step["prefix"] or f"system:{step['id']}"
@@ -193,9 +194,7 @@ class Coordinator:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(
-        self, key: str, job: _Job, step: dict[str, Any], platform: dict[str, Any]
-    ) -> None:
+    async def _run(self, key: str, job: _Job, step: wire.Step, platform: wire.PlatformData) -> None:
         try:
             outcome = await self._ensure(job, step, platform)
         except BaseException as exc:
@@ -208,7 +207,7 @@ class Coordinator:
         finally:
             self._jobs.pop(key, None)
 
-    async def _ensure(self, job: _Job, step: dict[str, Any], platform: dict[str, Any]) -> Outcome:
+    async def _ensure(self, job: _Job, step: wire.Step, platform: wire.PlatformData) -> Outcome:
         settings = self._settings()
         started = time.monotonic()
         if step["method"] == "system":
@@ -233,9 +232,10 @@ class Coordinator:
             options = self._options(native)
             listen, finish = self._listener(job, step)
             try:
+                install: wire.ToolStep = {**step, "platform": platform}
                 done = await self._workers().install(
                     str(settings.cache.root),
-                    {**step, "platform": platform},
+                    install,
                     lock=(settings.cache.lock_backend, settings.cache.lease_seconds),
                     options=options,
                     listener=listen,
@@ -262,17 +262,10 @@ class Coordinator:
             self._local = await asyncio.to_thread(detect.detect)
         return self._local
 
-    async def _native(self, platform: dict[str, Any]) -> bool:
-        local = await self.local()
-        return (platform.get("os"), platform.get("arch"), platform.get("libc")) == (
-            local.os,
-            local.arch,
-            local.libc,
-        )
+    async def _native(self, platform: wire.PlatformData) -> bool:
+        return model.same_machine(platform, await self.local())
 
-    def _listener(
-        self, job: _Job, step: dict[str, Any]
-    ) -> tuple[progress.Listener, Callable[[], None]]:
+    def _listener(self, job: _Job, step: wire.Step) -> tuple[progress.Listener, Callable[[], None]]:
         """Forward a thread's progress events to the loop, and count bytes and waits;
         the second callable ends a wait still open when the install returns (the entry
         appeared while it waited, so no other event followed)."""
@@ -289,7 +282,8 @@ class Coordinator:
                 url, count = str(data.get("url")), int(data.get("bytes", 0))
                 self._metrics.download_bytes.inc(max(0, count - seen.get(url, 0)))
                 seen[url] = count
-            job.publish({"event": event, "feature": step["id"], **data})
+            # The store's events are loose data (agent.kits.progress): typed from here on.
+            job.publish(cast(wire.ProgressEvent, {"event": event, "feature": step["id"], **data}))
 
         def listen(event: str, data: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(on_loop, event, data)
@@ -301,8 +295,8 @@ class Coordinator:
         return listen, finish
 
     def _system(
-        self, settings: models.Settings, step: dict[str, Any], listen: progress.Listener
-    ) -> dict[str, Any]:
+        self, settings: models.Settings, step: wire.SystemStep, listen: progress.Listener
+    ) -> wire.SystemReport:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
         policy = self._options(True).policy
         install = wiring.system_installer(settings, backend=backend, policy=policy)
@@ -310,6 +304,6 @@ class Coordinator:
             return install(step)
 
 
-def _lookup(store: layout.Store, step: dict[str, Any]) -> entries.Installed | None:
+def _lookup(store: layout.Store, step: wire.ToolStep) -> entries.Installed | None:
     store.open()
     return entries.find(store, step)

@@ -21,10 +21,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.install import running, sandbox
 from agent.install.fetch import network
+from agent.platform import plans as wire
 from agent.store import installlog, layout, receipts
 
 
@@ -32,7 +32,7 @@ from agent.store import installlog, layout, receipts
 class Build:
     """Where and how one ``run`` action builds."""
 
-    step: dict[str, Any]
+    step: wire.ToolStep
     staging: Path
     tree: Path
     timeout: float
@@ -42,7 +42,7 @@ class Build:
     """The target is the platform the agent runs on (its tools may run)."""
     script: sandbox.ScriptSettings
 
-    def environment(self, action: dict[str, Any]) -> dict[str, str]:
+    def environment(self, action: wire.RunAction) -> dict[str, str]:
         """The clean environment, the network settings, then the action's own variables."""
         extra = {**self.network.environment(self.staging), **action["env"]}
         return running.environment(extra)
@@ -62,7 +62,7 @@ class Build:
             self.log.output(name, "\n".join(lines))
 
 
-def pip(build: Build, action: dict[str, Any]) -> list[receipts.Source]:
+def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
     """pip install --target the staging tree; the wheels it took, for the receipt."""
     report = build.staging / "pip-report.json"
     argv = running.resolve_argv(action["argv"], prefix=build.step["prefix"], staging=build.tree)
@@ -113,7 +113,7 @@ def _portable_shebangs(tree: Path, interpreters: set[str]) -> None:
         path.write_bytes(b"#!/usr/bin/env python3\n" + rest)
 
 
-def npm(build: Build, action: dict[str, Any]) -> None:
+def npm(build: Build, action: wire.RunAction) -> None:
     """npm install --global --prefix the staging tree: bin/ holds relative links into
     lib/node_modules, so the entry works wherever the volume is mounted.
 
@@ -155,7 +155,7 @@ def npm(build: Build, action: dict[str, Any]) -> None:
             )
 
 
-def script(build: Build, action: dict[str, Any]) -> None:
+def script(build: Build, action: wire.RunAction) -> None:
     """Run the feature's script in the sandbox, with PREFIX the staging tree."""
     output = sandbox.run_script(
         action,

@@ -2,10 +2,10 @@
 ensure --local`` all ensure a plan here.
 
 Policy:
-- a plan (data, from the catalog's resolver) installs round by round: a round only
-  depends on the ones before it, its steps run concurrently through the coordinator
-  (which bounds them by ``installer.parallelism``), and a failure lets its round finish
-  and skips the rounds after it;
+- a plan (data from the catalog's resolver, typed in :mod:`agent.platform.plans`)
+  installs round by round: a round only depends on the ones before it, its steps run
+  concurrently through the coordinator (which bounds them by ``installer.parallelism``),
+  and a failure lets its round finish and skips the rounds after it;
 - every progress event is sent as it comes, then ``done``, ``failed`` or ``skipped`` per
   feature; :func:`result` turns the outcomes into the ``result`` event: per feature its
   entry, PATH entries, variables, whether it was a hit or installed, and the ``system``
@@ -22,29 +22,27 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config import models
 from agent.install import coordinator, metrics, protocol, workers
+from agent.platform import plans as wire
 from agent.store import entries, layout, locks
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[wire.Event], Awaitable[None]]
 Outcomes = dict[str, "coordinator.Outcome | BaseException | None"]
 """Per feature: how it ended, the exception it failed with, or ``None`` when skipped."""
 
-OK_RESULTS = ("hit", "installed", "present", "left")
-SYSTEM_REPORT = ("manager", "already_present", "refreshed", "check")
-"""What a ``system`` step run on this host adds to its feature's result."""
+OK_RESULTS: tuple[wire.Ready, ...] = ("hit", "installed", "present", "left")
 
 
-async def run(installs: coordinator.Coordinator, plan: dict[str, Any], send: Send) -> Outcomes:
+async def run(installs: coordinator.Coordinator, plan: wire.Plan, send: Send) -> Outcomes:
     """Ensure the plan's steps round by round, sending every event as it comes; the
     outcome per feature."""
     outcomes: Outcomes = {s["id"]: None for s in plan["features"]}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    rounds: dict[int, list[dict[str, Any]]] = {}
+    queue: asyncio.Queue[wire.ProgressEvent] = asyncio.Queue()
+    rounds: dict[int, list[wire.Step]] = {}
     for step in plan["features"]:
         rounds.setdefault(step["round"], []).append(step)
     failed = False
@@ -55,21 +53,21 @@ async def run(installs: coordinator.Coordinator, plan: dict[str, Any], send: Sen
             continue
         for step in rounds[number]:
             await send({"event": "queued", "feature": step["id"]})
-        tasks: dict[asyncio.Future[Any], dict[str, Any]] = {
+        tasks: dict[asyncio.Future[coordinator.Outcome], wire.Step] = {
             asyncio.ensure_future(installs.ensure_step(s, plan["platform"], queue.put_nowait)): s
             for s in rounds[number]
         }
-        pending = set(tasks)
+        pending: set[asyncio.Future[coordinator.Outcome]] = set(tasks)
         while pending:
-            getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(pending | {getter}, return_when=asyncio.FIRST_COMPLETED)
+            getter = asyncio.ensure_future(queue.get())
+            waiting: set[asyncio.Future[coordinator.Outcome] | asyncio.Future[wire.ProgressEvent]]
+            waiting = {*pending, getter}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 await send(getter.result())
             else:
                 getter.cancel()
-            for task in done:
-                if task is getter:
-                    continue
+            for task in pending & done:
                 pending.discard(task)
                 while not queue.empty():
                     await send(queue.get_nowait())
@@ -78,7 +76,7 @@ async def run(installs: coordinator.Coordinator, plan: dict[str, Any], send: Sen
 
 
 async def _finished(
-    task: asyncio.Future[Any], step: dict[str, Any], outcomes: Outcomes, send: Send
+    task: asyncio.Future[coordinator.Outcome], step: wire.Step, outcomes: Outcomes, send: Send
 ) -> bool:
     """Record and announce how one step ended; whether it failed."""
     exc = task.exception()
@@ -93,7 +91,7 @@ async def _finished(
             }
         )
         return True
-    outcome: coordinator.Outcome = task.result()
+    outcome = task.result()
     outcomes[step["id"]] = outcome
     await send(
         {
@@ -106,30 +104,33 @@ async def _finished(
     return False
 
 
-def result(plan: dict[str, Any], outcomes: Outcomes) -> dict[str, Any]:
+def result(plan: wire.Plan, outcomes: Outcomes) -> wire.ResultEvent:
     """The final ``result`` event of a plan's outcomes."""
-    items: list[dict[str, Any]] = []
+    items: list[wire.FeatureResult] = []
     path: list[str] = []
     env: dict[str, str] = {}
     for step in plan["features"]:
         outcome = outcomes[step["id"]]
-        item: dict[str, Any] = {
+        item: wire.FeatureResult = {
             "id": step["id"],
             "version": step["version"],
             "method": step["method"],
+            "result": "skipped",  # unless it ran
         }
-        if outcome is None:
-            item["result"] = "skipped"
-        elif isinstance(outcome, BaseException):
-            item.update(result="failed", error=str(outcome))
-        else:
-            item.update(result=outcome.result, seconds=round(outcome.seconds, 3))
+        if isinstance(outcome, BaseException):
+            item["result"], item["error"] = "failed", str(outcome)
+        elif outcome is not None:
+            item["result"], item["seconds"] = outcome.result, round(outcome.seconds, 3)
             if outcome.installed is not None:
                 item["entry"] = str(outcome.installed.entry.path)
                 item["path"], item["env"] = entries.exported(outcome.installed)
             elif outcome.system is not None:  # run on this host: the manager's report
-                item.update({k: outcome.system[k] for k in SYSTEM_REPORT if k in outcome.system})
-            elif outcome.result == "left":
+                report = outcome.system
+                item["manager"] = report["manager"]
+                item["already_present"] = report["already_present"]
+                item["refreshed"] = report["refreshed"]
+                item["check"] = report["check"]
+            elif outcome.result == "left" and step["method"] == "system":
                 item["steps_left"] = step["actions"]
             path += item.get("path", [])
             env.update(item.get("env", {}))
@@ -138,11 +139,11 @@ def result(plan: dict[str, Any], outcomes: Outcomes) -> dict[str, Any]:
     return {"event": "result", "ok": ok, "features": items, "path": path, "env": env}
 
 
-async def preinstall(installs: coordinator.Coordinator, plan: dict[str, Any]) -> tuple[bool, str]:
+async def preinstall(installs: coordinator.Coordinator, plan: wire.Plan) -> tuple[bool, str]:
     """Ensure ``plan`` at startup (``features.preinstall``); whether it all worked, and
     a line for the ``preinstall`` readiness condition."""
 
-    async def log(event: dict[str, Any]) -> None:
+    async def log(event: wire.Event) -> None:
         if event["event"] in ("done", "failed"):
             logger.info("preinstall: %s %s", event.get("feature"), event["event"], extra=event)
 
@@ -163,7 +164,7 @@ class Ensured:
     """What :func:`ensure_plan` ensured: the ``result`` event, and the ready entries in
     plan order."""
 
-    result: dict[str, Any]
+    result: wire.ResultEvent
     installed: list[entries.Installed]
 
     @property
@@ -179,14 +180,14 @@ class Ensured:
 
 def ensure_plan(
     store: layout.Store,
-    plan: dict[str, Any],
+    plan: wire.Plan,
     *,
     settings: models.Settings | None = None,
     lock_backend: locks.LockBackend | None = None,
     options: protocol.Options | None = None,
     parallelism: int | None = None,
     host_system: bool = False,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[wire.Event], None] | None = None,
 ) -> Ensured:
     """Ensure ``plan`` from a caller without an event loop (blocking); the first failure
     is raised, after its round settles.
@@ -216,7 +217,7 @@ def ensure_plan(
         options=(lambda _native: options) if options is not None else None,
     )
 
-    async def send(event: dict[str, Any]) -> None:
+    async def send(event: wire.Event) -> None:
         if on_event is not None:
             on_event(event)
 
@@ -234,13 +235,14 @@ def ensure_plan(
     return Ensured(result(plan, outcomes), _ready(plan, outcomes))
 
 
-def _warm(store: layout.Store, plan: dict[str, Any]) -> Ensured | None:
+def _warm(store: layout.Store, plan: wire.Plan) -> Ensured | None:
     """The plan's outcome when every entry is already complete, else ``None``."""
-    if any(step["method"] == "system" for step in plan["features"]):
+    tools = [step for step in plan["features"] if step["method"] != "system"]
+    if len(tools) < len(plan["features"]):
         return None
     store.open()
     outcomes: Outcomes = {}
-    for step in plan["features"]:
+    for step in tools:
         found = entries.find(store, step)
         if found is None:
             return None
@@ -248,7 +250,7 @@ def _warm(store: layout.Store, plan: dict[str, Any]) -> Ensured | None:
     return Ensured(result(plan, outcomes), _ready(plan, outcomes))
 
 
-def _ready(plan: dict[str, Any], outcomes: Outcomes) -> list[entries.Installed]:
+def _ready(plan: wire.Plan, outcomes: Outcomes) -> list[entries.Installed]:
     ready = []
     for step in plan["features"]:
         outcome = outcomes[step["id"]]
@@ -264,12 +266,12 @@ def _settings_for(
     parallelism: int | None,
 ) -> models.Settings:
     base = settings or models.Settings()
-    cache: dict[str, Any] = {"root": store.root}
+    cache: dict[str, object] = {"root": store.root}
     if isinstance(lock_backend, locks.LeaseLocks):
         cache.update(lock_backend="lease", lease_seconds=lock_backend.ttl)
     elif lock_backend is not None:
         cache.update(lock_backend="posix")
-    installer: dict[str, Any] = {}
+    installer: dict[str, object] = {}
     if parallelism is not None:
         installer["parallelism"] = parallelism
     return base.model_copy(

@@ -32,13 +32,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agent import __version__
 from agent.config import models
 from agent.install import checking, methods, sandbox
 from agent.install.fetch import downloads, extracting, network
 from agent.kits import progress
+from agent.platform import plans as wire
 from agent.store import entries, installlog, layout, locks, publishing, receipts
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def options_from(installer: models.InstallerSettings, *, native: bool) -> Option
     )
 
 
-_BUILDERS: dict[str, Callable[[methods.Build, dict[str, Any]], list[receipts.Source] | None]] = {
+_BUILDERS: dict[str, Callable[[methods.Build, wire.RunAction], list[receipts.Source] | None]] = {
     "pip": methods.pip,
     "npm": methods.npm,
     "script": methods.script,
@@ -109,7 +109,7 @@ _BUILDERS: dict[str, Callable[[methods.Build, dict[str, Any]], list[receipts.Sou
 
 def install(
     store: layout.Store,
-    step: dict[str, Any],
+    step: wire.ToolStep,
     *,
     lock_backend: locks.LockBackend,
     options: Options | None = None,
@@ -127,7 +127,9 @@ def install(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
     for action in step["actions"]:
-        name = action.get("file", "x")
+        if action["action"] == "run":
+            continue
+        name = action["file"]
         if not name or "/" in name or name in (".", "..") or "\0" in name:
             raise InstallError(what, "plan", f"{name!a} is not a plain file name")
 
@@ -156,7 +158,7 @@ def install(
 def _install_locked(
     store: layout.Store,
     entry: layout.Entry,
-    step: dict[str, Any],
+    step: wire.ToolStep,
     what: str,
     options: Options,
 ) -> receipts.Receipt:
@@ -226,7 +228,7 @@ def _install_locked(
             feature=step["id"],
             version=step["version"],
             key=entry.key,
-            platform=step.get("platform", {}),
+            platform=dict(step.get("platform", {})),
             method=step["method"],
             sources=tuple(sources),
             size=receipts.tree_size(tree),
@@ -257,7 +259,7 @@ def _install_locked(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
+def _relative_vars(step: wire.ToolStep) -> dict[str, str]:
     """Variables with the install prefix replaced by ``${prefix}``: entries must work
     wherever the volume is mounted (runner container, job containers at ``/__t``)."""
     prefix = step["prefix"]
@@ -265,7 +267,7 @@ def _relative_vars(step: dict[str, Any]) -> dict[str, str]:
 
 
 def _download(
-    action: dict[str, Any],
+    action: wire.DownloadAction,
     cache: downloads.DownloadCache,
     options: Options,
     log: installlog.InstallLog,
@@ -282,7 +284,7 @@ def _download(
 
 
 def _check(
-    step: dict[str, Any], staging: Path, tree: Path, rel_path: list[str], options: Options
+    step: wire.ToolStep, staging: Path, tree: Path, rel_path: list[str], options: Options
 ) -> str:
     if step.get("check") is None:
         return "no check declared"

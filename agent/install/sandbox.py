@@ -38,9 +38,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from agent.kits import procs
+from agent.platform import plans as wire
 from agent.store import layout
 
 MOUNT = "/run/runner-agent-sandbox"
@@ -89,7 +90,7 @@ class ScriptSettings:
 
 
 def run_script(
-    action: dict[str, Any],
+    action: wire.RunAction,
     *,
     prefix: str,
     staging: Path,

@@ -38,6 +38,7 @@ from typing import Any
 
 from agent.install import protocol
 from agent.kits import procs, progress
+from agent.platform import plans as wire
 from agent.store import entries, layout, locks
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def _start_worker(events: SimpleQueue[Any], nice: int) -> None:
 def _install(
     token: str,
     root: str,
-    step: dict[str, Any],
+    step: wire.ToolStep,
     lock: tuple[str, float],
     options: protocol.Options,
 ) -> entries.Installed:
@@ -104,7 +105,7 @@ class WorkerPool:
     async def install(
         self,
         root: str,
-        step: dict[str, Any],
+        step: wire.ToolStep,
         *,
         lock: tuple[str, float],
         options: protocol.Options,
@@ -212,7 +213,7 @@ class InProcess:
     async def install(
         self,
         root: str,
-        step: dict[str, Any],
+        step: wire.ToolStep,
         *,
         lock: tuple[str, float],
         options: protocol.Options,

@@ -11,9 +11,9 @@ entries for long). The daemon owns the engine and closes it first at shutdown.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from agent.kits import aiotasks
+from agent.platform import plans as wire
 from agent.store import entries, inuse, janitor, layout
 
 
@@ -36,7 +36,7 @@ class Jobs:
         self._expiring: set[asyncio.Task[None]] = set()
 
     async def lease(
-        self, store: layout.Store, plan: dict[str, Any], *, job: str, max_seconds: float
+        self, store: layout.Store, plan: wire.Plan, *, job: str, max_seconds: float
     ) -> None:
         """Lease the plan's entries to ``job`` until it ends, or for ``max_seconds`` at
         most (counted from its first lease); :class:`LeaseRefused` if the volume refuses."""

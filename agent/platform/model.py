@@ -6,14 +6,20 @@ actions/tool-cache uses): ``x64``, ``arm64``, ``arm``, ``ppc64``, ``s390x``, ``r
 :func:`normalize_arch` and :func:`normalize_os`; a :class:`Platform` holds canonical
 spellings only, so its :attr:`~Platform.triple` is a stable key. ``libc`` is unset unless it
 was observed or stated: a Linux platform with no libc means "unknown", never "glibc".
+Whether a target is the machine the agent runs on is decided here and nowhere else:
+:func:`same_machine` (its programs run here) and :func:`same_host` (its OS packages install
+here too).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, cast, get_args
+
+if TYPE_CHECKING:  # the plan types use this module's Literals; only the types here
+    from agent.platform import plans
 
 OS = Literal["linux", "darwin", "windows"]
 Libc = Literal["glibc", "musl"]
@@ -185,9 +191,9 @@ class Platform:
         libc = cast(Libc, _choice("libc", parts[2], LIBCS)) if len(parts) == 3 else None
         return cls(os=os_name, arch=arch, libc=libc)
 
-    def to_json(self) -> dict[str, str | list[str] | None]:
+    def to_json(self) -> plans.PlatformData:
         """Every field, keys sorted, ``distro_like`` as a list: stable for hashing and diffs."""
-        values: dict[str, str | list[str] | None] = {
+        return {
             "arch": self.arch,
             "cuda_driver": self.cuda_driver,
             "distro": self.distro,
@@ -197,4 +203,35 @@ class Platform:
             "os": self.os,
             "package_manager": self.package_manager,
         }
-        return dict(sorted(values.items()))
+
+
+def same_machine(target: Platform | Mapping[str, object], local: Platform) -> bool:
+    """Whether ``target`` (a platform, or a plan's ``platform``) is the machine ``local``
+    describes as far as programs go: the same os, arch and libc, so what is built for it
+    runs here (its check can run, its wheels load). An unknown libc matches only an
+    unknown one."""
+    if isinstance(target, Platform):
+        return (target.os, target.arch, target.libc) == (local.os, local.arch, local.libc)
+    return (target.get("os"), target.get("arch"), target.get("libc")) == (
+        local.os,
+        local.arch,
+        local.libc,
+    )
+
+
+def same_host(target: Platform, local: Platform) -> bool:
+    """Whether ``target`` is ``local`` down to its package manager: the same machine
+    (:func:`same_machine`) and the same manager, so a ``system`` step for it may run on
+    this host (``runner-agent ensure --local``'s host mode)."""
+    return same_machine(target, local) and target.package_manager == local.package_manager
+
+
+def for_host(requested: Platform | None, local: Platform) -> Platform:
+    """The target of an ensure on this host: ``local`` when none is requested; a
+    requested one that names no package manager gets this host's when it is for this
+    host's os (so its ``system`` steps can run here)."""
+    if requested is None:
+        return local
+    if requested.package_manager is None and requested.os == local.os:
+        return replace(requested, package_manager=local.package_manager)
+    return requested

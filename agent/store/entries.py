@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from agent.platform import plans as wire
 from agent.store import layout, receipts
 
 PREFIX_VAR = "${prefix}"
@@ -104,7 +104,7 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
     return receipt
 
 
-def find(store: layout.Store, step: dict[str, Any]) -> Installed | None:
+def find(store: layout.Store, step: wire.ToolStep) -> Installed | None:
     """The step's entry when it is already complete (the warm path), else ``None``."""
     entry = entry_of(store, step["prefix"])
     found = lookup(entry, feature=step["id"], version=step["version"])

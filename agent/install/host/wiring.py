@@ -12,12 +12,12 @@ import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agent.config import models
 from agent.install.fetch import downloads
 from agent.install.host import executor
 from agent.kits import progress
+from agent.platform import plans as wire
 from agent.store import layout, locks
 
 
@@ -26,7 +26,7 @@ def system_installer(
     *,
     backend: locks.LockBackend,
     policy: downloads.Policy,
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
+) -> Callable[[wire.SystemStep], wire.SystemReport]:
     """A callable that installs one ``system`` plan step on this host and describes it."""
     installer = settings.installer
     store = layout.Store(settings.cache.root)
@@ -55,7 +55,7 @@ def system_installer(
             timeout=installer.lock_timeout_seconds,
         )
 
-    def install(step: dict[str, Any]) -> dict[str, Any]:
+    def install(step: wire.SystemStep) -> wire.SystemReport:
         done = executor.install(
             step,
             host,
