@@ -1,46 +1,52 @@
 """Executing a ``system`` plan step on the host that runs the job (host mode).
 
 The plan's actions run in order through :mod:`agent.kits.procs`, the same step executor
-the store's installs use (and the sidecar path hands its steps to the runner's):
+the store's installs use (and the sidecar path hands its steps to the runner's). What
+differs between package managers comes from the manager's own module, through
+:func:`agent.platform.packagers.get`; nothing here names a manager:
 
-- the feature's check runs first: a host that already has the tool installs nothing;
+- the feature's check runs first: a host that already has the tool installs nothing. A
+  feature without a check asks the manager's installed-package query instead;
 - ``write_file`` and ``download`` add a repository (a deb822 sources file, a signing key,
-  a .repo file) only under the package managers' own configuration folders, written
-  atomically; a changed repository forces an index refresh;
-- ``run`` with purpose ``refresh`` refreshes the index at most once per interval (apt);
+  a .repo file) only under the manager's own repository folders, written atomically; a
+  changed repository forces an index refresh;
+- ``run`` with purpose ``refresh`` refreshes the index at most once per interval where
+  the manager keeps its index in a known folder (a stamp beside the index records the
+  last complete refresh, so wiping the index wipes the stamp too);
 - ``run`` with purpose ``install`` keeps the manager's downloads in the shared package
-  cache and holds the cache's cross-host lock (apt's own archive lock is per host);
-- output streams to ``on_line`` as it comes; every wait for a lock says who holds it.
+  cache and holds the cache's cross-host lock (the manager's own locks are per host);
+- every command gets the one clean environment (:func:`agent.kits.environ.clean`) with a
+  fixed locale, since the manager's messages are read; output streams to ``on_line`` as
+  it comes; every wait for a lock the manager takes says who holds it.
 
 Policy: a failure raises :class:`SystemInstallError`, which names the feature, the
-package manager and, where the manager said so, the package (missing, held, unmet
-dependencies) and the repositories the refresh could not fetch.
+package manager and, where the manager's module recognises its output, the package
+(missing, held, locked) and the repositories the refresh could not fetch.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import hashlib
 import os
+import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.install.host import apt
-from agent.kits import procs
+from agent.kits import environ, procs
+from agent.platform import model, packagers
 from agent.platform import plans as wire
 
-ALLOWED_FOLDERS = (
-    "/etc/apt/sources.list.d",
-    "/etc/apt/keyrings",
-    "/etc/yum.repos.d",
-    "/etc/zypp/repos.d",
-)
+STAMP_NAME = ".runner-agent-refreshed"
 _LOCK_REPORT_EVERY = 10.0
+_QUERY_TIMEOUT = 60.0
+_FLOCK = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux: type, whence, start, len, pid
 
 
 class SystemInstallError(Exception):
@@ -60,7 +66,8 @@ class HostSettings:
     index_refresh_seconds: float = 3600.0
     lock_timeout: float = 300.0
     step_timeout: float = 900.0
-    lists: Path = apt.LISTS
+    index_folder: Path | None = None
+    """Where the manager's index lives; None: where the manager's module says."""
 
 
 @dataclass
@@ -87,6 +94,23 @@ def _no_lock(_: str) -> Iterator[None]:
     yield
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One step's install: what it is, with which manager, and where output goes."""
+
+    what: str
+    packager: packagers.Packager
+    settings: HostSettings
+    emit: Callable[[str], None]
+
+    @property
+    def manager(self) -> str:
+        return self.packager.name
+
+    def fail(self, message: str) -> SystemInstallError:
+        return SystemInstallError(self.what, self.manager, message)
+
+
 def install(
     step: wire.SystemStep,
     settings: HostSettings,
@@ -98,7 +122,7 @@ def install(
     """Install ``step`` (a ``system`` plan step) on this host; see the module's policy."""
     started = time.monotonic()
     what = f"{step['id']} {step['version']}"
-    manager = next((a["manager"] for a in step["actions"] if "manager" in a), "unknown")
+    manager: str = next((a["manager"] for a in step["actions"] if "manager" in a), "unknown")
     result = HostResult(id=step["id"], version=step["version"], manager=manager)
 
     def emit(line: str) -> None:
@@ -107,9 +131,19 @@ def install(
             on_line(line)
 
     check = step.get("check")
-    if check is not None and _check(check, settings) is None:
+    if check is not None and _check(check) is None:
         result.already_present = True
         result.check = "ok: already present on this host"
+        result.seconds = time.monotonic() - started
+        return result
+    try:
+        job = _Job(what, packagers.get(manager), settings, emit)
+    except model.PlatformError as exc:
+        raise SystemInstallError(what, manager, f"the plan's manager is unknown: {exc}") from exc
+    packages = _packages(step)
+    if check is None and packages and _installed(job, packages):
+        result.already_present = True
+        result.check = f"ok: {manager} reports {', '.join(packages)} installed on this host"
         result.seconds = time.monotonic() - started
         return result
     changed = False
@@ -117,96 +151,138 @@ def install(
     for action in step["actions"]:
         kind = action["action"]
         if kind == "write_file":
-            changed |= _write(Path(action["path"]), action["content"].encode(), what, manager)
+            changed |= _write(job, Path(action["path"]), action["content"].encode())
         elif kind == "download":
-            changed |= _download_key(action, fetch, what, manager)
+            changed |= _download_key(job, action, fetch)
         elif kind == "run" and action.get("purpose") == "refresh":
-            if manager == "apt" and not apt.needs_refresh(
-                settings.index_refresh_seconds, repository_changed=changed, lists=settings.lists
-            ):
-                emit("runner-agent: apt's index is recent on this host; not refreshing")
+            index = _index(job)
+            if index is not None and not changed and _recent(job, index):
+                emit(f"runner-agent: {manager}'s index is recent on this host; not refreshing")
                 continue
-            done = _run(action["argv"], action, settings, what, manager, emit)
-            if not done.ok:
-                raise SystemInstallError(
-                    what, manager, f"the index refresh failed: {done.describe()}"
-                )
+            done = _run(job, action["argv"], action)
+            if not job.packager.succeeded(done.returncode):
+                raise job.fail(f"the index refresh failed: {done.describe()}")
             result.refreshed = True
-            if manager == "apt":
-                fetch_failures = apt.failed_fetches(done.output)
-                if not fetch_failures:
-                    apt.mark_refreshed(settings.lists)
+            fetch_failures = job.packager.failed_fetches(done.output)
+            if index is not None and not fetch_failures:
+                (index / STAMP_NAME).touch()
         elif kind == "run":
-            argv = _with_cache(list(action["argv"]), manager, settings.package_cache)
+            cache = job.packager.with_cache(action["argv"], settings.package_cache)
+            for folder in cache.folders:
+                Path(folder).mkdir(parents=True, exist_ok=True)
             with exclusive(manager):
-                done = _run(argv, action, settings, what, manager, emit)
-            if not done.ok:
-                packages = list(action.get("packages", []))
-                explained = apt.explain(done.output, packages, fetch_failures=fetch_failures)
-                raise SystemInstallError(what, manager, explained or done.describe())
+                done = _run(job, cache.argv, action)
+            if not job.packager.succeeded(done.returncode):
+                asked = action.get("packages", [])
+                failure = packagers.Failure(
+                    output=done.output,
+                    returncode=done.returncode,
+                    packages=tuple(p for p in asked if p in action["argv"]) or tuple(asked),
+                    fetch_failures=tuple(fetch_failures),
+                )
+                raise job.fail(job.packager.explain(failure) or done.describe())
         else:
-            raise SystemInstallError(what, manager, f"unknown action {kind!r} in the plan")
+            raise job.fail(f"unknown action {kind!r} in the plan")
     if check is not None:
-        problem = _check(check, settings)
+        problem = _check(check)
         if problem is not None:
-            raise SystemInstallError(what, manager, f"installed, but the check failed: {problem}")
+            raise job.fail(f"installed, but the check failed: {problem}")
         result.check = "ok"
     result.seconds = time.monotonic() - started
     return result
 
 
-def _with_cache(argv: list[str], manager: str, cache: Path) -> list[str]:
-    """``argv`` with the manager's downloads kept in the shared cache."""
-    if manager == "apt":
-        return [argv[0], *apt.cache_options(cache), *argv[1:]]
-    if manager in ("dnf", "yum"):
-        folder = cache / manager
-        folder.mkdir(parents=True, exist_ok=True)
-        return [argv[0], "--setopt=keepcache=True", f"--setopt=cachedir={folder}", *argv[1:]]
-    if manager == "apk" and "--no-cache" in argv:
-        folder = cache / "apk"
-        folder.mkdir(parents=True, exist_ok=True)
-        at = argv.index("--no-cache")
-        return [*argv[:at], "--cache-dir", str(folder), "--update-cache", *argv[at + 1 :]]
-    return argv
+def _packages(step: wire.SystemStep) -> tuple[str, ...]:
+    """Every package the step's installs ask for, in order, once."""
+    asked = (
+        name
+        for action in step["actions"]
+        if action.get("purpose") == "install"
+        for name in action.get("packages", [])
+    )
+    return tuple(dict.fromkeys(asked))
 
 
-def _run(
-    argv: list[str],
-    action: wire.SystemAction,
-    settings: HostSettings,
-    what: str,
-    manager: str,
-    emit: Callable[[str], None],
-) -> procs.Finished:
-    if manager == "apt":
-        _wait_for_locks(settings.lock_timeout, what, manager, emit)
-    env = {**_clean_environment(), **action.get("env", {})}
+def _installed(job: _Job, packages: tuple[str, ...]) -> bool:
+    """Whether the manager's own query says every package is installed (a query that
+    cannot run says no: the install then runs and speaks for itself)."""
+    for query in job.packager.installed_queries(packages):
+        env = environ.clean(dict(query.env), fixed_locale=True)
+        try:
+            done = procs.run(query.argv, env=env, timeout=_QUERY_TIMEOUT, cwd="/")
+        except procs.ProcError:
+            return False
+        if not job.packager.says_installed(query, done.returncode, done.output):
+            return False
+    return True
+
+
+def _index(job: _Job) -> Path | None:
+    if job.packager.index_folder is None:
+        return None
+    return job.settings.index_folder or Path(job.packager.index_folder)
+
+
+def _recent(job: _Job, index: Path) -> bool:
+    """Whether the last complete refresh on this host is newer than the interval, and
+    the index it fetched is still there (the files the manager's module names)."""
+    interval = job.settings.index_refresh_seconds
+    if interval <= 0 or not any(index.glob(job.packager.index_glob)):
+        return False
     try:
-        return procs.run(argv, env=env, timeout=settings.step_timeout, on_line=emit, cwd="/")
+        age = time.time() - (index / STAMP_NAME).stat().st_mtime
+    except OSError:
+        return False
+    return age < interval
+
+
+def _run(job: _Job, argv: Sequence[str], action: wire.SystemAction) -> procs.Finished:
+    if job.packager.lock_files:
+        _wait_for_locks(job)
+    env = environ.clean(action.get("env", {}), fixed_locale=True)
+    try:
+        return procs.run(
+            argv, env=env, timeout=job.settings.step_timeout, on_line=job.emit, cwd="/"
+        )
     except procs.ProcError as exc:
-        raise SystemInstallError(what, manager, str(exc)) from exc
+        raise job.fail(str(exc)) from exc
 
 
-def _wait_for_locks(timeout: float, what: str, manager: str, emit: Callable[[str], None]) -> None:
+def _holder(path: Path) -> int | None:
+    """The pid holding a write lock on ``path`` (fcntl, as apt takes them), or ``None``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
+
+
+def _wait_for_locks(job: _Job) -> None:
+    timeout = job.settings.lock_timeout
     deadline = time.monotonic() + timeout
     reported = 0.0
+    locks = [Path(name) for name in job.packager.lock_files]
     while True:
-        held = [(path, pid) for path in apt.LOCKS if (pid := apt.holder(path)) is not None]
+        held = [(path, pid) for path in locks if (pid := _holder(path)) is not None]
         if not held:
             return
         path, pid = held[0]
         now = time.monotonic()
         if now >= deadline:
-            raise SystemInstallError(
-                what,
-                manager,
+            raise job.fail(
                 f"{path} is still locked by pid {pid} ({_command(pid)}) after {timeout:g} s; "
                 "wait for that package manager run to end, or raise "
-                "installer.package_lock_timeout_seconds",
+                "installer.package_lock_timeout_seconds"
             )
         if now - reported >= _LOCK_REPORT_EVERY:
-            emit(f"runner-agent: waiting for {path}, held by pid {pid} ({_command(pid)})")
+            job.emit(f"runner-agent: waiting for {path}, held by pid {pid} ({_command(pid)})")
             reported = now
         time.sleep(0.25)
 
@@ -219,29 +295,11 @@ def _command(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:80] or "unknown command"
 
 
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _clean_environment() -> dict[str, str]:
-    """What a package manager or a check gets: PATH, a locale and the proxies; never the
-    agent's other variables."""
-    return {
-        "PATH": os.environ.get(
-            "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        ),
-        "LANG": "C.UTF-8",
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k.lower() in ("http_proxy", "https_proxy", "no_proxy")
-        },
-    }
-
-
-def _check(check: wire.Check, settings: HostSettings) -> str | None:
+def _check(check: wire.Check) -> str | None:
     """``None`` when the check passes, else what it printed."""
+    env = environ.clean(fixed_locale=True)
     try:
-        done = procs.run(check["argv"], env=_clean_environment(), timeout=60.0, cwd="/")
+        done = procs.run(check["argv"], env=env, timeout=60.0, cwd="/")
     except procs.ProcError as exc:
         return str(exc)
     if done.ok and check["expect"] in done.output:
@@ -249,19 +307,18 @@ def _check(check: wire.Check, settings: HostSettings) -> str | None:
     return done.describe(200)
 
 
-def _allowed(path: Path, what: str, manager: str) -> None:
-    if str(path.parent) not in ALLOWED_FOLDERS or path.name in ("", ".", ".."):
-        raise SystemInstallError(
-            what,
-            manager,
-            f"the plan writes {path}, outside the package managers' folders "
-            f"({', '.join(ALLOWED_FOLDERS)}); refusing",
+def _allowed(job: _Job, path: Path) -> None:
+    folders = job.packager.repository_folders
+    if str(path.parent) not in folders or path.name in ("", ".", ".."):
+        raise job.fail(
+            f"the plan writes {path}, outside {job.manager}'s repository folders "
+            f"({', '.join(folders) or 'none'}); refusing"
         )
 
 
-def _write(path: Path, content: bytes, what: str, manager: str) -> bool:
+def _write(job: _Job, path: Path, content: bytes) -> bool:
     """Write ``content`` atomically; whether the file changed."""
-    _allowed(path, what, manager)
+    _allowed(job, path)
     with contextlib.suppress(OSError):
         if path.read_bytes() == content:
             return False
@@ -279,23 +336,19 @@ def _write(path: Path, content: bytes, what: str, manager: str) -> bool:
     return True
 
 
-def _download_key(action: wire.SystemAction, fetch: Fetch, what: str, manager: str) -> bool:
+def _download_key(job: _Job, action: wire.SystemAction, fetch: Fetch) -> bool:
     dest = Path(action["dest"])
-    _allowed(dest, what, manager)
+    _allowed(job, dest)
     with tempfile.TemporaryDirectory() as folder:
         temp = Path(folder) / "key"
         try:
             fetch(action["url"], temp)
         except Exception as exc:
-            raise SystemInstallError(
-                what, manager, f"cannot fetch the repository key {action['url']}: {exc}"
-            ) from exc
+            raise job.fail(f"cannot fetch the repository key {action['url']}: {exc}") from exc
         content = temp.read_bytes()
     if b"BEGIN PGP PUBLIC KEY BLOCK" not in content and not content.startswith(b"\x99"):
         digest = hashlib.sha256(content).hexdigest()[:12]
-        raise SystemInstallError(
-            what,
-            manager,
-            f"{action['url']} is not an OpenPGP key ({len(content)} bytes, sha256 {digest}...)",
+        raise job.fail(
+            f"{action['url']} is not an OpenPGP key ({len(content)} bytes, sha256 {digest}...)"
         )
-    return _write(dest, content, what, manager)
+    return _write(job, dest, content)
