@@ -105,9 +105,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     ctx = request.app[CONTEXT]
     settings = ctx.reloader.current.settings
-    body = await bodies.read_model(
-        request, EnsureRequest, limit=int(settings.server.max_request_bytes)
-    )
+    body = await bodies.read_model(request, EnsureRequest)
     if not body.requests and not body.labels and body.team is None:
         raise errors.ApiError(
             400, "nothing to ensure: give requests, labels or team", code="validation_error"

@@ -97,7 +97,7 @@ async def list_features(request: web.Request) -> web.Response:
         features=items,
         disabled=[{"feature": p.feature, "problem": str(p)} for p in catalog.problems],
     )
-    return web.json_response(text=body.model_dump_json())
+    return bodies.json_response(body)
 
 
 async def get_feature(request: web.Request) -> web.Response:
@@ -119,15 +119,12 @@ async def get_feature(request: web.Request) -> web.Response:
             f"unknown feature {ident!r}{resolver.suggest(ident, catalog.ids())}",
             details={"known": catalog.ids()},
         )
-    return web.json_response(text=feature.model_dump_json())
+    return bodies.json_response(feature)
 
 
 async def post_plan(request: web.Request) -> web.Response:
     """Resolve requests for a target platform into an install plan."""
-    settings = request.app[CONTEXT].reloader.current.settings
-    body = await bodies.read_model(
-        request, PlanRequest, limit=int(settings.server.max_request_bytes)
-    )
+    body = await bodies.read_model(request, PlanRequest)
     target = to_platform(body.target)
     plan = resolve(request, target, labels=body.labels, extra=body.requests, team_doc=body.team)
     return web.Response(text=plan.to_json(), content_type="application/json")

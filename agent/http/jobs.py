@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import errors, models
+from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 
 
@@ -38,4 +38,4 @@ async def delete_job(request: web.Request) -> web.Response:
     released = await request.app[CONTEXT].jobs.release(job)
     if not released:
         raise errors.ApiError(404, f"this agent holds no lease for job {job!r}")
-    return web.json_response(text=JobReleased(job=job, released=released).model_dump_json())
+    return bodies.json_response(JobReleased(job=job, released=released))

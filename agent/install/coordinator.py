@@ -29,16 +29,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from agent.config import installer, models
 from agent.install import metrics as install_metrics
-from agent.install import protocol, workers
-from agent.install.host import wiring
 from agent.kits import progress
 from agent.platform import detect, model
 from agent.platform import plans as wire
 from agent.store import entries, layout, locks
+
+if TYPE_CHECKING:
+    # Loaded on the first install, in a thread (see Coordinator._engine): fetching,
+    # extraction, the methods and the worker pool are ~3 MiB that an agent whose every
+    # request is a cache hit never needs, and the loop must not pay their import.
+    from agent.install import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +150,12 @@ class Coordinator:
         ``installer`` settings (tests and benches)."""
         self._settings = settings
         self._metrics = metrics
-        self._make_pool = pool or (lambda: workers.WorkerPool(installer.MAX_PARALLELISM))
+        self._make_pool = pool or _worker_pool
         self._host_system = host_system
         self._options = options or (
-            lambda native: protocol.options_from(self._settings().installer, native=native)
+            lambda native: _options_from(self._settings().installer, native=native)
         )
+        self._engine_loaded = False
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.slots = Slots(lambda: self._settings().installer.parallelism)
@@ -217,6 +222,7 @@ class Coordinator:
             if not host:
                 return Outcome(step, "left")
             listen, _ = self._listener(job, step)
+            await self._engine()
             async with self.slots():
                 system = await asyncio.to_thread(self._system, settings, step, listen)
             result: Result = "present" if system["already_present"] else "installed"
@@ -227,6 +233,7 @@ class Coordinator:
             self._metrics.cache_requests.labels("hit").inc()
             return Outcome(step, "hit", hit, seconds=time.monotonic() - started)
         self._metrics.cache_requests.labels("miss").inc()
+        await self._engine()
         async with self.slots():
             native = await self._native(platform)
             options = self._options(native)
@@ -250,6 +257,12 @@ class Coordinator:
             self._metrics.installs.labels(step["id"], step["method"], "ok").inc()
             self._metrics.install_duration.labels(step["method"]).observe(seconds)
         return Outcome(step, "hit" if done.cached else "installed", done, seconds=seconds)
+
+    async def _engine(self) -> None:
+        """Import the install machinery once, in a thread, before the first install."""
+        if not self._engine_loaded:
+            await asyncio.to_thread(_load_engine)
+            self._engine_loaded = True
 
     def _workers(self) -> Pool:
         if self._pool is None:
@@ -299,6 +312,8 @@ class Coordinator:
     ) -> wire.SystemReport:
         backend = locks.backend(settings.cache.lock_backend, lease_ttl=settings.cache.lease_seconds)
         policy = self._options(True).policy
+        from agent.install.host import wiring  # in this thread: see _engine
+
         install = wiring.system_installer(settings, backend=backend, policy=policy)
         with progress.listening(listen):
             return install(step)
@@ -307,3 +322,20 @@ class Coordinator:
 def _lookup(store: layout.Store, step: wire.ToolStep) -> entries.Installed | None:
     store.open()
     return entries.find(store, step)
+
+
+def _options_from(settings: models.InstallerSettings, *, native: bool) -> protocol.Options:
+    from agent.install import protocol  # loaded by _engine before any install asks
+
+    return protocol.options_from(settings, native=native)
+
+
+def _worker_pool() -> Pool:
+    from agent.install import workers
+
+    return workers.WorkerPool(installer.MAX_PARALLELISM)
+
+
+def _load_engine() -> None:
+    from agent.install import protocol, workers  # noqa: F401
+    from agent.install.host import wiring  # noqa: F401

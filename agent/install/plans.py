@@ -22,11 +22,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.config import models
-from agent.install import coordinator, metrics, protocol, workers
+from agent.install import coordinator, metrics
 from agent.platform import plans as wire
 from agent.store import entries, layout, locks
+
+if TYPE_CHECKING:
+    from agent.install import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +216,7 @@ def ensure_plan(
     installs = coordinator.Coordinator(
         lambda: effective,
         metrics.InstallMetrics(None),
-        pool=lambda: workers.InProcess(backend=lock_backend),
+        pool=lambda: _in_process(lock_backend),
         host_system=host_system,
         options=(lambda _native: options) if options is not None else None,
     )
@@ -280,3 +284,9 @@ def _settings_for(
             "installer": base.installer.model_copy(update=installer),
         }
     )
+
+
+def _in_process(backend: locks.LockBackend | None) -> coordinator.Pool:
+    from agent.install import workers  # only a cold ensure needs it
+
+    return workers.InProcess(backend=backend)
