@@ -27,21 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from agent import __version__
-from agent.config import loading, models, reloading, tokens
-from agent.daemon import chores
+from agent.config import loading, models, reloading
+from agent.daemon import chores, startup
 from agent.http import draining, listeners, probes
 from agent.kits import aiotasks, backoff, gcpause, logs, signals
 from agent.observe import conditions, looplag, metrics
@@ -57,57 +56,16 @@ if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
 
 logger = logging.getLogger(__name__)
 
-OnConfigError = Literal["exit", "degrade"]
+OnConfigError = startup.OnConfigError
 EXIT_OK = 0
 EXIT_CONFIG = 2
-
-
-def initial_config(
-    path: Path | None, *, on_error: OnConfigError
-) -> tuple[reloading.Loaded, loading.ConfigError | None]:
-    """Load the startup configuration, or fall back to defaults in degrade mode.
-
-    In degrade mode the environment alone is tried first, so settings a pod passes by
-    environment (the probe address above all) survive a broken file; if even that fails,
-    the built-in defaults are used. Either way both API scopes are locked until a good
-    configuration loads: the broken file may be the one that set the tokens.
-    """
-    try:
-        return reloading.load_snapshot(path, generation=1), None
-    except loading.ConfigError as exc:
-        if on_error == "exit":
-            raise
-        error = exc
-    message = error.one_line()
-    try:
-        fallback = reloading.load_snapshot(None, generation=1)
-        settings, found = fallback.settings, fallback.tokens
-        source = f"{path or 'environment'} (invalid; running on the environment and defaults)"
-    except loading.ConfigError:
-        settings, found, source = models.Settings(), tokens.Tokens(), "defaults"
-    degraded = reloading.Loaded(
-        settings=settings,
-        tokens=dataclasses.replace(found, locked=frozenset({"admin", "job"})),
-        generation=1,
-        source=source,
-        error=message,
-    )
-    return degraded, error
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def serve(path: Path | None, *, on_config_error: OnConfigError) -> int:
     """Run the daemon until a signal stops it; return the process exit code."""
     started = time.time()
     try:
-        loaded, error = initial_config(path, on_error=on_config_error)
+        loaded, error = startup.initial_config(path, on_error=on_config_error)
     except loading.ConfigError as exc:
         print(f"runner-agent: invalid configuration: {exc.one_line()}", file=sys.stderr)
         return EXIT_CONFIG
@@ -118,22 +76,8 @@ def serve(path: Path | None, *, on_config_error: OnConfigError) -> int:
             extra={"problems": [str(p) for p in error.problems]},
         )
     daemon = Daemon(path, loaded, started=started)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=startup.loop_factory()) as runner:
         return runner.run(daemon.run())
-
-
-def _preload_api() -> None:
-    # Run in a thread: the API's models and the engines cost import time that the loop
-    # (and /healthz) must not wait for.
-    from agent.http import api, context  # noqa: F401
-    from agent.install import coordinator  # noqa: F401
-    from agent.jobs import leases  # noqa: F401
-
-
-def _preload_supervisor() -> None:
-    # Run in a thread, like _preload_api: the supervisor's modules cost import time that
-    # /healthz must not wait for.
-    from agent.services import supervisor  # noqa: F401
 
 
 class Daemon:
@@ -250,7 +194,7 @@ class Daemon:
         return EXIT_OK
 
     async def _start_services(self) -> None:
-        await asyncio.to_thread(_preload_supervisor)
+        await asyncio.to_thread(chores.preload_supervisor)
         from agent.services import supervisor as services_supervisor  # loaded: no import work
 
         if self._stop.is_set():
@@ -363,7 +307,7 @@ class Daemon:
     async def _serve_api(self) -> None:
         # Imported in a thread, after the probe listener is up: the API's models cost
         # import time that /healthz must not wait for.
-        await asyncio.to_thread(_preload_api)
+        await asyncio.to_thread(chores.preload_api)
         from agent.http import api, context  # loaded: no import work on the loop
         from agent.install import coordinator
         from agent.jobs import leases

@@ -123,3 +123,19 @@ async def preinstall(
         delay = delays.next().seconds
         logger.warning("preinstall failed (%s); retrying in %.0f s", message, delay)
         await asyncio.sleep(delay)
+
+
+def preload_api() -> None:
+    """Import the API and the engines it serves (run it in a thread)."""
+    # Run in a thread: the API's models and the engines cost import time that the loop
+    # (and /healthz) must not wait for.
+    from agent.http import api, context  # noqa: F401
+    from agent.install import coordinator  # noqa: F401
+    from agent.jobs import leases  # noqa: F401
+
+
+def preload_supervisor() -> None:
+    """Import the supervisor (run it in a thread)."""
+    # Run in a thread, like _preload_api: the supervisor's modules cost import time that
+    # /healthz must not wait for.
+    from agent.services import supervisor  # noqa: F401
