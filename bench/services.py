@@ -128,9 +128,9 @@ def cold_starts(runs: int) -> list[float]:
 
 
 def call(agent: agentproc.Agent, target: str) -> Any:
-    from agent.cli import servicing
+    from agent.cli import client
 
-    return servicing.unix_request(agent.socket, "GET", target, token=None)[1]
+    return client.request(agent.socket, "GET", target, token=None)[1]
 
 
 def dockerd_service(agent: agentproc.Agent) -> dict[str, Any]:
