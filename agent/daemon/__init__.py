@@ -103,6 +103,7 @@ class Daemon:
         self._catalog_loaded = asyncio.Event()
         self._signals = 0
         self._api_runner: web.AppRunner | None = None
+        self._api_task: asyncio.Task[None] | None = None
         self._inflight = draining.InFlight()
         self._socket: Path | None = None
         self.supervisor: services_supervisor.Supervisor | None = None
@@ -168,6 +169,8 @@ class Daemon:
         self.conditions.set("catalog", ok=False, message="loading")
         if self.settings.services:  # the supervisor starts after the bind, in a task
             self.conditions.set("services", ok=False, message="starting")
+        if self.settings.features.preinstall:  # it waits for the catalog and the API
+            self.conditions.set("preinstall", ok=False, message="waiting for the catalog")
         if not await self._bind_probes(probe_runner, server.metrics_address):
             await probe_runner.cleanup()
             return EXIT_OK
@@ -179,7 +182,7 @@ class Daemon:
             self.reloader.watch(interval=lambda: self.settings.server.config_poll_seconds),
             "config file watcher",
         )
-        self._spawn(self._serve_api(), "API listener", forever=False)
+        self._api_task = self._spawn(self._serve_api(), "API listener", forever=False)
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
         self._spawn(self._start_services(), "service supervisor start", forever=False)
         self._spawn(self._run_janitor(), "cache janitor")
@@ -236,12 +239,15 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
         return False
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True) -> None:
+    def _spawn(
+        self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True
+    ) -> asyncio.Task[None]:
         self._tasks = [t for t in self._tasks if not t.done()]
         task = aiotasks.create_guarded_task(coro, name=name, forever=forever)
         if forever:
             task.add_done_callback(self._on_task_end)
         self._tasks.append(task)
+        return task
 
     def _on_task_end(self, task: asyncio.Task[None]) -> None:
         # The guard has logged why; readiness must not claim health without the task.
@@ -377,6 +383,11 @@ class Daemon:
         # tasks stop; probes go last. Every step takes its time from one budget, the
         # grace, so the process is gone before the kubelet's SIGKILL.
         self.conditions.set("lifecycle", ok=False, message="shutting down")
+        if self._api_task is not None and not self._api_task.done():
+            # Still importing or binding: it must not bind a socket (or start installs)
+            # after the shutdown has passed it by. What it built is stopped below.
+            self._api_task.cancel()
+            await asyncio.gather(self._api_task, return_exceptions=True)
         if self.supervisor is not None:
             # Before the grace starts, with the API still up: job tracking (or an
             # operator) opens the gate through it. Bounded by the gated services' wait.
@@ -396,7 +407,14 @@ class Daemon:
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
-        await self._stop_engines()
+        try:
+            # Bounded: a host package install runs in a thread, to its own timeout.
+            await asyncio.wait_for(
+                self._stop_engines(),
+                timeout=max(0.1, end - min(1.0, (end - start) / 5) - loop.time()),
+            )
+        except TimeoutError:
+            logger.warning("installs still running at the end of the grace; leaving them")
         if self.supervisor is not None:
             # Reverse dependency order, each within its grace, all within ours; a little
             # is kept for the tasks and probes below.

@@ -72,9 +72,18 @@ class Pool(Protocol):
         ...
 
 
+class Stopping(RuntimeError):
+    """The agent is stopping: the install did not start. The next agent installs it."""
+
+
 class Slots:
-    """A semaphore whose size is read at every acquire: lowering it lets the holders
-    finish, raising it admits waiters at once."""
+    """A FIFO semaphore whose size is read live: lowering it lets the holders finish,
+    raising it admits waiters at once (:meth:`wake`).
+
+    A slot is handed to the first waiter when it frees (the waker counts it held), so a
+    newcomer never overtakes a waiter, and a waiter cancelled after it was handed one
+    passes it on: no wakeup is lost.
+    """
 
     def __init__(self, size: Callable[[], int]) -> None:
         self._size = size
@@ -84,27 +93,49 @@ class Slots:
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
         """Hold one slot for the body of the ``async with``."""
-        while self.held >= max(1, self._size()):
-            waiter = asyncio.get_running_loop().create_future()
+        if self._waiters or self.held >= self._limit():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed a slot: pass it on
+                    self._release()
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-        self.held += 1
+        else:
+            self.held += 1
         try:
             yield
         finally:
-            self.held -= 1
-            self.wake()
+            self._release()
+
+    def admit_all(self) -> None:
+        """Hand every waiter a slot at once, whatever the size (the owner is stopping,
+        and each of them ends as soon as it holds one)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.held += 1
+                waiter.set_result(None)
 
     def wake(self) -> None:
-        """Admit as many waiters as free slots (call after the size grew)."""
-        free = max(1, self._size()) - self.held
-        for waiter in list(self._waiters)[: max(0, free)]:
+        """Hand free slots to the waiters, first come first served (call after the
+        size grew)."""
+        while self._waiters and self.held < self._limit():
+            waiter = self._waiters.popleft()
             if not waiter.done():
+                self.held += 1
                 waiter.set_result(None)
+
+    def _limit(self) -> int:
+        return max(1, self._size())
+
+    def _release(self) -> None:
+        self.held -= 1
+        self.wake()
 
 
 @dataclass
@@ -156,6 +187,7 @@ class Coordinator:
             lambda native: _options_from(self._settings().installer, native=native)
         )
         self._engine_loaded = False
+        self._closing = False
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.slots = Slots(lambda: self._settings().installer.parallelism)
@@ -192,8 +224,12 @@ class Coordinator:
                 job.listeners.remove(listener)
 
     async def close(self) -> None:
-        """Stop: the worker processes go at once (an install is crash-safe, and the next
-        one finishes it), then the tasks that waited for them end."""
+        """Stop: installs still queued do not start (:class:`Stopping`), the worker
+        processes go at once (an install is crash-safe, and the next one finishes it),
+        then the tasks that waited for them end. The caller bounds the wait (a host
+        package install runs in a thread, to its own timeout)."""
+        self._closing = True
+        self.slots.admit_all()
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
         if self._tasks:
@@ -224,6 +260,7 @@ class Coordinator:
             listen, _ = self._listener(job, step)
             await self._engine()
             async with self.slots():
+                self._refuse_if_closing(step)
                 system = await asyncio.to_thread(self._system, settings, step, listen)
             result: Result = "present" if system["already_present"] else "installed"
             return Outcome(step, result, system=system, seconds=time.monotonic() - started)
@@ -235,6 +272,7 @@ class Coordinator:
         self._metrics.cache_requests.labels("miss").inc()
         await self._engine()
         async with self.slots():
+            self._refuse_if_closing(step)
             native = await self._native(platform)
             options = self._options(native)
             listen, finish = self._listener(job, step)
@@ -257,6 +295,12 @@ class Coordinator:
             self._metrics.installs.labels(step["id"], step["method"], "ok").inc()
             self._metrics.install_duration.labels(step["method"]).observe(seconds)
         return Outcome(step, "hit" if done.cached else "installed", done, seconds=seconds)
+
+    def _refuse_if_closing(self, step: wire.Step) -> None:
+        if self._closing:
+            raise Stopping(
+                f"{step['id']} {step['version']} was not installed: the agent is stopping"
+            )
 
     async def _engine(self) -> None:
         """Import the install machinery once, in a thread, before the first install."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -56,6 +57,10 @@ def _on_term(signum: int, frame: object) -> None:
 def _start_worker(events: SimpleQueue[Any], nice: int) -> None:
     global _EVENTS
     _EVENTS = events
+    # A spawned worker re-imports the agent's main module with the agent's argv, so the
+    # collector pause meant for ``serve``'s startup (agent.kits.gcpause) reaches it too;
+    # a worker lives as long as the agent and must collect its cycles.
+    gc.enable()
     signal.signal(signal.SIGTERM, _on_term)
     with contextlib.suppress(OSError):
         os.nice(nice)
@@ -99,6 +104,7 @@ class WorkerPool:
         self._pool: ProcessPoolExecutor | None = None
         self._listeners: dict[str, progress.Listener] = {}
         self._ends: dict[str, threading.Event] = {}
+        self._closed = False
         self.replaced = 0
         """How many times a broken pool was replaced (a worker died)."""
 
@@ -140,12 +146,16 @@ class WorkerPool:
             self._ends.pop(token, None)
 
     def close(self) -> None:
-        """Stop the pool now; busy workers are terminated (installs are crash-safe)."""
+        """Stop the pool now, for good; busy workers are terminated (installs are
+        crash-safe) and no new one starts."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             _stop(pool)
 
     def _started(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise protocol.InstallError("an install", "worker", "the agent is stopping")
         if self._pool is None:
             events: SimpleQueue[Any] = self._context.SimpleQueue()
             self._pool = ProcessPoolExecutor(

@@ -4,9 +4,13 @@ checks, the host's package manager).
 Policy: a command never inherits the agent's environment (tokens, the daemon's own
 settings, whatever the service manager set). It gets only the variables listed in
 :data:`KEEP` and :data:`KEEP_PREFIXES` below, taken from the agent's environment where
-set, plus what the caller adds; this module is the one place that list lives. Callers
-that parse a command's messages ask for a fixed locale, so the words they match are the
-same on every host. Standard library only: the job hook may reuse it.
+set, plus what the caller adds; this module is the one place that list lives. Commands
+that run as root on the host itself (the package manager, its maintainer scripts, a
+host check) get the narrower :data:`HOST_KEEP`: no home, no scratch folder and no
+pip/npm settings, which may carry registry credentials and which a job-controlled
+TMPDIR would turn into root writing where the job says. Callers that parse a command's
+messages ask for a fixed locale, so the words they match are the same on every host.
+Standard library only: the job hook may reuse it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ KEEP_PREFIXES: tuple[str, ...] = (
     "npm_config_",
 )
 
+HOST_KEEP: tuple[str, ...] = (
+    # The host's package manager and its scripts: programs, the locale, and the proxies
+    # (apt, dnf and zypper read them); trust comes from the host's own configuration.
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FIXED_LOCALE = "C.UTF-8"
 
@@ -58,15 +76,20 @@ def clean(
     *,
     base: Mapping[str, str] | None = None,
     fixed_locale: bool = False,
+    host: bool = False,
 ) -> dict[str, str]:
-    """The kept variables of ``base`` (default ``os.environ``), then ``extra`` on top.
+    """The kept variables of ``base`` (default ``os.environ``), then ``extra`` on top;
+    with ``host``, only :data:`HOST_KEEP` (a command run as root on the host).
 
     With ``fixed_locale`` the command speaks ``C.UTF-8`` whatever the agent's locale is
     (``LANG`` set, ``LC_ALL`` dropped): for commands whose messages are matched, such as
     a package manager's errors or a check's expected output.
     """
     source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    if host:
+        env = {k: v for k, v in source.items() if k in HOST_KEEP}
+    else:
+        env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
     env.setdefault("PATH", DEFAULT_PATH)
     if fixed_locale:
         env.pop("LC_ALL", None)

@@ -294,3 +294,52 @@ async def test_system_steps_are_left_to_the_runner_in_a_sidecar(
     outcome = await installs.ensure_step(system, PLATFORM, _ignore)
     assert outcome.result == "left"
     assert pool.calls == []
+
+
+async def test_slots_are_first_come_first_served_and_a_cancelled_waiter_passes_its_turn_on() -> (
+    None
+):
+    slots = coordinator.Slots(lambda: 1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def take(name: str) -> None:
+        async with slots():
+            order.append(name)
+            await release.wait()
+
+    holder = asyncio.ensure_future(take("holder"))
+    await _settle()
+    a = asyncio.ensure_future(take("a"))
+    b = asyncio.ensure_future(take("b"))
+    await _settle()
+    assert slots.held == 1
+    release.set()  # the holder leaves: its slot is handed to a, which is cancelled at once
+    await asyncio.sleep(0)
+    a.cancel()
+    c = asyncio.ensure_future(take("c"))  # a newcomer must not overtake b
+    await asyncio.gather(holder, a, b, c, return_exceptions=True)
+    assert order == ["holder", "b", "c"]
+    assert slots.held == 0
+
+
+async def test_close_refuses_queued_installs_instead_of_starting_them(
+    installs: coordinator.Coordinator, pool: FakePool, live: Live, root: Path
+) -> None:
+    live.settings = Live.make(root, 1)
+    running = asyncio.ensure_future(installs.ensure_step(step(root, "a"), PLATFORM, _ignore))
+    queued = asyncio.ensure_future(installs.ensure_step(step(root, "b"), PLATFORM, _ignore))
+    await pool.began("a").wait()
+    closing = asyncio.ensure_future(installs.close())
+    await _settle()
+    pool.gate("a").set()  # the running one ends (a real pool's close kills it)
+    await closing
+    outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+    assert pool.closed
+    assert pool.calls == ["a"]  # b never started
+    assert isinstance(outcomes[1], coordinator.Stopping)
+    assert "the agent is stopping" in str(outcomes[1])
+    later = await asyncio.gather(
+        installs.ensure_step(step(root, "c"), PLATFORM, _ignore), return_exceptions=True
+    )
+    assert isinstance(later[0], coordinator.Stopping)

@@ -47,3 +47,21 @@ def test_a_fixed_locale_replaces_the_agents() -> None:
 
 def test_install_steps_use_the_same_policy() -> None:
     assert running.environment({"A": "1"}, base=AGENT) == environ.clean({"A": "1"}, base=AGENT)
+
+
+def test_host_commands_get_no_registry_settings_home_or_scratch_folder() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "TMPDIR": "/tmp/jobdir",
+        "PIP_INDEX_URL": "https://user:s3cret@mirror.invalid/simple",
+        "NPM_CONFIG__AUTH": "c2VjcmV0",
+        "XDG_CONFIG_HOME": "/tmp/jobdir/.config",
+        "https_proxy": "http://127.0.0.1:3128",
+        "GITHUB_TOKEN": "ghs_x",
+    }
+    env = environ.clean(base=base, fixed_locale=True, host=True)
+    assert env == {"PATH": "/usr/bin", "https_proxy": "http://127.0.0.1:3128", "LANG": "C.UTF-8"}
+    build = environ.clean(base=base)
+    assert "PIP_INDEX_URL" in build
+    assert "GITHUB_TOKEN" not in build

@@ -15,9 +15,10 @@ differs between package managers comes from the manager's own module, through
   last complete refresh, so wiping the index wipes the stamp too);
 - ``run`` with purpose ``install`` keeps the manager's downloads in the shared package
   cache and holds the cache's cross-host lock (the manager's own locks are per host);
-- every command gets the one clean environment (:func:`agent.kits.environ.clean`) with a
-  fixed locale, since the manager's messages are read; output streams to ``on_line`` as
-  it comes; every wait for a lock the manager takes says who holds it.
+- every command gets the one clean environment's host profile
+  (:func:`agent.kits.environ.clean` with ``host``: no pip/npm settings, home or scratch
+  folder) and a fixed locale, since the manager's messages are read; output streams to
+  ``on_line`` as it comes; every wait for a lock the manager takes says who holds it.
 
 Policy: a failure raises :class:`SystemInstallError`, which names the feature, the
 package manager and, where the manager's module recognises its output, the package
@@ -205,9 +206,13 @@ def _packages(step: wire.SystemStep) -> tuple[str, ...]:
 
 def _installed(job: _Job, packages: tuple[str, ...]) -> bool:
     """Whether the manager's own query says every package is installed (a query that
-    cannot run says no: the install then runs and speaks for itself)."""
-    for query in job.packager.installed_queries(packages):
-        env = environ.clean(dict(query.env), fixed_locale=True)
+    cannot run, or a manager without a query it can trust, says no: the install then runs
+    and speaks for itself)."""
+    queries = job.packager.installed_queries(packages)
+    if packages and not queries:
+        return False
+    for query in queries:
+        env = environ.clean(dict(query.env), fixed_locale=True, host=True)
         try:
             done = procs.run(query.argv, env=env, timeout=_QUERY_TIMEOUT, cwd="/")
         except procs.ProcError:
@@ -239,7 +244,7 @@ def _recent(job: _Job, index: Path) -> bool:
 def _run(job: _Job, argv: Sequence[str], action: wire.SystemAction) -> procs.Finished:
     if job.packager.lock_files:
         _wait_for_locks(job)
-    env = environ.clean(action.get("env", {}), fixed_locale=True)
+    env = environ.clean(action.get("env", {}), fixed_locale=True, host=True)
     try:
         return procs.run(
             argv, env=env, timeout=job.settings.step_timeout, on_line=job.emit, cwd="/"
@@ -297,7 +302,7 @@ def _command(pid: int) -> str:
 
 def _check(check: wire.Check) -> str | None:
     """``None`` when the check passes, else what it printed."""
-    env = environ.clean(fixed_locale=True)
+    env = environ.clean(fixed_locale=True, host=True)
     try:
         done = procs.run(check["argv"], env=env, timeout=60.0, cwd="/")
     except procs.ProcError as exc:

@@ -37,11 +37,10 @@ class Choco(base.Packager):
         return [base.InstallCommand(argv=("choco", "install", "-y", "--no-progress", *names))]
 
     def installed_queries(self, names: tuple[str, ...]) -> list[base.Query]:
-        # list takes one filter, so one query per package.
-        return [
-            base.Query(argv=("choco", "list", "--exact", "--limit-output", name), names=(name,))
-            for name in names
-        ]
+        # None it can trust: before Chocolatey 2.0, ``choco list`` searches the remote
+        # sources, so it would call a package that is only published "installed". The
+        # install runs instead; choco itself skips what is already there.
+        return []
 
     def says_installed(self, query: base.Query, returncode: int, output: str) -> bool:
         ids = {line.split("|", 1)[0].strip().lower() for line in output.splitlines() if "|" in line}

@@ -176,6 +176,20 @@ def test_the_managers_installed_query_stands_in_for_a_missing_check(
     assert not (tmp_path / "repos").exists()
 
 
+def test_a_manager_without_a_query_installs_even_when_the_package_may_be_there(
+    fake: FakePM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "installed").touch()
+    monkeypatch.setattr(fake, "installed_queries", lambda names: [])
+    done = executor.install(
+        _step(tmp_path),  # type: ignore[arg-type]
+        _settings(tmp_path),
+        fetch=_no_fetch,
+    )
+    assert not done.already_present
+    assert (tmp_path / "record.jsonl").exists()  # the install ran
+
+
 def test_a_recent_refresh_is_not_repeated(fake: FakePM, tmp_path: Path) -> None:
     index = tmp_path / "index"
     index.mkdir()

@@ -28,20 +28,11 @@ def test_reboot_codes_of_a_successful_install_count_as_success() -> None:
     assert not any(CHOCO.succeeded(code) for code in (1, -1, 350, 1604))
 
 
-def test_the_installed_query_is_choco_list_exact_one_package_each() -> None:
-    queries = CHOCO.installed_queries(("git", "nodejs-lts"))
-    # https://docs.chocolatey.org/en-us/choco/commands/list: -e/--exact "only return
-    # packages with this exact name", -r/--limit-output (one "id|version" line); list
-    # takes one filter and shows installed packages (2.0 and newer).
-    assert [q.argv for q in queries] == [
-        ("choco", "list", "--exact", "--limit-output", "git"),
-        ("choco", "list", "--exact", "--limit-output", "nodejs-lts"),
-    ]
-    assert CHOCO.says_installed(queries[0], 0, "git|2.45.2\n")
-    assert CHOCO.says_installed(queries[0], 0, "Git|2.45.2\n")
-    assert not CHOCO.says_installed(queries[0], 0, "")
-    # With useEnhancedExitCodes, 2 is "no results".
-    assert not CHOCO.says_installed(queries[0], 2, "")
+def test_choco_has_no_installed_query_it_can_trust() -> None:
+    # https://docs.chocolatey.org/en-us/choco/commands/list: before 2.0, `choco list`
+    # searches the remote sources (installed packages need --local-only, which 2.0
+    # removed), so its answer cannot say "installed" on every version: the install runs.
+    assert CHOCO.installed_queries(("git", "nodejs-lts")) == []
 
 
 def test_missing_pending_reboot_and_suspended_are_explained() -> None:
