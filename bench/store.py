@@ -131,6 +131,10 @@ mirrors = (
 options = protocol.Options(
     lock_timeout=120, policy=downloads.Policy(mirrors=mirrors, backoff_initial=0.01)
 )
+# Built before the barrier, as `runner-agent ensure --local` loads its settings before
+# it ensures: the race times the ensure, not the configuration.
+from agent.config import models
+settings = models.Settings()
 if mode in ("barrier", "floor"):
     print("ready", flush=True)
     barrier = float(sys.stdin.readline())
@@ -142,7 +146,7 @@ print("go", flush=True)
 lease = float(os.environ.get("BENCH_LEASE_TTL", "0"))
 backend = locks.LeaseLocks(ttl=lease, poll=0.02) if lease else locks.PosixLocks()
 done = plans.ensure_plan(
-    layout.Store(Path(store)), plan, options=options, lock_backend=backend
+    layout.Store(Path(store)), plan, settings=settings, options=options, lock_backend=backend
 )
 first = done.installed[0]
 print(json.dumps({

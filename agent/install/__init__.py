@@ -14,7 +14,8 @@ Layout:
 - :mod:`agent.install.fetch`: downloads, the HTTP transport, proxies and trust, archive
   extraction;
 - :mod:`agent.install.host`: ``system`` steps with the host's package manager;
-- :mod:`~agent.install.workers`: the worker processes.
+- :mod:`~agent.install.workers` and :mod:`~agent.install.inprocess`: the worker processes
+  (the daemon) and in-process threads (the CLI, tests, benches).
 
 Policy: the engine takes plans as data and never imports the catalog, HTTP or the
 daemon; the cache itself (layout, locks, receipts, eviction) is :mod:`agent.store`'s.

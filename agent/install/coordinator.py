@@ -17,7 +17,7 @@ Policy:
 - progress comes from the store through :mod:`agent.kits.progress` and is forwarded,
   thread-safely, to every listener of the install, and into the install metrics;
 - the daemon builds one coordinator and closes it at shutdown; the CLI's ``ensure
-  --local`` builds one on an in-process pool (:class:`~agent.install.workers.InProcess`).
+  --local`` builds one on an in-process pool (:class:`~agent.install.inprocess.InProcess`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ Result = wire.Ready
 
 class Pool(Protocol):
     """Where installs run: :class:`~agent.install.workers.WorkerPool` (processes) in the
-    daemon, :class:`~agent.install.workers.InProcess` (threads) in the CLI."""
+    daemon, :class:`~agent.install.inprocess.InProcess` (threads) in the CLI."""
 
     async def install(
         self,
@@ -183,6 +183,7 @@ class Coordinator:
         self._metrics = metrics
         self._make_pool = pool or _worker_pool
         self._host_system = host_system
+        self._own_options = options is None  # given options decide the check themselves
         self._options = options or (
             lambda native: _options_from(self._settings().installer, native=native)
         )
@@ -273,8 +274,7 @@ class Coordinator:
         await self._engine()
         async with self.slots():
             self._refuse_if_closing(step)
-            native = await self._native(platform)
-            options = self._options(native)
+            options = self._options(await self._native(platform) if self._own_options else True)
             listen, finish = self._listener(job, step)
             try:
                 install: wire.ToolStep = {**step, "platform": platform}
@@ -303,9 +303,10 @@ class Coordinator:
             )
 
     async def _engine(self) -> None:
-        """Import the install machinery once, in a thread, before the first install."""
+        """Import the install machinery once, in a thread, before the first install
+        (the worker pool's too, when it is the default one)."""
         if not self._engine_loaded:
-            await asyncio.to_thread(_load_engine)
+            await asyncio.to_thread(_load_engine, self._make_pool is _worker_pool)
             self._engine_loaded = True
 
     def _workers(self) -> Pool:
@@ -380,6 +381,8 @@ def _worker_pool() -> Pool:
     return workers.WorkerPool(installer.MAX_PARALLELISM)
 
 
-def _load_engine() -> None:
-    from agent.install import protocol, workers  # noqa: F401
-    from agent.install.host import wiring  # noqa: F401
+def _load_engine(worker_pool: bool) -> None:
+    from agent.install import protocol  # noqa: F401
+
+    if worker_pool:
+        from agent.install import workers  # noqa: F401

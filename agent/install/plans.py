@@ -287,6 +287,6 @@ def _settings_for(
 
 
 def _in_process(backend: locks.LockBackend | None) -> coordinator.Pool:
-    from agent.install import workers  # only a cold ensure needs it
+    from agent.install import inprocess  # only a cold ensure needs it
 
-    return workers.InProcess(backend=backend)
+    return inprocess.InProcess(backend=backend)
