@@ -112,6 +112,11 @@ class Slots:
         finally:
             self._release()
 
+    @property
+    def waiting(self) -> int:
+        """Acquirers queued for a slot."""
+        return len(self._waiters)
+
     def admit_all(self) -> None:
         """Hand every waiter a slot at once, whatever the size (the owner is stopping,
         and each of them ends as soon as it holds one)."""

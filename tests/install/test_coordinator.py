@@ -328,8 +328,10 @@ async def test_close_refuses_queued_installs_instead_of_starting_them(
 ) -> None:
     live.settings = Live.make(root, 1)
     running = asyncio.ensure_future(installs.ensure_step(step(root, "a"), PLATFORM, _ignore))
-    queued = asyncio.ensure_future(installs.ensure_step(step(root, "b"), PLATFORM, _ignore))
     await pool.began("a").wait()
+    queued = asyncio.ensure_future(installs.ensure_step(step(root, "b"), PLATFORM, _ignore))
+    while installs.slots.waiting == 0:  # b's lookup runs in a thread, then it queues
+        await asyncio.sleep(0.001)  # bounded by the test's timeout; not a timing assertion
     closing = asyncio.ensure_future(installs.close())
     await _settle()
     pool.gate("a").set()  # the running one ends (a real pool's close kills it)
