@@ -108,7 +108,7 @@ def test_locks_index_and_repository_folders() -> None:
 
 def test_failed_fetches_are_read_from_update() -> None:
     output = (
-        "Hit:1 http://deb.debian.org/debian bookworm InRelease\n"
+        "Hit:1 http://127.0.0.2:8080/debian bookworm InRelease\n"
         "W: Failed to fetch http://127.0.0.1:9/debian/dists/bookworm/InRelease  "
         "Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)\n"
     )
