@@ -18,13 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-KEEP: tuple[str, ...] = (
-    # Finding programs and a home: PATH (DEFAULT_PATH when unset); HOME, where pip, npm,
-    # git and Homebrew keep per-user configuration and caches; TMPDIR for scratch files.
+HOST_KEEP: tuple[str, ...] = (
+    # Programs (PATH; DEFAULT_PATH when unset) and the locale, unless the caller fixes
+    # one (see clean's fixed_locale).
     "PATH",
-    "HOME",
-    "TMPDIR",
-    # The locale, unless the caller fixes one (see clean's fixed_locale).
     "LANG",
     "LC_ALL",
     # Proxies, in both spellings: curl and apt read the lower-case ones, some tools only
@@ -35,6 +32,16 @@ KEEP: tuple[str, ...] = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
+)
+"""What the host's package manager, its scripts and host checks get (run as root on
+the host, they take trust from the host's own configuration)."""
+
+KEEP: tuple[str, ...] = (
+    *HOST_KEEP,
+    # A home, where pip, npm, git and Homebrew keep per-user configuration and caches,
+    # and TMPDIR for scratch files.
+    "HOME",
+    "TMPDIR",
     # Extra trusted CAs: OpenSSL (SSL_CERT_*), requests/pip, curl, Node/npm.
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
@@ -44,6 +51,7 @@ KEEP: tuple[str, ...] = (
     # Per-user configuration folder (pip's and npm's configuration files).
     "XDG_CONFIG_HOME",
 )
+"""What builds (pip, npm, scripts) and their checks get, with :data:`KEEP_PREFIXES`."""
 
 KEEP_PREFIXES: tuple[str, ...] = (
     # pip's and npm's own settings (PIP_INDEX_URL, NPM_CONFIG_REGISTRY, npm_config_cache):
@@ -51,20 +59,6 @@ KEEP_PREFIXES: tuple[str, ...] = (
     "PIP_",
     "NPM_CONFIG_",
     "npm_config_",
-)
-
-HOST_KEEP: tuple[str, ...] = (
-    # The host's package manager and its scripts: programs, the locale, and the proxies
-    # (apt, dnf and zypper read them); trust comes from the host's own configuration.
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
 )
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

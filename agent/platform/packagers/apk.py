@@ -63,8 +63,7 @@ class Apk(base.Packager):
                 "timeout: wait for the other apk run to end, or raise "
                 "installer.package_lock_timeout_seconds"
             )
-        found = list(dict.fromkeys(_MISSING.findall(output)))
-        missing = [n for n in found if n in failure.packages] or found
+        missing = failure.named(_MISSING)
         if missing:
             return (
                 f"apk has no package {', '.join(repr(m) for m in missing)}: check the name "

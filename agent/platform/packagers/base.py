@@ -12,6 +12,7 @@ use newer spellings): the job hook reuses this package on old Pythons.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -63,6 +64,12 @@ class Failure:
     returncode: int
     packages: tuple[str, ...]
     fetch_failures: tuple[str, ...] = ()
+
+    def named(self, pattern: re.Pattern[str]) -> list[str]:
+        """The names ``pattern`` finds in the output, once each in order; those asked
+        for first, when any are (a manager also names what it resolved on the way)."""
+        found = list(dict.fromkeys(pattern.findall(self.output)))
+        return [n for n in found if n in self.packages] or found
 
 
 class Packager(abc.ABC):

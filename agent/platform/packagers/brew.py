@@ -68,8 +68,7 @@ class Brew(base.Packager):
                 f"release it with 'brew unpin {' '.join(pinned)}' on this host, or drop it "
                 "from the feature"
             )
-        found = list(dict.fromkeys(_MISSING.findall(failure.output)))
-        missing = [n for n in found if n in failure.packages] or found
+        missing = failure.named(_MISSING)
         if missing:
             return (
                 f"brew has no formula {', '.join(repr(m) for m in missing)}: check the name "

@@ -46,8 +46,7 @@ class Pacman(base.Packager):
                 "is running, or one was killed and left the lock file; pacman cannot wait, "
                 "so install again once it has ended (remove db.lck only if none runs)"
             )
-        found = list(dict.fromkeys(_MISSING.findall(output)))
-        missing = [n for n in found if n in failure.packages] or found
+        missing = failure.named(_MISSING)
         if missing:
             return (
                 f"pacman has no package {', '.join(repr(m) for m in missing)}: check the "
