@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from agent.catalog import methods, patterns, requests, templates, versions
+from agent.kits import environ
 from agent.platform import model, packagers
 
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
@@ -125,22 +126,6 @@ class Option(_Strict):
         return self.default
 
 
-RESERVED_ENV = frozenset(
-    {
-        "PREFIX",
-        "VERSION",
-        "ARCH",
-        "_REMOTE_USER",
-        "_REMOTE_USER_HOME",
-        "_CONTAINER_USER",
-        "_CONTAINER_USER_HOME",
-        "PATH",
-        "HOME",
-    }
-)
-"""Environment names that install steps set themselves; no option may take one."""
-
-
 def option_env_name(name: str) -> str:
     """The Dev Container Features rule: non-word characters to ``_``, upper case."""
     sanitized = re.sub(r"[^\w_]", "_", name, flags=re.ASCII)
@@ -245,9 +230,11 @@ class Feature(_Strict):
             if not requests.OPTION_RE.fullmatch(name):
                 raise ValueError(f"option name {name!a}: letters, digits and '_' only")
             env_name = option_env_name(name)
-            if env_name in RESERVED_ENV:
+            why = environ.reserved(env_name)
+            if why is not None:
                 raise ValueError(
-                    f"option {name!r} would set {env_name}, which install steps reserve; rename it"
+                    f"option {name!r} would set the variable {env_name}, which options may "
+                    f"not set ({why}); rename the option"
                 )
             if env_name in env_names:
                 raise ValueError(

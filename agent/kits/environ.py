@@ -90,3 +90,128 @@ def clean(
         env["LANG"] = FIXED_LOCALE
     env.update(extra or {})
     return env
+
+
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {
+        # What install steps set themselves (the Dev Container Features contract).
+        "PREFIX",
+        "VERSION",
+        "ARCH",
+        "TARGET_OS",
+        "TARGET_LIBC",
+        "_REMOTE_USER",
+        "_REMOTE_USER_HOME",
+        "_CONTAINER_USER",
+        "_CONTAINER_USER_HOME",
+        # The shell: where it looks for programs, what it runs at start, how it splits
+        # and traces words.
+        "PATH",
+        "HOME",
+        "IFS",
+        "PS4",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PROMPT_COMMAND",
+        "SHELL",
+        "USER",
+        "LOGNAME",
+        "PWD",
+        "OLDPWD",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERMINFO",
+        # The C library and the resolver.
+        "GCONV_PATH",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "NLSPATH",
+        "RES_OPTIONS",
+        # Trust and proxies (KEEP: the operator's, never a label's).
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "FTP_PROXY",
+        # Interpreters that read code or options from a variable.
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "CLASSPATH",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "GOFLAGS",
+        "GOPATH",
+        "GOROOT",
+        "GOPROXY",
+        "GOTOOLCHAIN",
+        "GOENV",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "MAKEFLAGS",
+    }
+)
+"""Environment names no feature option may become: an option reaches its steps as an
+upper-case variable (``node_options`` -> ``NODE_OPTIONS``), so a label could otherwise
+set what a loader, interpreter, shell or package manager reads (``--inspect-brk`` in
+``NODE_OPTIONS``, a library in ``LD_PRELOAD``, an index in ``PIP_INDEX_URL``)."""
+
+RESERVED_PREFIXES: tuple[str, ...] = (
+    "LD_",  # the dynamic loader (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT)
+    "DYLD_",
+    "MALLOC_",
+    "GLIBC_",
+    "LC_",
+    "XDG_",
+    "PYTHON",  # PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, ...
+    "PIP_",
+    "UV_",
+    "CONDA_",
+    "NODE_",  # NODE_OPTIONS, NODE_PATH, NODE_EXTRA_CA_CERTS
+    "NPM_",  # NPM_CONFIG_* and npm's own
+    "YARN_",
+    "PNPM_",
+    "COREPACK_",
+    "NVM_",
+    "GIT_",  # GIT_SSH_COMMAND, GIT_CONFIG_*, GIT_EXEC_PATH
+    "BASH_FUNC_",
+    "SSL_",
+    "OPENSSL_",
+    "CURL_",
+    "WGET",
+    "GEM_",
+    "BUNDLE_",
+    "CARGO_",
+    "RUSTUP_",
+    "DOTNET_",
+    "COREHOST_",
+    "RUNNER_AGENT_",
+    "GITHUB_",
+    "ACTIONS_",
+    "RUNNER_",
+)
+
+
+def reserved(name: str) -> str | None:
+    """Why no option may set the variable ``name``, or ``None`` when it may."""
+    if name in RESERVED_NAMES:
+        return f"{name} is read by install steps, shells or loaders"
+    for prefix in RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            return f"names starting {prefix} are read by loaders, interpreters or package managers"
+    return None

@@ -62,7 +62,7 @@ def test_gpu_needs_are_checked_at_load(tmp_path: Path, gpu: dict[str, str], frag
         (lambda d: d["install"][0].update(url="https://x.invalid/{version}\n.tar.gz"), "one word"),
         (
             lambda d: d.update(options={"prefix": {"type": "string", "default": "x"}}),
-            "would set PREFIX, which install steps reserve",
+            "would set the variable PREFIX, which options may not set",
         ),
         (
             lambda d: d.update(
@@ -94,6 +94,42 @@ def test_unsafe_or_unresolvable_manifests_fail_at_load(
     problems = load_one(tmp_path, data)
     assert problems, "the manifest should not load"
     assert fragment in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "variable", "rule"),
+    [
+        ("ld_preload", "LD_PRELOAD", "names starting LD_"),
+        ("pythonpath", "PYTHONPATH", "names starting PYTHON"),
+        ("node_options", "NODE_OPTIONS", "names starting NODE_"),
+        ("bash_env", "BASH_ENV", "BASH_ENV is read by"),
+        ("pip_index_url", "PIP_INDEX_URL", "names starting PIP_"),
+        ("npm_config_registry", "NPM_CONFIG_REGISTRY", "names starting NPM_"),
+        ("git_ssh_command", "GIT_SSH_COMMAND", "names starting GIT_"),
+        ("ifs", "IFS", "IFS is read by"),
+        ("ps4", "PS4", "PS4 is read by"),
+        ("shellopts", "SHELLOPTS", "SHELLOPTS is read by"),
+        ("env", "ENV", "ENV is read by"),
+        ("home", "HOME", "HOME is read by"),
+        ("path", "PATH", "PATH is read by"),
+        ("java_tool_options", "JAVA_TOOL_OPTIONS", "JAVA_TOOL_OPTIONS is read by"),
+    ],
+)
+def test_options_cannot_become_names_loaders_and_package_managers_read(
+    tmp_path: Path, option: str, variable: str, rule: str
+) -> None:
+    data = factories.archive_feature("tool")
+    data["options"] = {option: {"type": "string", "default": ""}}
+    [problem] = load_one(tmp_path, data)
+    assert f"option {option!r} would set the variable {variable}" in problem
+    assert rule in problem
+
+
+@pytest.mark.parametrize("option", ["flavour", "with_docs", "install_tools", "ldflags_extra"])
+def test_ordinary_option_names_stay_allowed(tmp_path: Path, option: str) -> None:
+    data = factories.archive_feature("tool")
+    data["options"] = {option: {"type": "string", "default": ""}}
+    assert load_one(tmp_path, data) == []
 
 
 def test_an_apt_source_line_cannot_carry_a_second_line(tmp_path: Path) -> None:

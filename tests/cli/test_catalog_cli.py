@@ -126,3 +126,20 @@ def test_plan_for_another_os_uses_its_package_manager() -> None:
     bad = cli("plan", "feature:jq", "--os", "darwin", "--libc", "musl")
     assert bad.returncode == 2
     assert "--libc musl applies to linux only" in bad.stderr
+
+
+def test_an_option_named_for_a_loader_variable_disables_the_feature(tmp_path: Path) -> None:
+    # node_options=--inspect-brk once opened a Node inspector inside the npm sandbox.
+    data = factories.archive_feature("mine")
+    data["options"] = {"node_options": {"type": "string", "default": ""}}
+    factories.write(tmp_path / "extra", data)
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"catalog:\n  paths: [{tmp_path / 'extra'}]\n")
+    listed = cli("features", "list", "--config", str(config))
+    assert "DISABLED mine:" in listed.stderr
+    assert "would set the variable NODE_OPTIONS" in listed.stderr
+    assert "names starting NODE_" in listed.stderr
+    proc = cli("plan", "feature:mine;node_options=--inspect-brk", "--config", str(config))
+    assert proc.returncode == 1
+    assert "mine" in proc.stderr
+    assert "NODE_OPTIONS" not in proc.stdout
