@@ -39,17 +39,21 @@ class _Spec(BaseModel):
 class _Timing(_Spec):
     interval_seconds: Seconds = Field(
         default=5.0,
-        gt=0,
+        ge=0.1,
         le=3600,
-        description="Seconds from the start of one check to the start of the next. Default 5 s.",
+        description=(
+            "Seconds from the start of one check to the start of the next. Default 5 s. "
+            "Range 0.1-3600 s: a shorter interval turns the check into a load test."
+        ),
     )
     timeout_seconds: Seconds = Field(
         default=2.0,
-        gt=0,
+        ge=0.01,
         le=3600,
         description=(
             "Seconds a check may take before it counts as failed: a hung daemon accepts "
-            "connections but never answers. Default 2 s."
+            "connections but never answers. Default 2 s. "
+            "Range 0.01-3600 s, and at most interval_seconds."
         ),
     )
     failure_threshold: int = Field(
@@ -58,7 +62,8 @@ class _Timing(_Spec):
         le=100,
         description=(
             "Consecutive failed checks after which the service is killed and restarted "
-            "(reason `unhealthy`). Default 3: one slow answer is not a hang."
+            "(reason `unhealthy`). Default 3: one slow answer is not a hang. "
+            "Range 1-100: past 100 a hung service stays in rotation too long."
         ),
     )
     start_period_seconds: Seconds = Field(
@@ -67,7 +72,8 @@ class _Timing(_Spec):
         le=86400,
         description=(
             "Seconds after a start during which failed checks do not count; the first "
-            "passing check ends it early. Default 60 s (ARC gives dockerd up to 120 s)."
+            "passing check ends it early. Default 60 s (ARC gives dockerd up to 120 s). "
+            "Range 0 s-1 day."
         ),
     )
 
@@ -98,7 +104,12 @@ class HttpHealth(_Timing):
         default="/", pattern=r"^/\S*$", description="Request path, e.g. /_ping. Default /."
     )
     expect_status: int = Field(
-        default=200, ge=100, le=599, description="Status that counts as healthy. Default 200."
+        default=200,
+        ge=100,
+        le=599,
+        description=(
+            "Status that counts as healthy. Default 200. Range 100-599: the HTTP status codes."
+        ),
     )
     expect_body: str | None = Field(
         default=None,

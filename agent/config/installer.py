@@ -62,24 +62,31 @@ class InstallerSettings(Section):
     )
     lock_timeout_seconds: Seconds = Field(
         default=900.0,
-        gt=0,
+        ge=1,
+        le=86400,
         description=(
             "How long an install waits for another agent installing the same entry, in "
-            "seconds. Default 15 min: a CUDA toolkit takes minutes on a slow link."
+            "seconds. Default 15 min: a CUDA toolkit takes minutes on a slow link. "
+            "Range 1 s-1 day: no install takes a day; a longer wait only hides a stuck holder."
         ),
     )
     download_attempts: int = Field(
         default=4,
         ge=1,
         le=20,
-        description="Tries per download on transient errors (resets, 5xx, stalls). Default 4.",
+        description=(
+            "Tries per download on transient errors (resets, 5xx, stalls). Default 4. "
+            "Range 1-20: more only multiplies the wait on a dead upstream."
+        ),
     )
     stall_timeout_seconds: Seconds = Field(
         default=30.0,
-        gt=0,
+        ge=1,
+        le=3600,
         description=(
             "Seconds without a byte before a download counts as stalled and is retried. "
-            "Default 30 s."
+            "Default 30 s. "
+            "Range 1-3600 s: shorter aborts healthy slow links; longer hides a dead one."
         ),
     )
     http_proxy: ProxyURL = Field(
@@ -119,8 +126,12 @@ class InstallerSettings(Section):
     )
     connect_timeout_seconds: Seconds = Field(
         default=10.0,
-        gt=0,
-        description="Seconds to open a download's connection (TLS included). Default 10 s.",
+        ge=0.5,
+        le=600,
+        description=(
+            "Seconds to open a download's connection (TLS included). Default 10 s. "
+            "Range 0.5-600 s: a TLS handshake needs some room; ten minutes is an outage."
+        ),
     )
     ca_bundle: AbsolutePath | None = Field(
         default=None,
@@ -135,15 +146,19 @@ class InstallerSettings(Section):
         le=MAX_PARALLELISM,
         description=(
             "Features installed at once when they do not depend on each other. Default 2: "
-            "installs are network- and disk-bound, and the runner shares the node."
+            "installs are network- and disk-bound, and the runner shares the node. "
+            "Range 1-16: each install runs in a worker process, and more than 16 at once "
+            "only thrash the disk and the link."
         ),
     )
     step_timeout_seconds: Seconds = Field(
         default=900.0,
-        gt=0,
+        ge=1,
+        le=86400,
         description=(
             "Seconds one install command (pip, npm, a script, a package manager) may run "
-            "before its process group is killed. Default 15 min."
+            "before its process group is killed. Default 15 min. "
+            "Range 1 s-1 day: an install step that runs a day is hung."
         ),
     )
     script_isolation: Literal["sandbox", "none"] = Field(
@@ -186,9 +201,11 @@ class InstallerSettings(Section):
     index_refresh_seconds: Seconds = Field(
         default=3600.0,
         ge=0,
+        le=7 * 86400,
         description=(
             "Run the package index refresh (apt-get update) at most this often per host. "
-            "A new repository from a feature always refreshes. Default 1 h; 0 = always."
+            "A new repository from a feature always refreshes. Default 1 h; 0 = always. "
+            "Range 0 s-7 days: indexes older than a week miss security updates."
         ),
     )
     package_lock_timeout_seconds: int = Field(
@@ -197,6 +214,7 @@ class InstallerSettings(Section):
         le=86400,
         description=(
             "Seconds to wait for another package manager run on the host to release its "
-            "lock (printed while waiting) before the install fails. Default 5 min."
+            "lock (printed while waiting) before the install fails. Default 5 min. "
+            "Range 0 s-1 day: 0 fails at once when another package manager run holds the lock."
         ),
     )

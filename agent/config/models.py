@@ -96,31 +96,35 @@ class ServerSettings(Section):
     )
     max_request_bytes: Size = Field(
         default=ByteSize(1024 * 1024),
-        gt=0,
+        ge=256,
+        le=64 * 1024 * 1024,
         description=(
             "Largest API request body accepted, in bytes (units such as 64KiB allowed). "
-            "Default 1 MiB: API bodies are small JSON documents; larger ones get 413."
+            "Default 1 MiB: API bodies are small JSON documents; larger ones get 413. "
+            "Range 256 B-64 MiB: a body is read into memory before it is parsed."
         ),
     )
     shutdown_grace_seconds: Seconds = Field(
         default=20.0,
-        gt=0,
+        ge=1,
         le=3600,
         description=(
             "Seconds to drain in-flight requests and stop tasks after the first SIGTERM "
             "or SIGINT. Default 20 s, below the pod's default 30 s termination grace, so "
-            "the agent exits on its own before the kubelet's SIGKILL."
+            "the agent exits on its own before the kubelet's SIGKILL. "
+            "Range 1-3600 s: under 1 s nothing drains; an hour outlasts any pod's grace."
         ),
         json_schema_extra=RESTART,
     )
     config_poll_seconds: Seconds = Field(
         default=2.0,
-        gt=0,
+        ge=0.1,
         le=3600,
         description=(
             "How often, in seconds, the config file is checked for changes (following "
             "symlinks, as Kubernetes ConfigMap mounts swap a symlink). Default 2 s: a "
-            "stat() per poll costs nothing and ConfigMap updates take ~60 s anyway."
+            "stat() per poll costs nothing and ConfigMap updates take ~60 s anyway. "
+            "Range 0.1-3600 s: a shorter poll spins a core for nothing."
         ),
     )
 
@@ -147,11 +151,13 @@ class CacheSettings(Section):
     )
     size_budget: Size = Field(
         default=ByteSize(50 * 1024**3),
-        gt=0,
+        ge=1,
+        le=1024**5,
         description=(
             "Size budget for the store, in bytes (units such as 50GiB allowed). Default "
             "50 GiB: room for several toolchains and a CUDA toolkit; least recently used "
-            "entries beyond it are evicted."
+            "entries beyond it are evicted. "
+            "Range 1 B-1 PiB: 1 B evicts every entry not in use."
         ),
     )
     lock_backend: Literal["posix", "lease"] = Field(
@@ -167,24 +173,28 @@ class CacheSettings(Section):
     )
     lease_seconds: Seconds = Field(
         default=30.0,
-        gt=0,
+        ge=3,
         le=3600,
         description=(
             "With the lease backend: how long a lease lives without a heartbeat before a "
             "waiter may take it over, in seconds. Default 30 s; holders heartbeat every "
-            "third of it."
+            "third of it. "
+            "Range 3-3600 s: a lease needs room for three heartbeats; longer delays "
+            "waiters after a crash."
         ),
     )
     janitor_interval_seconds: Seconds = Field(
         default=600.0,
-        gt=0,
+        ge=0.1,
         le=86400,
         description=(
             "How often the agent's janitor collects garbage (staging folders of dead "
             "installs, stale partial downloads, lapsed in-use leases) and evicts least "
             "recently used entries down to size_budget, in seconds. Default 600 s (10 min). "
             "One janitor at a time runs across all agents sharing the volume; the others "
-            "skip that round."
+            "skip that round. "
+            "Range 0.1 s-1 day: a pass walks the whole store, so intervals under a minute suit "
+            "only tests."
         ),
     )
 

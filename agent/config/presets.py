@@ -92,7 +92,8 @@ class DockerdParams(BaseModel):
         description=(
             "MTU of the default bridge (--mtu) AND of networks created later "
             "(--default-network-opt=bridge=com.docker.network.driver.mtu=N), e.g. 1400 "
-            "on an overlay network with a smaller MTU. Default: dockerd's (1500)."
+            "on an overlay network with a smaller MTU. Default: dockerd's (1500). "
+            "Range 68-65535: what IPv4 and Linux allow."
         ),
     )
     mtu_default_network_opt: bool = Field(

@@ -79,16 +79,26 @@ class RestartPolicy(_Spec):
         default=1.0,
         ge=0,
         le=3600,
-        description="Delay before the first restart after a fault. Default 1 s.",
+        description=(
+            "Delay before the first restart after a fault. Default 1 s. "
+            "Range 0-3600 s; start_limit_burst bounds how often a zero delay restarts."
+        ),
     )
     backoff_max_seconds: Seconds = Field(
         default=30.0,
         ge=0,
         le=86400,
-        description="Cap of the delay, which doubles after each fault. Default 30 s.",
+        description=(
+            "Cap of the delay, which doubles after each fault. Default 30 s. Range 0 s-1 day."
+        ),
     )
     backoff_multiplier: float = Field(
-        default=2.0, ge=1, le=10, description="Growth of the delay per fault. Default 2."
+        default=2.0,
+        ge=1,
+        le=10,
+        description=(
+            "Growth of the delay per fault. Default 2. Range 1-10: below 1 the delay would shrink."
+        ),
     )
     jitter: float = Field(
         default=0.2,
@@ -96,15 +106,18 @@ class RestartPolicy(_Spec):
         le=1,
         description=(
             "Fraction of each delay taken off at random (delay x (1 - jitter x U[0,1))), so "
-            "agents restarted together do not retry in lockstep. Default 0.2."
+            "agents restarted together do not retry in lockstep. Default 0.2. "
+            "Range 0-1: a fraction of the delay."
         ),
     )
     reset_after_seconds: Seconds = Field(
         default=60.0,
         ge=0,
+        le=86400,
         description=(
             "Seconds of healthy running after which the next fault starts the backoff from "
-            "the initial delay again. Default 60 s."
+            "the initial delay again. Default 60 s. "
+            "Range 0 s-1 day."
         ),
     )
     start_limit_burst: int = Field(
@@ -114,13 +127,17 @@ class RestartPolicy(_Spec):
         description=(
             "Starts allowed within start_limit_window_seconds; one more and the service is "
             "`failed`, left down until an operator starts it or the config changes "
-            "(systemd's StartLimitBurst). Default 5."
+            "(systemd's StartLimitBurst). Default 5. "
+            "Range 1-1000 starts."
         ),
     )
     start_limit_window_seconds: Seconds = Field(
         default=120.0,
-        gt=0,
-        description="The window of start_limit_burst, in seconds. Default 120 s.",
+        ge=1,
+        le=86400,
+        description=(
+            "The window of start_limit_burst, in seconds. Default 120 s. Range 1 s-1 day."
+        ),
     )
 
     @model_validator(mode="after")
@@ -146,7 +163,8 @@ class StopPolicy(_Spec):
         le=3600,
         description=(
             "Seconds between the stop signal and SIGKILL; at agent shutdown also bounded by "
-            "what is left of server.shutdown_grace_seconds. Default 10 s."
+            "what is left of server.shutdown_grace_seconds. Default 10 s. "
+            "Range 0-3600 s: 0 kills at once."
         ),
     )
     kill_group: bool = Field(
@@ -170,7 +188,8 @@ class StopPolicy(_Spec):
         le=86400,
         description=(
             "Longest wait for the stop gate, in seconds, on top of the shutdown grace; a "
-            "pod's terminationGracePeriodSeconds must cover both. Default 300 s."
+            "pod's terminationGracePeriodSeconds must cover both. Default 300 s. "
+            "Range 0 s-1 day: no job holds a pod's stop longer."
         ),
     )
 
@@ -207,25 +226,37 @@ class OutputPolicy(_Spec):
 
     lines_per_second: float = Field(
         default=50.0,
-        gt=0,
+        ge=0.1,
+        le=100_000,
         description=(
             "Lines per second forwarded to the agent log (a token bucket); more are "
-            "dropped from the log and counted, so a chatty child cannot flood it. Default 50."
+            "dropped from the log and counted, so a chatty child cannot flood it. Default 50. "
+            "Range 0.1-100000 lines/s: more floods the agent's own log."
         ),
     )
     burst: int = Field(
-        default=200, ge=1, description="Lines forwarded at once before the rate applies."
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Lines forwarded at once before the rate applies. Range 1-100000 lines.",
     )
     buffer_lines: int = Field(
         default=1000,
         ge=1,
         le=100_000,
-        description="Last lines kept for GET /v1/services/{name}/logs, every one. Default 1000.",
+        description=(
+            "Last lines kept for GET /v1/services/{name}/logs, every one. Default 1000. "
+            "Range 1-100000 lines: the buffer is held in memory."
+        ),
     )
     max_line_bytes: int = Field(
         default=8192,
         ge=80,
-        description="Longer lines are cut (and marked) so one line cannot take the memory.",
+        le=1024 * 1024,
+        description=(
+            "Longer lines are cut (and marked) so one line cannot take the memory. "
+            "Range 80 B-1 MiB: a line is held in memory."
+        ),
     )
 
 
