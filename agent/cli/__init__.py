@@ -84,6 +84,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``runner-agent`` console script."""
     given = sys.argv[1:] if argv is None else argv
+    if given[:1] != ["serve"] and argv is None:
+        # A client command piped into head ends quietly when the reader goes, as Unix
+        # tools do, not with a BrokenPipeError traceback. (serve keeps Python's default:
+        # a closed log pipe must not kill the daemon.)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser(given[0] if given else None).parse_args(argv)
     if args.command == "version":
         print(f"runner-agent {__version__}")

@@ -53,6 +53,15 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
 
 def run_ensure(args: argparse.Namespace) -> int:
     """Ensure through the agent (or locally), showing progress; print the environment."""
+    if args.format == "github" and not (
+        os.environ.get("GITHUB_PATH") and os.environ.get("GITHUB_ENV")
+    ):
+        # Checked before installing: minutes of install, then exit 1, tells the user less.
+        return common.fail(
+            "--format github appends to $GITHUB_PATH and $GITHUB_ENV, which are unset: run "
+            "it in a workflow step, or use --format env",
+            common.EXIT_USAGE,
+        )
     target = _target(args)
     if isinstance(target, int):
         return target
@@ -238,8 +247,10 @@ def emit(data: wire.ResultEvent, fmt: str) -> None:
         path_file, env_file = os.environ.get("GITHUB_PATH"), os.environ.get("GITHUB_ENV")
         if not path_file or not env_file:
             raise SystemExit(common.fail("--format github needs $GITHUB_PATH and $GITHUB_ENV"))
+        # The runner puts each GITHUB_PATH line in front of PATH, so the last line wins:
+        # written in reverse, the first entry wins, as in the env format.
         with open(path_file, "a", encoding="utf-8") as handle:
-            handle.writelines(f"{p}\n" for p in path)
+            handle.writelines(f"{p}\n" for p in reversed(path))
         with open(env_file, "a", encoding="utf-8") as handle:
             handle.writelines(github_env_line(k, v) for k, v in env.items())
         return

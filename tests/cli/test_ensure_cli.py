@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from tests.support import fixtures
-from tests.support.agentproc import run_cli
+from tests.support.agentproc import PYTHON, run_cli
 from tests.support.server import Server
 
 
@@ -92,3 +94,71 @@ def test_ensure_failures_name_the_step(tmp_path: Path, http_server: Server) -> N
     assert "failed at step 'download'" in proc.stderr
     assert "404" in proc.stderr
     assert not (tmp_path / "store" / "node").exists()
+
+
+def test_github_format_without_the_runner_files_exits_2_before_installing(
+    tmp_path: Path, http_server: Server
+) -> None:
+    fixtures.serve_node(http_server)
+    proc = run_cli(
+        "ensure",
+        "--local",
+        "feature:node@20.11.1",
+        "--format",
+        "github",
+        "--config",
+        str(config(tmp_path, http_server)),
+        env={"no_proxy": "127.0.0.1", "GITHUB_PATH": "", "GITHUB_ENV": ""},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "$GITHUB_PATH and $GITHUB_ENV" in proc.stderr
+    assert "--format env" in proc.stderr
+    assert not (tmp_path / "store" / "node").exists()  # nothing was installed first
+
+
+def runner_path(github_path: Path, path: str) -> str:
+    """PATH as the runner builds it from GITHUB_PATH: each line is put in front."""
+    for line in github_path.read_text().splitlines():
+        path = f"{line}:{path}"
+    return path
+
+
+def test_github_path_lines_give_the_env_formats_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import ensuring
+
+    result: Any = {"event": "result", "ok": True, "path": ["/s/a/bin", "/s/b/bin"], "env": {}}
+    ensuring.emit(result, "env")
+    exported = capsys.readouterr().out
+    env_path = subprocess.run(
+        ["sh", "-c", exported + 'printf %s "$PATH"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout
+    monkeypatch.setenv("GITHUB_PATH", str(tmp_path / "path"))
+    monkeypatch.setenv("GITHUB_ENV", str(tmp_path / "env"))
+    ensuring.emit(result, "github")
+    assert runner_path(tmp_path / "path", "/usr/bin:/bin") == env_path
+    assert env_path.startswith("/s/a/bin:/s/b/bin:")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["features", "list", "--json"], ["features", "schema"], ["config", "schema"]],
+)
+def test_a_closed_pipe_ends_a_client_command_quietly(command: list[str]) -> None:
+    # `| true` closes the pipe before the agent has started: every write meets EPIPE.
+    line = " ".join([PYTHON, "-m", "agent", *command])
+    proc = subprocess.run(
+        ["sh", "-c", f"{line} | true; echo done"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout == "done\n"
+    assert "Traceback" not in proc.stderr
+    assert "BrokenPipeError" not in proc.stderr
