@@ -18,6 +18,17 @@ when both want a core.
 - At shutdown the pool is closed without waiting and busy workers are terminated; each
   worker kills the process groups of the commands it started (pip, npm, a sandbox)
   first. An install is crash-safe by design (see :mod:`agent.install.protocol`).
+- A worker dies with the agent, however the agent ends (``kill -9`` included): a thread
+  of the worker waits for the end of the pipe that multiprocessing's spawn leaves
+  between the two (``parent_process().sentinel``, whose other end only the agent holds;
+  the kernel closes it when the agent dies), then kills the worker's commands and the
+  worker, before any install it was running can publish. The watch starts before the
+  worker takes an install, and an agent already dead by then reads as an ended pipe, so
+  no window is left. It is a pipe and not ``PR_SET_PDEATHSIG``: that signal follows the
+  thread that spawned the worker rather than the agent, and a SIGKILL from the kernel
+  would leave the worker's commands running. multiprocessing's resource tracker, which
+  the agent starts with its first worker, reads a pipe that only the agent and its
+  workers hold, so it exits once they are gone (unlinking the queues' semaphores).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _END = "__end__"
 _END_WAIT = 2.0
+_AGENT_GONE = 70  # EX_SOFTWARE; nobody reads it, the agent is gone
 _EVENTS: SimpleQueue[Any] | None = None
 
 
@@ -62,8 +74,32 @@ def _start_worker(events: SimpleQueue[Any], nice: int) -> None:
     # a worker lives as long as the agent and must collect its cycles.
     gc.enable()
     signal.signal(signal.SIGTERM, _on_term)
+    _watch_agent()
     with contextlib.suppress(OSError):
         os.nice(nice)
+
+
+def _watch_agent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a spawned child: nothing to watch
+        return
+    threading.Thread(
+        target=_end_with_agent, args=(parent.sentinel,), name="agent watch", daemon=True
+    ).start()
+
+
+def _end_with_agent(sentinel: int) -> None:
+    # The agent never writes on this pipe once the worker has read its start data, so a
+    # read returns only at its end: when the agent is gone. Nothing is left to report to,
+    # and nobody would clean up after an install that went on.
+    try:
+        while os.read(sentinel, 4096):
+            pass
+    except OSError:
+        logger.warning("an install worker cannot watch for the agent's end", exc_info=True)
+        return  # unwatched, rather than a healthy install killed
+    procs.kill_all()
+    os._exit(_AGENT_GONE)
 
 
 def _install(
