@@ -1,6 +1,6 @@
-"""kill -9 of a real agent mid-install: its install worker and multiprocessing's resource
-tracker go with it, the install it was running is never published, and the next agent
-on the same store installs it afresh."""
+"""kill -9 of a real agent mid-install: its install worker, the commands that worker runs
+and multiprocessing's resource tracker go with it, the install it was running is never
+published, and the next agent on the same store installs it afresh."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from tests.support import fixtures, proctree
 from tests.support.agentproc import Starter
@@ -36,6 +38,21 @@ async def _ensure(socket: Path) -> dict[str, Any]:
                 if line.strip():
                     last = json.loads(line)
     return last
+
+
+def _script_catalog(folder: Path, body: str) -> None:
+    data = {
+        "id": "tool",
+        "name": "Tool",
+        "versions": ["1.0.0"],
+        "platforms": ["linux"],
+        "toolcache_name": "tool",
+        "install": [{"method": "script", "platforms": ["linux"], "script": "install.sh"}],
+        "env": {"path": ["bin"]},
+    }
+    (folder / "tool").mkdir(parents=True)
+    (folder / "tool" / "feature.yaml").write_text(yaml.safe_dump(data))
+    (folder / "tool" / "install.sh").write_text(body)
 
 
 async def _until(predicate: object, *, timeout: float, what: str) -> None:
@@ -87,6 +104,41 @@ async def test_kill_9_mid_install_leaves_no_worker_and_publishes_nothing(
         assert result["ok"] is True
         assert result["features"][0]["result"] == "installed"
         assert http_server.count(ARCHIVE) == 2
+    finally:
+        proctree.kill(below)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+
+
+async def test_kill_9_mid_script_ends_the_command_the_worker_runs(start_agent: Starter) -> None:
+    marker = uuid.uuid4().hex
+    body = f'set -eu\n(exec -a held-{marker} sleep 300)\nmkdir -p "$PREFIX/bin"\n'
+    _script_catalog(start_agent.workdir / "catalog", body)
+    store = start_agent.workdir / "store"
+    config = start_agent.base_config()
+    config["catalog"] = {"paths": [str(start_agent.workdir / "catalog")]}
+    config["cache"] = {"root": str(store)}
+    # Unconfined, so that this is about the worker and its command, not the sandbox.
+    config["installer"] = {"script_isolation": "none"}
+    agent = start_agent.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
+
+    request = asyncio.create_task(_ensure(agent.socket))
+    below: list[proctree.Proc] = []
+    try:
+
+        def held() -> bool:
+            return any(marker in p.cmdline for p in proctree.descendants(agent.proc.pid))
+
+        await _until(held, timeout=20, what="the script's command")
+        below = proctree.descendants(agent.proc.pid)
+        agent.proc.kill()
+        agent.proc.wait(timeout=10)
+        left = proctree.survivors(below, within=5.0)
+        assert not left, f"still running after the agent's kill -9: {left}"
+        await request
+        assert not list(store.glob("**/*.complete"))
     finally:
         proctree.kill(below)
         request.cancel()
