@@ -209,12 +209,24 @@ class Merger:
     """Merges requests from several sources by id; later sources win."""
 
     requests: dict[str, Request] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    """One line per request a later one changed, for the plan's warnings and the log: a
+    profile's pin replaced by the team file's range is easy to miss otherwise."""
 
     def add(self, items: Iterable[Request]) -> None:
         """Fold ``items`` in, after everything added before."""
         for item in items:
             old = self.requests.get(item.id)
-            self.requests[item.id] = old.merged_with(item) if old else item
+            if old is None:
+                self.requests[item.id] = item
+                continue
+            merged = old.merged_with(item)
+            if (merged.spec, merged.options) != (old.spec, old.options):
+                self.overrides.append(
+                    f"{old.render()} (from {old.source}) is overridden by {item.render()} "
+                    f"(from {item.source}): using {merged.render()}"
+                )
+            self.requests[item.id] = merged
 
     def result(self) -> list[Request]:
         """The merged requests, in first-seen order."""

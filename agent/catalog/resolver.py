@@ -85,10 +85,13 @@ def resolve(
     target: model.Platform,
     *,
     store_root: str,
+    notes: Sequence[str] = (),
 ) -> Plan:
-    """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem."""
+    """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem.
+
+    ``notes`` (how the requests were merged) lead the plan's warnings."""
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(notes)
     wants = _collect(wanted, catalog, problems)
     chosen: dict[str, tuple[str, methods.Method]] = {}
     for ident in sorted(wants):

@@ -15,12 +15,15 @@ A repository asks for features in one file::
 Policy: the merge order is profiles (each one's own ``extends`` first, depth first),
 then the file's ``features``, then the selected environment, then the job's labels;
 later wins, merged by feature id (spec replaced, options key by key). An ``extends``
-cycle, an unknown profile and an unknown environment are errors that say what exists.
+cycle and an unknown profile are errors that say what exists; an environment the file does
+not define is no override, and the plan's warnings say so, as they name every request a
+later one overrode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,29 +137,43 @@ def _profile_requests(
     out.add(_entry_request(e, f"profile:{name}") for e in profile.features)
 
 
-def merged_requests(
+@dataclass(frozen=True)
+class Merged:
+    """The merged requests, and notes for the plan's warnings: which request overrode
+    which, and an environment the file does not define."""
+
+    requests: list[requests.Request]
+    notes: list[str]
+
+
+def merge(
     *,
     team: TeamConfig | None,
     settings: config_models.FeaturesSettings,
     labels: Sequence[str] = (),
     extra: Sequence[requests.Request] = (),
-) -> list[requests.Request]:
-    """Merge profiles, the team file, its environment, ``extra`` and the job's labels."""
+) -> Merged:
+    """Merge profiles, the team file, its environment, ``extra`` and the job's labels.
+
+    An environment the file does not define is no override (the note says so), not an
+    error: one agent setting applies to every repository, and most define no
+    environments at all."""
     merger = requests.Merger()
+    notes: list[str] = []
     try:
         if team is not None:
             for name in team.extends:
                 _profile_requests(name, settings.profiles, (), merger)
             merger.add(_entry_request(e, "team") for e in team.features)
             env_name = settings.environment
-            if env_name and team.environments:
-                env = team.environments.get(env_name)
-                if env is None:
-                    known = ", ".join(sorted(team.environments))
-                    raise TeamError(
-                        f"environment {env_name!r} (features.environment) is not defined in the "
-                        f"team configuration; it defines: {known}"
-                    )
+            env = team.environments.get(env_name) if env_name else None
+            if env_name and env is None and team.environments:
+                known = ", ".join(sorted(team.environments))
+                notes.append(
+                    f"environment {env_name!r} (features.environment) is not defined in the "
+                    f"team configuration (it defines {known}): no environment override applies"
+                )
+            if env is not None:
                 for name in env.extends:
                     _profile_requests(name, settings.profiles, (), merger)
                 merger.add(_entry_request(e, f"environment:{env_name}") for e in env.features)
@@ -164,7 +181,18 @@ def merged_requests(
         merger.add(requests.from_labels(labels))
     except requests.RequestError as exc:
         raise TeamError(str(exc)) from None
-    return merger.result()
+    return Merged(merger.result(), notes + merger.overrides)
+
+
+def merged_requests(
+    *,
+    team: TeamConfig | None,
+    settings: config_models.FeaturesSettings,
+    labels: Sequence[str] = (),
+    extra: Sequence[requests.Request] = (),
+) -> list[requests.Request]:
+    """:func:`merge`'s requests alone."""
+    return merge(team=team, settings=settings, labels=labels, extra=extra).requests
 
 
 def check_profiles(settings: config_models.FeaturesSettings) -> list[str]:

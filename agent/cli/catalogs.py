@@ -173,10 +173,14 @@ def run_plan(args: argparse.Namespace) -> int:
             for r in args.requests
             if not r.lower().startswith(requests.PREFIX)
         ]
-        wanted = team.merged_requests(
-            team=team_config, settings=features, labels=labels, extra=extra
+        merged = team.merge(team=team_config, settings=features, labels=labels, extra=extra)
+        plan = resolver.resolve(
+            merged.requests,
+            catalog,
+            target,
+            store_root=str(settings.cache.root),
+            notes=merged.notes,
         )
-        plan = resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
     except loading.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

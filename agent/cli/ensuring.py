@@ -32,7 +32,10 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
             "(--format github) appended to $GITHUB_PATH and $GITHUB_ENV."
         ),
     )
-    ensure.add_argument("requests", nargs="+", metavar="REQUEST")
+    ensure.add_argument("requests", nargs="*", metavar="REQUEST")
+    ensure.add_argument(
+        "--team", type=Path, help="a .github/runner-config.yml whose features to ensure too"
+    )
     ensure.add_argument(
         "--local",
         action="store_true",
@@ -62,6 +65,8 @@ def run_ensure(args: argparse.Namespace) -> int:
             "it in a workflow step, or use --format env",
             common.EXIT_USAGE,
         )
+    if not args.requests and args.team is None:
+        return common.fail("give requests (e.g. feature:node@20), --team FILE, or both", 2)
     target = _target(args)
     if isinstance(target, int):
         return target
@@ -92,6 +97,11 @@ def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
     socket_path = args.socket or client.socket_path(args)
     token = client.token(args, default=settings.server.job_token_file)
     body: wire.JsonObject = {"requests": list(args.requests)}
+    if args.team is not None:
+        team_doc = _team_document(args.team)
+        if isinstance(team_doc, int):
+            return team_doc
+        body["team"] = team_doc
     if target is not None:
         body["target_platform"] = {
             "os": target.os,
@@ -191,7 +201,8 @@ def _finish(result: wire.ResultEvent | None, fmt: str) -> int:
 def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
-    from agent.catalog import requests, resolver
+    from agent.catalog import requests, resolver, team
+    from agent.config import loading as config_loading
     from agent.install import plans
     from agent.install.host import executor
     from agent.platform import detect, model
@@ -202,15 +213,29 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     target = model.for_host(requested, local)
     catalog = catalog_loading.load(catalog_loading.folders_for(settings.catalog))
     try:
+        team_config = team.load(args.team) if args.team is not None else None
         wanted = [
             requests.parse(r, allow_ranges=not r.lower().startswith(requests.PREFIX), source="cli")
             for r in args.requests
         ]
-        plan = resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
-    except (requests.RequestError, resolver.ResolutionError) as exc:
+        merged = team.merge(team=team_config, settings=settings.features, extra=wanted)
+        plan = resolver.resolve(
+            merged.requests,
+            catalog,
+            target,
+            store_root=str(settings.cache.root),
+            notes=merged.notes,
+        )
+    except config_loading.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return common.EXIT_BAD
+    except (requests.RequestError, team.TeamError, resolver.ResolutionError) as exc:
         for line in str(exc).splitlines():
             print(f"runner-agent: {line}", file=sys.stderr)
         return common.EXIT_BAD
+    for warning in plan.warnings:
+        print(f"runner-agent: note: {warning}", file=sys.stderr)
     view = progressview.View()
     data = plan.to_data()
     view.event(
@@ -235,6 +260,22 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
         return common.fail(str(exc))
     view.close()
     return _finish(ensured.result, args.format)
+
+
+def _team_document(path: Path) -> wire.JsonObject | int:
+    """The team file as the API takes it, checked here first so its errors carry their
+    line and column; or the exit code after printing them."""
+    from agent.catalog import team
+    from agent.config import loading as config_loading
+
+    try:
+        team.load(path)
+        data, _ = config_loading.parse_yaml(config_loading.read_text(path), source=str(path))
+    except config_loading.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return common.EXIT_BAD
+    return cast("wire.JsonObject", data if isinstance(data, dict) else {})
 
 
 def emit(data: wire.ResultEvent, fmt: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import team
+from agent.catalog import requests, team
 from agent.config import loading, models
 
 
@@ -58,10 +58,34 @@ def test_the_selected_environment_overrides_the_file(tmp_path: Path) -> None:
     assert rendered(plain) == ["feature:node@20"]
 
 
-def test_an_unknown_environment_names_the_defined_ones(tmp_path: Path) -> None:
-    config = load_team(tmp_path, "environments:\n  prod: {}\n  staging: {}\n")
-    with pytest.raises(team.TeamError, match="it defines: prod, staging"):
-        team.merged_requests(team=config, settings=settings(environment="qa"))
+def test_an_environment_the_file_does_not_define_is_no_override(tmp_path: Path) -> None:
+    # features.environment is one agent setting for every repository: a file that defines
+    # only staging must not fail every job on a prod runner.
+    config = load_team(
+        tmp_path, "features: [node@20]\nenvironments:\n  staging: {features: [node@22]}\n"
+    )
+    merged = team.merge(team=config, settings=settings(environment="prod"))
+    assert rendered(merged.requests) == ["feature:node@20"]
+    [note] = merged.notes
+    assert "environment 'prod' (features.environment) is not defined" in note
+    assert "it defines staging" in note
+    assert "no environment override applies" in note
+
+
+def test_a_request_a_later_one_replaces_is_noted_as_an_override(tmp_path: Path) -> None:
+    profiles = {"build": {"features": ["cmake@3.29"]}}
+    config = load_team(
+        tmp_path, "extends: [build]\nfeatures:\n  - id: cmake\n    version: '>=3.30'\n"
+    )
+    merged = team.merge(team=config, settings=settings(profiles=profiles))
+    assert rendered(merged.requests) == ["feature:cmake@>=3.30"]
+    assert merged.notes == [
+        "feature:cmake@3.29 (from profile:build) is overridden by feature:cmake@>=3.30 "
+        "(from team): using feature:cmake@>=3.30"
+    ]
+    again = [requests.parse("cmake@3.30", source="cli")]
+    same = team.merge(team=None, settings=settings(), labels=["feature:cmake@3.30"], extra=again)
+    assert same.notes == []  # the same request again overrides nothing
 
 
 def test_an_extends_cycle_is_an_error() -> None:

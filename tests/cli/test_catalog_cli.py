@@ -143,3 +143,24 @@ def test_an_option_named_for_a_loader_variable_disables_the_feature(tmp_path: Pa
     assert proc.returncode == 1
     assert "mine" in proc.stderr
     assert "NODE_OPTIONS" not in proc.stdout
+
+
+def test_plan_shows_a_request_that_overrides_an_earlier_one() -> None:
+    proc = cli("plan", "node@^20", "node@22")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["features"][0]["version"].startswith("22.")
+    assert (
+        "feature:node@^20 (from cli) is overridden by feature:node@22 (from cli): using "
+        "feature:node@22" in data["warnings"]
+    )
+
+
+def test_plan_with_an_environment_the_team_file_does_not_define(tmp_path: Path) -> None:
+    path = tmp_path / "runner-config.yml"
+    path.write_text("features: [node@20]\nenvironments:\n  staging:\n    features: [node@22]\n")
+    proc = cli("plan", "--team", str(path), "--environment", "prod")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["features"][0]["version"].startswith("20.")
+    assert any("'prod' (features.environment) is not defined" in w for w in data["warnings"])

@@ -162,3 +162,31 @@ def test_a_closed_pipe_ends_a_client_command_quietly(command: list[str]) -> None
     assert proc.stdout == "done\n"
     assert "Traceback" not in proc.stderr
     assert "BrokenPipeError" not in proc.stderr
+
+
+def test_ensure_takes_a_team_file(tmp_path: Path, http_server: Server) -> None:
+    fixtures.serve_node(http_server)
+    team = tmp_path / "runner-config.yml"
+    team.write_text("features:\n  - node@20\n")
+    proc = run_cli(
+        "ensure",
+        "--local",
+        "node@20.11.1",
+        "--team",
+        str(team),
+        "--config",
+        str(config(tmp_path, http_server)),
+        env={"no_proxy": "127.0.0.1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "/node/20.11.1/x64/bin" in proc.stdout
+    # The command line came after the file: its pin overrode the file's range, and says so.
+    assert "note: feature:node@20 (from team) is overridden by feature:node@20.11.1" in proc.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("features:\n  - node@20\nextends: nope\n")
+    refused = run_cli("ensure", "--local", "--team", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:3:1: extends" in refused.stderr
+    nothing = run_cli("ensure", "--local")
+    assert nothing.returncode == 2
+    assert "--team FILE" in nothing.stderr
