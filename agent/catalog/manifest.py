@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, model_validator
 
 from agent.catalog import methods, patterns, requests, templates, versions
 from agent.kits import environ
@@ -161,6 +161,22 @@ class Feature(_Strict):
     env: methods.Env = Field(default_factory=methods.Env)
     check: methods.Check | None = None
     toolcache_name: Annotated[str, AfterValidator(_check_toolcache)] | None = None
+    max_entry_bytes: ByteSize | None = Field(
+        default=None,
+        ge=1024**2,
+        le=1024**5,
+        description=(
+            "This feature's own limit on what one install step may stage (e.g. 64GiB for a "
+            "CUDA toolkit), instead of installer.max_entry_bytes."
+        ),
+    )
+    network: Literal["none"] | None = Field(
+        default=None,
+        description=(
+            "none: the install script brings its own files and needs no network; it runs "
+            "with loopback only, whatever installer.script_network says."
+        ),
+    )
 
     # --- derived -----------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def build(
             argv += ["--abi", abi, "--abi", "abi3", "--abi", "none"]
             action["interpreter"] = posixpath.join(python[1], "bin", "python3")
         argv += [templates.render(p, values) for p in method.packages]
-        return [action]
+        return [_own_limits(feature, action)]
     if isinstance(method, methods.NpmMethod):
         argv = ["npm", "install", "--global", "--prefix", prefix, "--no-audit", "--no-fund"]
         # npm (>= 10.4) picks optional platform packages (esbuild's, swc's) by these.
@@ -123,7 +123,7 @@ def build(
         if target.libc is not None:
             argv.append(f"--libc={target.libc}")
         argv += [templates.render(p, values) for p in method.packages]
-        return [{"action": "run", "argv": argv, "env": dict(option_env)}]
+        return [_own_limits(feature, {"action": "run", "argv": argv, "env": dict(option_env)})]
     # The contract's own names last: no option can replace them (the manifest also
     # refuses options that would).
     env = {
@@ -134,7 +134,22 @@ def build(
         "TARGET_OS": target.os,
         "TARGET_LIBC": target.libc or "",
     }
-    return [{"action": "run", "argv": ["bash", posixpath.join(folder, method.script)], "env": env}]
+    script: wire.RunAction = {
+        "action": "run",
+        "argv": ["bash", posixpath.join(folder, method.script)],
+        "env": env,
+    }
+    if feature.network == "none":  # it brings its own files: loopback only
+        script["network"] = "none"
+    return [_own_limits(feature, script)]
+
+
+def _own_limits(feature: manifest.Feature, action: wire.RunAction) -> wire.RunAction:
+    """The manifest's own size limit on a step, for the executor
+    (:mod:`agent.install.watching`)."""
+    if feature.max_entry_bytes is not None:
+        action["max_entry_bytes"] = int(feature.max_entry_bytes)
+    return action
 
 
 def _archive(

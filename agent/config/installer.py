@@ -6,9 +6,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ByteSize, Field
 
-from agent.config.fields import AbsolutePath, Seconds, Section
+from agent.config.fields import AbsolutePath, Seconds, Section, Size
 
 MAX_PARALLELISM = 16
 """The most installs ``installer.parallelism`` may allow at once."""
@@ -47,6 +47,18 @@ def _check_index(value: str | None) -> str | None:
 
 
 IndexURL = Annotated[str | None, AfterValidator(_check_index)]
+
+
+def _check_uid_range(value: str) -> str:
+    first, sep, last = value.partition("-")
+    if not (sep and first.isdigit() and last.isdigit()):
+        raise ValueError(f"{value!r} is not a uid range such as 2000000000-2000065535")
+    if not 1000 <= int(first) <= int(last) <= 2**32 - 2:
+        raise ValueError(f"{value!r}: give first-last, lowest first, between 1000 and 4294967294")
+    return value
+
+
+UidRange = Annotated[str, AfterValidator(_check_uid_range)]
 
 
 class InstallerSettings(Section):
@@ -169,10 +181,55 @@ class InstallerSettings(Section):
             "root. none: as the agent's own user, unconfined."
         ),
     )
-    script_user: str = Field(
-        default="nobody",
+    script_user: str | None = Field(
+        default=None,
         min_length=1,
-        description="The unprivileged user sandboxed scripts run as. Default nobody.",
+        description=(
+            "A fixed unprivileged user every sandboxed script runs as (e.g. nobody). Default "
+            "none: each sandbox gets a uid of its own from script_uid_range, so parallel "
+            "sandboxes cannot touch each other's files and script_max_processes counts one "
+            "sandbox only (with a fixed user it counts every process of that user)."
+        ),
+    )
+    script_uid_range: UidRange = Field(
+        default="2000000000-2000065535",
+        description=(
+            "The uids sandboxes take one each, as first-last; none may belong to an account "
+            "or another service. Default 2000000000-2000065535, in the block systemd leaves "
+            "unused. Agents on one host that share neither the store volume nor /run must "
+            "be given disjoint ranges."
+        ),
+    )
+    script_max_processes: int = Field(
+        default=1024,
+        ge=8,
+        le=1_000_000,
+        description=(
+            "The most processes and threads one sandbox (a script, npm's install and its "
+            "lifecycle scripts, a check) may have at once (RLIMIT_NPROC of its uid). "
+            "Default 1024. Range 8-1000000: a build needs a shell, its tools and their "
+            "threads; the ceiling is the kernel's own order of magnitude."
+        ),
+    )
+    script_network: Literal["host", "none"] = Field(
+        default="host",
+        description=(
+            "The network of feature scripts and checks. host (default): whatever the agent "
+            "can reach, the cloud's metadata endpoint included. none: a network namespace "
+            "with only loopback. npm's install keeps host (it needs its registry); a "
+            "manifest that declares network: none always gets none."
+        ),
+    )
+    max_entry_bytes: Size = Field(
+        default=ByteSize(32 * 1024**3),
+        ge=1024**2,
+        le=1024**5,
+        description=(
+            "The most one install step (pip, npm, a script) may put in its staging folder, "
+            "in bytes (units such as 32GiB allowed); past it the step is killed. A manifest "
+            "may give its own max_entry_bytes. Default 32 GiB: a CUDA toolkit or PyTorch "
+            "takes several. Range 1 MiB-1 PiB."
+        ),
     )
     script_remote_user: str = Field(
         default="runner",

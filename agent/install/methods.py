@@ -10,7 +10,9 @@
 
 Policy: every command runs through :mod:`agent.kits.procs` in the clean environment of
 :mod:`agent.install.running` plus the network settings; its output goes into the install
-log; a failure names the method and quotes the end of the output.
+log; a failure names the method and quotes the end of the output. Every step is held to
+the entry's size limit, and a volume that filled up is named as the cause
+(:mod:`agent.install.watching`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.install import running, sandbox
+from agent.install import running, sandbox, watching
 from agent.install.fetch import network
 from agent.platform import plans as wire
 from agent.store import installlog, layout, receipts
@@ -41,25 +43,38 @@ class Build:
     native: bool
     """The target is the platform the agent runs on (its tools may run)."""
     script: sandbox.ScriptSettings
+    max_entry_bytes: int = watching.DEFAULT_MAX_ENTRY_BYTES
+
+    def limit(self, action: wire.RunAction) -> int:
+        """The entry's size limit: the manifest's own, else ``installer.max_entry_bytes``."""
+        return action.get("max_entry_bytes") or self.max_entry_bytes
 
     def environment(self, action: wire.RunAction) -> dict[str, str]:
         """The clean environment, the network settings, then the action's own variables."""
         extra = {**self.network.environment(self.staging), **action["env"]}
         return running.environment(extra)
 
-    def run(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> str:
-        """Run one command, keeping its output in the log either way."""
+    def run(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, *, limit: int) -> str:
+        """Run one command, keeping its output in the log either way; its staging folder
+        may grow to ``limit`` bytes."""
         lines: collections.deque[str] = collections.deque(maxlen=2000)
+        what = f"{name} install"
         try:
-            return running.run(
+            output = running.run(
                 argv,
                 env=env,
                 cwd=cwd,
                 timeout=self.timeout,
                 on_line=lambda x: lines.append(x[:2000]),
+                watch=watching.SizeWatch(self.staging, limit, what=what),
             )
+        except running.RunError:
+            watching.check_volume(self.staging, "\n".join(lines), what=what, failed=True)
+            raise
         finally:
             self.log.output(name, "\n".join(lines))
+        watching.check_volume(self.staging, output, what=what, failed=False)
+        return output
 
 
 def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
@@ -79,7 +94,9 @@ def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
         str(report),
         "--no-warn-script-location",
     ]
-    output = build.run("pip", argv, build.environment(action), build.staging)
+    output = build.run(
+        "pip", argv, build.environment(action), build.staging, limit=build.limit(action)
+    )
     build.log.step("pip", f"with {argv[0]}: {build.log.last_line(output)}")
     _portable_shebangs(build.tree, {argv[0], sys.executable})
     try:
@@ -142,9 +159,11 @@ def npm(build: Build, action: wire.RunAction) -> None:
             settings=build.script,
             timeout=build.timeout,
             on_output=lambda text: build.log.output("npm", text),
+            network="host",  # npm's install needs its registry, whatever scripts get
+            max_entry_bytes=build.limit(action),
         )
     else:
-        output = build.run("npm", argv, env, build.staging)
+        output = build.run("npm", argv, env, build.staging, limit=build.limit(action))
     build.log.step("npm", build.log.last_line(output))
     bin_dir = build.tree / "bin"
     for link in bin_dir.iterdir() if bin_dir.is_dir() else ():
@@ -166,5 +185,6 @@ def script(build: Build, action: wire.RunAction) -> None:
         settings=build.script,
         timeout=build.timeout,
         on_output=lambda text: build.log.output("script", text),
+        max_entry_bytes=build.limit(action),
     )
     build.log.step("script", build.log.last_line(output))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import models
-from agent.install import checking, methods, sandbox
+from agent.install import checking, methods, sandbox, watching
 from agent.install.fetch import downloads, extracting, network
 from agent.kits import progress
 from agent.platform import plans as wire
@@ -69,10 +69,13 @@ class Options:
     run_check: bool = True
     """False when the target is not the platform the agent runs on."""
     script: sandbox.ScriptSettings = field(default_factory=sandbox.ScriptSettings)
+    max_entry_bytes: int = watching.DEFAULT_MAX_ENTRY_BYTES
+    """What one step may put in its staging folder, unless the manifest gives its own."""
 
 
 def options_from(installer: models.InstallerSettings, *, native: bool) -> Options:
     """The install options the agent's ``installer`` settings describe."""
+    first, _, last = installer.script_uid_range.partition("-")
     return Options(
         lock_timeout=installer.lock_timeout_seconds,
         policy=downloads.Policy(
@@ -94,9 +97,13 @@ def options_from(installer: models.InstallerSettings, *, native: bool) -> Option
         script=sandbox.ScriptSettings(
             isolation=installer.script_isolation,
             user=installer.script_user,
+            uid_range=(int(first), int(last)),
+            max_processes=installer.script_max_processes,
+            network=installer.script_network,
             remote_user=installer.script_remote_user,
             remote_user_home=f"/home/{installer.script_remote_user}",
         ),
+        max_entry_bytes=int(installer.max_entry_bytes),
     )
 
 
@@ -184,6 +191,7 @@ def _install_locked(
             log=log,
             native=options.run_check,
             script=options.script,
+            max_entry_bytes=options.max_entry_bytes,
         )
         for action in step["actions"]:
             if action["action"] == "download":

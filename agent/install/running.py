@@ -50,10 +50,14 @@ def run(
     cwd: Path,
     timeout: float,
     on_line: Callable[[str], None] | None = None,
+    watch: Callable[[], None] | None = None,
 ) -> str:
-    """Run ``argv``; return its combined output (the tail), or raise :class:`RunError`."""
+    """Run ``argv``; return its combined output (the tail), or raise :class:`RunError`
+    (or what ``watch``, a limit, raises: see :func:`agent.kits.procs.run`)."""
     try:
-        done = procs.run(argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, tail=TAIL)
+        done = procs.run(
+            argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, tail=TAIL, watch=watch
+        )
     except procs.ProcError as exc:
         raise RunError(str(exc)) from exc
     if not done.ok:

@@ -14,15 +14,28 @@ The steps, as root:
 
 1. copy the feature's folder into the staging folder (Dev Container Features run from
    their own folder, and the catalog's folder may not be readable by that user);
-2. give the staged prefix, home, temp and copy to ``installer.script_user``;
-3. ``unshare --mount`` -> bind, cover -> ``setpriv`` to that user with no capabilities,
-   no supplementary groups and ``no_new_privs`` -> ``bash <script>``, in a clean
-   environment with the Dev Container Features contract: each option as an upper-case
-   variable, ``PREFIX``, ``VERSION``, ``ARCH``, ``TARGET_OS``, ``TARGET_LIBC``,
-   ``_REMOTE_USER``, ``_REMOTE_USER_HOME``, ``_CONTAINER_USER``, ``_CONTAINER_USER_HOME``;
-4. whatever happened, give everything back to the agent's user and strip set-user-ID
-   and set-group-ID bits: a published entry is never writable by the next script, and
-   no script can leave a root-owned setuid binary in the store.
+2. take a uid of its own for this sandbox (:mod:`agent.install.confine_uids`, from
+   ``installer.script_uid_range``), or the fixed ``installer.script_user`` where one is
+   set, and give it the staged prefix, home, temp and copy;
+3. ``unshare`` (mount, IPC, PID and, for ``network: none``, network namespaces) -> bind,
+   cover -> a root init -> ``setpriv`` to that uid with no capabilities, no
+   supplementary groups, ``no_new_privs`` and RLIMIT_NPROC
+   ``installer.script_max_processes`` -> ``bash <script>``, in a clean environment with
+   the Dev Container Features contract: each option as an upper-case variable,
+   ``PREFIX``, ``VERSION``, ``ARCH``, ``TARGET_OS``, ``TARGET_LIBC``, ``_REMOTE_USER``,
+   ``_REMOTE_USER_HOME``, ``_CONTAINER_USER``, ``_CONTAINER_USER_HOME``. Nothing it
+   starts outlives the run, the agent's death included (:mod:`agent.install.confine`);
+   its staging folder is held to ``installer.max_entry_bytes`` and a full volume is
+   named as such (:mod:`agent.install.watching`);
+4. whatever happened, once every process of the sandbox is gone, give everything back
+   to the agent's user and strip set-user-ID and set-group-ID bits: a published entry is
+   never writable by the next script, and no script can leave a root-owned setuid
+   binary in the store.
+
+Network: ``installer.script_network: host`` (the default) lets a script reach whatever
+the agent can reach, a cloud's metadata endpoint included; ``none`` leaves it loopback
+only, as does a manifest that declares ``network: none`` (it brings its own files).
+npm's install keeps the host's network: it needs its registry.
 
 ``isolation: none`` runs the script as the agent's own user, unconfined: for agents
 that do not run as root (which cannot switch users), at the operator's explicit choice.
@@ -31,15 +44,17 @@ that do not run as root (which cannot switch users), at the operator's explicit 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pwd
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.install import confine, confine_uids, watching
 from agent.kits import procs
 from agent.platform import plans as wire
 from agent.store import layout
@@ -48,8 +63,8 @@ MOUNT = "/run/runner-agent-sandbox"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
 
 _SNIPPET = f"""set -eu
-stage=$1 uid=$2 gid=$3 workdir=$4
-shift 4
+stage=$1 workdir=$2
+shift 2
 # Every mount read-only (this namespace only), so a world-writable folder anywhere is
 # no way out; then the staging folder, bound afresh, is the one writable place.
 while read -r _ _ _ _ point _; do
@@ -66,8 +81,8 @@ for d in {" ".join(COVERED)}; do
   fi
 done
 cd "$workdir"
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \\
-  --inh-caps=-all --bounding-set=-all -- "$@"
+# The init (agent.install.confine): it stays root, runs the command as its child.
+exec "$@"
 """
 
 
@@ -79,12 +94,23 @@ class ScriptError(layout.StoreError):
     """A script could not be run as configured."""
 
 
+Network = Literal["host", "none"]
+
+DEFAULT_UID_RANGE = (2_000_000_000, 2_000_065_535)
+"""Far above any account (systemd leaves 1879048192-2147483647 unused)."""
+
+
 @dataclass(frozen=True)
 class ScriptSettings:
     """From the ``installer`` settings."""
 
     isolation: Literal["sandbox", "none"] = "sandbox"
-    user: str = "nobody"
+    user: str | None = None
+    """A fixed user for every sandbox (opt-in); None: a uid of its own from ``uid_range``."""
+    uid_range: tuple[int, int] = DEFAULT_UID_RANGE
+    max_processes: int = 1024
+    """RLIMIT_NPROC of the sandbox's uid."""
+    network: Network = "host"
     remote_user: str = "runner"
     remote_user_home: str = "/home/runner"
 
@@ -99,13 +125,18 @@ def run_script(
     settings: ScriptSettings,
     timeout: float,
     on_output: Callable[[str], None],
+    max_entry_bytes: int = watching.DEFAULT_MAX_ENTRY_BYTES,
 ) -> str:
-    """Run the action's script; return its output, or raise :class:`ScriptError`."""
+    """Run the action's script; return its output, or raise :class:`ScriptError`.
+
+    A manifest that declares ``network: none`` (it brings its own files) runs with no
+    network whatever ``installer.script_network`` says."""
     script = Path(list(action["argv"])[-1])
     copy = staging / "feature"
     try:
         shutil.copytree(script.parent, copy, symlinks=True)
     except OSError as exc:
+        watching.check_volume(staging, str(exc), what="copying the feature folder", failed=True)
         raise ScriptError(f"cannot copy the feature folder {script.parent}: {exc}") from exc
     contract = {
         "_REMOTE_USER": settings.remote_user,
@@ -124,6 +155,8 @@ def run_script(
         timeout=timeout,
         on_output=on_output,
         cwd=copy,
+        network="none" if action.get("network") == "none" else None,
+        max_entry_bytes=max_entry_bytes,
     )
 
 
@@ -140,17 +173,27 @@ def run_confined(
     on_output: Callable[[str], None],
     cwd: Path | None = None,
     writable_tree: bool = True,
+    network: Network | None = None,
+    max_entry_bytes: int = watching.DEFAULT_MAX_ENTRY_BYTES,
 ) -> str:
     """Run ``argv`` so that it can write only into the staging folder (see the module's
     policy); paths into the staging folder in ``argv`` and ``env`` are rewritten to where
-    the command sees it. Return the output, or raise :class:`ScriptError`.
+    the command sees it. Return the output, or raise :class:`ScriptError` (or, for the
+    limits, :class:`agent.install.watching.EntryTooBig` and ``VolumeFull``).
 
     With ``writable_tree`` false the tree stays the agent's (read-only to the command):
-    the feature's check runs that way, on what the build left."""
+    the feature's check runs that way, on what the build left. ``network`` overrides
+    ``settings.network`` (npm's install needs its registry; a manifest may need none)."""
     home, tmp = staging / "home", staging / "tmp"
     home.mkdir(exist_ok=True)
     tmp.mkdir(exist_ok=True)
     sandboxed = settings.isolation == "sandbox"
+    wanted = network or settings.network
+    if not sandboxed and settings.network == "none" and network is None:
+        raise ScriptError(
+            "installer.script_network: none gives scripts a network namespace of their own, "
+            "which needs installer.script_isolation: sandbox (and the agent running as root)"
+        )
     seen = Path(MOUNT) if sandboxed else staging
     env = {k: v.replace(str(staging), str(seen)) for k, v in env.items()}
     env.update(
@@ -164,43 +207,54 @@ def run_confined(
     env = {k: v.replace(prefix, env["PREFIX"]) for k, v in env.items()}
     command = [a.replace(str(staging), str(seen)) for a in argv]
     workdir = cwd or staging
-    if sandboxed:
-        uid, gid = _script_user(settings)
-        os.makedirs(MOUNT, mode=0o755, exist_ok=True)
-        os.chmod(staging, 0o755)  # noqa: S103 - the user must reach its prefix
-        for path in staging.iterdir():
-            if path.is_dir() and not path.is_symlink() and (writable_tree or path != tree):
-                _chown_tree(path, uid, gid)
-        inside = str(seen / workdir.relative_to(staging))
-        command = [
-            # A PID namespace: when the command ends, the kernel kills everything it left
-            # (setsid or not), so nothing of it can touch a later install or this tree.
-            "unshare", "--mount", "--propagation", "private", "--ipc", "--pid",
-            "--kill-child", "--mount-proc", "--",
-            "sh", "-c", _SNIPPET, "sandbox", str(staging), str(uid), str(gid), inside,
-            *command,
-        ]  # fmt: skip
     lines: collections.deque[str] = collections.deque(maxlen=_KEPT_LINES)
-    try:
-        done = procs.run(
-            command,
-            env=env,
-            cwd=workdir,
-            timeout=timeout,
-            on_line=lambda x: lines.append(x[:_LINE]),
-        )
-    except procs.ProcError as exc:
-        raise ScriptError(f"{what}: {exc}") from exc
-    finally:
-        on_output("\n".join(lines))
+    watch = watching.SizeWatch(staging, max_entry_bytes, what=what)
+    with contextlib.ExitStack() as stack:
+        before_kill: Callable[[int], None] | None = None
         if sandboxed:
-            _reclaim(tree)
+            uid, gid = stack.enter_context(_identity(settings, staging))
+            os.makedirs(MOUNT, mode=0o755, exist_ok=True)
+            os.chmod(staging, 0o755)  # noqa: S103 - the user must reach its prefix
+            for path in staging.iterdir():
+                if path.is_dir() and not path.is_symlink() and (writable_tree or path != tree):
+                    _chown_tree(path, uid, gid)
+            inside = str(seen / workdir.relative_to(staging))
+            command = confine.command(
+                _SNIPPET,
+                [str(staging), inside],
+                command,
+                uid=uid,
+                gid=gid,
+                max_processes=settings.max_processes,
+                network=wanted,
+            )
+            before_kill = confine.kill_init
+        try:
+            done = procs.run(
+                command,
+                env=env,
+                cwd=workdir,
+                timeout=timeout,
+                on_line=lambda x: lines.append(x[:_LINE]),
+                watch=watch,
+                before_kill=before_kill,
+            )
+        except procs.ProcError as exc:
+            watching.check_volume(staging, "\n".join(lines), what=what, failed=True)
+            raise ScriptError(f"{what}: {exc}") from exc
+        finally:
+            on_output("\n".join(lines))
+            if sandboxed:
+                _reclaim(tree)
+    watching.check_volume(staging, done.output, what=what, failed=not done.ok)
     if not done.ok:
         raise ScriptError(f"{what} failed: {done.describe()}")
     return done.output
 
 
-def _script_user(settings: ScriptSettings) -> tuple[int, int]:
+@contextlib.contextmanager
+def _identity(settings: ScriptSettings, staging: Path) -> Iterator[tuple[int, int]]:
+    """The uid and gid the sandbox runs as, held for the ``with`` block."""
     if os.geteuid() != 0:
         raise ScriptError(
             "the script method runs scripts as an unprivileged user in a mount namespace, "
@@ -210,18 +264,27 @@ def _script_user(settings: ScriptSettings) -> tuple[int, int]:
         )
     if shutil.which("unshare") is None or shutil.which("setpriv") is None:
         raise ScriptError("the script sandbox needs unshare and setpriv (util-linux); install it")
+    if settings.user is None:
+        # The folder above the staging folders: the store's metadata, shared by every
+        # agent on the volume.
+        with confine_uids.allocate(
+            staging.parent.parent / "sandbox-uids", *settings.uid_range
+        ) as uid:
+            yield uid, uid
+        return
     try:
         entry = pwd.getpwnam(settings.user)
     except KeyError:
         raise ScriptError(
             f"installer.script_user {settings.user!r} is not a user on this machine; give "
-            "an unprivileged user that owns no files (default nobody)"
+            "an unprivileged user that owns no files, or leave it unset (a uid of its own "
+            "per sandbox, from installer.script_uid_range)"
         ) from None
     if entry.pw_uid == 0:
         raise ScriptError(
             f"installer.script_user {settings.user!r} is root; give an unprivileged user"
         )
-    return entry.pw_uid, entry.pw_gid
+    yield entry.pw_uid, entry.pw_gid
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:

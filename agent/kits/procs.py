@@ -9,7 +9,14 @@ Policy:
 - output (stdout and stderr merged, in order) is streamed line by line to an optional
   callback as it arrives (a log, a progress stream) and the last ``tail`` bytes are kept
   for the error message and the install log;
-- it blocks: callers on the event loop run it in a thread.
+- it blocks: callers on the event loop run it in a thread. The calling thread stays in
+  the call until the command is reaped (or killed), so a parent-death signal the command
+  sets for itself (which follows the thread that started it) fires only when this
+  process dies;
+- a ``watch`` callback, called about once a second and after each chunk of output, may
+  end the command by raising (a limit it enforces); ``before_kill`` is given the pid of a
+  command that is still running when the call ends, to stop what the group kill cannot
+  reach (a sandbox's namespace init).
 """
 
 from __future__ import annotations
@@ -80,11 +87,14 @@ def run(
     timeout: float,
     on_line: Callable[[str], None] | None = None,
     tail: int = TAIL,
+    watch: Callable[[], None] | None = None,
+    before_kill: Callable[[int], None] | None = None,
 ) -> Finished:
     """Run ``argv`` to completion and return how it ended (a non-zero exit is not raised).
 
     Raises :class:`ProcError` when it cannot start, or when it runs past ``timeout``
-    seconds (its process group is killed first).
+    seconds (its process group is killed first); what ``watch`` raises ends the command
+    the same way and is raised as it is.
     """
     started = time.monotonic()
     try:
@@ -120,6 +130,8 @@ def run(
                     drained = now + _DRAIN
                 if drained is not None and now >= drained:
                     break
+                if watch is not None:
+                    watch()
                 if not selector.select(timeout=min(left, 0.2 if drained else 1.0)):
                     continue
                 chunk = os.read(proc.stdout.fileno(), 65536)
@@ -142,7 +154,12 @@ def run(
         raise ProcError(f"{argv[0]} did not finish within {timeout:g} s; it was killed") from exc
     finally:
         # Whatever happened (deadline, an exception from on_line, the caller's thread
-        # being cancelled), nothing of this command's group outlives the call.
+        # being cancelled), nothing of this command's group outlives the call. The pid is
+        # the command's until it is reaped (returncode set), so before_kill cannot hit a
+        # process that reused it.
+        if before_kill is not None and proc.returncode is None:
+            with contextlib.suppress(OSError):
+                before_kill(proc.pid)
         _kill_group(proc)
         proc.stdout.close()
         with _LIVE_LOCK:

@@ -93,6 +93,10 @@ class RunAction(_RunRequired, total=False):
 
     interpreter: str
     """pip for a runtime Python: that Python's ``bin/python3`` (the ``python`` entry)."""
+    max_entry_bytes: int
+    """The manifest's own limit on what the step may stage (else the agent's setting)."""
+    network: Literal["none"]
+    """A script whose manifest declares it needs no network: it runs with loopback only."""
 
 
 ToolAction = Union[DownloadAction, ExtractAction, RunAction]  # noqa: UP007

@@ -1,0 +1,134 @@
+"""The sandbox's process chain, built so that nothing started in it outlives its run.
+
+The chain, as root: ``setpriv --pdeathsig KILL`` -> ``unshare`` (private mount, IPC and
+PID namespaces, and a network namespace for ``network: none``; ``--kill-child``) ->
+``sh`` (the mounts of :mod:`agent.install.sandbox`) -> the namespace's **init**, this
+module's small program on the agent's own interpreter -> ``setpriv`` to the sandbox uid
+(no capabilities, no supplementary groups, ``no_new_privs``) -> the command.
+
+Policy:
+- The init stays root and keeps its process group for its whole life. ``--kill-child``
+  gave it a parent-death signal, and a user switch would clear that signal (the old
+  chain exec'd ``setpriv`` from the init, so a script that left its group with
+  ``setsid`` outlived the timeout and the agent). The init runs the command as its
+  child, reaps every orphan the namespace hands it, and exits with the command's
+  status; when the init exits, the kernel kills every process left in the namespace,
+  whatever it did: ``setsid``, a double fork, a new process group, SIGTERM ignored.
+- ``unshare`` gets a parent-death signal of its own: when the agent's process dies, even
+  by SIGKILL, unshare dies, then the init, then the namespace. The signal follows the
+  thread that started the chain; that thread is blocked in :func:`agent.kits.procs.run`
+  until the chain is reaped, so it fires only when the process dies.
+- On a timeout, a limit, or any other early end, :func:`kill_init` kills the init by its
+  host pid, through a pidfd (a pid cannot be reused under it), and waits until it is
+  gone: by then the namespace is empty, so nothing of the script still runs when the
+  agent takes its files back.
+- The command's RLIMIT_NPROC is set in the init's child, before the user switch. It
+  counts the processes of the sandbox's uid; a uid of its own per sandbox
+  (:mod:`agent.install.confine_uids`) makes it count only this sandbox's.
+- With ``network: none`` the init brings loopback up in the empty network namespace
+  (one ioctl, no iproute2 needed): the command reaches nothing but itself.
+
+No cgroup is needed for any of this: a container may not be able to create one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+
+INIT = r"""
+import fcntl, os, resource, socket, struct, sys
+uid, gid, nproc, net = sys.argv[1:5]
+argv = sys.argv[6:]
+if net == "none":
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, 0x8913, req))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh14x", b"lo", flags | 1))
+child = os.fork()
+if child == 0:
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
+        os.execvp("setpriv", ["setpriv", "--reuid=" + uid, "--regid=" + gid,
+                  "--clear-groups", "--no-new-privs", "--inh-caps=-all",
+                  "--bounding-set=-all", "--", *argv])
+    except BaseException as exc:
+        os.write(2, ("sandbox: cannot start %s: %s\n" % (argv[0], exc)).encode())
+    os._exit(127)
+while True:
+    pid, status = os.wait()
+    if pid == child:
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+"""
+"""The namespace's init (see the module's policy); argv: uid gid nproc net -- command."""
+
+_GONE_WAIT = 5.0
+
+
+def command(
+    snippet: str,
+    snippet_args: list[str],
+    argv: list[str],
+    *,
+    uid: int,
+    gid: int,
+    max_processes: int,
+    network: str,
+) -> list[str]:
+    """The whole chain's argv: ``snippet`` (a shell script run as the init before it
+    becomes the init, with ``snippet_args`` and then the init's own argv as its
+    arguments) must end by ``exec "$@"``."""
+    net = ["--net"] if network == "none" else []
+    init = [sys.executable, "-I", "-S", "-c", INIT, str(uid), str(gid), str(max_processes)]
+    return [
+        "setpriv", "--pdeathsig", "KILL", "--",
+        "unshare", "--mount", "--propagation", "private", "--ipc", "--pid", *net,
+        "--kill-child", "--mount-proc", "--",
+        "sh", "-c", snippet, "sandbox", *snippet_args,
+        *init, network, "--", *argv,
+    ]  # fmt: skip
+
+
+def kill_init(unshare_pid: int) -> None:
+    """SIGKILL the namespace's init (the child of ``unshare_pid``, still running), and wait
+    until it, and so every process of its namespace, is gone."""
+    for pid in _children(unshare_pid):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # already gone
+        try:
+            if _parent(pid) != unshare_pid:
+                continue  # it ended and its pid went to another process before the open
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            # A pidfd reads as ready once the process has exited; an init exits only
+            # after the kernel has reaped everything else in its namespace.
+            select.select([fd], [], [], _GONE_WAIT)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(p) for p in text.split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit() and _parent(int(name)) == pid:
+                found.append(int(name))
+        return found
+
+
+def _parent(pid: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[1])
+    return None

@@ -1,0 +1,159 @@
+"""What a step may take from the store's volume: a size limit, watched while it runs, and
+a full volume reported as one.
+
+Policy:
+- the staging folder (the entry, and the home, temp and caches of its build) may hold at
+  most ``installer.max_entry_bytes``, or the manifest's own ``max_entry_bytes`` (a CUDA
+  toolkit, a PyTorch entry: several GiB). A step is killed once it is seen past it;
+- the size is what the files take on disk (allocated blocks, each inode once), found by
+  a walk relative to open folder descriptors that never follows a link, so what the
+  step is doing to the tree cannot send the walk elsewhere;
+- the walk runs at most every :data:`INTERVAL` seconds, and never takes more than a
+  twentieth of the step's time: a tree of many small files (node_modules) is walked
+  less often;
+- when a step fails, or ends, with the volume (nearly) full, or its output says so, the
+  error names the volume instead of whatever failed next (a check that printed
+  nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.store import layout
+
+if TYPE_CHECKING:
+    from os import _ScandirIterator
+
+DEFAULT_MAX_ENTRY_BYTES = 32 * 1024**3
+INTERVAL = 2.0
+NEARLY_FULL = 1024 * 1024
+"""Bytes free (for an unprivileged writer) below which the volume counts as full."""
+_SHARE = 20
+MAX_DEPTH = 256
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_SPACE = ("No space left on device", "ENOSPC", "Disk quota exceeded", "EDQUOT")
+
+
+class EntryTooBig(layout.StoreError):
+    """A step's staging folder grew past its limit; the step was killed."""
+
+
+class VolumeFull(layout.StoreError):
+    """The store's volume filled up during a step."""
+
+
+def human(size: int) -> str:
+    """``34359738368`` -> ``32 GiB``."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
+class SizeWatch:
+    """A :func:`agent.kits.procs.run` ``watch``: raises :class:`EntryTooBig` once the
+    folder is past ``limit`` bytes."""
+
+    def __init__(self, folder: Path, limit: int, *, what: str) -> None:
+        self.folder, self.limit, self.what = folder, limit, what
+        self._next = time.monotonic() + INTERVAL
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        size = tree_bytes(self.folder)
+        took = time.monotonic() - now
+        self._next = time.monotonic() + max(INTERVAL, took * _SHARE)
+        if size > self.limit:
+            raise EntryTooBig(
+                f"{self.what} was killed: its staging folder reached {human(size)}, past the "
+                f"limit of {human(self.limit)} ({self.limit} bytes, installer.max_entry_bytes "
+                "or the manifest's max_entry_bytes); raise it for a feature that needs more"
+            )
+
+
+def tree_bytes(folder: Path) -> int:
+    """Bytes the files under ``folder`` take on disk; 0 when it is gone. Raises
+    :class:`EntryTooBig` for folders nested past :data:`MAX_DEPTH`."""
+    try:
+        fd = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return 0
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    # Depth first, one open folder per level: the descriptors held are the depth.
+    stack: list[tuple[int, _ScandirIterator[str]]] = []
+    try:
+        stack.append((fd, os.scandir(fd)))
+        while stack:
+            current, listing = stack[-1]
+            item = next(listing, None)
+            if item is None:
+                stack.pop()
+                listing.close()
+                os.close(current)
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError:
+                continue  # removed while looked at
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if len(stack) >= MAX_DEPTH:
+                raise EntryTooBig(
+                    f"{folder} nests folders more than {MAX_DEPTH} deep; no tool needs that"
+                )
+            try:
+                child = os.open(item.name, _DIR_FLAGS, dir_fd=current)
+            except OSError:
+                continue  # swapped for a link, or removed: nothing to count there
+            try:
+                stack.append((child, os.scandir(child)))
+            except OSError:
+                os.close(child)
+    finally:
+        for current, listing in stack:
+            listing.close()
+            os.close(current)
+    return total
+
+
+def check_volume(path: Path, output: str, *, what: str, failed: bool) -> None:
+    """Raise :class:`VolumeFull` when ``path``'s volume is (nearly) full, or when the
+    step ``failed`` and its ``output`` says a write found no space."""
+    try:
+        vfs = os.statvfs(path)
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        return
+    said = failed and any(marker in output for marker in _NO_SPACE)
+    if free >= NEARLY_FULL and not said:
+        return
+    mount = _mount_point(path)
+    raise VolumeFull(
+        f"the store volume at {mount} is full ({human(free)} free) while {what} ran"
+        + (" and it reported 'No space left on device'" if said else "")
+        + "; free space there (runner-agent cache gc, a smaller cache.size_budget) or give "
+        "the volume more"
+    )
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    try:
+        dev = path.stat().st_dev
+        while path.parent != path and path.parent.stat().st_dev == dev:
+            path = path.parent
+    except OSError:
+        pass
+    return path
