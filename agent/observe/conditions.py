@@ -35,13 +35,19 @@ class Conditions:
         self._metrics = m
 
     def set(self, name: str, *, ok: bool, message: str) -> None:
-        """Create or update condition ``name``; a change of state is logged."""
+        """Create or update condition ``name``; a change of state, or of the reason a
+        failing condition gives, is logged."""
         old = self._items.get(name)
         since = old.since if old is not None and old.ok == ok else time.time()
         self._items[name] = Condition(name=name, ok=ok, message=message, since=since)
-        if old is None or old.ok != ok:
-            # Only a fall from ok is a warning; a condition born failing is just starting.
-            log = logger.warning if old is not None and old.ok else logger.info
+        changed = old is None or old.ok != ok
+        # A failing condition's new reason is news too: "starting" then "cannot bind the
+        # API socket ...: Permission denied" must reach the log, not only /readyz.
+        reason_changed = old is not None and not ok and old.message != message
+        if changed or reason_changed:
+            # A condition born failing is just starting (info); a fall from ok, or a new
+            # reason for failing, is a warning.
+            log = logger.info if old is None or (ok and changed) else logger.warning
             log(
                 "condition %s is %s: %s",
                 name,
