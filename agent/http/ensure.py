@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -44,10 +44,10 @@ class EnsureRequest(models.ApiRequest):
     target_platform: features.TargetModel | None = Field(
         default=None, description="The job's platform. Default: the agent's own."
     )
-    options: dict[str, dict[str, str]] = Field(
+    options: dict[str, Annotated[dict[str, str], Field(max_length=64)]] = Field(
         default_factory=dict,
         max_length=32,
-        description="Options per requested feature: {feature: {option: value}}.",
+        description="Options per requested feature: {feature: {option: value}}, at most 64 each.",
     )
     job: jobs.JobModel | None = Field(
         default=None, description="Lease the entries to this job until it ends."
@@ -114,13 +114,15 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
         target = features.to_platform(body.target_platform)
     else:
         target = await ctx.installs.local()
-    plan = features.resolve(
-        request,
-        target,
-        labels=body.labels,
-        extra=body.requests,
-        team_doc=body.team,
-        options=body.options,
+    plan = (
+        await features.resolve(
+            request,
+            target,
+            labels=body.labels,
+            extra=body.requests,
+            team_doc=body.team,
+            options=body.options,
+        )
     ).to_data()
     if body.job is not None:
         # Before any lookup: an entry found after the lease exists is never evicted.

@@ -3,7 +3,10 @@
 Policy: handlers raise :class:`ApiError` (or aiohttp's HTTP exceptions, e.g. the
 router's 404/405); the middleware turns each into ``{"error": {...}}`` with the matching
 status. Anything else is a bug: it is logged with its traceback and answered as a
-500 that says where to look, never with the traceback itself.
+500 that says where to look, never with the traceback itself. A client that went away
+mid-request (:class:`ClientGone`, or any connection error once its connection is
+closed) is no error of the agent's: it is logged at debug level and counted as 499,
+nginx's "client closed request".
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
+    499: "client_closed_request",
     500: "internal_error",
     503: "unavailable",
 }
@@ -49,6 +54,23 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+CLIENT_CLOSED = 499
+"""The status a request is counted with when its client went away (nginx's)."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the request was read or answered."""
+
+
+def client_gone(request: web.Request, exc: BaseException) -> bool:
+    """Whether ``exc`` means the client of ``request`` went away."""
+    if isinstance(exc, ClientGone):
+        return True
+    transport = request.transport
+    closed = transport is None or transport.is_closing()
+    return closed and isinstance(exc, ConnectionError)
 
 
 def error_response(
@@ -96,7 +118,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(
             exc.status, _CODES.get(exc.status, "error"), message, details, headers
         )
-    except Exception:
+    except Exception as exc:
+        if client_gone(request, exc):
+            logger.debug(
+                "client went away during %s %s: %s",
+                request.method,
+                request.path,
+                exc,
+                extra={"path": request.path},
+            )
+            # Nobody reads it; the status is for the request metrics.
+            return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
         logger.exception(
             "unhandled error serving %s %s",
             request.method,

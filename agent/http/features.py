@@ -3,9 +3,15 @@
 Policy: these read the catalog in force and resolve plans; they change nothing. A plan
 request names its target platform explicitly (the runner's, which in sidecar mode is not
 the agent's own), and resolution problems come back as one 422 listing every problem.
+A team document is held to :data:`MAX_TEAM_FEATURES` entries and
+:data:`MAX_TEAM_ENVIRONMENTS` environments (a 400 naming the cap, checked before it is
+parsed), and resolution runs in a thread, so a big request never holds the loop.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
 
 from aiohttp import web
 from pydantic import Field
@@ -13,10 +19,16 @@ from pydantic import Field
 from agent.catalog import loading as catalog_loading
 from agent.catalog import requests, resolver, team
 from agent.config import loading as config_loading
+from agent.config import models as config_models
 from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 from agent.platform import model
 from agent.platform import plans as wire
+
+MAX_TEAM_FEATURES = 256
+"""Feature entries one team document may hold, its environments' and extends included."""
+MAX_TEAM_ENVIRONMENTS = 64
+"""Environments one team document may define."""
 
 
 class FeatureSummary(models.ApiModel):
@@ -126,7 +138,9 @@ async def post_plan(request: web.Request) -> web.Response:
     """Resolve requests for a target platform into an install plan."""
     body = await bodies.read_model(request, PlanRequest)
     target = to_platform(body.target)
-    plan = resolve(request, target, labels=body.labels, extra=body.requests, team_doc=body.team)
+    plan = await resolve(
+        request, target, labels=body.labels, extra=body.requests, team_doc=body.team
+    )
     return web.Response(text=plan.to_json(), content_type="application/json")
 
 
@@ -158,7 +172,38 @@ def to_platform(target: TargetModel) -> model.Platform:
         raise errors.ApiError(400, f"target: {exc}", code="validation_error") from exc
 
 
-def resolve(
+def _check_team_size(doc: wire.JsonObject) -> None:
+    """A 400 naming the cap if ``doc`` holds more entries than a team file ever needs;
+    counted on the raw document, before anything validates each entry."""
+
+    def count(value: object) -> int:
+        return len(value) if isinstance(value, list) else 0
+
+    environments = doc.get("environments")
+    envs = list(environments.values()) if isinstance(environments, Mapping) else []
+    if len(envs) > MAX_TEAM_ENVIRONMENTS:
+        raise errors.ApiError(
+            400,
+            f"team: {len(envs)} environments is over the limit of {MAX_TEAM_ENVIRONMENTS} "
+            "per request",
+            code="validation_error",
+            details={"limit": MAX_TEAM_ENVIRONMENTS},
+        )
+    total = count(doc.get("features")) + count(doc.get("extends"))
+    for env in envs:
+        if isinstance(env, Mapping):
+            total += count(env.get("features")) + count(env.get("extends"))
+    if total > MAX_TEAM_FEATURES:
+        raise errors.ApiError(
+            400,
+            f"team: {total} features and extends is over the limit of {MAX_TEAM_FEATURES} "
+            "per request (environments included)",
+            code="validation_error",
+            details={"limit": MAX_TEAM_FEATURES},
+        )
+
+
+async def resolve(
     request: web.Request,
     target: model.Platform,
     *,
@@ -168,14 +213,30 @@ def resolve(
     options: dict[str, dict[str, str]] | None = None,
 ) -> resolver.Plan:
     """Merge labels, requests (with ``options`` per requested feature) and team
-    configuration and resolve them for ``target``; errors become 400 (bad input) or 422
-    (nothing satisfies it)."""
+    configuration and resolve them for ``target``, in a thread; errors become 400 (bad
+    input) or 422 (nothing satisfies it)."""
     catalog = _catalog(request)
     settings = request.app[CONTEXT].reloader.current.settings
+    if team_doc is not None:
+        _check_team_size(team_doc)
+    return await asyncio.to_thread(
+        _resolve, catalog, settings, target, labels, extra, team_doc, options or {}
+    )
+
+
+def _resolve(
+    catalog: catalog_loading.Catalog,
+    settings: config_models.Settings,
+    target: model.Platform,
+    labels: list[str],
+    extra: list[str],
+    team_doc: wire.JsonObject | None,
+    options: dict[str, dict[str, str]],
+) -> resolver.Plan:
     try:
         team_config = team.parse(team_doc, source="team") if team_doc is not None else None
         parsed = [requests.parse(r, allow_ranges=True, source="request") for r in extra]
-        parsed = _with_options(extra, parsed, options or {})
+        parsed = _with_options(extra, parsed, options)
         wanted = team.merged_requests(
             team=team_config, settings=settings.features, labels=labels, extra=parsed
         )

@@ -7,7 +7,9 @@ Policy:
 - a leftover socket file from a killed agent is removed; a socket that still answers
   belongs to another live agent and is never stolen; a path that is not a socket is
   never deleted;
-- every failure is a :class:`BindError` that says what to change.
+- every failure is a :class:`BindError` that says what to change;
+- every listener is a :class:`GuardedSite`: its own connection cap, idle and header
+  timeouts (see :mod:`agent.http.connections`), whichever runner it serves.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import grp
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from agent.config import models
+from agent.http import connections
 
 SOCKET_MODE = 0o660
 
@@ -32,19 +36,60 @@ class BindError(Exception):
     """A listener could not be bound; the message says what to change."""
 
 
-async def start_tcp(runner: web.AppRunner, address: str) -> tuple[web.TCPSite, int]:
+Opener = Callable[[Callable[[], asyncio.Protocol]], Awaitable[asyncio.AbstractServer]]
+
+
+class GuardedSite(web.BaseSite):
+    """A listener whose connections one :class:`connections.Guard` holds."""
+
+    __slots__ = ("_name", "_open", "guard")
+
+    def __init__(
+        self, runner: web.BaseRunner, name: str, opener: Opener, limits: connections.Limits
+    ) -> None:
+        super().__init__(runner)
+        self._open = opener
+        self._name = name
+        self.guard = connections.Guard(name, limits)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # the runner is set up before its sites start
+        self._server = await self._open(connections.handler_factory(server, self.guard))
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The bound sockets, once started."""
+        # asyncio's and uvloop's servers both have them; the abstract type does not.
+        return list(getattr(self._server, "sockets", None) or ())
+
+
+async def start_tcp(
+    runner: web.AppRunner, address: str, limits: connections.Limits | None = None
+) -> tuple[GuardedSite, int]:
     """Bind ``address`` (host:port) and return the site and the bound port (for port 0)."""
     host, port = models.split_address(address)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    loop = asyncio.get_running_loop()
+
+    def opener(factory: Callable[[], asyncio.Protocol]) -> Awaitable[asyncio.AbstractServer]:
+        return loop.create_server(factory, host, port, reuse_address=True, backlog=128)
+
+    site = GuardedSite(runner, f"tcp:{address}", opener, limits or connections.Limits())
     try:
         await site.start()
     except OSError as exc:
+        await site.stop()
         raise BindError(
             f"cannot listen on {address}: {exc.strerror or exc}; "
             "pick a free address or stop whatever holds it"
         ) from exc
-    # Port 0 asks the kernel for a free port; the runner knows which one it got.
-    bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and a[1] != 0), port)
+    # Port 0 asks the kernel for a free port; the socket knows which one it got.
+    bound = next((int(s.getsockname()[1]) for s in site.sockets), port)
     return site, bound
 
 
@@ -112,11 +157,27 @@ def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
     return sock
 
 
-async def start_unix(runner: web.AppRunner, path: Path, *, group: int | str | None) -> web.SockSite:
+async def start_unix(
+    runner: web.AppRunner,
+    path: Path,
+    *,
+    group: int | str | None,
+    limits: connections.Limits | None = None,
+) -> GuardedSite:
     """Serve ``runner`` on the unix socket at ``path``."""
     # Off the loop: probing a stale socket may wait up to a second, and a group name
     # lookup may ask NSS (LDAP, sssd).
     sock = await asyncio.to_thread(bind_unix, path, group=group)
-    site = web.SockSite(runner, sock)
-    await site.start()
+    loop = asyncio.get_running_loop()
+
+    def opener(factory: Callable[[], asyncio.Protocol]) -> Awaitable[asyncio.AbstractServer]:
+        return loop.create_server(factory, sock=sock, backlog=128)
+
+    site = GuardedSite(runner, f"unix:{path}", opener, limits or connections.Limits())
+    try:
+        await site.start()
+    except BaseException:
+        sock.close()
+        await site.stop()
+        raise
     return site
