@@ -127,6 +127,62 @@ class ServerSettings(Section):
             "Range 0.1-3600 s: a shorter poll spins a core for nothing."
         ),
     )
+    idle_timeout_seconds: Seconds = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds a connection may stay open with no request, on every listener (also "
+            "from connect to the first byte). Default 60 s: Prometheus and the hook "
+            "reconnect at no cost. Range 1-3600 s: shorter cuts healthy keep-alive "
+            "clients, longer lets idle sockets pile up."
+        ),
+        json_schema_extra=RESTART,
+    )
+    header_timeout_seconds: Seconds = Field(
+        default=10.0,
+        ge=0.5,
+        le=300,
+        description=(
+            "Seconds from a request's first byte to the end of its headers before the "
+            "connection is closed, so a client that trickles headers (slowloris) holds "
+            "nothing for long. Default 10 s. Range 0.5-300 s."
+        ),
+        json_schema_extra=RESTART,
+    )
+    body_timeout_seconds: Seconds = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds to receive a whole API request body; slower gets 408. Default 30 s "
+            "for bodies of at most server.max_request_bytes. Range 1-3600 s."
+        ),
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=16,
+        le=1_000_000,
+        description=(
+            "Connections each listener (probe, API socket, API TCP) holds at most. Past it "
+            "a new connection is still accepted and the one idle longest is closed, so a "
+            "flood of idle sockets never blocks /healthz. Lowered at startup if the "
+            "open-files limit cannot hold every listener's cap plus server.fd_reserve. "
+            "Range 16-1000000."
+        ),
+        json_schema_extra=RESTART,
+    )
+    fd_reserve: int = Field(
+        default=256,
+        ge=64,
+        le=65536,
+        description=(
+            "File descriptors kept out of the listeners' reach for the agent's own work "
+            "(the store, install workers, services, the janitor). Default 256. Range "
+            "64-65536."
+        ),
+        json_schema_extra=RESTART,
+    )
 
     @model_validator(mode="after")
     def _tcp_needs_a_token(self) -> ServerSettings:

@@ -41,7 +41,7 @@ from aiohttp import web
 from agent import __version__
 from agent.config import loading, models, reloading
 from agent.daemon import chores, startup
-from agent.http import draining, listeners, probes
+from agent.http import connections, draining, listeners, probes
 from agent.kits import aiotasks, backoff, gcpause, logs, signals
 from agent.observe import conditions, looplag, metrics
 from agent.services import exporting
@@ -92,6 +92,8 @@ class Daemon:
             path, loaded, on_swap=self._on_swap, on_failure=self._on_reload_failure
         )
         self.probe_port: int | None = None
+        # Caps and timeouts of every listener; raises the open-files limit first.
+        self._limits = connections.limits(loaded.settings.server)
         self.catalog: catalog_loading.Catalog | None = None
         """The feature catalog in force, once loaded."""
         self.installs: coordinator.Coordinator | None = None
@@ -228,7 +230,7 @@ class Daemon:
         delays = backoff.Backoff(initial=0.5, maximum=30.0)
         while not self._stop.is_set():
             try:
-                _, self.probe_port = await listeners.start_tcp(runner, address)
+                _, self.probe_port = await listeners.start_tcp(runner, address, self._limits)
                 return True
             except listeners.BindError as exc:
                 delay = delays.next().seconds
@@ -347,7 +349,9 @@ class Daemon:
         self.conditions.set("api", ok=False, message=f"binding {where}")
         while True:
             try:
-                await listeners.start_unix(runner, server.socket_path, group=server.socket_group)
+                await listeners.start_unix(
+                    runner, server.socket_path, group=server.socket_group, limits=self._limits
+                )
                 self._socket = server.socket_path
                 break
             except listeners.BindError as exc:
@@ -356,7 +360,7 @@ class Daemon:
                 await asyncio.sleep(delay)
         if server.api_tcp_address:
             try:
-                await listeners.start_tcp(runner, server.api_tcp_address)
+                await listeners.start_tcp(runner, server.api_tcp_address, self._limits)
                 where += f" and {server.api_tcp_address}"
             except listeners.BindError as exc:
                 self.conditions.set("api", ok=False, message=str(exc))
