@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,12 @@ class Reloader:
         *,
         on_swap: Callable[[Loaded, Loaded], None] | None = None,
         on_failure: Callable[[loading.ConfigError], None] | None = None,
+        after_swap: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.path = path
         self.current = initial
         self._on_swap = on_swap
+        self._after_swap = after_swap
         self._on_failure = on_failure
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
@@ -136,6 +138,14 @@ class Reloader:
             self.current = new
             if self._on_swap:
                 self._on_swap(old, new)
+            if self._after_swap:
+                # What the new config reads from disk besides itself (the catalog's
+                # folders): a reload has answered only once that is in force too, and
+                # under the lock, so two reloads never finish out of order.
+                try:
+                    await self._after_swap()
+                except Exception as exc:  # the new config stays; the log says what failed
+                    logger.error("reloading what the config names failed", exc_info=exc)
             logger.info(
                 "config reloaded as generation %d",
                 new.generation,

@@ -89,7 +89,11 @@ class Daemon:
         self.conditions = conditions.Conditions(self.metrics)
         self.lag = looplag.LoopLag(self.metrics)
         self.reloader = reloading.Reloader(
-            path, loaded, on_swap=self._on_swap, on_failure=self._on_reload_failure
+            path,
+            loaded,
+            on_swap=self._on_swap,
+            on_failure=self._on_reload_failure,
+            after_swap=self._load_catalog,
         )
         self.probe_port: int | None = None
         # Caps and timeouts of every listener; raises the open-files limit first.
@@ -141,8 +145,8 @@ class Daemon:
         self.metrics.config_reloads.inc()
         self.metrics.config_restart_required.set(1 if new.pending_restart else 0)
         self._set_config_condition(new)
-        # Manifests may have changed with the folders or on disk: reload them too.
-        self._spawn(self._load_catalog(), "catalog loader", forever=False)
+        # Manifests may have changed with the folders or on disk: the reloader awaits
+        # _load_catalog (after_swap) before it answers, so a reload's answer holds them.
         if self.supervisor is not None and not self._stop.is_set():
             self.supervisor.apply(dict(new.settings.services))
         if self.installs is not None:
