@@ -47,11 +47,14 @@ def socket_path(args: argparse.Namespace) -> Path:
     env = os.environ.get(loading.ENV_SOCKET)
     if env:
         return Path(env)
-    from agent.config import models
+    from agent.config import models, userpaths
 
     try:
         return loading.load(common.config_path(args)).server.socket_path
     except loading.ConfigError:
+        # The agent would not start on that config either; its defaults, by the same rule.
+        if os.geteuid() != 0:
+            return userpaths.socket_path(os.environ)
         return models.ServerSettings().socket_path
 
 

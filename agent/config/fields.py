@@ -8,6 +8,7 @@ what YAML would otherwise coerce silently (``true`` as a number of seconds).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,11 +82,26 @@ def _group(value: Any) -> Any:
     return value
 
 
+SOCKET_PATH_LIMIT = 107
+"""The longest unix socket path Linux takes (sun_path is 108 bytes, NUL included)."""
+
+
+def _check_socket_path(value: Path) -> Path:
+    size = len(os.fsencode(value))
+    if size > SOCKET_PATH_LIMIT:
+        raise ValueError(
+            f"{str(value)!r} is {size} bytes; a unix socket path may have at most "
+            f"{SOCKET_PATH_LIMIT}: choose a shorter path"
+        )
+    return value
+
+
 Address = Annotated[str, AfterValidator(_check_address)]
 Seconds = Annotated[float, BeforeValidator(_no_bool)]
 Group = Annotated[int | str, BeforeValidator(_group)]
 Size = Annotated[ByteSize, BeforeValidator(_check_size)]
 AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
+SocketPath = Annotated[Path, AfterValidator(_check_absolute), AfterValidator(_check_socket_path)]
 
 
 class Section(BaseModel):

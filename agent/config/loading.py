@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agent.config import models, problems, yamlmarks
+from agent.config import models, problems, userpaths, yamlmarks
 
 ENV_PREFIX = "RUNNER_AGENT_"
 ENV_SOCKET = "RUNNER_AGENT_SOCKET"
@@ -192,10 +192,10 @@ def load(path: Path | None, *, environ: Mapping[str, str] | None = None) -> mode
                 [Problem(f"{source}:1:1", "", show(data), "expected a mapping of groups")]
             )
     overrides, env_sources, unknown = env_overrides(environ)
+    # Without root, the unset paths default to the user's own (agent.config.userpaths).
+    merged = _merge(userpaths.defaults(environ), _merge(data, overrides))
     try:
-        settings = validate(
-            _merge(data, overrides), source=source, marks=marks, env_sources=env_sources
-        )
+        settings = validate(merged, source=source, marks=marks, env_sources=env_sources)
     except ConfigError as exc:
         raise ConfigError(unknown + exc.problems) from exc
     if unknown:

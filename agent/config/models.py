@@ -31,6 +31,7 @@ from agent.config.fields import (
     Seconds,
     Section,
     Size,
+    SocketPath,
     split_address,
 )
 from agent.config.installer import InstallerSettings
@@ -50,12 +51,14 @@ class ServerSettings(Section):
         ),
         json_schema_extra=RESTART,
     )
-    socket_path: AbsolutePath = Field(
+    socket_path: SocketPath = Field(
         default=Path("/run/runner-agent/api.sock"),
         description=(
             "Path of the API unix socket (mode 0660). Also read from RUNNER_AGENT_SOCKET, "
             "which the job hook uses too, so both sides agree from one variable. In a pod "
-            "it lives on a volume shared with the runner container."
+            "it lives on a volume shared with the runner container. Without root the "
+            "default is per-user: $XDG_RUNTIME_DIR/runner-agent/api.sock, else "
+            "~/.local/state/runner-agent/api.sock (folder mode 0700)."
         ),
         json_schema_extra=RESTART,
     )
@@ -201,7 +204,9 @@ class CacheSettings(Section):
         default=Path("/var/lib/runner-agent/store"),
         description=(
             "Root of the shared store, laid out as the actions/setup-* tool cache "
-            "(<name>/<version>/<arch>/ plus <arch>.complete). Writable by the agent alone."
+            "(<name>/<version>/<arch>/ plus <arch>.complete). Writable by the agent alone. "
+            "Without root the default is per-user: $XDG_DATA_HOME/runner-agent/store, else "
+            "~/.local/share/runner-agent/store."
         ),
         json_schema_extra=RESTART,
     )
