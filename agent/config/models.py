@@ -221,6 +221,16 @@ class CacheSettings(Section):
             "Range 1 B-1 PiB: 1 B evicts every entry not in use."
         ),
     )
+    min_free_bytes: Size = Field(
+        default=ByteSize(1024**3),
+        ge=1,
+        le=1024**4,
+        description=(
+            "Free space the store's volume must keep for the agent to be ready (the "
+            "`store` condition of /readyz): an install that fills the volume fails every "
+            "job that needs it. Default 1 GiB. Range 1 B-1 TiB."
+        ),
+    )
     lock_backend: Literal["posix", "lease"] = Field(
         default="posix",
         description=(

@@ -173,6 +173,7 @@ class Daemon:
         # 200 in the moment before the API and catalog tasks start and say where they are.
         self.conditions.set("api", ok=False, message="starting")
         self.conditions.set("catalog", ok=False, message="loading")
+        self.conditions.set("store", ok=False, message="checking")
         if self.settings.services:  # the supervisor starts after the bind, in a task
             self.conditions.set("services", ok=False, message="starting")
         if self.settings.features.preinstall:  # it waits for the catalog and the API
@@ -192,6 +193,7 @@ class Daemon:
         self._spawn(self._load_catalog(), "catalog loader", forever=False)
         self._spawn(self._start_services(), "service supervisor start", forever=False)
         self._spawn(self._run_janitor(), "cache janitor")
+        self._spawn(chores.watch_store(lambda: self.settings, self.conditions), "store check")
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
             __version__,

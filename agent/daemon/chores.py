@@ -1,4 +1,5 @@
-"""The daemon's long-running chores: the catalog load, the store's janitor, preinstall.
+"""The daemon's long-running chores: the catalog load, the store's janitor and its
+readiness check, preinstall.
 
 Policy: each runs its blocking part in a thread (imports, the volume, resolution) and
 reports through the readiness conditions or the log; the daemon owns their tasks (each
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +48,56 @@ def load_catalog(settings: models.CatalogSettings) -> tuple[catalog_loading.Cata
 
     folders = catalog_loading.folders_for(settings)
     return catalog_loading.load(folders), folders
+
+
+STORE_CHECK_EVERY = 30.0
+"""Seconds between checks of the store behind the ``store`` readiness condition."""
+
+
+def _units(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_store(settings: models.CacheSettings) -> tuple[bool, str]:
+    """The ``store`` condition: the root exists (it is created), is writable, has a
+    format this agent reads, and has ``cache.min_free_bytes`` free (blocking)."""
+    from agent.store import layout
+
+    root = settings.root
+    try:
+        layout.Store(root).prepare()
+        if not os.access(root, os.W_OK):
+            return False, f"the store at {root} is not writable by the agent (cache.root)"
+        st = os.statvfs(root)
+    except layout.StoreError as exc:
+        return False, str(exc)
+    except OSError as exc:
+        return False, f"cannot check the store at {root}: {exc.strerror or exc}"
+    if st.f_flag & os.ST_RDONLY:
+        return False, f"the store at {root} is on a read-only volume; mount it writable"
+    free = st.f_bavail * st.f_frsize
+    if free < settings.min_free_bytes:
+        return False, (
+            f"the store's volume at {root} has {_units(free)} free, under "
+            f"cache.min_free_bytes ({_units(settings.min_free_bytes)}): free space, or "
+            "lower cache.size_budget so the janitor evicts more"
+        )
+    return True, f"{root}: {_units(free)} free"
+
+
+async def watch_store(
+    settings: Callable[[], models.Settings], conditions: conditions_.Conditions
+) -> None:
+    """Keep the ``store`` condition current, forever (each check in a thread: the
+    volume may be slow NFS)."""
+    while True:
+        ok, message = await asyncio.to_thread(check_store, settings().cache)
+        conditions.set("store", ok=ok, message=message)
+        await asyncio.sleep(STORE_CHECK_EVERY)
 
 
 async def run_janitor(

@@ -21,6 +21,7 @@ def test_every_default_is_pinned() -> None:
         "cache": {
             "root": "/var/lib/runner-agent/store",
             "size_budget": 53687091200,
+            "min_free_bytes": 1073741824,
             "lock_backend": "posix",
             "lease_seconds": 30.0,
             "janitor_interval_seconds": 600.0,

@@ -39,6 +39,7 @@ async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
         "catalog": True,
         "config": True,
         "lifecycle": True,
+        "store": True,
         "tasks": True,
     }
     assert all(c["message"] for c in body["conditions"])
@@ -110,6 +111,7 @@ async def test_status_over_the_unix_socket(start_agent: Starter) -> None:
         "catalog",
         "config",
         "lifecycle",
+        "store",
         "tasks",
     }
 

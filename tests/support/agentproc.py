@@ -129,6 +129,8 @@ class Starter:
                 **server,
             },
             "logging": {"format": "json", "level": "debug"},
+            # Never the machine's /var/lib/runner-agent: the store condition prepares it.
+            "cache": {"root": str(self.workdir / f"store{self._count}")},
         }
 
     def start(
