@@ -11,6 +11,10 @@ Policy:
   ``cache gc`` sweeps), the receipt removed, and the renamed tree deleted. A process
   killed half-way leaves an unmarked folder, which readers ignore and the next install
   of that entry replaces;
+- a removal works relative to the entry's ``<version>`` folder, opened from the store
+  root one component at a time without following links (:mod:`agent.store.nofollow`);
+  a ``<tool>`` or ``<version>`` that is a link is refused (:class:`Refused`) and nothing
+  is removed: a link planted there could otherwise send the removal out of the store;
 - eviction goes by last use (the receipt's mtime, see :mod:`agent.store.receipts`), oldest
   first, and skips entries with a live in-use lease in any pod (:mod:`agent.store.inuse`)
   and entries used in the last :data:`MIN_IDLE` seconds: a job may have looked an entry
@@ -24,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from agent.store import inuse, inventory, layout, locks, receipts
+from agent.store import inuse, inventory, layout, locks, nofollow, receipts
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,11 @@ MIN_IDLE = 60.0
 Outcome = Literal["removed", "in-use", "busy", "not-ours"]
 
 
+class Refused(layout.StoreError):
+    """A folder on the way to the entry (``<tool>`` or ``<version>``) is a link or not a
+    folder: nothing was removed, and nothing will be until someone removes it by hand."""
+
+
 def remove(
     store: layout.Store,
     entry: layout.Entry,
@@ -49,11 +57,21 @@ def remove(
     backend: locks.LockBackend,
     why: str,
     respect_leases: bool = True,
+    unreadable_receipt: bool = False,
 ) -> Outcome:
-    """Remove one entry the agent wrote (marker first), or say why it was left alone."""
+    """Remove one entry the agent wrote (marker first), or say why it was left alone;
+    :class:`Refused` when a folder on the way is a link. With ``unreadable_receipt``, an
+    entry whose receipt file exists but cannot be used (``bad-receipt``) counts as the
+    agent's: its receipt file is the agent's own, whatever is in it now."""
     try:
         with backend.hold(entry.lock, what=f"removing {entry.key}", timeout=0):
-            return _remove_locked(store, entry, why=why, respect_leases=respect_leases)
+            return _remove_locked(
+                store,
+                entry,
+                why=why,
+                respect_leases=respect_leases,
+                unreadable_receipt=unreadable_receipt,
+            )
     except locks.LockTimeout:
         return "busy"
 
@@ -63,43 +81,82 @@ def _leased(store: layout.Store, key: str) -> bool:
     return key in live or "*" in live
 
 
-def _remove_locked(
-    store: layout.Store, entry: layout.Entry, *, why: str, respect_leases: bool
-) -> Outcome:
+def _ours(entry: layout.Entry, *, unreadable_receipt: bool) -> bool:
     try:
         receipt = receipts.read(entry)
     except layout.StoreError:
-        receipt = None
-    if receipt is None or receipt.key != entry.key:
+        return unreadable_receipt
+    if receipt is None:
+        return False
+    return receipt.key == entry.key or unreadable_receipt
+
+
+def _remove_locked(
+    store: layout.Store,
+    entry: layout.Entry,
+    *,
+    why: str,
+    respect_leases: bool,
+    unreadable_receipt: bool,
+) -> Outcome:
+    if not _ours(entry, unreadable_receipt=unreadable_receipt):
         return "not-ours"
     if respect_leases and _leased(store, entry.key):
         return "in-use"
-    had_marker = entry.marker.exists()
+    # Everything below happens relative to the version folder, reached from the root one
+    # component at a time without following links: a <tool> or <version> link (planted
+    # before, or swapped in during the removal) cannot send the removal out of the store.
+    try:
+        vfd: int | None = nofollow.open_dir(entry.root, (entry.name, entry.version))
+    except FileNotFoundError:
+        vfd = None
+    except OSError as exc:
+        raise Refused(f"not removing {entry.key}: {exc.strerror}") from exc
+    if vfd is None:  # a receipt left over: it goes alone
+        _remove_receipt(entry)
+        return "removed"
+    try:
+        return _remove_at(store, entry, vfd, why=why, respect_leases=respect_leases)
+    finally:
+        os.close(vfd)
+
+
+def _remove_at(
+    store: layout.Store, entry: layout.Entry, vfd: int, *, why: str, respect_leases: bool
+) -> Outcome:
+    marker = f"{entry.leaf}{inventory.MARKER}"
+    had_marker = nofollow.exists_at(vfd, marker)
     if had_marker:
-        entry.marker.unlink(missing_ok=True)
-        layout.fsync_dir(entry.marker.parent)
+        nofollow.remove_at(vfd, marker)
+        os.fsync(vfd)
         if respect_leases and _leased(store, entry.key):
             # A job took a lease between the first check and the marker's removal: it may
             # have looked the entry up already. Put the marker back, keep the entry.
-            layout.write_atomic(entry.marker, b"")
+            nofollow.write_atomic_at(vfd, marker, b"")
             return "in-use"
-    folder = entry.path.is_dir() or entry.path.is_symlink()
+    folder = nofollow.exists_at(vfd, entry.leaf)
     if not had_marker and not folder:  # a receipt left over: it goes alone
-        entry.receipt.unlink(missing_ok=True)
+        _remove_receipt(entry)
         return "removed"
-    trash = entry.path.with_name(f".{entry.leaf}.stale-{uuid.uuid4().hex[:8]}")
+    trash = f".{entry.leaf}.stale-{uuid.uuid4().hex[:8]}"
     if folder:
-        os.rename(entry.path, trash)
-    entry.receipt.unlink(missing_ok=True)
+        os.rename(entry.leaf, trash, src_dir_fd=vfd, dst_dir_fd=vfd)
+    _remove_receipt(entry)
     if folder:
-        if trash.is_symlink():
-            trash.unlink()
-        else:
-            shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            nofollow.remove_at(vfd, trash)  # what is left, gc sweeps
     with contextlib.suppress(OSError):
-        layout.fsync_dir(entry.path.parent)
+        os.fsync(vfd)
     logger.info("removed %s from the store: %s", entry.key, why, extra={"entry": entry.key})
     return "removed"
+
+
+def _remove_receipt(entry: layout.Entry) -> None:
+    dirfd, name = nofollow.open_parent(entry.receipt)
+    try:
+        nofollow.remove_at(dirfd, name)
+    finally:
+        os.close(dirfd)
 
 
 class SizeError(ValueError):
@@ -178,7 +235,11 @@ def evict(
         elif item.last_used is not None and now - item.last_used < min_idle:
             skip = f"used {now - item.last_used:.0f} s ago (< {min_idle:g} s)"
         else:
-            outcome = remove(store, item.entry, backend=backend, why=f"evicted to {to} bytes")
+            try:
+                outcome = remove(store, item.entry, backend=backend, why=f"evicted to {to} bytes")
+            except Refused as exc:
+                result.skipped.append({"key": item.key, "size": item.size, "reason": str(exc)})
+                continue
             if outcome == "removed":
                 total -= item.size or 0
                 result.removed.append({"key": item.key, "size": item.size})

@@ -2,15 +2,17 @@
 
 Policy: one line per step with the seconds since the install began, plus the output of
 the commands the install ran (the last 64 KiB of each), so an operator can read why an
-install failed on another pod without its logs. Writing the log never fails an install.
+install failed on another pod without its logs. Writing the log never fails an install; it is
+written as every store file is (:mod:`agent.store.nofollow`), never through a link.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
-from agent.store import layout
+from agent.store import layout, nofollow
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,13 @@ class InstallLog:
 
     def __init__(self, store: layout.Store, entry: layout.Entry) -> None:
         folder = store.meta / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
+        # Reached from the root without following links: a planted link at logs (or at
+        # the log's name) is refused (or replaced), never written through.
+        try:
+            os.close(nofollow.open_dir(store.root, (layout.META, "logs"), create=True))
+        except OSError as exc:
+            logger.warning("cannot keep install logs in %s: %s", folder, exc.strerror)
+        self.root = store.root
         self.path = folder / f"{entry.key}.log"
         self.start = time.monotonic()
         self.lines: list[str] = []
@@ -48,6 +56,7 @@ class InstallLog:
     def save(self) -> None:
         """Write the log; a failure is logged, never raised."""
         try:
-            layout.write_atomic(self.path, ("\n".join(self.lines) + "\n").encode())
+            data = ("\n".join(self.lines) + "\n").encode()
+            layout.write_atomic(self.path, data, root=self.root)
         except OSError as exc:
             logger.warning("cannot write the install log %s: %s", self.path, exc)

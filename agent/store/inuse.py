@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.store import layout
+from agent.store import layout, nofollow
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Handle:
         with self._lock:
             if self._stop.is_set():
                 raise LeaseError(f"the in-use lease of {self.lease.describe()} was released")
-            continuous = self.lease.live() and self.path.exists()
+            continuous = self.lease.live() and self.path.is_file()
             now = time.time()
             self.lease = Lease(**{**_fields(self.lease), "expires": now + self.ttl})
             _write(self.path, self.lease)
@@ -140,7 +140,11 @@ class Handle:
         if thread is not None:
             thread.join()
         with self._lock, contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            dirfd, name = nofollow.open_parent(self.path)
+            try:
+                os.unlink(name, dir_fd=dirfd)
+            finally:
+                os.close(dirfd)
 
     def __enter__(self) -> Handle:
         return self
@@ -177,7 +181,7 @@ def hold(
     )
     handle = Handle(store, lease, ttl)
     try:
-        folder(store).mkdir(parents=True, exist_ok=True)
+        os.close(nofollow.open_dir(store.root, (layout.META, "inuse"), create=True))
     except OSError as exc:
         raise LeaseError(
             f"cannot create {folder(store)}: {exc.strerror}; the store must be writable"
@@ -191,21 +195,24 @@ acquire = hold
 
 
 def leases(store: layout.Store) -> list[Lease]:
-    """Every lease file's content, live or not (unreadable ones as live, see the policy)."""
-    found = []
+    """Every lease file's content, live or not (unreadable ones as live, see the policy).
+    The folder is opened without following links; a planted link there is refused."""
     try:
-        names = os.listdir(folder(store))
+        dirfd = nofollow.open_dir(store.root, (layout.META, "inuse"))
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise LeaseError(f"cannot list {folder(store)}: {exc.strerror}") from exc
-    for name in names:
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        path = folder(store) / name
-        lease = _read(path)
-        if lease is not None:
-            found.append(lease)
+        raise LeaseError(f"cannot open {folder(store)}: {exc.strerror}") from exc
+    found = []
+    try:
+        for name in nofollow.names(dirfd):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            lease = _read(dirfd, name, folder(store))
+            if lease is not None:
+                found.append(lease)
+    finally:
+        os.close(dirfd)
     return found
 
 
@@ -224,11 +231,17 @@ def sweep(store: layout.Store, *, now: float | None = None) -> int:
     """Remove lease files that lapsed; return how many."""
     now = time.time() if now is None else now
     removed = 0
-    for lease in leases(store):
-        if not lease.live(now):
+    lapsed = [lease for lease in leases(store) if not lease.live(now)]
+    if not lapsed:
+        return 0
+    dirfd = nofollow.open_dir(store.root, (layout.META, "inuse"))
+    try:
+        for lease in lapsed:
             with contextlib.suppress(FileNotFoundError):
-                (folder(store) / f"{lease.token}.json").unlink()
+                os.unlink(f"{lease.token}.json", dir_fd=dirfd)
                 removed += 1
+    finally:
+        os.close(dirfd)
     return removed
 
 
@@ -244,18 +257,27 @@ def _write(path: Path, lease: Lease) -> None:
         raise LeaseError(f"cannot write the in-use lease {path}: {exc.strerror}") from exc
 
 
-def _read(path: Path) -> Lease | None:
+_LEASE_LIMIT = 1024 * 1024
+"""Bytes read at most from one lease file."""
+
+
+def _read(dirfd: int, name: str, where: Path) -> Lease | None:
+    path = where / name
+    token = name[: -len(".json")]
     try:
-        raw = path.read_bytes()
-        mtime = path.stat().st_mtime
+        mtime = os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mtime
+        raw = nofollow.read_at(dirfd, name, _LEASE_LIMIT, at=str(where))
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise LeaseError(f"cannot read the in-use lease {path}: {exc.strerror}") from exc
+        # A link, fifo, folder or huge file where a lease should be: not the agent's, but
+        # what it protects is unknown, so it protects everything for a while (the policy).
+        logger.warning("cannot read the in-use lease %s (%s); treating it as live", path, exc)
+        return Lease(token, "unknown", "unknown", ("*",), "?", 0, mtime, mtime + MAX_TTL)
     try:
         data = json.loads(raw)
         return Lease(
-            token=path.stem,
+            token=token,
             agent=str(data["agent"]),
             job=str(data["job"]),
             keys=tuple(str(k) for k in data["keys"]),
@@ -264,7 +286,7 @@ def _read(path: Path) -> Lease | None:
             acquired=float(data["acquired"]),
             expires=float(data["expires"]),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         # Half-understood (a newer agent's?) or damaged: keep protecting for a while.
         logger.warning("cannot parse the in-use lease %s; treating it as live", path)
-        return Lease(path.stem, "unknown", "unknown", ("*",), "?", 0, mtime, mtime + MAX_TTL)
+        return Lease(token, "unknown", "unknown", ("*",), "?", 0, mtime, mtime + MAX_TTL)

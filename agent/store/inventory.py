@@ -19,13 +19,15 @@ Policy:
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.store import inuse, layout, receipts
+from agent.store import inuse, layout, nofollow, receipts
 
 State = Literal["ok", "no-receipt", "no-entry", "unmarked", "orphan", "receipt-only", "bad-receipt"]
 STATES: tuple[State, ...] = (
@@ -100,36 +102,21 @@ class Item:
 
 
 def scan(store: layout.Store, *, with_leases: bool = True) -> list[Item]:
-    """Every entry, marker, receipt and orphan folder of the store, sorted by key."""
+    """Every entry, marker, receipt and orphan folder of the store, sorted by key.
+
+    Folders are listed by descriptor from the root down, links never entered: a
+    ``<tool>`` or ``<version>`` link is not a folder of the store, and an entry whose
+    receipt names a path through one is ``receipt-only``."""
     found: dict[str, Item] = {}
-    for name in _dirs(store.root, hidden=False):
-        for version in _dirs(store.root / name, hidden=False):
-            base = store.root / name / version
-            try:
-                children = os.listdir(base)
-            except OSError:
-                continue
-            for child in children:
-                if child.startswith("."):
-                    continue  # trash of an eviction or a killed publish, left to gc
-                leaf, is_marker = (
-                    (child[: -len(MARKER)], True)
-                    if child.endswith(MARKER)
-                    else (
-                        child,
-                        False,
-                    )
-                )
-                is_folder = not is_marker and _is_dir(base / child)
-                if not (is_marker or is_folder):
-                    continue  # a stray file, not an entry's
-                try:
-                    entry = store.entry(name, version, leaf)
-                except layout.StoreError:
-                    continue  # a name the agent could not have written
-                item = found.setdefault(entry.key, Item(entry, "orphan", False, False))
-                item.marker = item.marker or is_marker
-                item.folder = item.folder or is_folder
+    try:
+        top = nofollow.open_root(store.root)
+    except OSError:
+        top = None
+    if top is not None:
+        try:
+            _scan_tree(store, top, found)
+        finally:
+            os.close(top)
     for key in _receipt_keys(store):
         name, version, leaf = key.split("@")
         try:
@@ -148,6 +135,53 @@ def scan(store: layout.Store, *, with_leases: bool = True) -> list[Item]:
     return items
 
 
+def _scan_tree(store: layout.Store, top: int, found: dict[str, Item]) -> None:
+    for name in _dirs(top):
+        for version, base in _opened(top, name):
+            try:
+                for child in nofollow.names(base):
+                    if child.startswith("."):
+                        continue  # trash of an eviction or a killed publish, left to gc
+                    _note(store, found, base, name, version, child)
+            except OSError:
+                continue
+            finally:
+                os.close(base)
+
+
+def _opened(top: int, name: str) -> Iterator[tuple[str, int]]:
+    """``(version, descriptor)`` of each version folder of ``name`` (the caller closes)."""
+    try:
+        tool = nofollow.open_below(top, (name,))
+    except OSError:
+        return
+    try:
+        for version in _dirs(tool):
+            try:
+                yield version, nofollow.open_below(tool, (version,))
+            except OSError:
+                continue
+    finally:
+        os.close(tool)
+
+
+def _note(
+    store: layout.Store, found: dict[str, Item], base: int, name: str, version: str, child: str
+) -> None:
+    is_marker = child.endswith(MARKER)
+    leaf = child[: -len(MARKER)] if is_marker else child
+    is_folder = not is_marker and _is_dir(base, child)
+    if not (is_marker or is_folder):
+        return  # a stray file, not an entry's
+    try:
+        entry = store.entry(name, version, leaf)
+    except layout.StoreError:
+        return  # a name the agent could not have written
+    item = found.setdefault(entry.key, Item(entry, "orphan", False, False))
+    item.marker = item.marker or is_marker
+    item.folder = item.folder or is_folder
+
+
 def _classify(item: Item) -> None:
     entry = item.entry
     try:
@@ -162,7 +196,7 @@ def _classify(item: Item) -> None:
         item.last_used = receipts.last_used(entry)
     elif item.marker:
         try:
-            item.last_used = entry.marker.stat().st_mtime
+            item.last_used = entry.marker.lstat().st_mtime
         except OSError:
             item.last_used = None
     if item.state == "bad-receipt":
@@ -184,29 +218,31 @@ def _classify(item: Item) -> None:
         item.state, item.problem = "receipt-only", "a receipt without entry or marker"
 
 
-def _is_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
-
-
-def _dirs(path: Path, *, hidden: bool) -> list[str]:
+def _is_dir(dirfd: int, name: str) -> bool:
     try:
-        with os.scandir(path) as it:
-            return sorted(
-                e.name
-                for e in it
-                if e.is_dir(follow_symlinks=False)
-                and (hidden or not e.name.startswith("."))
-                and e.name != layout.META
-            )
+        return stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _dirs(dirfd: int) -> list[str]:
+    try:
+        return [n for n in nofollow.subdirs(dirfd) if not n.startswith(".")]
     except OSError:
         return []
 
 
 def _receipt_keys(store: layout.Store) -> list[str]:
     try:
-        names = os.listdir(store.meta / "receipts")
+        dirfd = nofollow.open_dir(store.root, (layout.META, "receipts"))
     except OSError:
         return []
+    try:
+        names = nofollow.names(dirfd)
+    except OSError:
+        return []
+    finally:
+        os.close(dirfd)
     keys = []
     for name in names:
         if name.startswith(".") or not name.endswith(".json"):
@@ -242,42 +278,63 @@ class Tally:
         return self._totals
 
     def refresh(self) -> Totals:
-        """Re-read what changed; receipts without a marker (or folder) are not counted."""
+        """Re-read what changed; receipts without a marker (or folder) are not counted.
+        A receipt that cannot be read or used is skipped, never fatal: the good ones are
+        still counted."""
         with self._lock:
             folder = self.store.meta / "receipts"
             try:
-                names = [n for n in os.listdir(folder) if n.endswith(".json") and n[0] != "."]
-            except FileNotFoundError:
-                names = []
-            seen: dict[str, tuple[int, int, int]] = {}
-            total = count = 0
-            for name in names:
-                key = name[: -len(".json")]
-                if key.count("@") != 2:
-                    continue
-                size = self._size_of(folder / name, name)
-                if size is None:
-                    continue
-                seen[name] = size
-                n, v, leaf = key.split("@")
-                if not os.path.exists(self.store.root / n / v / f"{leaf}{MARKER}"):
-                    continue
-                total += size[2]
-                count += 1
+                dirfd = nofollow.open_dir(self.store.root, (layout.META, "receipts"))
+            except OSError:
+                dirfd = None
+            try:
+                names = [] if dirfd is None else nofollow.names(dirfd)
+                seen: dict[str, tuple[int, int, int]] = {}
+                total = count = 0
+                for name in names:
+                    key = name[: -len(".json")]
+                    if not name.endswith(".json") or name[0] == "." or key.count("@") != 2:
+                        continue
+                    assert dirfd is not None
+                    size = self._size_of(dirfd, folder, name)
+                    if size is None:
+                        continue
+                    seen[name] = size
+                    if not self._marked(*key.split("@")):
+                        continue
+                    total += size[2]
+                    count += 1
+            finally:
+                if dirfd is not None:
+                    os.close(dirfd)
             self._sizes = seen
             self._totals = Totals(bytes=total, entries=count, refreshed=time.time())
             return self._totals
 
-    def _size_of(self, path: Path, name: str) -> tuple[int, int, int] | None:
+    def _marked(self, name: str, version: str, leaf: str) -> bool:
+        """Whether ``<name>/<version>/<leaf>.complete`` is there, through real folders
+        only (three ``lstat`` calls: a metric, so a race here is only a stale count)."""
+        root = self.store.root
         try:
-            st = path.stat()
+            for path in (root / name, root / name / version):
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    return False
+            os.lstat(root / name / version / f"{leaf}{MARKER}")
+        except OSError:
+            return False
+        return True
+
+    def _size_of(self, dirfd: int, folder: Path, name: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
         except OSError:
             return None
         known = self._sizes.get(name)
         if known is not None and known[:2] == (st.st_ino, st.st_size):
             return known
         try:
-            receipt = receipts.Receipt.from_json(path.read_bytes())
+            raw = nofollow.read_at(dirfd, name, receipts.MAX_BYTES, at=str(folder))
+            receipt = receipts.Receipt.from_json(raw)
         except (OSError, layout.StoreError):
             return None
-        return (st.st_ino, st.st_size, max(0, int(receipt.size)))
+        return (st.st_ino, st.st_size, receipt.size)

@@ -45,6 +45,7 @@ from agent.store import (
     inventory,
     layout,
     locks,
+    nofollow,
     publishing,
     receipts,
     verifying,
@@ -75,7 +76,7 @@ def lock_path(store: layout.Store) -> Path:
 def _holder(store: layout.Store) -> str:
     path = lock_path(store)
     lease = path.with_name(path.name + ".lease")
-    return locks.describe_lease(lease) if lease.exists() else locks.describe_holder(path)
+    return locks.describe_lease(lease) if lease.is_file() else locks.describe_holder(path)
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ def exists(store: layout.Store) -> bool:
     """Whether there is a store at all (the janitor never creates one)."""
     path = store.meta / "format"
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = nofollow.read(path, 64).decode("ascii").strip()
     except FileNotFoundError:
         return False
     except (OSError, UnicodeDecodeError) as exc:
@@ -143,20 +144,20 @@ def gc(store: layout.Store, *, backend: locks.LockBackend) -> Collected:
     """Collect garbage (see the module's policy); the caller holds the janitor lock."""
     result = Collected()
     keys: dict[str, list[str]] = {}
-    with contextlib.suppress(FileNotFoundError):
-        for name in sorted(os.listdir(store.staging)):
-            match = _STAGED.match(name)
-            if match is None:
-                result.unknown.append(name)
-            else:
-                keys.setdefault(match["key"], []).append(name)
-    for name in _dirs(store.root):  # trash beside entries: .<leaf>.stale-*
-        for version in _dirs(store.root / name):
-            with contextlib.suppress(OSError):
-                for child in os.listdir(store.root / name / version):
-                    leaf, sep, _ = child[1:].partition(".stale-")
-                    if child.startswith(".") and sep:
-                        keys.setdefault(f"{name}@{version}@{leaf}", [])
+    with contextlib.suppress(OSError):
+        fd = nofollow.open_dir(store.root, (layout.META, "staging"))
+        try:
+            for name in nofollow.names(fd):
+                match = _STAGED.match(name)
+                if match is None:
+                    result.unknown.append(name)
+                else:
+                    keys.setdefault(match["key"], []).append(name)
+        finally:
+            os.close(fd)
+    for name, version, child in _trash(store):  # trash beside entries: .<leaf>.stale-*
+        leaf, _, _ = child[1:].partition(".stale-")
+        keys.setdefault(f"{name}@{version}@{leaf}", [])
     for key, staged in sorted(keys.items()):
         try:
             entry = store.entry(*key.split("@"))
@@ -168,11 +169,7 @@ def gc(store: layout.Store, *, backend: locks.LockBackend) -> Collected:
         except layout.StoreError:
             result.unknown += staged
     now = time.time()
-    for path in store.downloads.glob("*/.*.partial"):
-        with contextlib.suppress(OSError):
-            if now - path.lstat().st_mtime > layout.PARTIAL_MAX_AGE:
-                path.unlink()
-                result.partials_removed += 1
+    result.partials_removed = layout.sweep_partials(store)
     result.leases_removed = inuse.sweep(store, now=now)
     result.downloads_removed, result.download_bytes_removed = _unreferenced_downloads(store, now)
     return result
@@ -185,30 +182,87 @@ DOWNLOAD_GRACE = 3600.0
 def _unreferenced_downloads(store: layout.Store, now: float) -> tuple[int, int]:
     """Remove downloaded archives that no receipt names; (files, bytes) removed."""
     referenced: set[str] = set()
-    for path in (store.meta / "receipts").glob("*.json"):
-        try:
-            receipt = receipts.Receipt.from_json(path.read_bytes())
-        except (OSError, layout.StoreError):
-            return 0, 0  # what is in use is unknown: keep every download
-        referenced.update(source.sha256 for source in receipt.sources)
+    try:
+        for key in _receipt_names(store):
+            receipt = receipts.read_file(store.meta / "receipts" / key)
+            if receipt is not None:
+                referenced.update(source.sha256 for source in receipt.sources)
+    except layout.StoreError:
+        return 0, 0  # what is in use is unknown: keep every download
     removed = size = 0
-    for path in store.downloads.glob("??/*"):
-        name = path.name
-        if name.startswith(".") or len(name) != 64 or name in referenced:
-            continue
-        with contextlib.suppress(OSError):
-            st = path.lstat()
-            if now - st.st_mtime >= DOWNLOAD_GRACE:
-                path.unlink()
-                removed += 1
-                size += st.st_size
+    try:
+        top = nofollow.open_dir(store.root, (layout.META, "downloads"))
+    except OSError:
+        return 0, 0
+    try:
+        for sub in nofollow.subdirs(top):
+            if len(sub) != 2:
+                continue
+            with contextlib.suppress(OSError):
+                fd = nofollow.open_below(top, (sub,))
+                try:
+                    for name in nofollow.names(fd):
+                        if name.startswith(".") or len(name) != 64 or name in referenced:
+                            continue
+                        with contextlib.suppress(OSError):
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                            if now - st.st_mtime >= DOWNLOAD_GRACE:
+                                nofollow.remove_at(fd, name)
+                                removed += 1
+                                size += st.st_size
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(top)
     return removed, size
 
 
-def _dirs(path: Path) -> list[str]:
+def _receipt_names(store: layout.Store) -> list[str]:
     try:
-        with os.scandir(path) as it:
-            return [e.name for e in it if e.is_dir(follow_symlinks=False) and e.name[0] != "."]
+        fd = nofollow.open_dir(store.root, (layout.META, "receipts"))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise receipts.BadReceipt(f"cannot list the receipts: {exc.strerror}") from exc
+    try:
+        return [n for n in nofollow.names(fd) if n.endswith(".json") and n[0] != "."]
+    finally:
+        os.close(fd)
+
+
+def _trash(store: layout.Store) -> Iterator[tuple[str, str, str]]:
+    """``(tool, version, name)`` of every ``.<leaf>.stale-*`` beside entries, reached by
+    descriptor through real folders only."""
+    try:
+        top = nofollow.open_root(store.root)
+    except OSError:
+        return
+    try:
+        for name in _dirs(top):
+            try:
+                tool = nofollow.open_below(top, (name,))
+            except OSError:
+                continue
+            try:
+                for version in _dirs(tool):
+                    with contextlib.suppress(OSError):
+                        fd = nofollow.open_below(tool, (version,))
+                        try:
+                            children = nofollow.names(fd)
+                        finally:
+                            os.close(fd)
+                        for child in children:
+                            if child.startswith(".") and ".stale-" in child:
+                                yield name, version, child
+            finally:
+                os.close(tool)
+    finally:
+        os.close(top)
+
+
+def _dirs(dirfd: int) -> list[str]:
+    try:
+        return [n for n in nofollow.subdirs(dirfd) if n[0] != "."]
     except OSError:
         return []
 
@@ -336,14 +390,23 @@ class Janitor:
         }
         path = history_path(self.store)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(line) + "\n")
-            if path.stat().st_size > HISTORY_KEEP * 400:
-                kept = path.read_text(encoding="utf-8").splitlines()[-HISTORY_KEEP:]
-                layout.write_atomic(path, ("\n".join(kept) + "\n").encode())
+            # Reached from the root without following links, appended O_NOFOLLOW: a link
+            # planted at logs/ or at janitor.log is refused, never written through.
+            dirfd = nofollow.open_dir(self.store.root, (layout.META, "logs"), create=True)
         except OSError as exc:
             logger.warning("cannot append to the janitor log %s: %s", path, exc.strerror)
+            return
+        try:
+            at = str(path.parent)
+            size = nofollow.append_at(dirfd, path.name, (json.dumps(line) + "\n").encode(), at=at)
+            if size > HISTORY_KEEP * 400:
+                raw = nofollow.read_at(dirfd, path.name, size * 2, at=at)
+                kept = raw.decode("utf-8", "replace").splitlines()[-HISTORY_KEEP:]
+                nofollow.write_atomic_at(dirfd, path.name, ("\n".join(kept) + "\n").encode())
+        except OSError as exc:
+            logger.warning("cannot append to the janitor log %s: %s", path, exc.strerror)
+        finally:
+            os.close(dirfd)
 
 
 def history_path(store: layout.Store) -> Path:
@@ -354,11 +417,14 @@ def history_path(store: layout.Store) -> Path:
 def history(store: layout.Store) -> list[dict[str, Any]]:
     """The janitor's log of passes, oldest first (lines that do not parse are skipped)."""
     try:
-        lines = history_path(store).read_text(encoding="utf-8").splitlines()
+        raw = nofollow.read(history_path(store), HISTORY_KEEP * 800)
     except FileNotFoundError:
         return []
+    lines = raw.decode("utf-8", "replace").splitlines()
     out = []
     for line in lines:
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
+        with contextlib.suppress(ValueError, RecursionError):
+            data = json.loads(line)
+            if isinstance(data, dict):
+                out.append(data)
     return out

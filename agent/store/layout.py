@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.store import nofollow
+
 FORMAT = 1
-META = ".runner-agent"
+META = nofollow.META
 
 
 class StoreError(Exception):
@@ -107,11 +108,7 @@ class Store:
     def _sweep_partials(self) -> None:
         # Downloads a killed process left half-written: a live download touches its file
         # continuously, so one untouched for an hour is garbage.
-        now = time.time()
-        for path in self.downloads.glob("*/.*.partial"):
-            if _old(path, now):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        sweep_partials(self)
 
     def open(self) -> None:
         """Create the metadata folders and check (or write) the format version.
@@ -127,20 +124,16 @@ class Store:
 
     def open_folders(self) -> None:
         """Create the metadata folders (cheap when they exist)."""
-        for folder in (self.meta / "locks", self.meta / "receipts", self.staging, self.downloads):
-            folder.mkdir(parents=True, exist_ok=True)
+        for sub in _FOLDERS:
+            os.close(nofollow.open_dir(self.root, (META, sub), create=True))
 
     def prepare(self) -> None:
         """What :meth:`open` does, every time: installs call it, since the volume may have
         been wiped (or the format changed) since this process first opened it."""
         try:
-            for folder in (
-                self.meta / "locks",
-                self.meta / "receipts",
-                self.staging,
-                self.downloads,
-            ):
-                folder.mkdir(parents=True, exist_ok=True)
+            self.open_folders()
+        except nofollow.LinkRefused as exc:
+            raise Unwritable(f"cannot prepare the store at {self.root}: {exc.strerror}") from exc
         except OSError as exc:
             raise Unwritable(
                 f"cannot prepare the store at {self.root}: {exc.strerror}; check cache.root "
@@ -149,7 +142,7 @@ class Store:
         self._sweep_partials()
         path = self.meta / "format"
         try:
-            text = path.read_text(encoding="ascii").strip()
+            text = nofollow.read(path, 64).decode("ascii").strip()
         except FileNotFoundError:
             try:
                 write_atomic(path, f"{FORMAT}\n".encode())
@@ -167,43 +160,72 @@ class Store:
             )
 
 
+_FOLDERS = ("locks", "receipts", "staging", "downloads")
+
+
 PARTIAL_MAX_AGE = 3600.0
 _OPENED: set[str] = set()
 
 
-def _old(path: Path, now: float) -> bool:
+def sweep_partials(store: Store) -> int:
+    """Remove ``.partial`` downloads untouched for :data:`PARTIAL_MAX_AGE`, walking the
+    downloads folder by descriptor (a planted link is never entered); how many went."""
+    now = time.time()
+    removed = 0
     try:
-        return now - path.lstat().st_mtime > PARTIAL_MAX_AGE
+        top = nofollow.open_dir(store.root, (META, "downloads"))
     except OSError:
-        return False
+        return 0
+    try:
+        for sub in nofollow.subdirs(top):
+            with contextlib.suppress(OSError):
+                fd = nofollow.open_below(top, (sub,))
+                try:
+                    for name in nofollow.names(fd):
+                        if name.startswith(".") and name.endswith(".partial"):
+                            removed += _unlink_old(fd, name, now)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(top)
+    return removed
+
+
+def _unlink_old(dirfd: int, name: str, now: float) -> int:
+    try:
+        if now - os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mtime > PARTIAL_MAX_AGE:
+            os.unlink(name, dir_fd=dirfd)
+            return 1
+    except OSError:
+        pass
+    return 0
 
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory, so a rename in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, root: Path | None = None) -> None:
     """Write ``data`` to ``path`` via a unique temp file in the same folder, fsync, rename.
 
-    The temp name is unique per call (threads and pods with equal PIDs share the volume)
-    and the temp file is removed on failure. The mode is set explicitly, whatever the
-    agent's umask: runner and job containers read the store under other UIDs.
+    The folder is reached from the store root without following links (``root``, else
+    the root :func:`agent.store.nofollow.split` finds) and the temp file is created
+    ``O_EXCL | O_NOFOLLOW`` relative to it: a link planted at the name or at any folder
+    on the way is replaced or refused, never written through. The temp name is unique per
+    call (threads and pods with equal PIDs share the volume) and removed on failure. The
+    mode is set explicitly, whatever the agent's umask: runner and job containers read the
+    store under other UIDs.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if root is not None:
+        dirfd = nofollow.open_dir(root, path.parent.relative_to(root).parts)
+    else:
+        dirfd, _ = nofollow.open_parent(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+        nofollow.write_atomic_at(dirfd, path.name, data, mode=mode)
+    finally:
+        os.close(dirfd)

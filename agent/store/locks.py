@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.kits import progress
-from agent.store import layout
+from agent.store import layout, nofollow
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +108,7 @@ class PosixLocks:
         if not local.acquire(timeout=max(timeout, 0)):
             raise LockTimeout(f"timed out after {timeout:g} s waiting for {what} in this agent")
         try:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as exc:
-                raise LockUnavailable(
-                    f"cannot open the lock file {path} for {what}: {exc.strerror}; the store's "
-                    ".runner-agent/locks folder must be a writable folder of regular files"
-                ) from exc
+            dirfd, fd = _open_lock(path, what)
             try:
                 how = _Waiting(
                     what,
@@ -129,18 +123,41 @@ class PosixLocks:
                     "file, which would let two installs run",
                 )
                 _wait(lambda: _try_lock(fd), how, start=start)
-                _write_holder(path)
+                _write_holder(dirfd, path)
                 try:
                     yield
                 finally:
                     # Only the holder removes it: a waiter that gave up must not erase
                     # who holds the lock from the next waiter's messages.
                     with contextlib.suppress(OSError):
-                        holder_file(path).unlink()
+                        os.unlink(holder_file(path).name, dir_fd=dirfd)
             finally:
                 os.close(fd)  # releases the lock
+                os.close(dirfd)
         finally:
             local.release()
+
+
+def _open_lock(path: Path, what: str) -> tuple[int, int]:
+    """The lock file's folder and the lock file, opened without following a link: a link
+    planted at the lock's name (or at a folder above it) is refused, never created or
+    locked through."""
+    try:
+        dirfd, name = nofollow.open_parent(path)
+    except OSError as exc:
+        raise LockUnavailable(
+            f"cannot open the folder of the lock file {path} for {what}: {exc.strerror}; the "
+            "store's .runner-agent/locks must be a real, writable folder"
+        ) from exc
+    try:
+        fd = nofollow.open_file(dirfd, name, os.O_RDWR | os.O_CREAT, 0o644, at=str(path.parent))
+    except OSError as exc:
+        os.close(dirfd)
+        raise LockUnavailable(
+            f"cannot open the lock file {path} for {what}: {exc.strerror}; the store's "
+            ".runner-agent/locks folder must be a writable folder of regular files"
+        ) from exc
+    return dirfd, fd
 
 
 @dataclass(frozen=True)
@@ -206,18 +223,26 @@ def holder_file(path: Path) -> Path:
     return path.with_name(path.name + ".holder")
 
 
-def _write_holder(path: Path) -> None:
+def _write_holder(dirfd: int, path: Path) -> None:
     info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
     with contextlib.suppress(OSError):
-        layout.write_atomic(holder_file(path), json.dumps(info).encode())
+        nofollow.write_atomic_at(dirfd, holder_file(path).name, json.dumps(info).encode())
+
+
+_INFO_LIMIT = 64 * 1024
+"""Bytes read at most from a holder or lease file (a planted huge file is not read)."""
+
+
+def _info(path: Path) -> Any:
+    return json.loads(nofollow.read(path, _INFO_LIMIT))
 
 
 def describe_holder(path: Path) -> str:
     """``locked by host X pid Y`` from the holder file, as far as it can be read."""
     try:
-        info = json.loads(holder_file(path).read_text())
+        info = _info(holder_file(path))
         return f"locked by host {info['host']} pid {info['pid']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return "locked by another agent"
 
 
@@ -250,38 +275,48 @@ class LeaseLocks:
         """See :meth:`LockBackend.hold`."""
         lease = path.with_name(path.name + ".lease")
         token = os.urandom(8).hex()
-        how = _Waiting(
-            what,
-            timeout,
-            done,
-            self.poll,
-            self.report_every,
-            lambda: describe_lease(lease),
-            "a dead holder's lease goes stale after the lease time",
-        )
-
-        def acquired() -> bool:
-            if self._try_create(lease, token):
-                return True
-            self._take_over_if_stale(lease)
-            return self._try_create(lease, token)
-
-        _wait(acquired, how, start=time.monotonic())
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(lease, stop), name="lease heartbeat", daemon=True
-        )
-        beat.start()
         try:
-            yield
-        finally:
-            stop.set()
-            beat.join()
-            if _lease_token(lease) == token:
-                with contextlib.suppress(OSError):
-                    lease.unlink()
+            dirfd, name = nofollow.open_parent(lease)
+        except OSError as exc:
+            raise LockUnavailable(
+                f"cannot open the folder of the lease {lease} for {what}: {exc.strerror}"
+            ) from exc
+        at = _At(dirfd, name, str(lease.parent))
+        try:
+            how = _Waiting(
+                what,
+                timeout,
+                done,
+                self.poll,
+                self.report_every,
+                lambda: describe_lease(lease),
+                "a dead holder's lease goes stale after the lease time",
+            )
 
-    def _try_create(self, lease: Path, token: str) -> bool:
+            def acquired() -> bool:
+                if self._try_create(at, token):
+                    return True
+                self._take_over_if_stale(at)
+                return self._try_create(at, token)
+
+            _wait(acquired, how, start=time.monotonic())
+            stop = threading.Event()
+            beat = threading.Thread(
+                target=self._heartbeat, args=(at, stop), name="lease heartbeat", daemon=True
+            )
+            beat.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                beat.join()
+                if _lease_token(at) == token:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=dirfd)
+        finally:
+            os.close(dirfd)
+
+    def _try_create(self, at: _At, token: str) -> bool:
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -289,58 +324,90 @@ class LeaseLocks:
             "expires": time.time() + self.ttl,
         }
         try:
-            fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(
+                at.name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=at.dirfd,
+            )
         except FileExistsError:
             return False
         except OSError as exc:
-            raise LockUnavailable(f"cannot create the lease {lease}: {exc.strerror}") from exc
+            raise LockUnavailable(f"cannot create the lease {at}: {exc.strerror}") from exc
         with os.fdopen(fd, "w") as handle:
             json.dump(info, handle)
             handle.flush()
             os.fsync(handle.fileno())
         return True
 
-    def _stale(self, path: Path) -> bool:
+    def _stale(self, at: _At, name: str) -> bool:
         try:
-            return time.time() - path.stat().st_mtime > self.ttl
+            st = os.stat(name, dir_fd=at.dirfd, follow_symlinks=False)
         except FileNotFoundError:
             return False
+        return time.time() - st.st_mtime > self.ttl
 
-    def _take_over_if_stale(self, lease: Path) -> None:
-        if not self._stale(lease):
+    def _take_over_if_stale(self, at: _At) -> None:
+        if not self._stale(at, at.name):
             return
-        tomb = lease.with_name(f"{lease.name}.stale-{os.urandom(6).hex()}")
+        tomb = f"{at.name}.stale-{os.urandom(6).hex()}"
+        fd = at.dirfd
         try:
-            os.rename(lease, tomb)  # one waiter wins; the others find nothing to rename
+            # One waiter wins; the others find nothing to rename.
+            os.rename(at.name, tomb, src_dir_fd=fd, dst_dir_fd=fd)
         except FileNotFoundError:
             return
-        if self._stale(tomb):
-            logger.warning("took over a stale lease: %s", describe_lease(tomb))
-            tomb.unlink(missing_ok=True)
+        if self._stale(at, tomb):
+            logger.warning("took over a stale lease: %s", _describe_lease_at(fd, tomb))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tomb, dir_fd=fd)
         else:  # a heartbeat landed after the check: give the lease back, unless taken
             with contextlib.suppress(OSError):
-                os.link(tomb, lease)  # never replaces a lease another waiter created
-            tomb.unlink(missing_ok=True)
+                # Never replaces a lease another waiter created; a link is linked itself.
+                os.link(tomb, at.name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tomb, dir_fd=fd)
 
-    def _heartbeat(self, lease: Path, stop: threading.Event) -> None:
+    def _heartbeat(self, at: _At, stop: threading.Event) -> None:
         while not stop.wait(self.ttl / 3):
-            with contextlib.suppress(OSError):
-                os.utime(lease)
+            with contextlib.suppress(OSError, NotImplementedError):
+                os.utime(at.name, dir_fd=at.dirfd, follow_symlinks=False)
 
 
-def _lease_token(lease: Path) -> str | None:
+@dataclass(frozen=True)
+class _At:
+    """A lease file: its folder's descriptor (held for the lease's life) and its name."""
+
+    dirfd: int
+    name: str
+    folder: str
+
+    def __str__(self) -> str:
+        return os.path.join(self.folder, self.name)
+
+
+def _lease_token(at: _At) -> str | None:
     try:
-        return str(json.loads(lease.read_text())["token"])
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = nofollow.read_at(at.dirfd, at.name, _INFO_LIMIT)
+        return str(json.loads(raw)["token"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return None
+
+
+def _describe_lease_at(dirfd: int, name: str) -> str:
+    try:
+        info = json.loads(nofollow.read_at(dirfd, name, _INFO_LIMIT))
+        return f"leased by host {info['host']} pid {info['pid']}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return "leased by another agent"
 
 
 def describe_lease(lease: Path) -> str:
     """``leased by host X pid Y`` from the lease file, as far as it can be read."""
     try:
-        info = json.loads(lease.read_text())
+        info = _info(lease)
         return f"leased by host {info['host']} pid {info['pid']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return "leased by another agent"
 
 

@@ -13,22 +13,28 @@ Policy:
   It never re-installs: the next ensure of the feature does that. It never touches what
   has no receipt (``no-receipt`` entries, orphan folders, foreign markers), an entry
   with a live in-use lease (reported as ``in-use``; repair it after the job) or one being
-  installed (``busy``). Removal follows :func:`agent.store.evicting.remove`.
+  installed (``busy``). Removal follows :func:`agent.store.evicting.remove`, which
+  refuses (``refused``) an entry whose ``<tool>`` or ``<version>`` folder is a link;
+- an entry whose receipt cannot be used (``bad-receipt``: not JSON, not an object, a
+  field of the wrong type, too big, a link or fifo) is the agent's (the receipt file is
+  its own): repair removes it with its receipt, and the next ensure installs it again;
+- entries are read by descriptor from the store root down, never through a link.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.store import evicting, inventory, layout, locks, receipts
+from agent.store import evicting, inventory, layout, locks, nofollow, receipts
 
 Status = str
 """``ok``, ``size-only``, ``broken``, or an inventory state (``no-receipt``, ...)."""
 
-_REPAIRABLE = {"broken", "no-entry", "receipt-only"}
+_REPAIRABLE = {"broken", "no-entry", "receipt-only", "bad-receipt"}
 
 
 @dataclass
@@ -104,16 +110,24 @@ def verify(store: layout.Store, *, repair: bool = False, backend: locks.LockBack
         checked = _check(item)
         result.checked.append(checked)
         if repair and checked.status in _REPAIRABLE:
-            if item.receipt is None:
+            bad = item.state == "bad-receipt"
+            if item.receipt is None and not bad:
                 checked.repair = "not-ours"  # no receipt: someone else wrote it
                 continue
             if item.in_use:
                 checked.repair = "in-use"
                 continue
-            outcome = evicting.remove(
-                store, item.entry, backend=backend, why=f"repair: {checked.status}"
-            )
-            checked.repair = outcome
+            try:
+                checked.repair = evicting.remove(
+                    store,
+                    item.entry,
+                    backend=backend,
+                    why=f"repair: {checked.status}",
+                    unreadable_receipt=bad,
+                )
+            except evicting.Refused as exc:
+                checked.repair = "refused"
+                checked.problems.append(str(exc))
     return result
 
 
@@ -125,8 +139,23 @@ def _check(item: inventory.Item) -> Checked:
         return checked
     checked.problems.clear()
     receipt = item.receipt
+    try:
+        top = nofollow.open_dir(
+            item.entry.root, (item.entry.name, item.entry.version, item.entry.leaf)
+        )
+    except OSError as exc:
+        checked.status = "broken"
+        checked.problems.append(f"cannot open the entry: {exc.strerror}")
+        return checked
+    try:
+        return _check_tree(top, receipt, checked)
+    finally:
+        os.close(top)
+
+
+def _check_tree(top: int, receipt: receipts.Receipt, checked: Checked) -> Checked:
     if receipt.manifest is None:
-        disk = _walk(item.entry.path, {}, checked)
+        disk = _walk(top, {}, checked)
         checked.disk_bytes = disk
         checked.status = "size-only"
         if disk < receipt.size:
@@ -140,50 +169,67 @@ def _check(item: inventory.Item) -> Checked:
             )
         checked.warnings.append("its receipt has no manifest: checked by total size only")
         return checked
-    checked.disk_bytes = _walk(item.entry.path, receipt.manifest, checked)
+    checked.disk_bytes = _walk(top, receipt.manifest, checked)
     for rel, want in sorted(receipt.manifest.items()):
-        problem = _check_file(item.entry.path, rel, want)
+        problem = _check_file(top, rel, want)
         if problem:
             checked.problems.append(problem)
     checked.status = "broken" if checked.problems else "ok"
     return checked
 
 
-def _check_file(root: Path, rel: str, want: dict[str, Any]) -> str:
-    path = root / rel
+def _check_file(top: int, rel: str, want: dict[str, Any]) -> str:
+    """One manifest file, reached from the entry's descriptor without following a link
+    at any folder on the way (a folder swapped for a link is "missing", never read)."""
+    *folders, name = Path(rel).parts or ("",)
+    if not name or os.path.isabs(rel) or ".." in folders or name == "..":
+        return f"{rel}: not a path inside the entry"
     try:
-        st = path.lstat()
+        fd = nofollow.open_below(top, folders)
     except FileNotFoundError:
         return f"{rel}: missing"
     except OSError as exc:
         return f"{rel}: cannot read: {exc.strerror}"
-    if "link" in want:
-        if not path.is_symlink():
-            return f"{rel}: was a symlink, now is not"
-        return "" if os.readlink(path) == want["link"] else f"{rel}: the link points elsewhere"
-    if path.is_symlink() or not path.is_file():
-        return f"{rel}: no longer a regular file"
-    if st.st_size != want.get("size"):
-        return f"{rel}: {st.st_size} bytes, {want.get('size')} recorded"
     try:
-        digest = receipts.file_sha256(path)
-    except OSError as exc:
-        return f"{rel}: cannot read: {exc.strerror}"
-    return "" if digest == want.get("sha256") else f"{rel}: modified (sha256 differs)"
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return f"{rel}: missing"
+        except OSError as exc:
+            return f"{rel}: cannot read: {exc.strerror}"
+        if "link" in want:
+            if not stat.S_ISLNK(st.st_mode):
+                return f"{rel}: was a symlink, now is not"
+            same = os.readlink(name, dir_fd=fd) == want["link"]
+            return "" if same else f"{rel}: the link points elsewhere"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{rel}: no longer a regular file"
+        if st.st_size != want.get("size"):
+            return f"{rel}: {st.st_size} bytes, {want.get('size')} recorded"
+        try:
+            digest = receipts.sha256_at(fd, name)
+        except OSError as exc:
+            return f"{rel}: cannot read: {exc.strerror}"
+        return "" if digest == want.get("sha256") else f"{rel}: modified (sha256 differs)"
+    finally:
+        os.close(fd)
 
 
-def _walk(root: Path, known: dict[str, dict[str, Any]], checked: Checked) -> int:
-    """Bytes on disk under ``root``; files ``known`` does not list become warnings."""
+def _walk(top: int, known: dict[str, dict[str, Any]], checked: Checked) -> int:
+    """Bytes on disk below ``top`` (by descriptor); files ``known`` does not list become
+    warnings. Links count their own size, as receipts without a manifest counted them."""
     total = 0
     extra = []
-    for folder, _, names in os.walk(root):
+    for folder, _, names, fd in nofollow.walk(top):
         for name in names:
-            path = os.path.join(folder, name)
             try:
-                total += os.lstat(path).st_size
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
-            rel = os.path.relpath(path, root)
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            total += st.st_size
+            rel = os.path.normpath(os.path.join(folder, name))
             if known and rel not in known:
                 extra.append(rel)
     if extra:

@@ -1,0 +1,284 @@
+"""Reaching the store's files and folders without following links.
+
+Policy: the store root is the operator's (``cache.root`` may itself be a link, to a
+mount); everything below it may have been planted by untrusted code that can write some
+store folder (the sandbox user, a job with the volume mounted). So below the root:
+
+- folders are opened one component at a time, each with ``O_DIRECTORY | O_NOFOLLOW``
+  relative to its parent's descriptor, and everything after is done relative to the
+  last one (``dir_fd=``): a link swapped in after a check cannot redirect the operation,
+  because no path string is resolved again;
+- files the agent creates are created ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a temp name,
+  then ``renameat``, which replaces a planted link itself, never its target); files it
+  appends to or locks are opened ``O_NOFOLLOW | O_NONBLOCK`` and must be regular files
+  (a fifo would block the opener for ever);
+- files the agent reads are opened the same way, and read up to a bound;
+- trees are removed by ``shutil.rmtree(name, dir_fd=)``, which walks by descriptor and
+  refuses links.
+
+A link (or a non-folder) where a folder must be raises :class:`LinkRefused`, an
+``OSError`` with ``ELOOP``, so every caller that already reports I/O errors reports it,
+naming the path. :func:`walk` is the descriptor-relative tree walk (``os.fwalk``) for
+anything that must visit a tree that others could write (mode normalisation, hashing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+META = ".runner-agent"  # layout.META; repeated here so layout can import this module
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class LinkRefused(OSError):
+    """A link, or something that is not a folder, where the store must have a real folder
+    (or a file where it must have a regular file). Nothing was done through it."""
+
+    def __init__(self, path: str | Path, what: str) -> None:
+        super().__init__(
+            errno.ELOOP,
+            f"{path} is {what}; the store holds only real folders and regular files below "
+            "its root, so the agent refuses to go through it: remove it by hand (someone "
+            "who can write the store planted it)",
+        )
+
+
+class TooBig(OSError):
+    """A file larger than the agent will read (a damaged or hostile metadata file)."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    return "not a regular file" if not stat.S_ISREG(mode) else "a regular file"
+
+
+def open_root(root: Path) -> int:
+    """A descriptor of the store root itself (the operator's path, links allowed)."""
+    return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_below(dirfd: int, parts: Sequence[str], *, create: bool = False, at: str = "") -> int:
+    """Open ``parts`` below ``dirfd`` one component at a time, never following a link;
+    with ``create``, missing folders are made (0755). ``at`` names ``dirfd`` in errors."""
+    fd = os.dup(dirfd)
+    where = at
+    try:
+        for part in parts:
+            where = os.path.join(where, part)
+            try:
+                child = os.open(part, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    with contextlib.suppress(OSError):
+                        os.fsync(fd)
+                child = _open_dir_child(fd, part, where)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise _refused(fd, part, where) from exc
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_dir_child(fd: int, part: str, where: str) -> int:
+    try:
+        return os.open(part, _DIR, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise _refused(fd, part, where) from exc
+
+
+def _refused(fd: int, name: str, where: str) -> LinkRefused:
+    try:
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+    except OSError:
+        return LinkRefused(where, "not a folder")
+    return LinkRefused(where, _kind(mode))
+
+
+def open_dir(root: Path, parts: Sequence[str], *, create: bool = False) -> int:
+    """``root/parts...`` opened as above: the root followed, nothing below it."""
+    top = open_root(root) if not create else _open_or_make_root(root)
+    try:
+        return open_below(top, parts, create=create, at=str(root))
+    finally:
+        os.close(top)
+
+
+def _open_or_make_root(root: Path) -> int:
+    try:
+        return open_root(root)
+    except FileNotFoundError:
+        root.mkdir(parents=True, exist_ok=True)
+        return open_root(root)
+
+
+def split(path: Path) -> tuple[Path, tuple[str, ...]]:
+    """The store root and the components below it of a path in the store's metadata
+    (``<root>/.runner-agent/...``); a path outside any store's metadata is taken as its
+    folder and name (only the last component is then guarded)."""
+    parts = path.parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == META:
+            return Path(*parts[:i]), tuple(parts[i:])
+    return path.parent, (path.name,)
+
+
+def open_parent(path: Path, *, create: bool = False) -> tuple[int, str]:
+    """A descriptor of ``path``'s folder, reached as :func:`split` says, and its name."""
+    root, parts = split(path)
+    return open_dir(root, parts[:-1], create=create), parts[-1]
+
+
+def open_file(dirfd: int, name: str, flags: int, mode: int = 0o644, *, at: str = "") -> int:
+    """Open a regular file below ``dirfd`` without following a link or blocking on a fifo."""
+    try:
+        fd = os.open(name, flags | _FILE, mode, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise LinkRefused(os.path.join(at, name), "a symlink") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise LinkRefused(os.path.join(at, name), _kind(st.st_mode))
+    return fd
+
+
+def read_at(dirfd: int, name: str, limit: int, *, at: str = "") -> bytes:
+    """The bytes of a regular file below ``dirfd``; :class:`TooBig` past ``limit``."""
+    fd = open_file(dirfd, name, os.O_RDONLY, at=at)
+    try:
+        if os.fstat(fd).st_size > limit:
+            raise TooBig(errno.EFBIG, f"{os.path.join(at, name)} is over {limit} bytes")
+        chunks = []
+        got = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - got)):
+            chunks.append(chunk)
+            got += len(chunk)
+            if got > limit:  # it grew after the fstat
+                raise TooBig(errno.EFBIG, f"{os.path.join(at, name)} is over {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read(path: Path, limit: int) -> bytes:
+    """:func:`read_at` for a path in the store's metadata (see :func:`split`)."""
+    dirfd, name = open_parent(path)
+    try:
+        return read_at(dirfd, name, limit, at=str(path.parent))
+    finally:
+        os.close(dirfd)
+
+
+def write_atomic_at(dirfd: int, name: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``name`` below ``dirfd``: a unique temp file created ``O_EXCL | O_NOFOLLOW``,
+    fsync, then ``renameat`` over ``name`` (a link there is replaced, not followed)."""
+    for _ in range(100):
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE, 0o600, dir_fd=dirfd)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise FileExistsError(errno.EEXIST, f"no free temp name for {name}")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dirfd)
+        raise
+    os.fsync(dirfd)
+
+
+def append_at(dirfd: int, name: str, data: bytes, *, at: str = "") -> int:
+    """Append ``data`` to the regular file ``name`` below ``dirfd`` (created if missing);
+    the file's size after."""
+    fd = open_file(dirfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, at=at)
+    try:
+        os.write(fd, data)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def remove_at(dirfd: int, name: str) -> bool:
+    """Remove ``name`` below ``dirfd`` (a file, a link itself, or a whole tree walked by
+    descriptor); False when it was not there."""
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dirfd)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dirfd)
+    return True
+
+
+def exists_at(dirfd: int, name: str) -> bool:
+    """Whether ``name`` is there below ``dirfd`` (a link counts as itself)."""
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def subdirs(dirfd: int) -> list[str]:
+    """Names of the real folders (not links) directly below ``dirfd``, sorted."""
+    with os.scandir(dirfd) as it:
+        return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+
+
+def names(dirfd: int) -> list[str]:
+    """Every name directly below ``dirfd``, sorted."""
+    return sorted(os.listdir(dirfd))
+
+
+def walk(dirfd: int) -> Iterator[tuple[str, list[str], list[str], int]]:
+    """``os.fwalk`` below ``dirfd`` (relative paths from ``.``), never following links:
+    each folder is opened by descriptor and checked to be the folder that was listed, so
+    a folder swapped for a link mid-walk is skipped, not entered. Links to folders are
+    listed among the files (``os.fwalk`` puts them with the folders; they are moved)."""
+    for folder, dirs, files, fd in os.fwalk(".", dir_fd=dirfd, follow_symlinks=False):
+        links = [d for d in dirs if _is_link(fd, d)]
+        if links:
+            dirs[:] = [d for d in dirs if d not in links]
+        yield folder, dirs, sorted(files + links), fd
+
+
+def _is_link(dirfd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
