@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import pwd
 import shutil
@@ -248,7 +249,9 @@ def run_confined(
                 _reclaim(tree)
     watching.check_volume(staging, done.output, what=what, failed=not done.ok)
     if not done.ok:
-        raise ScriptError(f"{what} failed: {done.describe()}")
+        # Named by the command it ran, not by the sandbox's chain around it.
+        shown = dataclasses.replace(done, argv=tuple(argv))
+        raise ScriptError(f"{what} failed: {shown.describe()}")
     return done.output
 
 

@@ -44,9 +44,19 @@ def script_catalog(folder: Path, body: str, **extra: Any) -> loading.Catalog:
     return loading.load([folder])
 
 
-def ensure(tmp_path: Path, body: str, label: str = "feature:tool", **kw: Any) -> plans.Ensured:
-    catalog = script_catalog(tmp_path / "catalog", body)
-    store = tmp_path / "store"
+def ensure(
+    tmp_path: Path,
+    body: str,
+    label: str = "feature:tool",
+    *,
+    manifest: dict[str, Any] | None = None,
+    store: Path | None = None,
+    **kw: Any,
+) -> plans.Ensured:
+    """Ensure the ``tool`` feature whose install.sh is ``body`` (``manifest``: more of its
+    feature.yaml) into ``store`` (default ``tmp_path/store``); ``kw`` are Options."""
+    catalog = script_catalog(tmp_path / "catalog", body, **(manifest or {}))
+    store = store or tmp_path / "store"
     plan = resolver.resolve(
         [requests.parse(label)], catalog, fixtures.LINUX, store_root=str(store)
     ).to_data()

@@ -1,0 +1,250 @@
+"""What a sandbox may consume: its staging folder's size (installer.max_entry_bytes, or
+the manifest's own), the store's volume (a full one is named as such), its processes
+(counted per sandbox, never together with a parallel one's) and the network
+(installer.script_network, a manifest's network: none)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.catalog import loading, requests, resolver
+from agent.install import plans, protocol, sandbox
+from agent.store import layout
+from tests.install.test_script import ensure
+from tests.support import fixtures
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the script sandbox switches users and mounts: needs root"
+)
+
+MiB = 1024**2
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def world_python() -> str:
+    """A python3 the sandbox's uid can run (the agent's may live under /root)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+        path = Path(candidate)
+        if path.exists() and all(
+            os.stat(p).st_mode & stat.S_IXOTH for p in [path.resolve(), *path.resolve().parents]
+        ):
+            return candidate
+    raise AssertionError("no python3 that any user can run; the sandbox tests need one")
+
+
+# --- size ---------------------------------------------------------------------------------
+
+
+def test_a_step_past_max_entry_bytes_is_killed_and_the_limit_named(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "volume", "64m") as store:
+        body = 'mkdir -p "$PREFIX"\nhead -c 8388608 /dev/zero > "$PREFIX/big"\nsleep 60\n'
+        started = time.monotonic()
+        with pytest.raises(protocol.InstallError) as caught:
+            ensure(tmp_path, body, store=store, run_timeout=40, max_entry_bytes=4 * MiB)
+        assert time.monotonic() - started < 20  # killed by the limit, not the timeout
+        message = str(caught.value)
+        assert "step 'script'" in message
+        assert "max_entry_bytes" in message
+        assert "limit of 4 MiB" in message
+        assert list((store / ".runner-agent" / "staging").iterdir()) == []
+
+
+def test_a_manifest_may_raise_its_own_limit(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "volume", "64m") as store:
+        body = 'mkdir -p "$PREFIX"\nhead -c 8388608 /dev/zero > "$PREFIX/big"\nsleep 3\n'
+        done = ensure(
+            tmp_path,
+            body,
+            store=store,
+            manifest={"max_entry_bytes": "16MiB"},
+            max_entry_bytes=4 * MiB,
+        )
+        assert (done.installed[0].entry.path / "big").stat().st_size == 8 * MiB
+
+
+def test_a_full_volume_is_reported_as_a_full_volume(tmp_path: Path) -> None:
+    # The script ignores the failed write and exits 0: only the volume can tell.
+    body = textwrap.dedent(
+        """\
+        mkdir -p "$PREFIX/bin"
+        head -c 33554432 /dev/zero > "$PREFIX/big" 2>/dev/null
+        printf '#!/bin/sh\\necho tool 1.4.2\\n' > "$PREFIX/bin/tool" 2>/dev/null
+        chmod 755 "$PREFIX/bin/tool" 2>/dev/null
+        exit 0
+        """
+    )
+    check = {"check": {"command": ["tool"], "expect": "tool {version}"}}
+    with tmpfs(tmp_path / "volume", "8m") as store:
+        with pytest.raises(protocol.InstallError) as caught:
+            ensure(tmp_path, body, store=store, manifest=check)
+        message = str(caught.value)
+        assert f"the store volume at {store} is full" in message
+        assert "printed" not in message
+
+
+def test_a_write_that_found_no_space_names_the_volume(tmp_path: Path) -> None:
+    body = 'mkdir -p "$PREFIX"\nhead -c 33554432 /dev/zero > "$PREFIX/big"\n'
+    with tmpfs(tmp_path / "volume", "8m") as store:
+        with pytest.raises(protocol.InstallError) as caught:
+            ensure(tmp_path, body, store=store)
+        assert f"the store volume at {store} is full" in str(caught.value)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def forker(count: int, hold: float) -> str:
+    """An install.sh that starts up to ``count`` processes, each living ``hold`` s, and
+    writes how many it got into $PREFIX/started."""
+    program = textwrap.dedent(
+        f"""\
+        import os, sys, time
+        started = 0
+        for _ in range({count}):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                time.sleep({hold})
+                os._exit(0)
+            started += 1
+        open(sys.argv[1], "w").write(str(started))
+        for _ in range(started):
+            os.wait()
+        """
+    )
+    return f'mkdir -p "$PREFIX"\n{world_python()} -c \'{program}\' "$PREFIX/started"\n'
+
+
+def test_a_sandbox_cannot_start_processes_without_bound(tmp_path: Path) -> None:
+    settings = sandbox.ScriptSettings(max_processes=20)
+    done = ensure(tmp_path, forker(200, 2), script=settings)
+    started = int((done.installed[0].entry.path / "started").read_text())
+    assert 5 < started < 20
+
+
+def two_features(folder: Path, body: str) -> loading.Catalog:
+    for name in ("alpha", "beta"):
+        data = {
+            "id": name,
+            "name": name,
+            "versions": ["1.0.0"],
+            "platforms": ["linux"],
+            "install": [{"method": "script", "platforms": ["linux"], "script": "install.sh"}],
+        }
+        (folder / name).mkdir(parents=True)
+        (folder / name / "feature.yaml").write_text(yaml.safe_dump(data))
+        (folder / name / "install.sh").write_text(body)
+    return loading.load([folder])
+
+
+def test_parallel_sandboxes_do_not_count_each_others_processes(tmp_path: Path) -> None:
+    # Each needs 14 of the 20 (bash, python, 12 children) at the same time as the other.
+    catalog = two_features(tmp_path / "catalog", forker(12, 3))
+    store = tmp_path / "store"
+    plan = resolver.resolve(
+        [requests.parse("feature:alpha"), requests.parse("feature:beta")],
+        catalog,
+        fixtures.LINUX,
+        store_root=str(store),
+    ).to_data()
+    options = protocol.Options(lock_timeout=60, script=sandbox.ScriptSettings(max_processes=20))
+    started = time.monotonic()
+    done = plans.ensure_plan(layout.Store(store), plan, options=options, parallelism=2)
+    assert time.monotonic() - started < 5.5  # side by side: one after the other takes 6 s
+    for installed in done.installed:
+        assert (installed.entry.path / "started").read_text() == "12"
+
+
+def test_a_fixed_script_user_still_works(tmp_path: Path) -> None:
+    body = 'mkdir -p "$PREFIX"\nid -u > "$PREFIX/uid"\n'
+    done = ensure(tmp_path, body, script=sandbox.ScriptSettings(user="nobody"))
+    assert int((done.installed[0].entry.path / "uid").read_text()) == 65534
+
+
+def test_each_sandbox_gets_a_uid_of_its_own_from_the_range(tmp_path: Path) -> None:
+    body = 'mkdir -p "$PREFIX"\nid -u > "$PREFIX/uid"\n'
+    done = ensure(
+        tmp_path, body, script=sandbox.ScriptSettings(uid_range=(2_100_000_000, 2_100_000_009))
+    )
+    assert 2_100_000_000 <= int((done.installed[0].entry.path / "uid").read_text()) <= 2_100_000_009
+
+
+# --- network ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_port() -> Iterator[int]:
+    """A TCP listener on the host's loopback that accepts and closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                conn, _ = server.accept()
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def prober(port: int) -> str:
+    program = textwrap.dedent(
+        f"""\
+        import socket, sys
+        out = []
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=3).close()
+            out.append("host reached")
+        except OSError as exc:
+            out.append("host unreachable")
+        own = socket.create_server(("127.0.0.1", 0))
+        socket.create_connection(own.getsockname(), timeout=3).close()
+        out.append("loopback ok")
+        open(sys.argv[1], "w").write(", ".join(out))
+        """
+    )
+    return f'mkdir -p "$PREFIX"\n{world_python()} -c \'{program}\' "$PREFIX/net"\n'
+
+
+def test_script_network_host_reaches_the_host(tmp_path: Path, host_port: int) -> None:
+    done = ensure(tmp_path, prober(host_port))
+    assert (done.installed[0].entry.path / "net").read_text() == "host reached, loopback ok"
+
+
+def test_script_network_none_leaves_only_loopback(tmp_path: Path, host_port: int) -> None:
+    done = ensure(tmp_path, prober(host_port), script=sandbox.ScriptSettings(network="none"))
+    assert (done.installed[0].entry.path / "net").read_text() == "host unreachable, loopback ok"
+
+
+def test_a_manifest_that_needs_no_network_gets_none(tmp_path: Path, host_port: int) -> None:
+    done = ensure(tmp_path, prober(host_port), manifest={"network": "none"})
+    assert (done.installed[0].entry.path / "net").read_text() == "host unreachable, loopback ok"
