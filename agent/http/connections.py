@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,8 @@ MIN_CONNECTIONS = 16
 MAX_LINE = 8190
 """aiohttp's limit on the request line and on each header, in bytes."""
 _CAP_WARNING_EVERY = 60.0
+_QUOTES = re.compile(r"""b'|["\\]|'.*'|:\s""")
+"""What a parser message that quotes the request shows."""
 
 
 @dataclass(frozen=True)
@@ -270,9 +273,9 @@ def describe(exc: BaseException | None) -> str:
         return "an invalid header"
     if isinstance(exc, http_exceptions.HttpProcessingError):
         # The C parser's message is a description, then the offending bytes after a
-        # blank line; only a plain first line is kept.
+        # blank line; only a first line that quotes nothing is kept.
         first = exc.message.split("\n", 1)[0].strip().rstrip(":")
-        if first and len(first) <= 80 and not any(q in first for q in "'\"\\"):
+        if first and len(first) <= 80 and not _QUOTES.search(first):
             return first
     return "unparseable framing"
 
