@@ -13,7 +13,8 @@ Policy:
   PID namespace sees) runs as it, and the user database does not name it;
 - a uid is held by an exclusive ``flock`` in two folders, both opened without following
   links: the store's metadata folder (every agent sharing the volume, as the pods of a
-  node do) and ``/run/runner-agent/sandbox-uids`` (every agent of a host in host mode).
+  node do) and ``/run/runner-agent-sandbox-uids`` (every agent of a host in host mode). A folder
+  that is not the agent's own, or that others may write, is not trusted with them.
   Agents that share a host but neither folder must be given disjoint ranges;
 - it is held until the sandbox's files have been taken back, and released by the
   kernel when the agent dies.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from agent.store import layout
 
-LOCAL_LOCKS = Path("/run/runner-agent/sandbox-uids")
+LOCAL_LOCKS = Path("/run/runner-agent-sandbox-uids")
 """Host-wide where the agent runs on the host; best effort elsewhere."""
 
 
@@ -68,8 +69,13 @@ def allocate(store_locks: Path, first: int, last: int) -> Iterator[int]:
 @contextlib.contextmanager
 def _folder(path: Path, *, required: bool) -> Iterator[int | None]:
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            os.close(fd)
+            # Whoever else owns or may write it could hold every lock, or remove them.
+            raise PermissionError(f"{path} is not the agent's own, or others may write it")
     except OSError as exc:
         if required:
             raise layout.StoreError(f"cannot open the sandbox uid locks at {path}: {exc}") from exc

@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
 from agent.catalog import loading, requests, resolver
+from agent.config import models
 from agent.install import plans, protocol, sandbox
 from agent.store import layout
 from tests.install.test_script import ensure
@@ -248,3 +250,27 @@ def test_script_network_none_leaves_only_loopback(tmp_path: Path, host_port: int
 def test_a_manifest_that_needs_no_network_gets_none(tmp_path: Path, host_port: int) -> None:
     done = ensure(tmp_path, prober(host_port), manifest={"network": "none"})
     assert (done.installed[0].entry.path / "net").read_text() == "host unreachable, loopback ok"
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_the_installer_settings_reach_the_sandbox() -> None:
+    installer = models.InstallerSettings(
+        script_network="none",
+        script_uid_range="3000000000-3000000010",
+        script_max_processes=64,
+        max_entry_bytes="1GiB",
+    )
+    options = protocol.options_from(installer, native=True)
+    assert options.script.network == "none"
+    assert options.script.uid_range == (3_000_000_000, 3_000_000_010)
+    assert options.script.max_processes == 64
+    assert options.script.user is None
+    assert options.max_entry_bytes == 1024**3
+
+
+@pytest.mark.parametrize("text", ["2000-1000", "0-65535", "abc", "5000000000-5000000001"])
+def test_a_bad_uid_range_is_refused(text: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=r"uid range|between 1000"):
+        models.InstallerSettings(script_uid_range=text)
