@@ -50,14 +50,10 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-def limit_of(request: web.Request) -> int:
-    """The body limit in force (``server.max_request_bytes``, live across reloads)."""
-    return int(request.app[CONTEXT].reloader.current.settings.server.max_request_bytes)
-
-
 async def read_model(request: web.Request, model: type[M], *, limit: int | None = None) -> M:
     """Read and validate the body of ``request`` as ``model`` (empty body = defaults),
-    within ``limit`` bytes (default: the live ``server.max_request_bytes``)."""
+    within ``limit`` bytes (default: the live ``server.max_request_bytes``) and the live
+    ``server.body_timeout_seconds``."""
     server = request.app[CONTEXT].reloader.current.settings.server
     if limit is None:
         limit = int(server.max_request_bytes)

@@ -52,6 +52,14 @@ MIN_CONNECTIONS = 16
 MAX_LINE = 8190
 """aiohttp's limit on the request line and on each header, in bytes."""
 _CAP_WARNING_EVERY = 60.0
+
+if not hasattr(web.RequestHandler, "_handle_request"):  # pragma: no cover - aiohttp upgrade
+    # Without it no connection would ever look busy: the header timeout would cut long
+    # responses and the cap could close a connection mid-request. Refuse to run instead.
+    raise ImportError(
+        "this aiohttp has no RequestHandler._handle_request, which agent.http.connections "
+        "wraps; pin aiohttp to a version it supports (see pyproject.toml)"
+    )
 _QUOTES = re.compile(r"""b'|["\\]|'.*'|:\s""")
 """What a parser message that quotes the request shows."""
 

@@ -5,7 +5,8 @@ request names its target platform explicitly (the runner's, which in sidecar mod
 the agent's own), and resolution problems come back as one 422 listing every problem.
 A team document is held to :data:`MAX_TEAM_FEATURES` entries and
 :data:`MAX_TEAM_ENVIRONMENTS` environments (a 400 naming the cap, checked before it is
-parsed), and resolution runs in a thread, so a big request never holds the loop.
+parsed), and resolving anything bigger than a few requests runs in a thread, so a big
+request never holds the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ MAX_TEAM_FEATURES = 256
 """Feature entries one team document may hold, its environments' and extends included."""
 MAX_TEAM_ENVIRONMENTS = 64
 """Environments one team document may define."""
+INLINE_ITEMS = 8
+"""A request of at most this many labels and requests, and no team document, is
+resolved on the loop; anything bigger in a thread."""
 
 
 class FeatureSummary(models.ApiModel):
@@ -217,11 +221,12 @@ async def resolve(
     input) or 422 (nothing satisfies it)."""
     catalog = _catalog(request)
     settings = request.app[CONTEXT].reloader.current.settings
+    args = (catalog, settings, target, labels, extra, team_doc, options or {})
+    if team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS:
+        return _resolve(*args)  # a fraction of a millisecond: a thread hop costs more
     if team_doc is not None:
         _check_team_size(team_doc)
-    return await asyncio.to_thread(
-        _resolve, catalog, settings, target, labels, extra, team_doc, options or {}
-    )
+    return await asyncio.to_thread(_resolve, *args)
 
 
 def _resolve(

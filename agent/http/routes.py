@@ -74,7 +74,7 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
         error_ref = refs[(models.ErrorBody, "serialization")]
         statuses = set(route.errors) | (set(_AUTH_ERRORS) if route.scope else set())
         if route.request is not None:
-            statuses |= {400, 413, 415}
+            statuses |= {400, 408, 413, 415}
         for status in sorted(statuses):
             op["responses"][str(status)] = {
                 "description": "Error",

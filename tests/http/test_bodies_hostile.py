@@ -136,3 +136,25 @@ def test_client_disconnects_mid_body_are_499_not_errors(agent: Agent) -> None:
     log = agent.logs()
     assert "Traceback" not in log
     assert "unhandled error" not in log
+
+
+def test_a_body_that_trickles_past_the_body_timeout_is_a_408(start_agent: Starter) -> None:
+    agent = start_agent.start(start_agent.base_config(body_timeout_seconds=1))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(agent.socket))
+    start = time.monotonic()
+    sock.sendall(
+        b"POST /v1/reload HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"reason": '
+    )
+    answer = b""
+    while b"}}" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"server.body_timeout_seconds" in answer
+    assert time.monotonic() - start < 3.0

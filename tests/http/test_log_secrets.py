@@ -4,14 +4,19 @@ lets it be answered at all, and no line the agent writes, at debug level, shows 
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from agent.kits import logs
 from tests.support.agentproc import Agent, Starter, free_port
 
 JOB = "job-secret-4f1c9e"
@@ -139,3 +144,31 @@ def test_no_token_reaches_the_log_and_bad_framing_gets_json(agent: tuple[Agent, 
     # The malformed requests were seen (at debug level), by kind, without their bytes.
     assert "refused a malformed request" in log
     assert "Traceback" not in log
+
+
+async def test_the_log_filter_redacts_what_aiohttp_itself_logs() -> None:
+    # A stock aiohttp server (not the agent's handler, which never logs the bytes) logs
+    # the raw bare-LF request at error level; the agent's filter must catch it anyway.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    handler.addFilter(logs.Redact())
+    aiohttp_log = logging.getLogger("aiohttp")
+    aiohttp_log.addHandler(handler)
+    runner = web.AppRunner(web.Application(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    try:
+        await site.start()
+        port = runner.addresses[0][1]
+        data = hostile(ADMIN)["bare LF"] + b"Cookie: session=" + JOB.encode() + b"\n\n"
+        answer = await asyncio.to_thread(exchange, _tcp(port), data)
+        assert ADMIN.encode() in answer  # aiohttp's own answer quotes it: the agent's doesn't
+    finally:
+        await runner.cleanup()
+        aiohttp_log.removeHandler(handler)
+    written = out.getvalue()
+    assert "Error handling request" in written
+    assert "Authorization: [redacted]" in written
+    assert ADMIN not in written
+    assert JOB not in written
