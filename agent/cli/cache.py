@@ -5,6 +5,9 @@ with the configured lock backend, so it excludes and is excluded by the agents s
 the volume: ``verify``, ``gc`` and ``evict`` take the janitor lock without waiting and
 exit 1 when another janitor holds it. Output: a table, or ``--format json``.
 
+An entry whose receipt cannot be used is listed as ``bad-receipt`` with the reason, and
+never stops the others; ``verify --repair`` removes it.
+
 Exit codes: 0 done (``verify``: nothing broken is left; ``evict``: the target is
 reached); 1 problems remain, the target cannot be reached (entries in use, recently used
 or not the agent's), another janitor is running, or the store cannot be used; 2 usage.
@@ -85,6 +88,8 @@ def _guarded(work: Callable[[], int]) -> int:
         return work()
     except layout.StoreError as exc:
         return common.fail(str(exc))
+    except OSError as exc:  # the volume: a folder that cannot be read, or is a link
+        return common.fail(f"cannot work on the store: {exc}")
 
 
 def run_ls(args: argparse.Namespace) -> int:
@@ -114,6 +119,11 @@ def run_ls(args: argparse.Namespace) -> int:
         ]
         _table(["ENTRY", "STATE", "SIZE", "TARGET", "LAST USED", "IN USE BY"], rows)
         print(f"{total['entries']} entries, {human(total['bytes'])} (from receipts)")
+        bad = [i for i in items if i["state"] == "bad-receipt"]
+        for i in bad:
+            print(f"bad-receipt {i['key']}: {i['problem']}")
+        if bad:
+            print("run `runner-agent cache verify --repair` to remove entries with bad receipts")
         return common.EXIT_OK
 
     return _guarded(work)

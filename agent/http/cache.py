@@ -4,7 +4,10 @@ Policy: every one works on the store through the daemon's janitor, in a thread (
 walk folders, hash files and delete trees; the event loop never waits on the volume).
 ``verify``, ``gc`` and ``evict`` take the janitor lock without waiting: when another
 agent's janitor holds it, the answer is 409 ``janitor_busy`` naming it. Listing takes no
-lock. A store that does not exist yet (nothing installed) is 409 ``no_store``.
+lock. A store that does not exist yet (nothing installed) is 409 ``no_store``; a store
+that cannot be worked on (a folder that is a link, unreadable) is 409 ``store_error``.
+One bad receipt never fails a listing or a pass: its entry is listed as ``bad-receipt``
+with the reason in ``problem``, and ``verify`` with ``repair`` removes it.
 """
 
 from __future__ import annotations
@@ -88,7 +91,10 @@ class VerifiedEntry(models.ApiModel):
     warnings: list[str]
     recorded_bytes: int | None
     disk_bytes: int | None
-    repair: str = Field(description="removed, or why repair left it (in-use, busy, not-ours).")
+    repair: str = Field(
+        description="removed, or why repair left it (in-use, busy, not-ours, refused: a "
+        "folder on the way is a link; see problems)."
+    )
 
 
 class VerifyResponse(models.ApiModel):
@@ -173,6 +179,10 @@ async def _run(work: Callable[[], T]) -> T:
         raise errors.ApiError(409, str(exc), code="no_store") from exc
     except layout.StoreError as exc:
         raise errors.ApiError(409, str(exc), code="store_error") from exc
+    except OSError as exc:
+        # The volume, not the request: a folder the agent cannot read or that is not what
+        # the store puts there. Named, never a 500.
+        raise errors.ApiError(409, f"cannot work on the store: {exc}", code="store_error") from exc
 
 
 async def list_cache(request: web.Request) -> web.Response:

@@ -88,7 +88,8 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
     except layout.StoreError as exc:
         raise layout.StoreError(
             f"{entry.key} has a marker but its receipt cannot be used ({exc}); the entry is "
-            f"left alone: fix or remove {entry.marker} and {entry.receipt} by hand"
+            "left alone: `runner-agent cache verify --repair` removes it (the next ensure "
+            f"installs it again), or fix {entry.receipt} by hand"
         ) from exc
     if receipt is None or receipt.key != entry.key or not entry.path.is_dir():
         raise layout.StoreError(

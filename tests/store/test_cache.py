@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.store import (
+    collecting,
     entries,
     evicting,
     inuse,
@@ -258,7 +259,7 @@ def test_gc_removes_what_dead_installs_left_and_keeps_a_running_ones(
     thread.start()
     try:
         assert holding.wait(5)
-        collected = janitor.gc(store, backend=backend)
+        collected = collecting.gc(store, backend=backend)
     finally:
         release.set()
         thread.join()
@@ -325,7 +326,7 @@ def test_gc_removes_downloads_no_receipt_names_after_the_grace(
 ) -> None:
     store = install(tmp_path, http_server, "20.11.1")
     [kept] = [p for p in store.downloads.glob("??/*") if not p.name.startswith(".")]
-    long_ago = time.time() - janitor.DOWNLOAD_GRACE - 60
+    long_ago = time.time() - collecting.DOWNLOAD_GRACE - 60
     os.utime(kept, (long_ago, long_ago))  # old, but its entry's receipt names it
     orphan = store.downloads / "cd" / ("cd" + "0" * 62)
     orphan.parent.mkdir(exist_ok=True)
@@ -334,7 +335,7 @@ def test_gc_removes_downloads_no_receipt_names_after_the_grace(
     fresh = store.downloads / "ef" / ("ef" + "0" * 62)
     fresh.parent.mkdir(exist_ok=True)
     fresh.write_bytes(b"downloaded by an install that has not published yet")
-    collected = janitor.gc(store, backend=locks.PosixLocks())
+    collected = collecting.gc(store, backend=locks.PosixLocks())
     assert (collected.downloads_removed, collected.download_bytes_removed) == (1, 30)
     assert kept.exists()
     assert not orphan.exists()
@@ -343,7 +344,7 @@ def test_gc_removes_downloads_no_receipt_names_after_the_grace(
     # A receipt that cannot be read: what is in use is unknown, so nothing goes.
     os.utime(fresh, (long_ago, long_ago))
     (store.meta / "receipts" / "broken@1@x64.json").write_text("{")
-    assert janitor.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
+    assert collecting.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
     assert fresh.exists()
 
 
