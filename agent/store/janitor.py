@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RESULTS = ("ok", "skipped", "failed")
 HISTORY_KEEP = 500
+_HISTORY_LIMIT = 16 * 1024 * 1024
+"""Bytes of the janitor log read back at most (a planted huge file is not read)."""
 
 
 class Busy(layout.StoreError):
@@ -252,10 +254,14 @@ def history_path(store: layout.Store) -> Path:
 
 
 def history(store: layout.Store) -> list[dict[str, Any]]:
-    """The janitor's log of passes, oldest first (lines that do not parse are skipped)."""
+    """The janitor's log of passes, oldest first (lines that do not parse are skipped;
+    a log that is not a regular file, or is over the bound, reads as empty)."""
     try:
-        raw = nofollow.read(history_path(store), HISTORY_KEEP * 800)
+        raw = nofollow.read(history_path(store), _HISTORY_LIMIT)
     except FileNotFoundError:
+        return []
+    except OSError as exc:  # a link, fifo or huge file planted at its name
+        logger.warning("cannot read the janitor log: %s", exc.strerror)
         return []
     lines = raw.decode("utf-8", "replace").splitlines()
     out = []

@@ -144,6 +144,8 @@ def _open_lock(path: Path, what: str) -> tuple[int, int]:
     locked through."""
     try:
         dirfd, name = nofollow.open_parent(path)
+    except nofollow.LinkRefused as exc:
+        raise LockUnavailable(f"cannot lock {what}: {exc.strerror}") from exc
     except OSError as exc:
         raise LockUnavailable(
             f"cannot open the folder of the lock file {path} for {what}: {exc.strerror}; the "
@@ -151,6 +153,9 @@ def _open_lock(path: Path, what: str) -> tuple[int, int]:
         ) from exc
     try:
         fd = nofollow.open_file(dirfd, name, os.O_RDWR | os.O_CREAT, 0o644, at=str(path.parent))
+    except nofollow.LinkRefused as exc:
+        os.close(dirfd)
+        raise LockUnavailable(f"cannot lock {what}: {exc.strerror}") from exc
     except OSError as exc:
         os.close(dirfd)
         raise LockUnavailable(
