@@ -6,6 +6,8 @@ Policy:
 - a manifest that fails (bad YAML, a schema error, an id that differs from its folder, a
   script method whose script is missing) disables that feature alone, with a problem
   that names the file, line and column; the rest of the catalog serves;
+- every problem of a manifest comes out of one load (schema and rules together, the id
+  and the scripts too), in the order of the file, each once;
 - after loading, a feature whose hard dependency is unknown, disabled or part of a cycle
   (of ``requires`` or ``installs_after``) is disabled too, with the reason;
 - loading reads files and is blocking: the daemon calls it from a thread.
@@ -18,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -58,7 +61,12 @@ class Catalog:
 
 
 def load_manifest(path: Path) -> manifest.Feature:
-    """Load and validate one manifest; :class:`~agent.config.loading.ConfigError` on failure."""
+    """Load and validate ``<folder>/<id>/feature.yaml``.
+
+    Raises :class:`~agent.config.loading.ConfigError` with every problem found, in the
+    order of the file: the schema's, the rules', an id that differs from the folder's
+    name and a script method whose script is not in the folder.
+    """
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -86,12 +94,55 @@ def load_manifest(path: Path) -> manifest.Feature:
                 )
             ]
         )
+    found = _folder_problems(path, data, marks)
     try:
-        return manifest.Feature.model_validate(data)
+        feature = manifest.Feature.model_validate(data)
     except ValidationError as exc:
-        raise config_loading.ConfigError(
-            config_loading.problems_from(exc, source=str(path), marks=marks, model=manifest.Feature)
-        ) from exc
+        found += config_loading.problems_from(
+            exc, source=str(path), marks=marks, model=manifest.Feature, shapes=manifest.SHAPES
+        )
+        raise config_loading.ConfigError(_in_file_order(found)) from exc
+    if found:
+        raise config_loading.ConfigError(_in_file_order(found))
+    return feature
+
+
+def _folder_problems(
+    path: Path, data: dict[str, Any], marks: config_loading.Marks
+) -> list[config_loading.Problem]:
+    """What the manifest's folder says against it: its name, and the scripts it holds."""
+    found = []
+    folder = path.parent
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        where = config_loading.locate(loc, str(path), marks)
+        found.append(config_loading.Problem(where, config_loading.dotted(loc), "", message))
+
+    ident = data.get("id")
+    if isinstance(ident, str) and ident != folder.name:
+        problem(("id",), f"id {ident!r} differs from its folder {folder.name!r}; they must match")
+    install = data.get("install")
+    for i, method in enumerate(install if isinstance(install, list) else []):
+        if not isinstance(method, dict) or method.get("method") != "script":
+            continue
+        script = method.get("script", "install.sh")
+        if not isinstance(script, str) or not methods.is_relative_path(script):
+            continue  # not a path the schema accepts: it says so
+        if not (folder / script).is_file():
+            problem(
+                ("install", i, "script"), f"script method: {script!r} is not a file in {folder}"
+            )
+    return found
+
+
+def _in_file_order(found: list[config_loading.Problem]) -> list[config_loading.Problem]:
+    def position(item: config_loading.Problem) -> tuple[int, int]:
+        parts = item.source.rsplit(":", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            return int(parts[1]), int(parts[2])
+        return 0, 0
+
+    return sorted(found, key=position)  # stable: one position keeps pydantic's order
 
 
 def folders_for(settings: config_models.CatalogSettings) -> list[Path]:
@@ -99,13 +150,20 @@ def folders_for(settings: config_models.CatalogSettings) -> list[Path]:
     return ([paths.bundled_catalog()] if settings.bundled else []) + list(settings.paths)
 
 
-def load(folders: Iterable[Path]) -> Catalog:
-    """Load every ``<folder>/<id>/feature.yaml`` of ``folders``, later folders winning."""
+def load(folders: Iterable[Path], *, log: bool = True, features: Iterable[Path] = ()) -> Catalog:
+    """Load every ``<folder>/<id>/feature.yaml`` of ``folders``, later folders winning.
+
+    ``features``: single feature folders (``<id>/feature.yaml``) loaded after them, as
+    ``features validate`` checks them. ``log``: log each problem (the daemon); a command
+    that prints them passes False, so that each is shown once.
+    """
     catalog = Catalog()
     for folder in folders:
         _load_folder(folder, catalog)
+    for entry in features:
+        _load_entry(entry, catalog)
     _check_dependencies(catalog)
-    for problem in catalog.problems:
+    for problem in catalog.problems if log else ():
         logger.error(
             "feature %s disabled: %s", problem.feature, problem, extra={"feature": problem.feature}
         )
@@ -121,46 +179,24 @@ def _load_folder(folder: Path, catalog: Catalog) -> None:
         )
         return
     for entry in entries:
-        path = entry / MANIFEST
-        if not path.is_file():
-            continue
-        try:
-            feature = load_manifest(path)
-        except config_loading.ConfigError as exc:
-            for item in exc.problems:
-                catalog.problems.append(Problem(entry.name, item.source, _problem_text(item)))
-            catalog.features.pop(entry.name, None)
-            continue
-        if feature.id != entry.name:
-            catalog.problems.append(
-                Problem(
-                    entry.name,
-                    str(path),
-                    f"id {feature.id!r} differs from its folder {entry.name!r}; they must match",
-                )
-            )
-            continue
-        missing = [
-            m.script
-            for m in feature.install
-            if isinstance(m, methods.ScriptMethod) and not (entry / m.script).is_file()
-        ]
-        if missing:
-            catalog.problems.append(
-                Problem(
-                    feature.id,
-                    str(path),
-                    f"script method: {missing[0]!r} is not a file in {entry}",
-                )
-            )
-            catalog.features.pop(feature.id, None)
-            continue
-        if feature.id in catalog.features:
-            logger.info(
-                "feature %s from %s overrides %s", feature.id, folder, catalog.folders[feature.id]
-            )
-        catalog.features[feature.id] = feature
-        catalog.folders[feature.id] = entry
+        if (entry / MANIFEST).is_file():
+            _load_entry(entry, catalog)
+
+
+def _load_entry(entry: Path, catalog: Catalog) -> None:
+    try:
+        feature = load_manifest(entry / MANIFEST)
+    except config_loading.ConfigError as exc:
+        for item in exc.problems:
+            catalog.problems.append(Problem(entry.name, item.source, _problem_text(item)))
+        catalog.features.pop(entry.name, None)
+        return
+    if feature.id in catalog.features:
+        logger.info(
+            "feature %s from %s overrides %s", feature.id, entry.parent, catalog.folders[feature.id]
+        )
+    catalog.features[feature.id] = feature
+    catalog.folders[feature.id] = entry
 
 
 def _problem_text(item: config_loading.Problem) -> str:

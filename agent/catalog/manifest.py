@@ -12,14 +12,24 @@ from a loaded catalog cannot fail for a reason the manifest could have shown.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-from agent.catalog import methods, patterns, requests, templates, versions
-from agent.kits import environ
-from agent.platform import model, packagers
+from agent.catalog import findings, methods, patterns, requests, rules, versions
+from agent.config import problems
 
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
 
@@ -93,20 +103,27 @@ class Option(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Option:
+        found = findings.Findings()
         if self.type == "boolean":
             if not isinstance(self.default, bool):
-                raise ValueError(
-                    f"a boolean option needs a true/false default, not {self.default!r}"
+                found.add(
+                    ("default",),
+                    f"a boolean option needs a true/false default, not {self.default!r}",
                 )
-            if self.enum or self.proposals:
-                raise ValueError("enum and proposals are for string options")
+            for key in ("enum", "proposals"):
+                if getattr(self, key):
+                    found.add((key,), "enum and proposals are for string options")
         else:
             if not isinstance(self.default, str):
-                raise ValueError(f"a string option needs a string default, not {self.default!r}")
-            if self.enum is not None and self.default not in self.enum:
-                raise ValueError(
-                    f"default {self.default!r} is not one of the enum: {', '.join(self.enum)}"
+                found.add(
+                    ("default",), f"a string option needs a string default, not {self.default!r}"
                 )
+            elif self.enum is not None and self.default not in self.enum:
+                found.add(
+                    ("default",),
+                    f"default {self.default!r} is not one of the enum: {', '.join(self.enum)}",
+                )
+        found.raise_if_any(type(self).__name__)
         return self
 
     def coerce(self, name: str, value: str) -> str:
@@ -126,11 +143,7 @@ class Option(_Strict):
         return self.default
 
 
-def option_env_name(name: str) -> str:
-    """The Dev Container Features rule: non-word characters to ``_``, upper case."""
-    sanitized = re.sub(r"[^\w_]", "_", name, flags=re.ASCII)
-    sanitized = re.sub(r"^[\d_]+", "_", sanitized)
-    return sanitized.upper()
+option_env_name = rules.option_env_name
 
 
 class Gpu(_Strict):
@@ -214,125 +227,67 @@ class Feature(_Strict):
 
     # --- validation --------------------------------------------------------------------
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Feature:
-        known = self.version_list()
-        if len(set(known)) != len(known):
-            raise ValueError("versions lists a version twice")
-        var_keys = {frozenset(v.vars) for v in self.versions if isinstance(v, VersionEntry)}
-        if len(var_keys) > 1 or (var_keys and any(isinstance(v, str) for v in self.versions)):
-            raise ValueError("every version entry must define the same vars")
-        for alias, target in self.aliases.items():
-            if not versions.ALIAS_RE.fullmatch(alias):
-                raise ValueError(f"alias {alias!a} must be lower-case letters, digits, '-'")
-            spec = versions.parse_spec(target, allow_ranges=True)
-            if spec.kind == "alias":
-                raise ValueError(f"alias {alias!r} points to another alias {target!r}")
-            # The same pre-release rule as resolution, so an alias that loads also resolves.
-            if known and versions.best_match(known, [spec]) is None:
-                raise ValueError(f"alias {alias!r} -> {target!r} matches no known version")
-        default = versions.parse_spec(self.default, allow_ranges=True)
-        if (
-            default.kind == "alias"
-            and default.text not in self.aliases
-            and default.text != "latest"
-        ):
-            raise ValueError(f"default {self.default!r} is not an alias of this feature")
-        expanded = self.expand(None)
-        if known and expanded is not None and versions.best_match(known, [expanded]) is None:
-            raise ValueError(f"default {self.default!r} matches no known version")
-        env_names: dict[str, str] = {}
-        for name in self.options:
-            if not requests.OPTION_RE.fullmatch(name):
-                raise ValueError(f"option name {name!a}: letters, digits and '_' only")
-            env_name = option_env_name(name)
-            why = environ.reserved(env_name)
-            if why is not None:
-                raise ValueError(
-                    f"option {name!r} would set the variable {env_name}, which options may "
-                    f"not set ({why}); rename the option"
-                )
-            if env_name in env_names:
-                raise ValueError(
-                    f"options {env_names[env_name]!r} and {name!r} both become {env_name}; "
-                    "rename one"
-                )
-            env_names[env_name] = name
-        for method in self.install:
-            for pattern in method.platforms:
-                if not any(patterns.covers(p, pattern) for p in self.platforms):
-                    raise ValueError(
-                        f"{method.method} method platform {pattern!r} is not among the "
-                        f"feature's platforms ({', '.join(self.platforms)})"
-                    )
-            self._check_method(method, var_keys)
-        relocatable = any(m.method != "system" for m in self.install)
-        if relocatable and not known:
-            raise ValueError("a feature with archive, pip, npm or script methods needs versions")
-        if not relocatable and known:
-            raise ValueError("a system-only feature has the distribution's version; drop versions")
-        base = templates.BUILTIN | {"prefix"} | {k for keys in var_keys for k in keys}
-        envs = [("", self.env, self.check)] + [
-            (f"{m.method} method ", m.env, m.check) for m in self.install
-        ]
-        for where, env, check in envs:
-            for name, value in env.vars.items() if env else ():
-                templates.check(value, base, where=f"{where}env.vars.{name}")
-            if check:
-                if not self.versioned and "version" in templates.fields(check.expect):
-                    raise ValueError(
-                        f"{where}check.expect uses {{version}}, but a system package's version "
-                        "is the distribution's"
-                    )
-                templates.check(check.expect, base, where=f"{where}check.expect")
-        if self.gpu:
-            self._check_gpu(self.gpu, known)
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _whole(cls, data: Any, handler: ModelWrapValidatorHandler[Feature]) -> Feature:
+        # Every problem at once: when the schema fails, the rules still run over the
+        # fields that passed it, and both come out as one error.
+        try:
+            feature = handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict):
+                raise
+            partial, valid = _partial(data, exc)
+            found = findings.Findings()
+            for needs, rule in rules.RULES:
+                if needs <= valid:
+                    rule(partial, found)
+            if not found.items:
+                raise
+            raise findings.reraise(cls.__name__, exc, found) from None
+        found = findings.Findings()
+        for _, rule in rules.RULES:
+            rule(feature, found)
+        found.raise_if_any(cls.__name__)
+        return feature
 
-    def _check_gpu(self, gpu: Gpu, known: list[str]) -> None:
-        allowed = templates.BUILTIN if known else {"os", "arch", "libc"}
-        templates.check(gpu.cuda, allowed, where="gpu.cuda")
-        for version in known or ["0"]:
-            sample = {
-                **templates.version_fields(version),
-                "os": "linux",
-                "arch": "x64",
-                "libc": "glibc",
-            }
-            rendered = templates.render(gpu.cuda, sample)
-            if not re.fullmatch(r"(?a:\d+\.\d+(\.\d+)?)", rendered):
-                raise ValueError(
-                    f"gpu.cuda {gpu.cuda!r} gives {rendered!r} for {version}; expected a CUDA "
-                    "version such as 12.4"
-                )
 
-    def _check_method(self, method: Any, var_keys: set[frozenset[str]]) -> None:
-        allowed = templates.BUILTIN | {k for keys in var_keys for k in keys}
-        where = f"{method.method} method"
-        if isinstance(method, methods.SystemMethod):
-            for manager, names in method.packages.items():
-                for name in names:
-                    try:
-                        packagers.check_package_name(manager, name)
-                    except model.PlatformError as exc:
-                        raise ValueError(str(exc)) from None
-        if isinstance(method, methods.ArchiveMethod):
-            if not method.checksum_url:
-                for version in self.version_list():
-                    table = method.sha256.get(version, {})
-                    for pattern in method.platforms:
-                        if not any(patterns.covers(p, pattern) for p in table):
-                            raise ValueError(
-                                f"{where}: no sha256 for {version} on {pattern} and no "
-                                "checksum_url to fall back on"
-                            )
-            url_allowed = allowed | ({"target"} if method.targets else set())
-            templates.check(method.url, url_allowed, where=f"{where} url")
-            if method.checksum_url:
-                templates.check(method.checksum_url, url_allowed, where=f"{where} checksum_url")
-            for version in method.sha256:
-                if version not in self.version_list():
-                    raise ValueError(f"{where}: sha256 given for unknown version {version!r}")
-        elif isinstance(method, methods.PipMethod | methods.NpmMethod):
-            for package in method.packages:
-                templates.check(package, allowed, where=f"{where} package")
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = Feature.model_fields[name]
+    # The field's own constraints (min_length...) come with it.
+    form: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    return TypeAdapter(form)
+
+
+def _partial(data: dict[str, Any], exc: ValidationError) -> tuple[Feature, frozenset[str]]:
+    """A feature of the fields that passed the schema, and their names (for the rules)."""
+    failed = {str(e["loc"][0]) for e in exc.errors(include_url=False) if e["loc"]}
+    values: dict[str, Any] = {}
+    for name, field in Feature.model_fields.items():
+        if name in failed:
+            continue
+        if name in data:
+            try:
+                values[name] = _field_adapter(name).validate_python(data[name])
+            except ValidationError:
+                continue  # reported by the schema already
+        elif not field.is_required():
+            values[name] = field.get_default(call_default_factory=True)
+    return Feature.model_construct(**values), frozenset(values)
+
+
+SHAPES: problems.Shapes = {
+    ("versions", "*"): "a version such as 1.2.3, or a map of version and vars",
+    ("aliases",): "a map of alias to version",
+    ("options",): "a map of option name to its type, default and description",
+    ("options", "*"): "a map of type, default, description, enum and proposals",
+    ("install", "*"): "a map with method, platforms and the method's keys",
+    ("install", "*", "sha256"): "a map of version to platform to sha256",
+    ("install", "*", "sha256", "*"): "a map of platform to sha256",
+    ("install", "*", "targets"): "a map of platform to the upstream's name for it",
+    ("install", "*", "packages"): "a map of package manager to a list of packages",
+    ("env", "vars"): "a map of variable name to value",
+    ("install", "*", "env", "vars"): "a map of variable name to value",
+}
+"""What the manifest's maps hold, for "expected ..." in a type error."""

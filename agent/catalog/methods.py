@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from agent.catalog import patterns
+from agent.catalog import findings, patterns
 
 PackageManager = Literal["apt", "dnf", "yum", "zypper", "apk", "pacman", "brew", "choco", "winget"]
 
@@ -91,6 +91,15 @@ def _check_env_value(value: str) -> str:
     if not value.isprintable():
         raise ValueError(f"{value[:80]!a}: control characters are not allowed in a value")
     return value
+
+
+def is_relative_path(value: str) -> bool:
+    """Whether ``value`` keeps the rule of :data:`RelativePath` (before the schema runs)."""
+    try:
+        _check_relative(value)
+    except ValueError:
+        return False
+    return True
 
 
 PackageName = Annotated[str, AfterValidator(_check_package)]
@@ -170,11 +179,18 @@ class SystemMethod(_Method):
 
     @model_validator(mode="after")
     def _repos_are_https(self) -> SystemMethod:
-        urls = [(r.name, u) for r in self.apt_repositories for u in (r.uri, r.key_url)]
-        urls += [(r.name, u) for r in self.rpm_repositories for u in (r.baseurl, r.gpgkey)]
-        for name, url in urls:
+        found = findings.Findings()
+        urls: list[tuple[findings.Loc, str]] = []
+        for i, apt in enumerate(self.apt_repositories):
+            urls += [(("apt_repositories", i, "uri"), apt.uri)]
+            urls += [(("apt_repositories", i, "key_url"), apt.key_url)]
+        for i, rpm in enumerate(self.rpm_repositories):
+            urls += [(("rpm_repositories", i, "baseurl"), rpm.baseurl)]
+            urls += [(("rpm_repositories", i, "gpgkey"), rpm.gpgkey)]
+        for loc, url in urls:
             if not url.startswith("https://"):
-                raise ValueError(f"repository {name}: {url!r} is not an https URL")
+                found.add(loc, f"{url!r} is not an https URL")
+        found.raise_if_any(type(self).__name__)
         return self
 
 
@@ -201,20 +217,28 @@ class ArchiveMethod(_Method):
 
     @model_validator(mode="after")
     def _verifiable(self) -> ArchiveMethod:
+        found = findings.Findings()
         if not self.sha256 and not self.checksum_url:
-            raise ValueError("an archive needs sha256 checksums or a checksum_url")
+            found.add((), "an archive needs sha256 checksums or a checksum_url")
         if "{target}" in self.url:
-            for pattern in self.platforms:
-                if not any(patterns.covers(t, pattern) for t in self.targets):
-                    raise ValueError(
-                        f"the url uses {{target}} but targets has no entry covering {pattern!r}"
-                    )
-        for url in (self.url, self.checksum_url):
-            if url and not self.allow_insecure and not url.startswith("https://"):
-                raise ValueError(
-                    f"{url!r} is not an https URL; use https, or set allow_insecure: true "
-                    "for a mirror you trust"
+            gaps = [
+                repr(p)
+                for p in self.platforms
+                if not any(patterns.covers(t, p) for t in self.targets)
+            ]
+            if gaps:  # one cause, one problem: at the targets, or at the url without them
+                found.add(
+                    ("targets",) if self.targets else ("url",),
+                    f"the url uses {{target}} but targets has no entry covering {', '.join(gaps)}",
                 )
+        for key, url in (("url", self.url), ("checksum_url", self.checksum_url)):
+            if url and not self.allow_insecure and not url.startswith("https://"):
+                found.add(
+                    (key,),
+                    f"{url!r} is not an https URL; use https, or set allow_insecure: true "
+                    "for a mirror you trust",
+                )
+        found.raise_if_any(type(self).__name__)
         return self
 
 

@@ -37,13 +37,16 @@ def fields(template: str) -> set[str]:
     return names
 
 
-def check(template: str, allowed: Iterable[str], *, where: str) -> None:
-    """Raise :class:`TemplateError` if ``template`` uses a name outside ``allowed``."""
+def check(template: str, allowed: Iterable[str], *, where: str = "") -> None:
+    """Raise :class:`TemplateError` if ``template`` uses a name outside ``allowed``.
+
+    ``where`` prefixes the message; leave it out where the problem's key path says it.
+    """
     allowed_set = set(allowed)
     unknown = sorted(fields(template) - allowed_set)
     if unknown:
         raise TemplateError(
-            f"{where}: unknown placeholder {{{unknown[0]}}} in {template!r}; "
+            f"{where + ': ' if where else ''}unknown placeholder {{{unknown[0]}}} in {template!r}; "
             f"known: {', '.join('{' + a + '}' for a in sorted(allowed_set))}"
         )
 

@@ -1,4 +1,4 @@
-"""``runner-agent features list | show | schema`` and ``runner-agent plan``."""
+"""``runner-agent features list | show | schema | validate`` and ``runner-agent plan``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         description="Print the JSON Schema of feature.yaml manifests, for editors.",
     )
     schema.set_defaults(run=run_schema)
+    validate = fsub.add_parser(
+        "validate",
+        help="check feature manifests before they are deployed",
+        description="Check the manifests of catalog folders (<folder>/<id>/feature.yaml) or "
+        "feature folders (<id>/feature.yaml), with their dependencies against the bundled "
+        "catalog, and print every problem as file:line:column: message. Exit 0 when all are "
+        "valid, 1 when one is not, 2 when a folder holds no manifest.",
+    )
+    validate.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+    validate.add_argument(
+        "--no-bundled",
+        action="store_true",
+        help="check dependencies against the given folders alone",
+    )
+    validate.set_defaults(run=run_validate)
 
     plan = sub.add_parser(
         "plan",
@@ -64,7 +79,9 @@ def _catalog(args: argparse.Namespace) -> Any:
     from agent.catalog import loading as catalog_loading
 
     settings = common.settings(args)
-    return catalog_loading.load(catalog_loading.folders_for(settings.catalog)), settings
+    # Not logged: the commands print the problems they concern, once.
+    folders = catalog_loading.folders_for(settings.catalog)
+    return catalog_loading.load(folders, log=False), settings
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -123,6 +140,46 @@ def run_schema(args: argparse.Namespace) -> int:
     from agent.catalog import manifest
 
     print(json.dumps(manifest.Feature.model_json_schema(), indent=2))
+    return common.EXIT_OK
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Check manifests; print every problem."""
+    from agent.catalog import loading as catalog_loading
+    from agent.config import paths
+
+    def manifests(folder: Path) -> int:
+        try:
+            return sum(1 for e in folder.iterdir() if (e / catalog_loading.MANIFEST).is_file())
+        except OSError:
+            return 0
+
+    catalogs: list[Path] = []
+    features: list[Path] = []
+    for folder in args.folders:
+        if (folder / catalog_loading.MANIFEST).is_file():
+            features.append(folder)
+        elif manifests(folder):
+            catalogs.append(folder)
+        else:
+            return common.fail(
+                f"{folder} holds no {catalog_loading.MANIFEST}, nor folders that do; give a "
+                "catalog folder (<folder>/<id>/feature.yaml) or a feature folder",
+                common.EXIT_USAGE,
+            )
+    bundled = [] if args.no_bundled else [paths.bundled_catalog()]
+    catalog = catalog_loading.load([*bundled, *catalogs], features=features, log=False)
+    for problem in catalog.problems:
+        print(problem)
+    checked = len(features) + sum(manifests(c) for c in catalogs)
+    broken = len({p.feature for p in catalog.problems})
+    if broken:
+        print(
+            f"{len(catalog.problems)} problem(s) in {broken} of {checked} manifest(s)",
+            file=sys.stderr,
+        )
+        return common.EXIT_BAD
+    print(f"{checked} manifest(s) valid", file=sys.stderr)
     return common.EXIT_OK
 
 

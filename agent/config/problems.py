@@ -3,16 +3,20 @@
 Policy: every problem names its source (``file:line:column`` or the environment variable),
 the key path, the bad value (escaped and short, however big the value was) and the
 expected form. pydantic's errors are turned into problems here, with the noise of union
-branches and "needs at least one item" echoes dropped.
+branches and "needs at least one item" echoes dropped, pydantic's type words put as a
+person writes YAML ("expected a list", "expected a map"), and a misspelt key answered
+with the closest key allowed there.
 """
 
 from __future__ import annotations
 
+import difflib
 import reprlib
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +24,15 @@ from agent.config import models
 
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 """Positions in a YAML file: key path -> (line, column), 1-based."""
+
+Loc = tuple[str | int, ...]
+
+QUOTED = "value_quoted"
+"""The error type of a rule whose message already quotes the bad value: no "got ..."."""
+
+Shapes = Mapping[tuple[str | int, ...], str]
+"""What a key path holds, in words ("a map of version to platform to sha256"), for the
+type errors there; ``"*"`` in a pattern stands for any one key or index."""
 
 
 @dataclass(frozen=True)
@@ -59,20 +72,124 @@ def dotted(path: tuple[str | int, ...]) -> str:
     return out
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
-    """The field names allowed at ``loc`` (the parent of an unknown key), if a model."""
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _union(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return ()
+
+
+def _tags(branch: Any) -> set[str]:
+    """What pydantic may name ``branch`` by in a location: its class or its literal tag."""
+    branch = _unwrap(branch)
+    if not (isinstance(branch, type) and issubclass(branch, BaseModel)):
+        return set()
+    tags = {branch.__name__}
+    for field in branch.model_fields.values():
+        if typing.get_origin(field.annotation) is typing.Literal and field.is_required():
+            tags.update(str(v) for v in typing.get_args(field.annotation))
+    return tags
+
+
+def walk(model: type[BaseModel], loc: Loc) -> tuple[Loc, list[str] | None]:
+    """``loc`` without pydantic's union branch tags, and the keys allowed where it ends.
+
+    The walk follows the model's annotations (models, maps, lists, unions); where it
+    cannot, a part that looks like a branch tag (``str``, a class name) is dropped.
+    """
+    clean: list[str | int] = []
+    annotation: Any = model
     parts = list(loc)
     while parts:
-        field = model.model_fields.get(str(parts.pop(0)))
-        annotation = field.annotation if field else None
-        if typing.get_origin(annotation) is dict and parts:
-            # A map of models (services.<name>): the key is a name, the value a model.
-            parts.pop(0)
+        part = parts.pop(0)
+        annotation = _unwrap(annotation) if annotation is not None else None
+        branches = _union(annotation)
+        if branches:
+            chosen = [b for b in branches if isinstance(part, str) and part in _tags(b)]
+            if chosen:
+                annotation = chosen[0]
+                continue  # the part was a branch tag
+            if _is_union_tag(part):
+                annotation = None
+                continue
+            annotation = branches[0] if len(branches) == 1 else None
+            if annotation is not None:
+                parts.insert(0, part)
+                continue
+        elif annotation is None and _is_union_tag(part):
+            continue
+        clean.append(part)
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field else None
+        elif origin in (dict, Mapping):
             annotation = typing.get_args(annotation)[1]
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return list(model.model_fields)
+        elif origin in (tuple, list, set, frozenset):
+            annotation = typing.get_args(annotation)[0]
+        else:
+            annotation = None
+    annotation = _unwrap(annotation) if annotation is not None else None
+    if len(_union(annotation)) == 1:
+        annotation = _unwrap(_union(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return tuple(clean), list(annotation.model_fields)
+    return tuple(clean), None
+
+
+def _shape(loc: Loc, shapes: Shapes) -> str | None:
+    for pattern, words in shapes.items():
+        if len(pattern) == len(loc) and all(
+            p in ("*", part) for p, part in zip(pattern, loc, strict=True)
+        ):
+            return words
+    return None
+
+
+_TYPE_WORDS = {
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "frozen_set_type": "a list",
+    "dict_type": "a map",
+    "model_type": "a map",
+    "model_attributes_type": "a map",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _expected(err: Any, loc: Loc, model: type[BaseModel], shapes: Shapes) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        # The raw location: its branch tags say which model of a union holds the key.
+        _, allowed = walk(model, tuple(err["loc"])[:-1])
+        if not allowed:
+            return "unknown key"
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key; expected one of: {', '.join(allowed)}{hint}"
+    if kind == "missing":
+        return "this field is required"
+    if kind in _TYPE_WORDS:
+        return f"expected {_shape(loc, shapes) or _TYPE_WORDS[kind]}"
+    if kind in ("union_tag_invalid", "literal_error"):
+        # A misspelt method or option type: the choices are in pydantic's context.
+        ctx = err.get("ctx") or {}
+        listed = str(ctx.get("expected_tags", ctx.get("expected", ""))).replace(" or ", ",")
+        known = [t.strip(" '") for t in listed.split(",") if t.strip(" '")]
+        got = ctx.get("tag") if kind == "union_tag_invalid" else err.get("input")
+        close = difflib.get_close_matches(str(got), known, n=1, cutoff=0.6)
+        if close:
+            return f"{err['msg']}; did you mean {close[0]!r}?"
+    message = str(err["msg"])
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 
 
 _SHOW = reprlib.Repr()
@@ -111,9 +228,13 @@ def _wrong_branch(err: Any, exc: ValidationError) -> bool:
     if not tags or tags[-1] != len(loc) - 1 or not str(err["type"]).endswith("_type"):
         return False
     parent = loc[: tags[-1]]
-    # Another branch got further into the value: its error is the one that helps.
+    # Another branch got further into the value, or has a rule to tell (a string that is
+    # no version, beside "not a mapping" from the {version, vars} branch): its error is
+    # the one that helps.
     return any(
-        tuple(o["loc"])[: len(parent)] == parent and len(o["loc"]) > len(loc)
+        tuple(o["loc"])[: len(parent)] == parent
+        and tuple(o["loc"]) != loc
+        and (len(o["loc"]) > len(loc) or not str(o["type"]).endswith("_type"))
         for o in exc.errors(include_url=False)
     )
 
@@ -125,29 +246,23 @@ def problems_from(
     marks: Marks | None = None,
     env_sources: Mapping[tuple[str, ...], str] | None = None,
     model: type[BaseModel] = models.Settings,
+    shapes: Shapes | None = None,
 ) -> list[Problem]:
     """Turn a pydantic error on data from ``source`` into positioned problems."""
     problems = []
     errors = [e for e in exc.errors(include_url=False) if not _wrong_branch(e, exc)]
-    locs = [tuple(e["loc"]) for e in errors]
-    for err in errors:
-        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+    locs = [walk(model, tuple(e["loc"]))[0] for e in errors]
+    for err, loc in zip(errors, locs, strict=True):
         if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
             continue  # "needs at least 1 item" only echoes the bad items reported below it
         where = locate(loc, source, marks or {}, env_sources or {})
-        expected = err["msg"]
-        if err["type"] == "extra_forbidden":
-            allowed = _fields_at(model, loc[:-1])
-            expected = "unknown key" + (
-                f"; expected one of: {', '.join(allowed)}" if allowed else ""
-            )
-        elif err["type"] == "missing":
-            expected = "this field is required"
-        elif expected.startswith("Value error, "):
-            expected = expected[len("Value error, ") :]
+        expected = _expected(err, loc, model, shapes or {})
         # A whole mapping (a model-level rule) says nothing the message does not.
         bad = err.get("input")
-        value = "" if err["type"] == "missing" or isinstance(bad, dict) else show(bad)
+        quiet = err["type"] in ("missing", QUOTED) or isinstance(bad, dict)
+        value = "" if quiet else show(bad)
+        if isinstance(bad, str) and value and value in expected:
+            value = ""  # the message quotes it already: say it once
         problems.append(Problem(where, dotted(loc), value, expected))
     return problems
 

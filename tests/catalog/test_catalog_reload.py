@@ -42,7 +42,10 @@ async def test_the_features_answer_right_after_a_reload_holds_the_new_folder(
     config["catalog"] = {"bundled": False, "paths": [str(folder)]}
     agent = start_agent.start(config)
     agent.wait_for(lambda: "1 features" in catalog_message(agent), what="the first catalog")
-    factories.write(folder, factories.archive_feature("second"))
+    # Enough new manifests that loading them takes a while: an answer that came before
+    # the catalog was in force would show.
+    for n in range(200):
+        factories.write(folder, factories.archive_feature(f"new{n:03}"))
     connector = aiohttp.UnixConnector(path=str(agent.socket))
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.post("http://agent/v1/reload", json={"reason": "test"}) as resp:
@@ -50,4 +53,4 @@ async def test_the_features_answer_right_after_a_reload_holds_the_new_folder(
         # The reload has answered: the catalog it promised is the one served now.
         async with session.get("http://agent/v1/features") as resp:
             body = await resp.json()
-    assert sorted(f["id"] for f in body["features"]) == ["first", "second"]
+    assert len(body["features"]) == 201

@@ -164,3 +164,60 @@ def test_plan_with_an_environment_the_team_file_does_not_define(tmp_path: Path) 
     data = json.loads(proc.stdout)
     assert data["features"][0]["version"].startswith("20.")
     assert any("'prod' (features.environment) is not defined" in w for w in data["warnings"])
+
+
+BROKEN = """\
+id: tool
+name: Tool
+versoins: ["1.0.0"]
+versions: ["1.0.0", "1.x"]
+options:
+  flavour: {type: string, default: big, enum: [small]}
+platforms: [linux]
+install:
+  - method: archive
+    platforms: [linux/x64, darwin/arm64]
+    url: https://example.invalid/{version}.tar.gz
+    checksum_url: https://example.invalid/{version}/SHA256SUMS
+"""
+
+
+def test_features_validate_exits_0_1_and_2(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    factories.write(good, factories.archive_feature("mine"))
+    proc = cli("features", "validate", str(good))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert cli("features", "validate", str(good / "mine")).returncode == 0  # a feature folder
+
+    bad = tmp_path / "bad"
+    factories.write(bad, BROKEN, name="tool")
+    factories.write(bad, factories.archive_feature("fine"))
+    proc = cli("features", "validate", str(good), str(bad))
+    assert proc.returncode == 1
+    manifest = bad / "tool" / "feature.yaml"
+    assert [line.split(": ")[0] for line in proc.stdout.splitlines()] == [
+        f"{manifest}:3:1",
+        f"{manifest}:4:21",
+        f"{manifest}:6:27",
+        f"{manifest}:10:28",
+    ]
+    assert "did you mean 'versions'?" in proc.stdout
+
+    proc = cli("features", "validate", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert "holds no feature.yaml" in proc.stderr
+    assert cli("features", "validate").returncode == 2
+
+
+def test_features_list_prints_each_problem_once(tmp_path: Path) -> None:
+    factories.write(tmp_path / "extra", BROKEN, name="tool")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"catalog:\n  paths: [{tmp_path / 'extra'}]\n")
+    proc = cli("features", "list", "--config", str(config))
+    assert proc.returncode == 0
+    output = proc.stdout + proc.stderr
+    for fragment in ("versoins", "'1.x' is not a concrete", "default 'big'", "darwin/arm64"):
+        assert output.count(fragment) == 1, output
+    disabled = [line for line in proc.stderr.splitlines() if line.startswith("DISABLED tool:")]
+    assert len(disabled) == 4
