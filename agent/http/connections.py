@@ -52,6 +52,8 @@ MIN_CONNECTIONS = 16
 MAX_LINE = 8190
 """aiohttp's limit on the request line and on each header, in bytes."""
 _CAP_WARNING_EVERY = 60.0
+_QUOTES = re.compile(r"""b'|["\\]|'.*'|:\s""")
+"""What a parser message that quotes the request shows."""
 
 if not hasattr(web.RequestHandler, "_handle_request"):  # pragma: no cover - aiohttp upgrade
     # Without it no connection would ever look busy: the header timeout would cut long
@@ -60,8 +62,6 @@ if not hasattr(web.RequestHandler, "_handle_request"):  # pragma: no cover - aio
         "this aiohttp has no RequestHandler._handle_request, which agent.http.connections "
         "wraps; pin aiohttp to a version it supports (see pyproject.toml)"
     )
-_QUOTES = re.compile(r"""b'|["\\]|'.*'|:\s""")
-"""What a parser message that quotes the request shows."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,15 @@ class Limits:
 def raise_open_files() -> int:
     """Raise the soft ``RLIMIT_NOFILE`` toward the hard limit; return the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    ceiling = SOFT_LIMIT_CEILING if hard == resource.RLIM_INFINITY else hard
-    target = min(ceiling, SOFT_LIMIT_CEILING)
-    if soft != resource.RLIM_INFINITY and soft < target:
+    infinite = resource.RLIM_INFINITY
+    target = SOFT_LIMIT_CEILING if hard == infinite else min(hard, SOFT_LIMIT_CEILING)
+    if soft != infinite and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError) as exc:  # a sandbox may refuse; the caps adapt
             logger.debug("could not raise the open-files limit to %d: %s", target, exc)
-    return SOFT_LIMIT_CEILING if soft == resource.RLIM_INFINITY else int(soft)
+    return SOFT_LIMIT_CEILING if soft == infinite else int(soft)
 
 
 def limits(server: models.ServerSettings) -> Limits:
@@ -117,11 +117,7 @@ class Guard:
         self.name = name
         self.limits = limits
         self._held: OrderedDict[GuardedHandler, None] = OrderedDict()
-        self.evicted = 0
         self._warned_at = -_CAP_WARNING_EVERY
-
-    def __len__(self) -> int:
-        return len(self._held)
 
     def admit(self, conn: GuardedHandler) -> bool:
         """Hold ``conn``, closing the connection idle longest if at the cap; False if
@@ -155,7 +151,6 @@ class Guard:
         if victim is None:
             return False
         del self._held[victim]
-        self.evicted += 1
         victim.force_close()
         return True
 

@@ -17,6 +17,11 @@ def test_every_default_is_pinned() -> None:
             "max_request_bytes": 1048576,
             "shutdown_grace_seconds": 20.0,
             "config_poll_seconds": 2.0,
+            "idle_timeout_seconds": 60.0,
+            "header_timeout_seconds": 10.0,
+            "body_timeout_seconds": 30.0,
+            "max_connections": 1024,
+            "fd_reserve": 256,
         },
         "cache": {
             "root": "/var/lib/runner-agent/store",
@@ -80,6 +85,10 @@ def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
         "server.socket_group",
         "server.api_tcp_address",
         "server.shutdown_grace_seconds",
+        "server.idle_timeout_seconds",
+        "server.header_timeout_seconds",
+        "server.max_connections",
+        "server.fd_reserve",
         "cache.root",
         "cache.lock_backend",
     ]
