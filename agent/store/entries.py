@@ -11,6 +11,7 @@ wherever the volume is mounted.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
         known = cached[1]
         if known.feature == feature and known.version == version and entry.path.is_dir():
             return known
+    _no_links_on_the_way(entry)
     try:
         receipt = receipts.read(entry)
     except layout.StoreError as exc:
@@ -103,6 +105,23 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
         )
     _verified[entry.key] = (marker, receipt)
     return receipt
+
+
+def _no_links_on_the_way(entry: layout.Entry) -> None:
+    """Refuse an entry reached through a link (``<tool>``, ``<version>`` or the entry
+    folder itself): it is not the store's, and a job must not be handed a path out of
+    it. Checked when an entry is verified, not on every hit."""
+    for path in (entry.path.parent.parent, entry.path.parent, entry.path):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return  # gone: the checks after this one say so
+        if stat.S_ISLNK(mode):
+            raise layout.StoreError(
+                f"{path} is a symlink; the store only holds real folders, so {entry.key} "
+                "is left alone: remove the link by hand (someone who can write the store "
+                "planted it)"
+            )
 
 
 def find(store: layout.Store, step: wire.ToolStep) -> Installed | None:

@@ -12,7 +12,8 @@ Policy:
   an operator) and are never the agent's to delete;
 - :class:`Tally` keeps the bytes and entries of ``ok``-by-marker entries up to date by
   re-reading only receipts that changed since the last refresh (a new inode or size), so
-  a refresh of 10,000 entries is two ``stat()`` calls each and :meth:`Tally.snapshot`,
+  a refresh of 10,000 entries is four ``stat()`` calls each (the receipt, and the
+  marker through real folders only) and :meth:`Tally.snapshot`,
   what ``/metrics`` reads, costs nothing.
 """
 

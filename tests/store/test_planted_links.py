@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from agent.cli.client import request as unix_request
-from agent.store import evicting, janitor, layout, locks
+from agent.store import entries, evicting, janitor, layout, locks
 from tests.support import fixtures
 from tests.support.agentproc import Agent, Starter, run_cli
 from tests.support.server import Server
@@ -203,3 +203,14 @@ def test_an_agent_never_removes_or_logs_through_a_link(
     assert status == 200
     assert snapshot(outside) == before
     assert "cannot append to the janitor log" in agent.logs()
+
+
+def test_an_entry_reached_through_a_link_is_never_handed_out(
+    tmp_path: Path, http_server: Server
+) -> None:
+    root, outside = tool_folder_moved_out(tmp_path, http_server, "tool")
+    before = snapshot(outside)
+    entries._verified.clear()  # a fresh process: the entry is verified again
+    with pytest.raises(layout.StoreError, match="node is a symlink"):
+        fixtures.ensure_node(root, http_server)
+    assert snapshot(outside) == before
