@@ -90,7 +90,10 @@ class Redact(logging.Filter):
     """Redact credentials from a record before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: emit() reports it as logging does
+            return True
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
