@@ -58,7 +58,7 @@ from typing import Literal
 from agent.install import confine, confine_uids, watching
 from agent.kits import procs
 from agent.platform import plans as wire
-from agent.store import layout
+from agent.store import layout, nofollow
 
 MOUNT = "/run/runner-agent-sandbox"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
@@ -291,52 +291,64 @@ def _identity(settings: ScriptSettings, staging: Path) -> Iterator[tuple[int, in
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.lchown(path, uid, gid)
-    for folder, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(folder, name), uid, gid)
+    top = os.open(path, _DIR)
+    try:
+        os.fchown(top, uid, gid)
+        for _, dirs, files, dirfd in nofollow.walk(top):
+            for name in dirs + files:
+                os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+    finally:
+        os.close(top)
 
 
 def _reclaim(tree: Path) -> None:
     """Own everything again, drop set-id bits and write bits for group and others;
     refuse special files.
 
-    Top-down, each folder is the agent's before anything in it is looked at, so nothing
-    in it can be swapped afterwards; modes change through a descriptor opened without
-    following links, never through a path that could have become a link.
+    Walked by descriptor (:func:`agent.store.nofollow.walk`), top-down: each folder is
+    the agent's before anything in it is looked at, so nothing in it can be swapped
+    afterwards, and a folder swapped for a link is never entered; modes change through
+    a descriptor opened without following links, checked to be the file that was listed.
     """
     uid, gid = os.geteuid(), os.getegid()
-    os.lchown(tree, uid, gid)
-    root = os.lstat(tree)
-    if root.st_mode & _LOOSE:
-        _tighten(str(tree), root)
-    for folder, dirs, files in os.walk(tree):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            st = os.lstat(path)
-            os.lchown(path, uid, gid)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-                os.unlink(path)
-                raise ScriptError(
-                    f"the script left {os.path.relpath(path, tree)}, which is neither a file, "
-                    "a folder nor a link; entries hold only those"
-                )
-            if st.st_mode & _LOOSE:
-                _tighten(path, st)
+    top = os.open(tree, _DIR)
+    try:
+        os.fchown(top, uid, gid)
+        root = os.fstat(top)
+        if root.st_mode & _LOOSE:
+            os.fchmod(top, stat.S_IMODE(root.st_mode) & ~_LOOSE)
+        for folder, dirs, files, dirfd in nofollow.walk(top):
+            for name in dirs + files:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                    os.unlink(name, dir_fd=dirfd)
+                    raise ScriptError(
+                        f"the script left {os.path.normpath(os.path.join(folder, name))}, "
+                        "which is neither a file, a folder nor a link; entries hold only those"
+                    )
+                if st.st_mode & _LOOSE:
+                    _tighten(dirfd, name, st, folder)
+    finally:
+        os.close(top)
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 _LOOSE = stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH
 """Bits a published entry never keeps: set-id, and write for anyone but its owner."""
 
 
-def _tighten(path: str, st: os.stat_result) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def _tighten(dirfd: int, name: str, st: os.stat_result, folder: str) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
     try:
         now = os.fstat(fd)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise ScriptError(f"{path} changed while the agent reclaimed it; not installing it")
+            where = os.path.normpath(os.path.join(folder, name))
+            raise ScriptError(f"{where} changed while the agent reclaimed it; not installing it")
         os.fchmod(fd, stat.S_IMODE(now.st_mode) & ~_LOOSE)
     finally:
         os.close(fd)

@@ -229,3 +229,23 @@ def test_the_check_runs_confined_on_what_the_build_left(tmp_path: Path) -> None:
     assert entry.receipt.check.startswith("ok: checked as ")
     assert entry.receipt.check != "ok: checked as 0"  # not root
     assert not (entry.entry.path / "bin" / "tool.touched").exists()
+
+
+def test_reclaiming_never_reaches_through_a_link(tmp_path: Path) -> None:
+    from agent.install import sandbox
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    loose = outside / "loose"
+    loose.write_text("x")
+    loose.chmod(0o4777)
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "tool").write_text("#!/bin/sh\n")
+    (tree / "bin" / "tool").chmod(0o6777)
+    (tree / "link").symlink_to(outside, target_is_directory=True)
+    (tree / "bin" / "file-link").symlink_to(loose)
+    sandbox._reclaim(tree)
+    assert stat.S_IMODE((tree / "bin" / "tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o4777  # through neither link
+    assert (tree / "link").is_symlink()
