@@ -382,3 +382,20 @@ def test_the_server_stops_promptly_and_leaves_no_threads_even_mid_stall(
 
     assert set(threading.enumerate()) == before
     assert time.monotonic() - started < 5
+
+
+def test_a_link_planted_for_a_cache_folder_sends_nothing_outside(
+    http_server: Server, cache: DownloadCache, tmp_path: Path
+) -> None:
+    url = http_server.route("/tool.tgz", ok(BODY))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache.root.mkdir()
+    (cache.root / DIGEST[:2]).symlink_to(outside, target_is_directory=True)
+    # A file planted where the digest points is no cache hit either.
+    (outside / DIGEST).write_bytes(b"planted")
+    assert cache.get(DIGEST) is None
+    with pytest.raises(DownloadError, match="is a symlink|symlink"):
+        downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
+    assert sorted(p.name for p in outside.iterdir()) == [DIGEST]
+    assert (outside / DIGEST).read_bytes() == b"planted"

@@ -22,7 +22,8 @@ import http.client
 import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,7 @@ import tenacity
 from agent.install.fetch import transport
 from agent.install.fetch.transport import DownloadError, Policy
 from agent.kits import progress
+from agent.store import nofollow
 
 __all__ = ["DownloadError", "Policy"]
 
@@ -85,7 +87,17 @@ class DownloadCache:
 
     def get(self, sha256: str) -> Path | None:
         path = self.path_for(sha256)
-        return path if path.is_file() else None
+        try:
+            fd = nofollow.open_dir(self.root, (path.parent.name,))
+        except OSError:  # missing, or a link planted for a folder: not a hit
+            return None
+        try:
+            st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return path if stat.S_ISREG(st.st_mode) else None
 
 
 def fetch(
@@ -140,12 +152,16 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
 def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: Policy) -> Artifact:
     # With the digest known the temp file sits in its final folder; otherwise in the root.
     # Both are on the cache's file system, so the rename is atomic.
-    folder = cache.path_for(sha256).parent if sha256 else cache.root
+    # Every folder is opened by descriptor, never through a link (agent.store.nofollow):
+    # a link planted at downloads/<xx> must not send archives out of the store.
+    parts = (cache.path_for(sha256).parent.name,) if sha256 else ()
     digest = hashlib.sha256()
     temp: str | None = None
+    folder = -1
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
+        folder = nofollow.open_dir(cache.root, parts, create=True)
+        temp = f".{secrets.token_hex(8)}.partial"
+        descriptor = os.open(temp, _NEW, 0o644, dir_fd=folder)
         with os.fdopen(descriptor, "wb") as out:
 
             def sink(chunk: bytes) -> None:
@@ -159,18 +175,26 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
         if sha256 is not None and actual != sha256:
             raise transport.ChecksumMismatch(url, expected=sha256, actual=actual, size=size)
         final = cache.path_for(actual)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temp, final)
-        temp = None
-        _fsync_folder(final.parent)  # the rename itself must survive a power cut
+        into = nofollow.open_dir(cache.root, (final.parent.name,), create=True)
+        try:
+            os.replace(temp, final.name, src_dir_fd=folder, dst_dir_fd=into)
+            temp = None
+            os.fsync(into)  # the rename itself must survive a power cut
+        finally:
+            os.close(into)
     except OSError as exc:
         problem = f"cannot write to the download cache {cache.root}: {exc}"
         raise transport.fatal(url, problem, "check free space and permissions") from exc
     finally:
-        if temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        if folder >= 0:
+            if temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=folder)
+            os.close(folder)
     return Artifact(final, actual, size, url)
+
+
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _read_small(url: str, policy: Policy) -> bytes:
@@ -297,11 +321,3 @@ def _checksum_lines(body: bytes) -> list[tuple[str, str]]:
 
 def _same_name(listed: str, wanted: str) -> bool:
     return listed == wanted or listed.removeprefix("./") == wanted.removeprefix("./")
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
