@@ -395,7 +395,7 @@ def test_a_link_planted_for_a_cache_folder_sends_nothing_outside(
     # A file planted where the digest points is no cache hit either.
     (outside / DIGEST).write_bytes(b"planted")
     assert cache.get(DIGEST) is None
-    with pytest.raises(DownloadError, match="is a symlink|symlink"):
+    with pytest.raises(DownloadError, match="symlink"):
         downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
     assert sorted(p.name for p in outside.iterdir()) == [DIGEST]
     assert (outside / DIGEST).read_bytes() == b"planted"
