@@ -30,6 +30,9 @@ from agent.config import models
 from agent.http import connections
 
 SOCKET_MODE = 0o660
+BACKLOG = 1024
+"""Connections the kernel queues before the agent accepts them: a burst (a flood, or
+every hook of a busy node at once) waits in the queue instead of a SYN retry's second."""
 
 
 class BindError(Exception):
@@ -77,7 +80,7 @@ async def start_tcp(
     loop = asyncio.get_running_loop()
 
     def opener(factory: Callable[[], asyncio.Protocol]) -> Awaitable[asyncio.AbstractServer]:
-        return loop.create_server(factory, host, port, reuse_address=True, backlog=128)
+        return loop.create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)
 
     site = GuardedSite(runner, f"tcp:{address}", opener, limits or connections.Limits())
     try:
@@ -143,7 +146,7 @@ def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
         if group is not None:
             gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
             os.chown(staging, -1, gid)
-        sock.listen(128)
+        sock.listen(BACKLOG)
         os.replace(staging, path)
     except (OSError, KeyError) as exc:
         sock.close()
@@ -171,7 +174,7 @@ async def start_unix(
     loop = asyncio.get_running_loop()
 
     def opener(factory: Callable[[], asyncio.Protocol]) -> Awaitable[asyncio.AbstractServer]:
-        return loop.create_server(factory, sock=sock, backlog=128)
+        return loop.create_server(factory, sock=sock, backlog=BACKLOG)
 
     site = GuardedSite(runner, f"unix:{path}", opener, limits or connections.Limits())
     try:
