@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.config import models
+from agent.config import models, userpaths
 from agent.http import connections
 
 SOCKET_MODE = 0o660
@@ -118,7 +118,13 @@ def _clear_stale(path: Path) -> None:
 def bind_unix(path: Path, *, group: int | str | None) -> socket.socket:
     """Create, bind and listen on the API unix socket with mode 0660."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if userpaths.is_per_user(path, os.environ):
+            # The per-user default: a folder only this user may enter (never a
+            # predictable path another user could take first).
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BindError(
             f"cannot create {path.parent} for the API socket: {exc.strerror}; "

@@ -32,12 +32,15 @@ class Conditions:
 
     def __init__(self, m: metrics.Metrics | None = None) -> None:
         self._items: dict[str, Condition] = {}
+        self._held: set[str] = set()  # conditions that have held at least once
         self._metrics = m
 
     def set(self, name: str, *, ok: bool, message: str) -> None:
         """Create or update condition ``name``; a change of state, or of the reason a
         failing condition gives, is logged."""
         old = self._items.get(name)
+        if ok:
+            self._held.add(name)
         since = old.since if old is not None and old.ok == ok else time.time()
         self._items[name] = Condition(name=name, ok=ok, message=message, since=since)
         changed = old is None or old.ok != ok
@@ -45,9 +48,11 @@ class Conditions:
         # API socket ...: Permission denied" must reach the log, not only /readyz.
         reason_changed = old is not None and not ok and old.message != message
         if changed or reason_changed:
-            # A condition born failing is just starting (info); a fall from ok, or a new
-            # reason for failing, is a warning.
-            log = logger.info if old is None or (ok and changed) else logger.warning
+            # Until a condition has first held, its reasons are its start (info, but in
+            # the log: "cannot bind ...: Permission denied" is how a start fails); a fall
+            # from ok, or a new reason after one, is a warning.
+            fell = name in self._held and not ok
+            log = logger.warning if fell else logger.info
             log(
                 "condition %s is %s: %s",
                 name,

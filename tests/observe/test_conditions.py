@@ -22,7 +22,8 @@ def test_a_failing_conditions_new_reason_is_logged(caplog: pytest.LogCaptureFixt
     assert logged(caplog) == [(logging.INFO, "condition api is failing: starting")]
     reason = "cannot bind the API socket /run/x/api.sock: Permission denied"
     items.set("api", ok=False, message=reason)
-    assert logged(caplog) == [(logging.WARNING, f"condition api is failing: {reason}")]
+    # Still starting (it never held): in the log at info, not only in /readyz.
+    assert logged(caplog) == [(logging.INFO, f"condition api is failing: {reason}")]
     items.set("api", ok=False, message=reason)
     assert logged(caplog) == []  # the same reason again is not news
     items.set("api", ok=True, message="listening")
@@ -31,3 +32,5 @@ def test_a_failing_conditions_new_reason_is_logged(caplog: pytest.LogCaptureFixt
     assert logged(caplog) == []  # an ok condition's message is for /readyz
     items.set("api", ok=False, message="gone")
     assert logged(caplog) == [(logging.WARNING, "condition api is failing: gone")]
+    items.set("api", ok=False, message="gone for good")
+    assert logged(caplog) == [(logging.WARNING, "condition api is failing: gone for good")]
