@@ -36,14 +36,20 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import sys
 from pathlib import Path
 
+from agent.kits import environ
+
+CHAIN_PATH = environ.DEFAULT_PATH
+
 INIT = r"""
 import fcntl, os, resource, socket, struct, sys
-uid, gid, nproc, net = sys.argv[1:5]
-argv = sys.argv[6:]
+setpriv, path, uid, gid, nproc, net = sys.argv[1:7]
+argv = sys.argv[8:]
+os.environ["PATH"] = path  # the command's own, only now: the chain above ran on the host's
 if net == "none":
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh14x", b"lo", 0)
@@ -53,7 +59,7 @@ child = os.fork()
 if child == 0:
     try:
         resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
-        os.execvp("setpriv", ["setpriv", "--reuid=" + uid, "--regid=" + gid,
+        os.execv(setpriv, [setpriv, "--reuid=" + uid, "--regid=" + gid,
                   "--clear-groups", "--no-new-privs", "--inh-caps=-all",
                   "--bounding-set=-all", "--", *argv])
     except BaseException as exc:
@@ -65,7 +71,9 @@ while True:
         code = os.waitstatus_to_exitcode(status)
         os._exit(code if code >= 0 else 128 - code)
 """
-"""The namespace's init (see the module's policy); argv: uid gid nproc net -- command."""
+"""The namespace's init (see the module's policy); argv: setpriv PATH uid gid nproc net --
+command. ``setpriv`` is an absolute path on the host: the init is root, and the command's
+PATH starts inside the staging folder, where the build could have left a ``setpriv``."""
 
 _GONE_WAIT = 5.0
 
@@ -79,19 +87,34 @@ def command(
     gid: int,
     max_processes: int,
     network: str,
+    command_path: str,
 ) -> list[str]:
-    """The whole chain's argv: ``snippet`` (a shell script run as the init before it
+    """The whole chain's argv (to run with the host's PATH, :data:`CHAIN_PATH`; the init
+    gives the command ``command_path``): ``snippet`` (a shell script run as the init before it
     becomes the init, with ``snippet_args`` and then the init's own argv as its
     arguments) must end by ``exec "$@"``."""
     net = ["--net"] if network == "none" else []
-    init = [sys.executable, "-I", "-S", "-c", INIT, str(uid), str(gid), str(max_processes)]
+    setpriv, unshare, sh = (host_tool(t) for t in ("setpriv", "unshare", "sh"))
+    init = [
+        sys.executable, "-I", "-S", "-c", INIT,
+        setpriv, command_path, str(uid), str(gid), str(max_processes),
+    ]  # fmt: skip
     return [
-        "setpriv", "--pdeathsig", "KILL", "--",
-        "unshare", "--mount", "--propagation", "private", "--ipc", "--pid", *net,
+        setpriv, "--pdeathsig", "KILL", "--",
+        unshare, "--mount", "--propagation", "private", "--ipc", "--pid", *net,
         "--kill-child", "--mount-proc", "--",
-        "sh", "-c", snippet, "sandbox", *snippet_args,
+        sh, "-c", snippet, "sandbox", *snippet_args,
         *init, network, "--", *argv,
     ]  # fmt: skip
+
+
+def host_tool(name: str) -> str:
+    """``name``'s absolute path on the host's own PATH (never the command's: it starts in
+    the staging folder, and every process before the user switch is root)."""
+    found = shutil.which(name, path=environ.DEFAULT_PATH)
+    if found is None:
+        raise FileNotFoundError(f"the script sandbox needs {name} (util-linux); install it")
+    return found
 
 
 def kill_init(unshare_pid: int) -> None:

@@ -64,21 +64,21 @@ MOUNT = "/run/runner-agent-sandbox"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
 
 _SNIPPET = f"""set -eu
-stage=$1 workdir=$2
-shift 2
+stage=$1 workdir=$2 mount=$3
+shift 3
 # Every mount read-only (this namespace only), so a world-writable folder anywhere is
 # no way out; then the staging folder, bound afresh, is the one writable place.
 while read -r _ _ _ _ point _; do
   case "$point" in
     *\\*) echo "sandbox: $point (an escaped name) stays writable" >&2; continue ;;
   esac
-  mount -o remount,bind,ro "$point" 2>/dev/null || echo "sandbox: $point stays writable" >&2
+  "$mount" -o remount,bind,ro "$point" 2>/dev/null || echo "sandbox: $point stays writable" >&2
 done < /proc/self/mountinfo
-mount --bind "$stage" {MOUNT}
-mount -o remount,bind,rw {MOUNT}
+"$mount" --bind "$stage" {MOUNT}
+"$mount" -o remount,bind,rw {MOUNT}
 for d in {" ".join(COVERED)}; do
   if [ -d "$d" ] && [ ! -L "$d" ]; then
-    mount -t tmpfs -o ro,nosuid,nodev,size=4k,mode=0755 runner-agent-sandbox "$d"
+    "$mount" -t tmpfs -o ro,nosuid,nodev,size=4k,mode=0755 runner-agent-sandbox "$d"
   fi
 done
 cd "$workdir"
@@ -222,13 +222,17 @@ def run_confined(
             inside = str(seen / workdir.relative_to(staging))
             command = confine.command(
                 _SNIPPET,
-                [str(staging), inside],
+                [str(staging), inside, confine.host_tool("mount")],
                 command,
                 uid=uid,
                 gid=gid,
                 max_processes=settings.max_processes,
                 network=wanted,
+                command_path=env.get("PATH", confine.CHAIN_PATH),
             )
+            # Root runs the chain up to the user switch: on the host's PATH, never on the
+            # command's, which starts in the staging folder (a planted bin/setpriv).
+            env = {**env, "PATH": confine.CHAIN_PATH}
             before_kill = confine.kill_init
         try:
             done = procs.run(

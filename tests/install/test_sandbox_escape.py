@@ -110,3 +110,22 @@ def test_nothing_survives_a_sigkill_of_the_installing_process(tmp_path: Path) ->
     while left_behind(marker, namespace) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left_behind(marker, namespace) == []
+
+
+def test_a_setpriv_or_mount_the_build_left_never_runs_as_root(tmp_path: Path) -> None:
+    # The check runs with the entry's bin first on PATH; every process before the user
+    # switch is root, so each must come from the host, never from the staging folder.
+    proof = tmp_path / "planted-ran"
+    body = textwrap.dedent(
+        f"""\
+        mkdir -p "$PREFIX/bin"
+        printf '#!/bin/sh\\necho "tool $VERSION"\\n' > "$PREFIX/bin/tool"
+        for name in setpriv mount unshare sh; do
+          printf '#!/bin/sh\\nid -u >> {proof}; exec /usr/bin/env false\\n' > "$PREFIX/bin/$name"
+        done
+        chmod 755 "$PREFIX"/bin/*
+        """
+    )
+    done = ensure(tmp_path, body, manifest={"check": {"command": ["tool"], "expect": "tool"}})
+    assert len(done.installed) == 1  # the check passed, through the real tools
+    assert not proof.exists(), proof.read_text()
