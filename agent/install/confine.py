@@ -96,7 +96,9 @@ def command(
     net = ["--net"] if network == "none" else []
     setpriv, unshare, sh = (host_tool(t) for t in ("setpriv", "unshare", "sh"))
     init = [
-        sys.executable, "-I", "-S", "-c", INIT,
+        # The real interpreter, not a venv's link to it: the venv may sit under /tmp,
+        # which the snippet covers before it runs the init (stdlib only: -I -S).
+        os.path.realpath(sys.executable), "-I", "-S", "-c", INIT,
         setpriv, command_path, str(uid), str(gid), str(max_processes),
     ]  # fmt: skip
     return [
