@@ -7,10 +7,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cli import common
 from agent.config import loading
+
+if TYPE_CHECKING:  # imported where used: commands start fast
+    from agent.catalog import loading as catalog_loading
+    from agent.catalog import resolver
+    from agent.config import models as config_models
+    from agent.platform import model
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -211,7 +217,6 @@ def target_platform(args: argparse.Namespace) -> Any:
 
 def run_plan(args: argparse.Namespace) -> int:
     """Resolve requests and print the plan."""
-    from agent.catalog import requests, resolver, team
     from agent.platform import model
 
     catalog, settings = _catalog(args)
@@ -222,21 +227,40 @@ def run_plan(args: argparse.Namespace) -> int:
     features = settings.features
     if args.environment:
         features = features.model_copy(update={"environment": args.environment})
+    plan = resolve_cli(
+        args.requests, args.team, catalog, target, features, store_root=str(settings.cache.root)
+    )
+    if isinstance(plan, int):
+        return plan
+    sys.stdout.write(plan.to_json())
+    return common.EXIT_OK
+
+
+def resolve_cli(
+    given: list[str],
+    team_path: Path | None,
+    catalog: catalog_loading.Catalog,
+    target: model.Platform,
+    features: config_models.FeaturesSettings,
+    *,
+    store_root: str,
+) -> resolver.Plan | int:
+    """The plan for command-line requests (labels, and ``id@spec`` with full ranges) and
+    an optional team file, as ``plan`` and ``ensure --local`` build it; or, after printing
+    every problem, the exit code."""
+    from agent.catalog import requests, resolver, team
+
     try:
-        team_config = team.load(args.team) if args.team else None
-        labels = [r for r in args.requests if r.lower().startswith(requests.PREFIX)]
+        team_config = team.load(team_path) if team_path else None
+        labels = [r for r in given if r.lower().startswith(requests.PREFIX)]
         extra = [
             requests.parse(r, allow_ranges=True, source="cli")
-            for r in args.requests
+            for r in given
             if not r.lower().startswith(requests.PREFIX)
         ]
         merged = team.merge(team=team_config, settings=features, labels=labels, extra=extra)
-        plan = resolver.resolve(
-            merged.requests,
-            catalog,
-            target,
-            store_root=str(settings.cache.root),
-            notes=merged.notes,
+        return resolver.resolve(
+            merged.requests, catalog, target, store_root=store_root, notes=merged.notes
         )
     except loading.ConfigError as exc:
         for problem in exc.problems:
@@ -246,5 +270,3 @@ def run_plan(args: argparse.Namespace) -> int:
         for line in str(exc).splitlines():
             print(f"runner-agent: {line}", file=sys.stderr)
         return common.EXIT_BAD
-    sys.stdout.write(plan.to_json())
-    return common.EXIT_OK

@@ -201,8 +201,7 @@ def _finish(result: wire.ResultEvent | None, fmt: str) -> int:
 def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     """Resolve, install from this process (host mode), print."""
     from agent.catalog import loading as catalog_loading
-    from agent.catalog import requests, resolver, team
-    from agent.config import loading as config_loading
+    from agent.cli import catalogs
     from agent.install import plans
     from agent.install.host import executor
     from agent.platform import detect, model
@@ -212,28 +211,16 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     local = detect.detect()
     target = model.for_host(requested, local)
     catalog = catalog_loading.load(catalog_loading.folders_for(settings.catalog))
-    try:
-        team_config = team.load(args.team) if args.team is not None else None
-        wanted = [
-            requests.parse(r, allow_ranges=not r.lower().startswith(requests.PREFIX), source="cli")
-            for r in args.requests
-        ]
-        merged = team.merge(team=team_config, settings=settings.features, extra=wanted)
-        plan = resolver.resolve(
-            merged.requests,
-            catalog,
-            target,
-            store_root=str(settings.cache.root),
-            notes=merged.notes,
-        )
-    except config_loading.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return common.EXIT_BAD
-    except (requests.RequestError, team.TeamError, resolver.ResolutionError) as exc:
-        for line in str(exc).splitlines():
-            print(f"runner-agent: {line}", file=sys.stderr)
-        return common.EXIT_BAD
+    plan = catalogs.resolve_cli(
+        args.requests,
+        args.team,
+        catalog,
+        target,
+        settings.features,
+        store_root=str(settings.cache.root),
+    )
+    if isinstance(plan, int):
+        return plan
     for warning in plan.warnings:
         print(f"runner-agent: note: {warning}", file=sys.stderr)
     view = progressview.View()
