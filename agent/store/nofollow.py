@@ -13,12 +13,13 @@ store folder (the sandbox user, a job with the volume mounted). So below the roo
   appends to or locks are opened ``O_NOFOLLOW | O_NONBLOCK`` and must be regular files
   (a fifo would block the opener for ever);
 - files the agent reads are opened the same way, and read up to a bound;
-- trees are removed by ``shutil.rmtree(name, dir_fd=)``, which walks by descriptor and
-  refuses links.
+- trees are walked and removed by descriptor here (:func:`walk`, :func:`remove_at`), not
+  by ``os.fwalk`` or ``shutil.rmtree(dir_fd=)``, which open subfolders without
+  ``O_DIRECTORY``: a folder swapped for a fifo would block them for ever.
 
 A link (or a non-folder) where a folder must be raises :class:`LinkRefused`, an
 ``OSError`` with ``ELOOP``, so every caller that already reports I/O errors reports it,
-naming the path. :func:`walk` is the descriptor-relative tree walk (``os.fwalk``) for
+naming the path. :func:`walk` is the descriptor-relative tree walk for
 anything that must visit a tree that others could write (mode normalisation, hashing).
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -238,11 +238,36 @@ def remove_at(dirfd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dirfd)
+        _remove_tree(dirfd, name, name, 0)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dirfd)
     return True
+
+
+def _remove_tree(dirfd: int, name: str, where: str, depth: int) -> None:
+    # shutil.rmtree(dir_fd=) opens subfolders without O_DIRECTORY: one swapped for a fifo
+    # would hang the janitor. Each folder here is opened as walk opens them.
+    if depth >= MAX_DEPTH:
+        raise TooDeep(where)
+    try:
+        fd = os.open(name, _SUB, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=dirfd)  # swapped for a link or a file: only it goes
+        return
+    try:
+        dirs, files = _list(fd)
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(file, dir_fd=fd)
+        for sub in dirs:
+            _remove_tree(fd, sub, os.path.join(where, sub), depth + 1)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=dirfd)
 
 
 def exists_at(dirfd: int, name: str) -> bool:
@@ -265,20 +290,67 @@ def names(dirfd: int) -> list[str]:
     return sorted(os.listdir(dirfd))
 
 
+MAX_DEPTH = 256
+"""Deepest folder nesting a walk or a removal goes to (one descriptor per level)."""
+
+_SUB = _DIR | os.O_NONBLOCK
+# A folder swapped for a fifo after it was listed: O_DIRECTORY refuses it before the open
+# could wait for a writer (os.fwalk and shutil.rmtree open subfolders without it).
+
+
+class TooDeep(OSError):
+    """A tree nested deeper than :data:`MAX_DEPTH`."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(errno.ELOOP, f"nested deeper than {MAX_DEPTH} folders", where)
+
+
+def _list(fd: int) -> tuple[list[str], list[str]]:
+    dirs: list[str] = []
+    files: list[str] = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+    return sorted(dirs), sorted(files)
+
+
 def walk(dirfd: int) -> Iterator[tuple[str, list[str], list[str], int]]:
-    """``os.fwalk`` below ``dirfd`` (relative paths from ``.``), never following links:
-    each folder is opened by descriptor and checked to be the folder that was listed, so
-    a folder swapped for a link mid-walk is skipped, not entered. Links to folders are
-    listed among the files (``os.fwalk`` puts them with the folders; they are moved)."""
-    for folder, dirs, files, fd in os.fwalk(".", dir_fd=dirfd, follow_symlinks=False):
-        links = [d for d in dirs if _is_link(fd, d)]
-        if links:
-            dirs[:] = [d for d in dirs if d not in links]
-        yield folder, dirs, sorted(files + links), fd
-
-
-def _is_link(dirfd: int, name: str) -> bool:
+    """Top-down below ``dirfd``, like ``os.fwalk`` (relative paths from ``.``; prune by
+    editing the folder list), never following links: each folder is opened by descriptor
+    with ``O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK`` relative to its parent, so one swapped
+    for a link or a fifo after it was listed is skipped, not entered or waited on. Links
+    to folders are listed among the files. One descriptor is held per level, at most
+    :data:`MAX_DEPTH` (deeper raises :class:`TooDeep`); each yielded descriptor is valid
+    until the walk moves on."""
+    top = os.dup(dirfd)
+    stack: list[tuple[str, int, Iterator[str]]] = [(".", top, iter(()))]
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
+        dirs, files = _list(top)
+        yield ".", dirs, files, top
+        stack[-1] = (".", top, iter(list(dirs)))
+        while stack:
+            rel, fd, pending = stack[-1]
+            name = next(pending, None)
+            if name is None:
+                os.close(fd)
+                stack.pop()
+                continue
+            try:
+                child = os.open(name, _SUB, dir_fd=fd)
+            except OSError:
+                continue  # gone, or no longer a folder: nothing of it is visited
+            where = os.path.join(rel, name)
+            if len(stack) >= MAX_DEPTH:
+                os.close(child)
+                raise TooDeep(where)
+            try:
+                dirs, files = _list(child)
+            except OSError:
+                os.close(child)
+                continue
+            stack.append((where, child, iter(())))
+            yield where, dirs, files, child
+            stack[-1] = (where, child, iter(list(dirs)))
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)

@@ -214,3 +214,74 @@ def test_an_entry_reached_through_a_link_is_never_handed_out(
     with pytest.raises(layout.StoreError, match="node is a symlink"):
         fixtures.ensure_node(root, http_server)
     assert snapshot(outside) == before
+
+
+def test_a_folder_swapped_for_a_fifo_mid_walk_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    import threading
+
+    from agent.store import nofollow
+
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "b").mkdir()
+    (tree / "b" / "file").write_text("x")
+    seen: list[str] = []
+
+    def run() -> None:
+        top = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for folder, _, files, _ in nofollow.walk(top):
+                if folder == ".":
+                    # Listed as a folder; now a fifo: os.fwalk would block opening it.
+                    (tree / "a").rmdir()
+                    os.mkfifo(tree / "a")
+                seen.append(folder)
+                seen.extend(f"{folder}/{f}" for f in files)
+        finally:
+            os.close(top)
+
+    walker = threading.Thread(target=run, daemon=True)
+    walker.start()
+    walker.join(timeout=10)
+    assert not walker.is_alive(), "the walk is waiting on the fifo"
+    assert seen == [".", "./b", "./b/file"]
+
+
+def test_removing_a_tree_takes_fifos_and_links_as_themselves(tmp_path: Path) -> None:
+    from agent.store import nofollow
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    tree = tmp_path / "tree"
+    (tree / "d" / "e").mkdir(parents=True)
+    os.mkfifo(tree / "d" / "fifo")
+    (tree / "d" / "link").symlink_to(outside, target_is_directory=True)
+    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert nofollow.remove_at(parent, "tree")
+    finally:
+        os.close(parent)
+    assert not tree.exists()
+    assert (outside / "keep").read_text() == "keep"
+
+
+def test_a_walk_refuses_a_tree_nested_past_its_depth(tmp_path: Path) -> None:
+    from agent.store import nofollow
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(nofollow.MAX_DEPTH + 2):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    top = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(nofollow.TooDeep, match="nested deeper than"):
+            for _ in nofollow.walk(top):
+                pass
+    finally:
+        os.close(top)
