@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.install import running, sandbox
+from agent.install import running, sandbox, watching
 from agent.kits import procs
 from agent.platform import plans as wire
 from agent.store import layout
@@ -27,6 +27,7 @@ def run(
     rel_path: list[str],
     timeout: float,
     script: sandbox.ScriptSettings,
+    max_entry_bytes: int = watching.DEFAULT_MAX_ENTRY_BYTES,
 ) -> str:
     """The check's verdict for the receipt (``ok: <first line>``), or raise StoreError."""
     check = step["check"]
@@ -54,6 +55,7 @@ def run(
                 timeout=timeout,
                 on_output=lambda _: None,
                 writable_tree=False,
+                max_entry_bytes=max_entry_bytes,
             )
         except sandbox.ScriptError as exc:
             raise layout.StoreError(f"{exc}; expected it to print {check['expect']!r}") from exc

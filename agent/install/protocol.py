@@ -291,6 +291,11 @@ def _download(
     return artifact
 
 
+def _limit(step: wire.ToolStep, options: Options) -> int:
+    own = [a.get("max_entry_bytes", 0) for a in step["actions"] if a["action"] == "run"]
+    return max(own, default=0) or options.max_entry_bytes
+
+
 def _check(
     step: wire.ToolStep, staging: Path, tree: Path, rel_path: list[str], options: Options
 ) -> str:
@@ -305,4 +310,7 @@ def _check(
         rel_path=rel_path,
         timeout=options.check_timeout,
         script=options.script,
+        # The check is measured on the same staging folder the build filled: the build's
+        # limit, the manifest's own where it raised it.
+        max_entry_bytes=_limit(step, options),
     )

@@ -85,6 +85,27 @@ def test_a_manifest_may_raise_its_own_limit(tmp_path: Path) -> None:
         assert (done.installed[0].entry.path / "big").stat().st_size == 8 * MiB
 
 
+def test_the_check_is_held_to_the_same_limit_as_the_build(tmp_path: Path) -> None:
+    # The check ran with the built-in 32 GiB whatever installer.max_entry_bytes or the
+    # manifest said: one that writes into its HOME could fill the volume.
+    body = textwrap.dedent(
+        """\
+        mkdir -p "$PREFIX/bin"
+        printf '#!/bin/sh\\nhead -c 8388608 /dev/zero > "$HOME/junk"; sleep 4; echo tool 1.4.2\\n' \\
+          > "$PREFIX/bin/tool"
+        chmod 755 "$PREFIX/bin/tool"
+        """
+    )
+    manifest = {"check": {"command": ["tool"], "expect": "tool {version}"}}
+    with tmpfs(tmp_path / "volume", "64m") as store:
+        with pytest.raises(protocol.InstallError, match="the check .tool. was killed: .* past the limit of 4 MiB"):
+            ensure(tmp_path, body, store=store, manifest=manifest, max_entry_bytes=4 * MiB)
+        raised = {**manifest, "max_entry_bytes": "16MiB"}
+        second = tmp_path / "raised"
+        done = ensure(second, body, store=store, manifest=raised, max_entry_bytes=4 * MiB)
+        assert done.installed[0].receipt.check == "ok: tool 1.4.2"
+
+
 def test_a_full_volume_is_reported_as_a_full_volume(tmp_path: Path) -> None:
     # The script ignores the failed write and exits 0: only the volume can tell.
     body = textwrap.dedent(
