@@ -91,14 +91,15 @@ def test_the_check_is_held_to_the_same_limit_as_the_build(tmp_path: Path) -> Non
     body = textwrap.dedent(
         """\
         mkdir -p "$PREFIX/bin"
-        printf '#!/bin/sh\\nhead -c 8388608 /dev/zero > "$HOME/junk"; sleep 4; echo tool 1.4.2\\n' \\
-          > "$PREFIX/bin/tool"
+        printf '#!/bin/sh\\nhead -c 8388608 /dev/zero > "$HOME/junk"\\n' > "$PREFIX/bin/tool"
+        printf 'sleep 4; echo tool 1.4.2\\n' >> "$PREFIX/bin/tool"
         chmod 755 "$PREFIX/bin/tool"
         """
     )
     manifest = {"check": {"command": ["tool"], "expect": "tool {version}"}}
     with tmpfs(tmp_path / "volume", "64m") as store:
-        with pytest.raises(protocol.InstallError, match="the check .tool. was killed: .* past the limit of 4 MiB"):
+        killed = r"the check 'tool' was killed: .* past the limit of 4 MiB"
+        with pytest.raises(protocol.InstallError, match=killed):
             ensure(tmp_path, body, store=store, manifest=manifest, max_entry_bytes=4 * MiB)
         raised = {**manifest, "max_entry_bytes": "16MiB"}
         second = tmp_path / "raised"
