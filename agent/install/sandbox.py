@@ -251,6 +251,11 @@ def run_confined(
             on_output("\n".join(lines))
             if sandboxed:
                 _reclaim(tree)
+                for path in staging.iterdir():
+                    # home, tmp, the feature's copy: the agent's again, with no set-id
+                    # file of the sandbox's uid left for whoever gets that uid next.
+                    if path != tree and path.is_dir() and not path.is_symlink():
+                        _reclaim(path, strict=False)
     watching.check_volume(staging, done.output, what=what, failed=not done.ok)
     if not done.ok:
         # Named by the command it ran, not by the sandbox's chain around it.
@@ -305,9 +310,9 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
         os.close(top)
 
 
-def _reclaim(tree: Path) -> None:
+def _reclaim(tree: Path, *, strict: bool = True) -> None:
     """Own everything again, drop set-id bits and write bits for group and others;
-    refuse special files.
+    refuse special files (``strict``, the entry), or just remove them (scratch folders).
 
     Walked by descriptor (:func:`agent.store.nofollow.walk`), top-down: each folder is
     the agent's before anything in it is looked at, so nothing in it can be swapped
@@ -329,6 +334,8 @@ def _reclaim(tree: Path) -> None:
                     continue
                 if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                     os.unlink(name, dir_fd=dirfd)
+                    if not strict:
+                        continue
                     raise ScriptError(
                         f"the script left {os.path.normpath(os.path.join(folder, name))}, "
                         "which is neither a file, a folder nor a link; entries hold only those"

@@ -125,7 +125,14 @@ class Store:
     def open_folders(self) -> None:
         """Create the metadata folders (cheap when they exist)."""
         for sub in _FOLDERS:
-            os.close(nofollow.open_dir(self.root, (META, sub), create=True))
+            fd = nofollow.open_dir(self.root, (META, sub), create=True)
+            try:
+                if sub == "staging" and os.fstat(fd).st_mode & 0o077:
+                    # Half-built entries and what sandboxes leave are no one else's to
+                    # reach; a sandbox sees its own folder through its bind mount.
+                    os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
 
     def prepare(self) -> None:
         """What :meth:`open` does, every time: installs call it, since the volume may have

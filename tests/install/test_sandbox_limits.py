@@ -296,3 +296,33 @@ def test_the_installer_settings_reach_the_sandbox() -> None:
 def test_a_bad_uid_range_is_refused(text: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=r"uid range|between 1000"):
         models.InstallerSettings(script_uid_range=text)
+
+
+def test_nothing_in_staging_stays_the_sandboxs_after_a_run(tmp_path: Path) -> None:
+    # home, tmp and the rest are handed back too: a set-id file the sandbox's uid left
+    # there would run as the next sandbox that gets that uid.
+    staging = tmp_path / "staging"
+    tree = staging / "entry"
+    tree.mkdir(parents=True)
+    script = (
+        'cp /bin/true "$HOME/suid"; chmod 6755 "$HOME/suid"; mkfifo "$TMPDIR/fifo"; '
+        'mkdir -p "$PREFIX/bin"; id -u > "$PREFIX/uid"'
+    )
+    sandbox.run_confined(
+        ["sh", "-c", script],
+        what="the test",
+        prefix="/nowhere",
+        staging=staging,
+        tree=tree,
+        env={"PATH": "/usr/bin:/bin"},
+        settings=sandbox.ScriptSettings(),
+        timeout=30,
+        on_output=lambda _: None,
+    )
+    assert int((tree / "uid").read_text()) != 0  # it did run as the sandbox's uid
+    me = os.geteuid()
+    for path in staging.rglob("*"):
+        st = path.lstat()
+        assert st.st_uid == me, path
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
+    assert not (staging / "tmp" / "fifo").exists()

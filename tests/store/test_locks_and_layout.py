@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,12 @@ def test_processes_never_overlap_inside_the_lock(tmp_path: Path) -> None:
         w.join(60)
         assert w.exitcode == 0
     assert not (tmp_path / "in.overlap").exists()
+
+
+def test_the_staging_folder_is_the_agents_alone(tmp_path: Path) -> None:
+    store = layout.Store(tmp_path / "store")
+    store.prepare()
+    assert stat.S_IMODE(store.staging.stat().st_mode) == 0o700
+    store.staging.chmod(0o755)  # an older agent's store
+    store.prepare()
+    assert stat.S_IMODE(store.staging.stat().st_mode) == 0o700
