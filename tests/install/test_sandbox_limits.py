@@ -35,9 +35,10 @@ MiB = 1024**2
 
 
 @contextlib.contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+def tmpfs(folder: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
     folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
     try:
         yield folder
     finally:
@@ -326,3 +327,22 @@ def test_nothing_in_staging_stays_the_sandboxs_after_a_run(tmp_path: Path) -> No
         assert st.st_uid == me, path
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
     assert not (staging / "tmp" / "fifo").exists()
+
+
+def test_empty_files_count_against_the_limit(tmp_path: Path) -> None:
+    # Blocks alone made a million empty files free: every inode costs at least 4 KiB.
+    body = 'mkdir -p "$PREFIX"; cd "$PREFIX"; seq 3000 | xargs touch; sleep 5\n'
+    with (
+        tmpfs(tmp_path / "volume", "64m") as store,
+        pytest.raises(protocol.InstallError, match="past the limit of 4 MiB"),
+    ):
+        ensure(tmp_path, body, store=store, max_entry_bytes=4 * MiB)
+
+
+def test_a_volume_out_of_inodes_is_a_full_volume(tmp_path: Path) -> None:
+    body = 'mkdir -p "$PREFIX"; cd "$PREFIX"; seq 5000 | xargs touch 2>/dev/null; sleep 3\n'
+    with (
+        tmpfs(tmp_path / "volume", "64m", inodes=400) as store,
+        pytest.raises(protocol.InstallError, match=r"is full \(\d+ inodes free\)"),
+    ):
+        ensure(tmp_path, body, store=store)
