@@ -138,14 +138,6 @@ class Reloader:
             self.current = new
             if self._on_swap:
                 self._on_swap(old, new)
-            if self._after_swap:
-                # What the new config reads from disk besides itself (the catalog's
-                # folders): a reload has answered only once that is in force too, and
-                # under the lock, so two reloads never finish out of order.
-                try:
-                    await self._after_swap()
-                except Exception as exc:  # the new config stays; the log says what failed
-                    logger.error("reloading what the config names failed", exc_info=exc)
             logger.info(
                 "config reloaded as generation %d",
                 new.generation,
@@ -155,6 +147,14 @@ class Reloader:
                 logger.warning(
                     "config changes need a restart to take effect: %s", ", ".join(restart)
                 )
+            if self._after_swap:
+                # What the new config reads from disk besides itself (the catalog's
+                # folders): a reload has answered only once that is in force too, and
+                # under the lock, so two reloads never finish out of order.
+                try:
+                    await self._after_swap()
+                except Exception as exc:  # the new config stays; the log says what failed
+                    logger.error("reloading what the config names failed", exc_info=exc)
             return Outcome(
                 ok=True, generation=new.generation, changed=changed, restart_required=restart
             )
