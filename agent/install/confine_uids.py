@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import os
 import pwd
 from collections.abc import Iterator
@@ -72,7 +73,10 @@ def _folder(path: Path, *, required: bool) -> Iterator[int | None]:
         path.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        # The agent's own; on root-squashed NFS the agent's files belong to the squashed
+        # user, as the store's metadata folder above it does.
+        owners = {os.geteuid(), _owner(path.parent)}
+        if st.st_uid not in owners or st.st_mode & 0o022:
             os.close(fd)
             # Whoever else owns or may write it could hold every lock, or remove them.
             raise PermissionError(f"{path} is not the agent's own, or others may write it")
@@ -89,17 +93,25 @@ def _folder(path: Path, *, required: bool) -> Iterator[int | None]:
 
 def _try_lock(folders: list[int | None], uid: int) -> list[int] | None:
     held: list[int] = []
-    for folder in folders:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(f"{uid}.lock", flags, 0o600, dir_fd=folder)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            for other in held:
-                os.close(other)
-            return None
-        held.append(fd)
+    try:
+        for folder in folders:
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(f"{uid}.lock", flags, 0o600, dir_fd=folder)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                os.close(fd)
+                raise
+            held.append(fd)
+    except BlockingIOError:
+        for other in held:
+            os.close(other)
+        return None
+    except OSError as exc:
+        # ENOSPC, EMFILE, ENOLCK: no uid is held half-way for the life of the process.
+        for other in held:
+            os.close(other)
+        raise layout.StoreError(f"cannot lock sandbox uid {uid}: {exc}") from exc
     return held
 
 
@@ -120,9 +132,19 @@ def _uids_running(first: int, last: int) -> set[int]:
     return busy
 
 
-def _known_user(uid: int) -> bool:
+def _owner(path: Path) -> int:
     try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
+        return os.lstat(path).st_uid
+    except OSError:
+        return os.geteuid()
+
+
+def _known_user(uid: int) -> bool:
+    """Whether ``uid`` (and so the gid it is also used as) names an account or a group."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+        except KeyError:
+            continue
+        return True
+    return False

@@ -346,3 +346,32 @@ def test_a_volume_out_of_inodes_is_a_full_volume(tmp_path: Path) -> None:
         pytest.raises(protocol.InstallError, match=r"is full \(\d+ inodes free\)"),
     ):
         ensure(tmp_path, body, store=store)
+
+
+def test_a_uid_lock_that_fails_half_way_holds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    from agent.install import confine_uids
+    from agent.store import layout as store_layout
+
+    real = fcntl.flock
+    calls = []
+
+    def flock(fd: int, op: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the second folder's lock: the kernel has no lock left
+            raise OSError(errno.ENOLCK, "No locks available")
+        real(fd, op)
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(confine_uids.fcntl, "flock", flock)
+    monkeypatch.setattr(confine_uids, "LOCAL_LOCKS", tmp_path / "local")
+    with (
+        pytest.raises(store_layout.StoreError, match="cannot lock sandbox uid"),
+        confine_uids.allocate(tmp_path / "locks", 2_100_000_100, 2_100_000_101),
+    ):
+        pass
+    assert len(os.listdir("/proc/self/fd")) == before
