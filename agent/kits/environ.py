@@ -164,6 +164,28 @@ RESERVED_NAMES: frozenset[str] = frozenset(
         "RUSTFLAGS",
         "RUSTC_WRAPPER",
         "MAKEFLAGS",
+        # Compilers and their flags (node-gyp, pip sdists, make): a label must not
+        # choose what compiles an entry other jobs will run.
+        "CC",
+        "CXX",
+        "CPP",
+        "LD",
+        "AR",
+        "CFLAGS",
+        "CXXFLAGS",
+        "CPPFLAGS",
+        "LDFLAGS",
+        "LDLIBS",
+        # More that programs read code, files or commands from.
+        "SSLKEYLOGFILE",
+        "LOCPATH",
+        "TZDIR",
+        "TERMINFO_DIRS",
+        "PHPRC",
+        "SSH_ASKPASS",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
     }
 )
 """Environment names no feature option may become: an option reaches its steps as an
@@ -189,7 +211,10 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "COREPACK_",
     "NVM_",
     "GIT_",  # GIT_SSH_COMMAND, GIT_CONFIG_*, GIT_EXEC_PATH
-    "BASH_FUNC_",
+    "BASH_",  # BASH_ENV, BASH_FUNC_*, BASH_XTRACEFD, BASH_LOADABLES_PATH
+    "PKG_CONFIG_",
+    "CMAKE_",
+    "LUA_",
     "SSL_",
     "OPENSSL_",
     "CURL_",

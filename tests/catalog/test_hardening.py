@@ -113,6 +113,11 @@ def test_unsafe_or_unresolvable_manifests_fail_at_load(
         ("home", "HOME", "HOME is read by"),
         ("path", "PATH", "PATH is read by"),
         ("java_tool_options", "JAVA_TOOL_OPTIONS", "JAVA_TOOL_OPTIONS is read by"),
+        ("bash_xtracefd", "BASH_XTRACEFD", "names starting BASH_"),
+        ("sslkeylogfile", "SSLKEYLOGFILE", "SSLKEYLOGFILE is read by"),
+        ("cc", "CC", "CC is read by"),
+        ("cflags", "CFLAGS", "CFLAGS is read by"),
+        ("cmake_args", "CMAKE_ARGS", "names starting CMAKE_"),
     ],
 )
 def test_options_cannot_become_names_loaders_and_package_managers_read(
