@@ -256,7 +256,7 @@ class CacheSettings(Section):
     )
     janitor_interval_seconds: Seconds = Field(
         default=600.0,
-        ge=0.1,
+        ge=1,
         le=86400,
         description=(
             "How often the agent's janitor collects garbage (staging folders of dead "
@@ -264,8 +264,8 @@ class CacheSettings(Section):
             "recently used entries down to size_budget, in seconds. Default 600 s (10 min). "
             "One janitor at a time runs across all agents sharing the volume; the others "
             "skip that round. "
-            "Range 0.1 s-1 day: a pass walks the whole store, so intervals under a minute suit "
-            "only tests."
+            "Range 1 s-1 day: a pass walks the whole store and reads its receipts, so "
+            "intervals under a minute suit only tests."
         ),
     )
 

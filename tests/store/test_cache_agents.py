@@ -144,7 +144,7 @@ def test_eviction_under_load_spares_an_entry_another_agents_job_uses(
         config["cache"] = {
             "root": str(store.root),
             "size_budget": 1,
-            "janitor_interval_seconds": 0.5,
+            "janitor_interval_seconds": 1,
         }
         agent = start_agent.start(config)
         agent.wait_for(lambda: agent.metric("runner_agent_evictions_total") == 1, timeout=15)
@@ -197,7 +197,7 @@ def test_one_janitor_at_a_time_across_agents_counted(
     agents = []
     for _ in range(2):
         config = start_agent.base_config()
-        config["cache"] = {"root": str(store.root), "janitor_interval_seconds": 0.2}
+        config["cache"] = {"root": str(store.root), "janitor_interval_seconds": 1}
         agents.append(start_agent.start(config))
     with take_janitor_lock(store):
         time.sleep(0.1)  # a pass that just let go counts itself right after

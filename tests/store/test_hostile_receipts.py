@@ -199,7 +199,7 @@ def test_an_agent_serves_and_cleans_a_store_with_hostile_receipts(
     before = snapshot(outside)
     bad = {key_of(name) for name in HOSTILE}
     config = start_agent.base_config()
-    config["cache"] = {"root": str(store.root), "janitor_interval_seconds": 0.2}
+    config["cache"] = {"root": str(store.root), "janitor_interval_seconds": 1}
     agent = start_agent.start(config)
 
     def passes(result: str) -> float:

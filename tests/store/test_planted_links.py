@@ -185,7 +185,7 @@ def test_an_agent_never_removes_or_logs_through_a_link(
     before = snapshot(outside)
     config = start_agent.base_config()
     # A budget of one byte: every janitor pass tries to evict all it can.
-    config["cache"] = {"root": str(root), "size_budget": 1, "janitor_interval_seconds": 0.2}
+    config["cache"] = {"root": str(root), "size_budget": 1, "janitor_interval_seconds": 1}
     agent = start_agent.start(config)
 
     def passes(result: str) -> float:
