@@ -99,12 +99,18 @@ def _unreferenced_downloads(store: layout.Store, now: float) -> tuple[int, int]:
     """Remove downloaded archives that no receipt names; (files, bytes) removed."""
     referenced: set[str] = set()
     try:
-        for key in _receipt_names(store):
-            receipt = receipts.read_file(store.meta / "receipts" / key)
-            if receipt is not None:
-                referenced.update(source.sha256 for source in receipt.sources)
+        names = _receipt_names(store)
     except layout.StoreError:
         return 0, 0  # what is in use is unknown: keep every download
+    for key in names:
+        try:
+            receipt = receipts.read_file(store.meta / "receipts" / key)
+        except layout.StoreError:
+            # Reported as bad-receipt elsewhere; its archives are only a re-download,
+            # and keeping every download for one bad file let them grow without bound.
+            continue
+        if receipt is not None:
+            referenced.update(source.sha256 for source in receipt.sources)
     removed = size = 0
     try:
         top = nofollow.open_dir(store.root, (layout.META, "downloads"))

@@ -341,11 +341,13 @@ def test_gc_removes_downloads_no_receipt_names_after_the_grace(
     assert not orphan.exists()
     assert fresh.exists()
 
-    # A receipt that cannot be read: what is in use is unknown, so nothing goes.
+    # One receipt that cannot be read does not keep every download for ever: only what
+    # the readable ones name stays (a bad one's archives are only a re-download).
     os.utime(fresh, (long_ago, long_ago))
     (store.meta / "receipts" / "broken@1@x64.json").write_text("{")
-    assert collecting.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
-    assert fresh.exists()
+    assert collecting.gc(store, backend=locks.PosixLocks()).downloads_removed == 1
+    assert not fresh.exists()
+    assert kept.exists()
 
 
 def test_an_unparsable_receipt_is_a_bad_receipt(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def test_each_hostile_receipt_is_a_bad_receipt_and_the_cli_goes_on(
 
     rc, collected, _ = cli(config, "gc", "--format", "json")
     assert rc == 0
-    assert collected["downloads_removed"] == 0  # what bad receipts name is unknown
+    assert collected["downloads_removed"] == 0  # the good entry's, and fresh ones, stay
 
     rc, repaired, _ = cli(config, "verify", "--repair", "--format", "json")
     assert rc == 0, repaired
