@@ -239,8 +239,18 @@ class Janitor:
             at = str(path.parent)
             size = nofollow.append_at(dirfd, path.name, (json.dumps(line) + "\n").encode(), at=at)
             if size > HISTORY_KEEP * 400:
-                raw = nofollow.read_at(dirfd, path.name, size * 2, at=at)
-                kept = raw.decode("utf-8", "replace").splitlines()[-HISTORY_KEEP:]
+                # Only the tail is read: a big file planted or grown here must not be
+                # loaded whole into the agent's memory.
+                tail = HISTORY_KEEP * 800
+                fd = nofollow.open_file(dirfd, path.name, os.O_RDONLY, at=at)
+                try:
+                    raw = os.pread(fd, tail, max(0, size - tail))
+                finally:
+                    os.close(fd)
+                lines = raw.decode("utf-8", "replace").splitlines()
+                if size > tail:
+                    lines = lines[1:]  # the first line read may be cut
+                kept = lines[-HISTORY_KEEP:]
                 nofollow.write_atomic_at(dirfd, path.name, ("\n".join(kept) + "\n").encode())
         except OSError as exc:
             logger.warning("cannot append to the janitor log %s: %s", path, exc.strerror)

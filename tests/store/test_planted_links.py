@@ -285,3 +285,29 @@ def test_a_walk_refuses_a_tree_nested_past_its_depth(tmp_path: Path) -> None:
                 pass
     finally:
         os.close(top)
+
+
+def test_a_huge_janitor_log_is_trimmed_from_its_tail_only(tmp_path: Path) -> None:
+    from agent.store import janitor as janitor_mod
+    from agent.store import layout as store_layout
+    from agent.store import locks as store_locks
+
+    store = store_layout.Store(tmp_path / "store")
+    store.prepare()
+    log = janitor_mod.history_path(store)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # 64 MiB of one line: the trim reads a bounded tail, not the whole file.
+    with log.open("wb") as out:
+        out.write((b"x" * 99 + b"\n") * (640 * 1024))
+    import tracemalloc
+
+    cache = janitor_mod.Janitor(store, store_locks.PosixLocks(), budget=lambda: 10**12)
+    tracemalloc.start()
+    try:
+        cache.periodic()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024  # the whole file would be 64 MiB
+    assert log.stat().st_size < janitor_mod.HISTORY_KEEP * 1000
+    assert janitor_mod.history(store)[-1]["result"]
