@@ -179,7 +179,7 @@ def _install_locked(
         tree = staging / "entry"
         tree.mkdir()
         os.chmod(tree, 0o755)  # noqa: S103 - other UIDs read the store, whatever the umask
-        cache = downloads.DownloadCache(store.downloads)
+        cache = downloads.DownloadCache(store.downloads, store_root=store.root)
         sources: list[receipts.Source] = []
         archive: downloads.Artifact | None = None
         build = methods.Build(

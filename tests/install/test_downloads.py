@@ -399,3 +399,18 @@ def test_a_link_planted_for_a_cache_folder_sends_nothing_outside(
         downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
     assert sorted(p.name for p in outside.iterdir()) == [DIGEST]
     assert (outside / DIGEST).read_bytes() == b"planted"
+
+
+def test_a_link_planted_for_the_downloads_folder_itself_is_refused(
+    http_server: Server, tmp_path: Path
+) -> None:
+    url = http_server.route("/tool.tgz", ok(BODY))
+    root = tmp_path / "store"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / ".runner-agent").mkdir(parents=True)
+    (root / ".runner-agent" / "downloads").symlink_to(outside, target_is_directory=True)
+    cache = DownloadCache(root / ".runner-agent" / "downloads", store_root=root)
+    with pytest.raises(DownloadError, match="symlink"):
+        downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
+    assert list(outside.iterdir()) == []

@@ -76,8 +76,16 @@ class DownloadCache:
     Temporary files are named ``.*.partial``; one left by a crash is never a cache hit.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, store_root: Path | None = None) -> None:
         self.root = root
+        # Opened from the store's root without following any link below it (the
+        # operator's cache.root may itself be one); a lone cache from its own root.
+        self._base = store_root or root
+        self._parts = root.relative_to(self._base).parts
+
+    def open_folder(self, sub: tuple[str, ...] = (), *, create: bool = False) -> int:
+        """A descriptor of ``root/sub``, reached without following links."""
+        return nofollow.open_dir(self._base, (*self._parts, *sub), create=create)
 
     def path_for(self, sha256: str) -> Path:
         # The digest becomes a path: anything but 64 lowercase hex could walk out of root.
@@ -88,16 +96,22 @@ class DownloadCache:
     def get(self, sha256: str) -> Path | None:
         path = self.path_for(sha256)
         try:
-            fd = nofollow.open_dir(self.root, (path.parent.name,))
+            fd = self.open_folder((path.parent.name,))
         except OSError:  # missing, or a link planted for a folder: not a hit
             return None
         try:
             st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            # Touched: the janitor keeps a download used within the last hour, even one
+            # no receipt names (its entry was evicted and is being installed again).
+            with contextlib.suppress(OSError):
+                os.utime(path.name, dir_fd=fd, follow_symlinks=False)
         except OSError:
             return None
         finally:
             os.close(fd)
-        return path if stat.S_ISREG(st.st_mode) else None
+        return path
 
 
 def fetch(
@@ -118,11 +132,7 @@ def fetch(
             )
         hit = cache.get(expected)
         if hit is not None:
-            # Touched: the janitor keeps a download used within the last hour, even one no
-            # receipt names (its entry was evicted and is being installed again).
-            with contextlib.suppress(OSError):
-                os.utime(hit)
-            return Artifact(hit, expected, hit.stat().st_size, target)
+            return Artifact(hit, expected, hit.lstat().st_size, target)
     transport.check_scheme(target)
     return _retrying(target, policy, lambda: _download_once(target, cache, expected, policy))
 
@@ -159,7 +169,7 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
     temp: str | None = None
     folder = -1
     try:
-        folder = nofollow.open_dir(cache.root, parts, create=True)
+        folder = cache.open_folder(parts, create=True)
         temp = f".{secrets.token_hex(8)}.partial"
         descriptor = os.open(temp, _NEW, 0o644, dir_fd=folder)
         with os.fdopen(descriptor, "wb") as out:
@@ -175,7 +185,7 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
         if sha256 is not None and actual != sha256:
             raise transport.ChecksumMismatch(url, expected=sha256, actual=actual, size=size)
         final = cache.path_for(actual)
-        into = nofollow.open_dir(cache.root, (final.parent.name,), create=True)
+        into = cache.open_folder((final.parent.name,), create=True)
         try:
             os.replace(temp, final.name, src_dir_fd=folder, dst_dir_fd=into)
             temp = None

@@ -40,9 +40,8 @@ def system_installer(
 
     def fetch(url: str, dest: Path) -> None:
         store.open()
-        artifact = downloads.fetch(
-            url, downloads.DownloadCache(store.downloads), sha256=None, policy=policy
-        )
+        cache = downloads.DownloadCache(store.downloads, store_root=store.root)
+        artifact = downloads.fetch(url, cache, sha256=None, policy=policy)
         shutil.copyfile(artifact.path, dest)
 
     def exclusive(manager: str) -> contextlib.AbstractContextManager[None]:
