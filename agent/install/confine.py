@@ -34,6 +34,7 @@ No cgroup is needed for any of this: a container may not be able to create one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shutil
@@ -44,6 +45,7 @@ from pathlib import Path
 from agent.kits import environ
 
 CHAIN_PATH = environ.DEFAULT_PATH
+logger = logging.getLogger(__name__)
 
 INIT = r"""
 import fcntl, os, resource, socket, struct, sys
@@ -75,7 +77,10 @@ while True:
 command. ``setpriv`` is an absolute path on the host: the init is root, and the command's
 PATH starts inside the staging folder, where the build could have left a ``setpriv``."""
 
-_GONE_WAIT = 5.0
+_GONE_WAIT = 60.0
+"""Seconds to wait for a killed namespace to empty: a process stuck in the kernel (a dead
+NFS server) dies only when its call returns, and its files must not be taken back, nor
+its uid handed out, while it can still write."""
 
 
 def command(
@@ -133,7 +138,14 @@ def kill_init(unshare_pid: int) -> None:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             # A pidfd reads as ready once the process has exited; an init exits only
             # after the kernel has reaped everything else in its namespace.
-            select.select([fd], [], [], _GONE_WAIT)
+            ready, _, _ = select.select([fd], [], [], _GONE_WAIT)
+            if not ready:
+                logger.warning(
+                    "the sandbox's namespace (init pid %d) did not empty within %.0f s of "
+                    "SIGKILL: a process is stuck in the kernel (a hung NFS mount?)",
+                    pid,
+                    _GONE_WAIT,
+                )
         except OSError:
             pass
         finally:
