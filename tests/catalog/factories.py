@@ -47,3 +47,23 @@ def catalog_of(folder: Path, *features: dict[str, Any]) -> loading.Catalog:
     for data in features:
         write(folder, data)
     return loading.load([folder])
+
+
+# A manifest with four problems, one per line: a misspelt key (3:1), a version that is not
+# concrete (4:21), a default outside its enum (6:27), a method platform the feature does
+# not have (10:28).
+FOUR_ERRORS = """\
+id: tool
+name: Tool
+versoins: ["1.0.0"]
+versions: ["1.0.0", "1.x"]
+options:
+  flavour: {type: string, default: big, enum: [small]}
+platforms: [linux]
+install:
+  - method: archive
+    platforms: [linux/x64, darwin/arm64]
+    url: https://example.invalid/{version}.tar.gz
+    checksum_url: https://example.invalid/{version}/SHA256SUMS
+check: {command: [tool], expect: "{version}"}
+"""

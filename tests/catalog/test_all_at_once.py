@@ -7,22 +7,6 @@ from pathlib import Path
 from agent.catalog import loading
 from tests.catalog import factories
 
-FOUR_ERRORS = """\
-id: tool
-name: Tool
-versoins: ["1.0.0"]
-versions: ["1.0.0", "1.x"]
-options:
-  flavour: {type: string, default: big, enum: [small]}
-platforms: [linux]
-install:
-  - method: archive
-    platforms: [linux/x64, darwin/arm64]
-    url: https://example.invalid/{version}.tar.gz
-    checksum_url: https://example.invalid/{version}/SHA256SUMS
-check: {command: [tool], expect: "{version}"}
-"""
-
 
 def problems_of(folder: Path, text: str, name: str = "tool") -> list[str]:
     path = folder / name / "feature.yaml"
@@ -34,7 +18,7 @@ def problems_of(folder: Path, text: str, name: str = "tool") -> list[str]:
 
 
 def test_a_manifest_with_four_errors_reports_them_all_at_once(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, FOUR_ERRORS)
+    problems = problems_of(tmp_path, factories.FOUR_ERRORS)
     assert [p.split(": ", 2)[:2] for p in problems] == [
         ["3:1", "versoins"],
         ["4:21", "versions[1]"],

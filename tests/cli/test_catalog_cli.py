@@ -166,22 +166,6 @@ def test_plan_with_an_environment_the_team_file_does_not_define(tmp_path: Path) 
     assert any("'prod' (features.environment) is not defined" in w for w in data["warnings"])
 
 
-BROKEN = """\
-id: tool
-name: Tool
-versoins: ["1.0.0"]
-versions: ["1.0.0", "1.x"]
-options:
-  flavour: {type: string, default: big, enum: [small]}
-platforms: [linux]
-install:
-  - method: archive
-    platforms: [linux/x64, darwin/arm64]
-    url: https://example.invalid/{version}.tar.gz
-    checksum_url: https://example.invalid/{version}/SHA256SUMS
-"""
-
-
 def test_features_validate_exits_0_1_and_2(tmp_path: Path) -> None:
     good = tmp_path / "good"
     factories.write(good, factories.archive_feature("mine"))
@@ -191,7 +175,7 @@ def test_features_validate_exits_0_1_and_2(tmp_path: Path) -> None:
     assert cli("features", "validate", str(good / "mine")).returncode == 0  # a feature folder
 
     bad = tmp_path / "bad"
-    factories.write(bad, BROKEN, name="tool")
+    factories.write(bad, factories.FOUR_ERRORS, name="tool")
     factories.write(bad, factories.archive_feature("fine"))
     proc = cli("features", "validate", str(good), str(bad))
     assert proc.returncode == 1
@@ -211,7 +195,7 @@ def test_features_validate_exits_0_1_and_2(tmp_path: Path) -> None:
 
 
 def test_features_list_prints_each_problem_once(tmp_path: Path) -> None:
-    factories.write(tmp_path / "extra", BROKEN, name="tool")
+    factories.write(tmp_path / "extra", factories.FOUR_ERRORS, name="tool")
     config = tmp_path / "agent.yaml"
     config.write_text(f"catalog:\n  paths: [{tmp_path / 'extra'}]\n")
     proc = cli("features", "list", "--config", str(config))
