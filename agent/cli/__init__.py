@@ -9,7 +9,10 @@ Exit codes (every command):
   exits 1: it retries a taken probe port with backoff);
 - 2: usage error, or ``serve`` met an invalid configuration with ``--on-config-error
   exit``;
-- 3: ``status`` could not reach the agent.
+- 3: the agent could not be reached (``status``, ``ensure``, ``services``);
+- 4: the agent refused the token (401) or its scope (403); the message names the
+  setting (``server.job_token_file`` or ``server.admin_token_file``). Every command that
+  talks to the agent finds its socket and its token by one rule (:mod:`agent.cli.client`).
 
 Policy: commands other than ``serve`` import only what they need, so they start fast;
 ``serve`` imports the daemon, which binds its probe listener before anything else, and
@@ -47,6 +50,7 @@ EXIT_OK = 0
 EXIT_BAD = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
 
 
 def config_arg(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +68,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner-agent",
         description="Sidecar daemon for self-hosted GitHub Actions runners.",
-        epilog="Exit codes: 0 ok, 1 check failed, 2 usage or config error, 3 agent unreachable.",
+        epilog=(
+            "Exit codes: 0 ok, 1 check failed, 2 usage or config error, 3 agent unreachable, "
+            "4 token refused."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serving.add_parsers(sub, config_arg)

@@ -9,7 +9,7 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.cli import common
 from agent.config import loading
@@ -58,9 +58,30 @@ def socket_path(args: argparse.Namespace) -> Path:
         return models.ServerSettings().socket_path
 
 
-def token(args: argparse.Namespace, default: Path | None = None) -> str | None:
-    """The bearer token from ``--token-file`` (else ``default``); exits 2 if unreadable."""
-    path = args.token_file or default
+Scope = Literal["job", "admin"]
+
+
+def token_file(args: argparse.Namespace, scope: Scope) -> Path | None:
+    """``--token-file``, else the configured ``server.<scope>_token_file`` (for the job
+    scope, the admin one when only it is set and readable: admin implies job). Every
+    command that talks to the agent finds its token by this one rule."""
+    if args.token_file is not None:
+        return Path(args.token_file)
+    try:
+        server = loading.load(common.config_path(args)).server
+    except loading.ConfigError:
+        return None
+    if scope == "admin":
+        return server.admin_token_file
+    if server.job_token_file is not None:
+        return server.job_token_file
+    admin = server.admin_token_file
+    return admin if admin is not None and os.access(admin, os.R_OK) else None
+
+
+def token(args: argparse.Namespace, scope: Scope = "job") -> str | None:
+    """The bearer token for ``scope`` (see :func:`token_file`); exits 2 if unreadable."""
+    path = token_file(args, scope)
     if path is None:
         return None
     try:
@@ -69,6 +90,19 @@ def token(args: argparse.Namespace, default: Path | None = None) -> str | None:
         raise SystemExit(
             common.fail(f"cannot read the token file {path}: {exc.strerror}", common.EXIT_USAGE)
         ) from None
+
+
+def refused(status: int, body: Any, scope: Scope) -> int | None:
+    """For a 401 or 403, print why and which setting gives the token; return exit 4."""
+    if status not in (401, 403):
+        return None
+    message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
+    setting = f"server.{scope}_token_file"
+    return common.fail(
+        f"the agent refused the request ({status}): {message}; pass --token-file, or set "
+        f"{setting} in the config this command reads (--config or $RUNNER_AGENT_CONFIG)",
+        common.EXIT_AUTH,
+    )
 
 
 def request(

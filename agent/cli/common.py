@@ -12,6 +12,8 @@ EXIT_OK = 0
 EXIT_BAD = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+"""The agent refused the token (401) or its scope (403)."""
 
 
 def config_path(args: argparse.Namespace) -> Path | None:

@@ -93,9 +93,8 @@ def _target(args: argparse.Namespace) -> model.Platform | int | None:
 def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
     """POST /v1/ensure over the unix socket and follow its NDJSON stream."""
 
-    settings = common.settings(args)
-    socket_path = args.socket or client.socket_path(args)
-    token = client.token(args, default=settings.server.job_token_file)
+    socket_path = client.socket_path(args)
+    token = client.token(args, "job")
     body: wire.JsonObject = {"requests": list(args.requests)}
     if args.team is not None:
         team_doc = _team_document(args.team)
@@ -113,7 +112,11 @@ def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
     try:
         status, lines = _stream(socket_path, body, token)
         if status != 200:
-            error = next(lines, {}).get("error")
+            answer = next(lines, {})
+            denied = client.refused(status, answer, "job")
+            if denied is not None:
+                return denied
+            error = answer.get("error")
             error = error if isinstance(error, dict) else {}
             for line in [error.get("message", f"HTTP {status}"), *_details(error)]:
                 print(f"runner-agent: {line}", file=sys.stderr)

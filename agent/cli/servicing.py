@@ -3,7 +3,7 @@
 Talks to a running agent over its API socket: ``ls`` and ``logs`` need the job scope,
 ``restart``, ``stop`` and ``start`` the admin scope (``--token-file``, or the socket's
 file mode when no admin token is configured). Exit codes: 0 done, 1 the agent refused
-(unknown service, not allowed), 3 the agent could not be reached.
+(unknown service), 3 the agent could not be reached, 4 the token was refused.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         command.set_defaults(run=run_command, verb=verb)
 
 
-def _call(args: argparse.Namespace, method: str, target: str) -> tuple[int, Any] | int:
+def _call(
+    args: argparse.Namespace, method: str, target: str, scope: client.Scope = "job"
+) -> tuple[int, Any] | int:
     """The status and JSON body, or an exit code after printing why it failed."""
-    token = client.token(args)
+    token = client.token(args, scope)
     path = client.socket_path(args)
     try:
         status, body = client.request(path, method, target, token=token)
@@ -64,6 +66,9 @@ def _call(args: argparse.Namespace, method: str, target: str) -> tuple[int, Any]
         return common.fail(
             f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
         )
+    denied = client.refused(status, body, scope)
+    if denied is not None:
+        return denied
     if status >= 300:
         message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
         return common.fail(f"{method} {target} failed ({status}): {message}")
@@ -118,7 +123,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """restart, stop or start a service."""
-    answer = _call(args, "POST", f"/v1/services/{args.name}/{args.verb}")
+    answer = _call(args, "POST", f"/v1/services/{args.name}/{args.verb}", "admin")
     if isinstance(answer, int):
         return answer
     svc = answer[1]

@@ -73,6 +73,9 @@ def run_status(args: argparse.Namespace) -> int:
             f"cannot reach the agent at {socket_path}: {exc.strerror or exc}",
             common.EXIT_UNREACHABLE,
         )
+    denied = client.refused(status, body, "job")
+    if denied is not None:
+        return denied
     if status != 200:
         message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
         return common.fail(f"status request failed ({status}): {message}")

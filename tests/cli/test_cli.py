@@ -125,30 +125,44 @@ def test_status_of_a_running_agent(start_agent: Starter) -> None:
     assert json.loads(raw.stdout)["pid"] == agent.proc.pid
 
 
-def test_status_with_a_wrong_token_exits_1(start_agent: Starter) -> None:
-    (start_agent.workdir / "job.token").write_text("right")
-    (start_agent.workdir / "wrong.token").write_text("wrong")
-    agent = start_agent.start(
-        start_agent.base_config(job_token_file=str(start_agent.workdir / "job.token"))
-    )
+def test_every_client_command_finds_its_token_and_a_refusal_exits_4(
+    start_agent: Starter,
+) -> None:
+    # With the token files in the config, status and services authenticated differently
+    # from ensure (401): every command now reads the same settings.
+    job, admin, wrong = (start_agent.workdir / f"{n}.token" for n in ("job", "admin", "wrong"))
+    job.write_text("job-secret")
+    admin.write_text("admin-secret")
+    wrong.write_text("wrong")
+    config = start_agent.base_config(job_token_file=str(job), admin_token_file=str(admin))
+    agent = start_agent.start(config)
     agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
-    proc = cli(
-        "status",
-        "--socket",
-        str(agent.socket),
-        "--token-file",
-        str(start_agent.workdir / "wrong.token"),
-    )
-    assert proc.returncode == 1
-    assert "401" in proc.stderr
-    good = cli(
-        "status",
-        "--socket",
-        str(agent.socket),
-        "--token-file",
-        str(start_agent.workdir / "job.token"),
-    )
-    assert good.returncode == 0
+    path = agent.config
+    assert path is not None
+    commands = {
+        "status": ["status"],
+        "services ls": ["services", "ls"],
+        "services logs": ["services", "logs", "nothing"],
+        "services restart": ["services", "restart", "nothing"],
+        "ensure": ["ensure", "feature:nothing-at-all"],
+    }
+    for name, argv in commands.items():
+        found = cli(*argv, "--config", str(path))
+        # Authenticated: ready, or the agent's own answer about the request.
+        assert found.returncode in (0, 1), (name, found.stderr)
+        assert "refused" not in found.stderr, (name, found.stderr)
+        assert "(401)" not in found.stderr, (name, found.stderr)
+        assert "(403)" not in found.stderr, (name, found.stderr)
+        refused = cli(*argv, "--config", str(path), "--token-file", str(wrong))
+        assert refused.returncode == 4, (name, refused.stderr)
+        assert "the agent refused the request (401)" in refused.stderr, name
+        assert "--token-file" in refused.stderr, name
+    # The job token on an admin command: 403, naming the admin setting.
+    scoped = cli("services", "restart", "nothing", "--config", str(path), "--token-file", str(job))
+    assert scoped.returncode == 4
+    assert "(403)" in scoped.stderr
+    assert "server.admin_token_file" in scoped.stderr
+    assert "job-secret" not in scoped.stderr + scoped.stdout
 
 
 def test_a_bad_on_config_error_value_is_a_usage_error() -> None:
