@@ -1,4 +1,4 @@
-"""``runner-agent config validate | schema | show``."""
+"""``runner-agent config validate | schema | show | reference``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,21 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     )
     config_arg(show)
     show.set_defaults(run=run_show)
+    reference = csub.add_parser(
+        "reference",
+        help="print the configuration reference (Markdown)",
+        description="Print every setting with its type, default, bounds and description, "
+        "as Markdown: docs/configuration.md is this command's output.",
+    )
+    reference.set_defaults(run=run_reference)
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    """Print the configuration reference."""
+    from agent.config import reference
+
+    sys.stdout.write(reference.render())
+    return common.EXIT_OK
 
 
 def run_schema(args: argparse.Namespace) -> int:
