@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from agent.cli import client, common
@@ -115,7 +116,8 @@ def run_logs(args: argparse.Namespace) -> int:
     if isinstance(answer, int):
         return answer
     for line in answer[1]["lines"]:
-        stamp = time.strftime("%H:%M:%S", time.localtime(line["time"]))
+        # RFC 3339 in UTC on the wire; the local clock on a terminal.
+        stamp = datetime.fromisoformat(line["time"]).astimezone().strftime("%H:%M:%S")
         out = sys.stderr if line["stream"] == "stderr" else sys.stdout
         print(f"{stamp} {line['text']}", file=out)
     return common.EXIT_OK

@@ -163,7 +163,11 @@ class Daemon:
         self._install_signals()
         probe_runner = web.AppRunner(
             probes.make_app(
-                m=self.metrics, conds=self.conditions, lag=self.lag, started=self.started
+                m=self.metrics,
+                conds=self.conditions,
+                lag=self.lag,
+                started=self.started,
+                api_socket=server.socket_path,
             ),
             access_log=None,
             shutdown_timeout=0.25,

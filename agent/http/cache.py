@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import Field, computed_field, field_validator
 
 from agent.http import bodies, errors, models
 from agent.http import routes as routing
@@ -32,7 +32,13 @@ class LeaseModel(models.ApiModel):
 
     agent: str = Field(description="The agent that took it (host/pid).")
     job: str
-    expires: float = Field(description="Unix time it lapses unless refreshed.")
+    expires: models.Timestamp = Field(description="When it lapses unless refreshed.")
+
+    # mypy cannot see through pydantic's decorator on a property; pydantic's documented way.
+    @computed_field(description="`expires` as Unix time, for a hook to compare with date +%s.")  # type: ignore[prop-decorator]
+    @property
+    def expires_epoch(self) -> float:
+        return self.expires
 
 
 class CacheEntry(models.ApiModel):
@@ -53,7 +59,7 @@ class CacheEntry(models.ApiModel):
     method: str | None
     target: str = Field(description="os/arch[/libc] it was installed for.")
     size: int | None = Field(description="Bytes, from the receipt; null without one.")
-    last_used: float | None = Field(description="Unix time of the last use.")
+    last_used: models.Timestamp | None = Field(description="When it was last used.")
     in_use: list[LeaseModel]
 
 

@@ -20,6 +20,10 @@ from aiohttp.typedefs import Handler
 
 logger = logging.getLogger(__name__)
 
+NOT_FOUND_HINT = web.AppKey("not_found_hint", str)
+"""What a 404 of the router points to, per application (default: the API's document)."""
+_API_HINT = "see /openapi.json for the API's routes"
+
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -112,7 +116,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 f"use {', '.join(allowed)}"
             )
         elif isinstance(exc, web.HTTPNotFound):
-            message = f"no route {request.path}; see /openapi.json for the API's routes"
+            message = f"no route {request.path}; {request.app.get(NOT_FOUND_HINT, _API_HINT)}"
         elif isinstance(exc, web.HTTPRequestEntityTooLarge):
             message = exc.text or message
         return error_response(

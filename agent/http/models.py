@@ -2,13 +2,35 @@
 
 Policy: request models forbid unknown fields (a typo is a 400 naming the field, not a
 silently ignored option); response models are what /openapi.json documents.
+
+Every point in time in a body is a :data:`Timestamp`: held as Unix time, written as
+RFC 3339 in UTC with milliseconds, the form of the agent's log lines
+(``2026-12-02T01:10:18.826Z``), so a body and a log line can be put side by side. Unix
+time is written beside it, as a ``*_epoch`` field, only where a machine compares the
+value against its own clock (a lease's expiry, which a hook may check with
+``date +%s``); everywhere else a parser of RFC 3339 is the way to a number.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+
+def rfc3339(when: float) -> str:
+    """``when`` (Unix time) in RFC 3339, UTC, milliseconds: the log lines' form."""
+    stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
+
+
+Timestamp = Annotated[
+    float,
+    PlainSerializer(rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A point in time: Unix time inside the agent, RFC 3339 (UTC) in every body."""
 
 
 class ApiModel(BaseModel):
@@ -44,7 +66,7 @@ class ConditionModel(ApiModel):
     name: str
     ok: bool
     message: str
-    since: float = Field(description="Unix time of the last change of state.")
+    since: Timestamp = Field(description="When it last changed state.")
 
 
 class ConfigInfo(ApiModel):
@@ -52,7 +74,7 @@ class ConfigInfo(ApiModel):
 
     generation: int = Field(description="1 at start, +1 on each successful reload.")
     source: str = Field(description="The file it came from, or `defaults`.")
-    loaded_at: float = Field(description="Unix time it was loaded.")
+    loaded_at: Timestamp = Field(description="When it was loaded.")
     error: str | None = Field(
         default=None, description="Set when running on defaults after a config error."
     )
@@ -67,7 +89,7 @@ class StatusResponse(ApiModel):
     version: str
     python: str
     pid: int
-    started_at: float = Field(description="Unix time the agent started.")
+    started_at: Timestamp = Field(description="When the agent started.")
     uptime_seconds: float
     ready: bool
     config: ConfigInfo

@@ -7,22 +7,32 @@ Policy:
 - /readyz is readiness: 200 only when every registered condition holds; the body lists
   each condition, so ``kubectl describe`` and humans see why not;
 - /metrics is the agent's own registry with content negotiation (text 0.0.4 / 1.0.0 /
-  OpenMetrics) by prometheus_client's aiohttp handler.
+  OpenMetrics) by prometheus_client's aiohttp handler;
+- /openapi.json is not served here: it answers 404 with the ``curl`` line that reads it
+  from the API socket. The document describes routes this port does not serve (a client
+  built from it would send its requests here and get 404s), and the port is the one
+  left open to the kubelet and Prometheus, often on 0.0.0.0 without a token: it should
+  disclose no more than probes need, not the API's shape, scopes and exact version.
+  Anyone who may use the API can read the document where the API is. Every other
+  unknown path is a 404 that lists what this port serves.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from agent.http import errors, instrument
+from agent.http import errors, instrument, models
 from agent.observe import conditions, looplag, metrics
 
 CONDITIONS = web.AppKey("conditions", conditions.Conditions)
 LOOP_LAG = web.AppKey("loop_lag", looplag.LoopLag)
 STARTED = web.AppKey("started", float)
+API_SOCKET = web.AppKey("api_socket", str)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -42,11 +52,22 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 when every condition holds, else 503; lists each condition."""
     conds = request.app[CONDITIONS]
     items = [
-        {"name": c.name, "ok": c.ok, "message": c.message, "since": c.since}
+        {"name": c.name, "ok": c.ok, "message": c.message, "since": models.rfc3339(c.since)}
         for c in conds.snapshot()
     ]
     ready = conds.ready
     return web.json_response({"ready": ready, "conditions": items}, status=200 if ready else 503)
+
+
+async def openapi_elsewhere(request: web.Request) -> web.Response:
+    """404: the document is on the API socket; the answer says how to read it there."""
+    where = request.app[API_SOCKET]
+    raise errors.ApiError(
+        404,
+        "the API's OpenAPI document is not served on the probe port; read it from the API "
+        f"socket: curl --unix-socket {shlex.quote(where)} http://agent/openapi.json",
+        details={"socket": where},
+    )
 
 
 def make_app(
@@ -55,15 +76,23 @@ def make_app(
     conds: conditions.Conditions,
     lag: looplag.LoopLag,
     started: float,
+    api_socket: Path | None = None,
 ) -> web.Application:
-    """Build the probe application."""
+    """Build the probe application; ``api_socket`` is where a 404 for /openapi.json points
+    (``server.socket_path``)."""
     app = web.Application(
         middlewares=[instrument.instrument(m, listener="probe"), errors.json_errors]
     )
     app[CONDITIONS] = conds
     app[LOOP_LAG] = lag
     app[STARTED] = started
+    app[API_SOCKET] = str(api_socket) if api_socket is not None else "<server.socket_path>"
+    app[errors.NOT_FOUND_HINT] = (
+        "this port serves /healthz, /readyz and /metrics; the API and its /openapi.json "
+        "are on the API socket"
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(m.registry))
+    app.router.add_get("/openapi.json", openapi_elsewhere)
     return app

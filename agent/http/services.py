@@ -26,7 +26,7 @@ class HealthModel(models.ApiModel):
 
     ok: bool
     message: str
-    at: float = Field(description="Unix time it finished.")
+    at: models.Timestamp = Field(description="When it finished.")
     latency_seconds: float
 
 
@@ -36,7 +36,7 @@ class BackoffModel(models.ApiModel):
     attempt: int = Field(description="Faults in a row when it was planned.")
     base_seconds: float = Field(description="The exponential step, before jitter.")
     delay_seconds: float = Field(description="The delay actually waited (less jitter).")
-    at: float
+    at: models.Timestamp = Field(description="When it was planned.")
 
 
 class ServiceModel(models.ApiModel):
@@ -45,17 +45,17 @@ class ServiceModel(models.ApiModel):
     name: str
     state: str = Field(description=", ".join(supervising.STATES))
     message: str = Field(description="Why it is in that state.")
-    since: float = Field(description="Unix time of the last state change.")
+    since: models.Timestamp = Field(description="When it last changed state.")
     up: bool = Field(description="Running and its last health check passed.")
     pid: int | None
     uptime_seconds: float | None
     restarts: dict[str, int] = Field(description="By reason: exit, unhealthy, manual.")
     last_exit_code: int | None = Field(description="Negative: killed by that signal.")
     last_exit: str | None = Field(description="The last exit in words, e.g. killed by SIGKILL.")
-    last_exit_at: float | None
+    last_exit_at: models.Timestamp | None = Field(description="When it last exited.")
     last_health: HealthModel | None
     consecutive_failures: int
-    next_start_at: float | None = Field(description="When a scheduled restart happens.")
+    next_start_at: models.Timestamp | None = Field(description="When a scheduled restart happens.")
     backoff: list[BackoffModel] = Field(description="The last restart delays scheduled.")
     required_for_ready: bool
     depends_on: list[str]
@@ -73,7 +73,7 @@ class ServiceList(models.ApiModel):
 class LogLine(models.ApiModel):
     """One line of a service's output."""
 
-    time: float
+    time: models.Timestamp = Field(description="When the agent read it.")
     stream: str = Field(description="stdout or stderr")
     text: str
 
@@ -91,7 +91,7 @@ class GateModel(models.ApiModel):
 
     open: bool
     reason: str
-    since: float
+    since: models.Timestamp = Field(description="When it last opened or closed.")
 
 
 class GateRequest(models.ApiRequest):
