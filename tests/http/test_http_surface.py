@@ -174,7 +174,7 @@ async def test_odd_methods_do_not_create_new_series(start_agent: Starter) -> Non
                 assert resp.status == 405
     assert (
         agent.metric(
-            'runner_agent_http_requests_total{listener="probe",method="other",route="unmatched",status="405"}'
+            'runner_agent_http_requests_total{listener="probe",method="other",route="/healthz",status="405"}'
         )
         == 3.0
     )
