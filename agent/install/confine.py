@@ -34,6 +34,7 @@ No cgroup is needed for any of this: a container may not be able to create one.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -44,14 +45,16 @@ from pathlib import Path
 
 from agent.kits import environ
 
-CHAIN_PATH = environ.DEFAULT_PATH
 logger = logging.getLogger(__name__)
 
 INIT = r"""
-import fcntl, os, resource, socket, struct, sys
-setpriv, path, uid, gid, nproc, net = sys.argv[1:7]
-argv = sys.argv[8:]
-os.environ["PATH"] = path  # the command's own, only now: the chain above ran on the host's
+import ctypes, fcntl, json, os, resource, socket, struct, sys
+import warnings  # os.execvpe imports it; after the switch the stdlib may be unreadable
+uid, gid, nproc, net = sys.argv[1:5]
+argv = sys.argv[6:]
+uid, gid = int(uid), int(gid)
+with os.fdopen(3, "rb") as handle:  # the snippet opened the root-only file as fd 3
+    env = json.loads(handle.read())
 if net == "none":
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh14x", b"lo", 0)
@@ -60,10 +63,22 @@ if net == "none":
 child = os.fork()
 if child == 0:
     try:
+        libc = ctypes.CDLL(None, use_errno=True)
         resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
-        os.execv(setpriv, [setpriv, "--reuid=" + uid, "--regid=" + gid,
-                  "--clear-groups", "--no-new-privs", "--inh-caps=-all",
-                  "--bounding-set=-all", "--", *argv])
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            last = int(handle.read())
+        for cap in range(last + 1):  # PR_CAPBSET_DROP: no exec can bring one back
+            if libc.prctl(24, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "cannot drop capability %d" % cap)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # from root to a non-zero uid: every capability goes
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
+        if os.getuid() == 0 or os.geteuid() == 0:
+            raise OSError("still root after the switch")
+        # Only now, as the sandbox's user, the command's own environment and PATH.
+        os.execvpe(argv[0], argv, env)
     except BaseException as exc:
         os.write(2, ("sandbox: cannot start %s: %s\n" % (argv[0], exc)).encode())
     os._exit(127)
@@ -73,9 +88,16 @@ while True:
         code = os.waitstatus_to_exitcode(status)
         os._exit(code if code >= 0 else 128 - code)
 """
-"""The namespace's init (see the module's policy); argv: setpriv PATH uid gid nproc net --
-command. ``setpriv`` is an absolute path on the host: the init is root, and the command's
-PATH starts inside the staging folder, where the build could have left a ``setpriv``."""
+"""The namespace's init (see the module's policy); argv: uid gid nproc net -- command,
+and the command's environment as JSON on descriptor 3. Everything before its child's
+user switch runs as root with a fixed minimal environment (:data:`CHAIN_ENV`): the
+command's own (its PATH starts inside the staging folder, its variables may name
+libraries there, ``LD_LIBRARY_PATH={prefix}/lib``) is read from a root-only file and
+given to the command alone, by ``execve`` after the switch (never on a command line,
+which every user can read)."""
+
+CHAIN_ENV = {"PATH": environ.DEFAULT_PATH, "LANG": environ.FIXED_LOCALE}
+"""The whole environment of the root part of the chain."""
 
 _GONE_WAIT = 60.0
 """Seconds to wait for a killed namespace to empty: a process stuck in the kernel (a dead
@@ -92,19 +114,18 @@ def command(
     gid: int,
     max_processes: int,
     network: str,
-    command_path: str,
 ) -> list[str]:
-    """The whole chain's argv (to run with the host's PATH, :data:`CHAIN_PATH`; the init
-    gives the command ``command_path``): ``snippet`` (a shell script run as the init before it
-    becomes the init, with ``snippet_args`` and then the init's own argv as its
-    arguments) must end by ``exec "$@"``."""
+    """The whole chain's argv, to run with :data:`CHAIN_ENV`. ``snippet`` (a shell script
+    run as the init before it becomes the init, with ``snippet_args`` and then the init's
+    own argv as its arguments) must open the file :func:`write_env` wrote as descriptor 3
+    and end by ``exec "$@"``."""
     net = ["--net"] if network == "none" else []
     setpriv, unshare, sh = (host_tool(t) for t in ("setpriv", "unshare", "sh"))
     init = [
         # The real interpreter, not a venv's link to it: the venv may sit under /tmp,
         # which the snippet covers before it runs the init (stdlib only: -I -S).
         os.path.realpath(sys.executable), "-I", "-S", "-c", INIT,
-        setpriv, command_path, str(uid), str(gid), str(max_processes),
+        str(uid), str(gid), str(max_processes),
     ]  # fmt: skip
     return [
         setpriv, "--pdeathsig", "KILL", "--",
@@ -115,10 +136,19 @@ def command(
     ]  # fmt: skip
 
 
+def write_env(path: Path, env: dict[str, str]) -> None:
+    """Write the command's environment where only root can read it (created ``O_EXCL``,
+    mode 0600, never through a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(env, out)
+
+
 def host_tool(name: str) -> str:
     """``name``'s absolute path on the host's own PATH (never the command's: it starts in
     the staging folder, and every process before the user switch is root)."""
-    found = shutil.which(name, path=environ.DEFAULT_PATH)
+    found = shutil.which(name, path=CHAIN_ENV["PATH"])
     if found is None:
         raise FileNotFoundError(f"the script sandbox needs {name} (util-linux); install it")
     return found

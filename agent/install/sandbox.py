@@ -18,7 +18,7 @@ The steps, as root:
    ``installer.script_uid_range``), or the fixed ``installer.script_user`` where one is
    set, and give it the staged prefix, home, temp and copy;
 3. ``unshare`` (mount, IPC, PID and, for ``network: none``, network namespaces) -> bind,
-   cover -> a root init -> ``setpriv`` to that uid with no capabilities, no
+   cover -> a root init, which switches its child to that uid itself, with no capabilities, no
    supplementary groups, ``no_new_privs`` and RLIMIT_NPROC
    ``installer.script_max_processes`` -> ``bash <script>``, in a clean environment with
    the Dev Container Features contract: each option as an upper-case variable,
@@ -64,8 +64,11 @@ MOUNT = "/run/runner-agent-sandbox"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - covered, not used
 
 _SNIPPET = f"""set -eu
-stage=$1 workdir=$2 mount=$3
-shift 3
+stage=$1 workdir=$2 mount=$3 envfile=$4
+shift 4
+# The command's environment, for the init: opened now, before /tmp and the rest are
+# covered (the store may live there), and read by the init from descriptor 3.
+exec 3< "$envfile"
 # Every mount read-only (this namespace only), so a world-writable folder anywhere is
 # no way out; then the staging folder, bound afresh, is the one writable place.
 while read -r _ _ _ _ point _; do
@@ -220,19 +223,24 @@ def run_confined(
                 if path.is_dir() and not path.is_symlink() and (writable_tree or path != tree):
                     _chown_tree(path, uid, gid)
             inside = str(seen / workdir.relative_to(staging))
+            # Beside the staging folder, in the agent's 0700 .runner-agent/staging: the
+            # sandbox's uid cannot reach it, and it is gone when the run ends.
+            env_file = staging.parent / f".{staging.name}.env"
             command = confine.command(
                 _SNIPPET,
-                [str(staging), inside, confine.host_tool("mount")],
+                [str(staging), inside, confine.host_tool("mount"), str(env_file)],
                 command,
                 uid=uid,
                 gid=gid,
                 max_processes=settings.max_processes,
                 network=wanted,
-                command_path=env.get("PATH", confine.CHAIN_PATH),
             )
-            # Root runs the chain up to the user switch: on the host's PATH, never on the
-            # command's, which starts in the staging folder (a planted bin/setpriv).
-            env = {**env, "PATH": confine.CHAIN_PATH}
+            # Root runs the chain up to the user switch with a fixed environment, never
+            # the command's: its PATH starts in the staging folder (a planted bin/setpriv)
+            # and its variables may name libraries there (LD_LIBRARY_PATH={prefix}/lib).
+            confine.write_env(env_file, env)
+            stack.callback(_unlink, env_file)
+            env = dict(confine.CHAIN_ENV)
             before_kill = confine.kill_init
         try:
             done = procs.run(
@@ -297,6 +305,11 @@ def _identity(settings: ScriptSettings, staging: Path) -> Iterator[tuple[int, in
             f"installer.script_user {settings.user!r} is root; give an unprivileged user"
         )
     yield entry.pw_uid, entry.pw_gid
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:

@@ -129,3 +129,42 @@ def test_a_setpriv_or_mount_the_build_left_never_runs_as_root(tmp_path: Path) ->
     done = ensure(tmp_path, body, manifest={"check": {"command": ["tool"], "expect": "tool"}})
     assert len(done.installed) == 1  # the check passed, through the real tools
     assert not proof.exists(), proof.read_text()
+
+
+def test_no_root_process_of_the_chain_gets_the_commands_environment(tmp_path: Path) -> None:
+    # A feature's env.vars reach its check (LD_LIBRARY_PATH={prefix}/lib is ordinary);
+    # every process before the user switch is root, so none may see them: a library
+    # the build planted would run as root. This one writes its uid wherever it loads.
+    from agent.install import sandbox
+
+    proof = tmp_path / "loaded"
+    source = tmp_path / "planted.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <unistd.h>\n"
+        "__attribute__((constructor)) static void planted(void) {\n"
+        f'  FILE *f = fopen("{proof}", "a"); if (f) {{ fprintf(f, "%d\\n", getuid()); '
+        "fclose(f); }\n}\n"
+    )
+    library = tmp_path / "planted.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
+    )
+    staging = tmp_path / "staging"
+    tree = staging / "entry"
+    tree.mkdir(parents=True)
+    output = sandbox.run_confined(
+        ["sh", "-c", 'echo "preload=$LD_PRELOAD"'],
+        what="the test",
+        prefix="/nowhere",
+        staging=staging,
+        tree=tree,
+        env={"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(library)},
+        settings=sandbox.ScriptSettings(),
+        timeout=30,
+        on_output=lambda _: None,
+        writable_tree=False,
+    )
+    assert f"preload={library}" in output  # the command itself still gets its variables
+    loaded_by = proof.read_text().split() if proof.exists() else []
+    assert "0" not in loaded_by, "a root process of the sandbox's chain loaded the library"
+    assert not list(tmp_path.glob(".staging.env"))  # the root-only file is gone
