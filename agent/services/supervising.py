@@ -371,6 +371,10 @@ class Service:
         while True:
             check_started = loop.time()
             result = await probing.check(health)
+            if self.state == "stopping":
+                # A service being stopped stops answering: that is the stop, not a fault
+                # (it read as "unhealthy -> stopped" with a warning that it exited 0).
+                return
             self.last_health = result
             in_start = not passed_once and loop.time() - began < health.start_period_seconds
             if result.ok:

@@ -251,3 +251,40 @@ def test_a_second_signal_kills_services_with_the_agent(agents: Agents) -> None:
 
 def service_state_logged(agent: Agent, state: str) -> bool:
     return any(r.get("state") == state for r in agent.log_records())
+
+
+def test_a_planned_stop_is_info_and_reads_stopping_to_stopped(agents: Agents) -> None:
+    # The service stops answering its check as soon as it is asked to stop, and takes a
+    # moment to exit, as dockerd does: the checks that fail meanwhile are no fault.
+    workdir = agents.workdir
+    flag = workdir / "serving"
+    script = (
+        f'trap \'rm -f "{flag}"; sleep 1.5; exit 0\' TERM; touch "{flag}"; '
+        "while :; do sleep 0.05; done"
+    )
+    config = agents.base_config()
+    config["services"] = {
+        "slow": {
+            "command": ["sh", "-c", script],
+            "health": {
+                "kind": "exec",
+                "command": ["test", "-f", str(flag)],
+                "interval_seconds": 0.1,
+                "timeout_seconds": 0.1,
+                "failure_threshold": 5,
+                "start_period_seconds": 0,
+            },
+            "stop": {"grace_seconds": 5, "kill_group": False},
+        }
+    }
+    agent = agents.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
+    status, _ = call(agent, "POST", "/v1/services/slow/stop")
+    assert status == 202
+    agent.wait_for(lambda: service(agent, "slow")["state"] == "stopped", timeout=15)
+    records = [r for r in agent.log_records() if r.get("service") == "slow"]
+    moves = [(r["previous"], r["state"]) for r in records if "previous" in r]
+    assert moves[-2:] == [("running", "stopping"), ("stopping", "stopped")], moves
+    exits = [r for r in records if r["message"] == "service slow exited 0"]
+    assert [r["level"] for r in exits] == ["info"]
+    assert not [r for r in records if r["level"] == "warning"], records
