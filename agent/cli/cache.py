@@ -8,6 +8,10 @@ exit 1 when another janitor holds it. Output: a table, or ``--format json``.
 An entry whose receipt cannot be used is listed as ``bad-receipt`` with the reason, and
 never stops the others; ``verify --repair`` removes it.
 
+The store's size counts the download cache (archives kept for a re-install) beside the
+entries; ``evict`` removes downloads first, then entries. Entries are named in the
+tool-cache form, ``node/22.21.1/x64`` (``x64-musl`` on musl), and sizes are human.
+
 Exit codes: 0 done (``verify``: nothing broken is left; ``evict``: the target is
 reached); 1 problems remain, the target cannot be reached (entries in use, recently used
 or not the agent's), another janitor is running, or the store cannot be used; 2 usage.
@@ -37,7 +41,9 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         parser.add_argument("--format", choices=["table", "json"], default="table")
         config_arg(parser)
 
-    listing = csub.add_parser("ls", help="entries with size, target, last use and in-use state")
+    listing = csub.add_parser(
+        "ls", help="entries with size, target, last use and in-use state; the download cache"
+    )
     common_args(listing)
     listing.set_defaults(run=run_ls)
     verify = csub.add_parser(
@@ -57,10 +63,12 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     gc.set_defaults(run=run_gc)
     evict = csub.add_parser(
         "evict",
-        help="remove least recently used entries until the store fits SIZE",
+        help="remove least recently used downloads, then entries, until the store fits SIZE",
         description=(
-            "Evict least recently used entries until the receipts' total is at most SIZE; "
-            "entries in use by a job (in any pod) or used in the last minute are kept."
+            "Evict until the store (the receipts' total plus the download cache) is at most "
+            "SIZE: least recently used downloads first (only a re-download), then entries. "
+            "Entries in use by a job (in any pod), and anything used in the last minute, "
+            "are kept."
         ),
     )
     evict.add_argument("--to", required=True, metavar="SIZE", help="e.g. 10GiB, 500MB or 0")
@@ -93,22 +101,31 @@ def _guarded(work: Callable[[], int]) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    """List entries."""
+    """List entries and the download cache."""
     from agent.store import inventory
 
     jan = _janitor(args)
 
     def work() -> int:
-        items = [i.to_data() for i in inventory.scan(jan.store)]
-        ok = [i for i in items if i["state"] == "ok"]
-        total = {"entries": len(ok), "bytes": sum(i["size"] or 0 for i in ok)}
+        found = inventory.scan(jan.store)
+        archives = inventory.downloads(jan.store)
+        total = inventory.totals(found, archives)
+        items = [i.to_data() for i in found]
         if args.format == "json":
-            _print_json({"root": str(jan.store.root), "entries": items, "total": total})
+            _print_json(
+                {
+                    "root": str(jan.store.root),
+                    "budget": int(jan.budget()),
+                    "entries": items,
+                    "downloads": [d.to_data() for d in archives],
+                    "total": total.to_data(),
+                }
+            )
             return common.EXIT_OK
         now = time.time()
         rows = [
             [
-                f"{i['name']}/{i['version']}/{i['leaf']}",
+                i["entry"],
                 i["state"],
                 human(i["size"]),
                 i["target"] or "-",
@@ -118,10 +135,15 @@ def run_ls(args: argparse.Namespace) -> int:
             for i in items
         ]
         _table(["ENTRY", "STATE", "SIZE", "TARGET", "LAST USED", "IN USE BY"], rows)
-        print(f"{total['entries']} entries, {human(total['bytes'])} (from receipts)")
+        print(f"{total.entries} entries, {human(total.entry_bytes)} (from receipts)")
+        print(
+            f"{total.downloads} downloads, {human(total.download_bytes)} (the download cache: "
+            "archives kept for a re-install, evicted first)"
+        )
+        print(f"total {human(total.bytes)}, budget {human(int(jan.budget()))}")
         bad = [i for i in items if i["state"] == "bad-receipt"]
         for i in bad:
-            print(f"bad-receipt {i['key']}: {i['problem']}")
+            print(f"bad-receipt {i['entry']}: {i['problem']}")
         if bad:
             print("run `runner-agent cache verify --repair` to remove entries with bad receipts")
         return common.EXIT_OK
@@ -140,7 +162,7 @@ def run_verify(args: argparse.Namespace) -> int:
         else:
             rows = [
                 [
-                    e["key"],
+                    e["entry"],
                     e["status"],
                     e["repair"] or "-",
                     "; ".join(e["problems"] + e["warnings"]) or "-",
@@ -170,19 +192,29 @@ def run_gc(args: argparse.Namespace) -> int:
             _print_json(done)
             return common.EXIT_OK
         print(f"staging folders removed: {len(done['staging_removed'])}")
+        for name in done["staging_removed"]:
+            print(f"  {_staged(name)}")
         for name in done["staging_kept"]:
-            print(f"kept {name}: its install is running")
+            print(f"kept staging of {_staged(name)}: its install is running")
         print(f"partial downloads removed: {done['partials_removed']}")
         print(f"lapsed in-use leases removed: {done['leases_removed']}")
         print(
             f"unreferenced downloads removed: {done['downloads_removed']} "
-            f"({done['download_bytes_removed']} bytes)"
+            f"({human(done['download_bytes_removed'])})"
         )
         for name in done["unknown"]:
             print(f"left alone (not the agent's name): {name}")
         return common.EXIT_OK
 
     return _guarded(work)
+
+
+def _staged(name: str) -> str:
+    """``node/22.21.1/x64`` for the staging folder ``node@22.21.1@x64.<hex>``."""
+    from agent.store import layout
+
+    key, _, _ = name.rpartition(".")
+    return layout.display(key or name)
 
 
 def run_evict(args: argparse.Namespace) -> int:
@@ -200,13 +232,15 @@ def run_evict(args: argparse.Namespace) -> int:
         if args.format == "json":
             _print_json(done)
         else:
-            rows = [[r["key"], human(r["size"]), "evicted"] for r in done["removed"]]
-            rows += [[s["key"], human(s["size"]), f"kept: {s['reason']}"] for s in done["skipped"]]
+            rows = [[r["entry"], human(r["size"]), "evicted"] for r in done["removed"]]
+            rows += [
+                [s["entry"], human(s["size"]), f"kept: {s['reason']}"] for s in done["skipped"]
+            ]
             if rows:
                 _table(["ENTRY", "SIZE", "OUTCOME"], rows)
             reached = "reached" if done["reached"] else "NOT reached"
             print(
-                f"{human(done['before'])} -> {human(done['after'])}; "
+                f"{human(done['before'])} -> {human(done['after'])} (entries and downloads); "
                 f"target {human(done['target'])} {reached}"
             )
         return common.EXIT_OK if done["reached"] else common.EXIT_BAD
@@ -216,14 +250,9 @@ def run_evict(args: argparse.Namespace) -> int:
 
 def human(size: int | None) -> str:
     """``1.5 GiB``; ``-`` when unknown."""
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
+    from agent.store import evicting
+
+    return evicting.human(size)
 
 
 def _ago(when: float | None, now: float) -> str:

@@ -44,7 +44,11 @@ class LeaseModel(models.ApiModel):
 class CacheEntry(models.ApiModel):
     """One entry of the store (or what is left of one)."""
 
-    key: str = Field(description="name@version@leaf")
+    key: str = Field(description="name@version@leaf: its name in lock and receipt files.")
+    entry: str = Field(
+        description="name/version/leaf, the tool-cache form (x64-musl on musl): its name in "
+        "every message."
+    )
     name: str
     version: str
     leaf: str
@@ -64,10 +68,22 @@ class CacheEntry(models.ApiModel):
 
 
 class Totals(models.ApiModel):
-    """What the receipts of complete entries add up to."""
+    """The store's size: the receipts of complete entries plus the download cache."""
 
+    bytes: int = Field(description="entry_bytes + download_bytes: what the budget compares.")
     entries: int
-    bytes: int
+    entry_bytes: int
+    downloads: int
+    download_bytes: int
+
+
+class CacheDownload(models.ApiModel):
+    """One archive of the download cache (kept for a re-install; evicted first)."""
+
+    sha256: str
+    entry: str = Field(description="download <first 12 digits of the sha256>.")
+    size: int
+    last_used: float = Field(description="Unix time it was downloaded or last reused.")
 
 
 class CacheList(models.ApiModel):
@@ -77,6 +93,7 @@ class CacheList(models.ApiModel):
     budget: int = Field(description="cache.size_budget, in bytes.")
     total: Totals
     entries: list[CacheEntry]
+    downloads: list[CacheDownload]
 
 
 class VerifyRequest(models.ApiRequest):
@@ -92,6 +109,7 @@ class VerifiedEntry(models.ApiModel):
     """The verdict on one entry."""
 
     key: str
+    entry: str = Field(description="name/version/leaf: its name in every message.")
     status: str = Field(description="ok, size-only, broken, or a listing state.")
     problems: list[str]
     warnings: list[str]
@@ -151,9 +169,11 @@ class EvictRequest(models.ApiRequest):
 
 
 class EvictedEntry(models.ApiModel):
-    """An entry eviction removed or kept."""
+    """An entry or download eviction removed or kept."""
 
-    key: str
+    kind: str = Field(description="download (evicted first) or entry.")
+    key: str = Field(description="The entry's name@version@leaf, or the download's sha256.")
+    entry: str = Field(description="name/version/leaf, or download <sha256 prefix>.")
     size: int | None
     reason: str | None = Field(default=None, description="Why it was kept.")
 
@@ -192,18 +212,22 @@ async def _run(work: Callable[[], T]) -> T:
 
 
 async def list_cache(request: web.Request) -> web.Response:
-    """Entries with size, target, last use and in-use state."""
+    """Entries with size, target, last use and in-use state, and the download cache."""
     from agent.store import inventory
 
     jan = _janitor(request)
-    items = await _run(lambda: [i.to_data() for i in inventory.scan(jan.store)])
-    ok = [i for i in items if i["state"] == "ok"]
+
+    def listing() -> tuple[list[inventory.Item], list[inventory.Download]]:
+        return inventory.scan(jan.store), inventory.downloads(jan.store)
+
+    items, archives = await _run(listing)
     return bodies.json_response(
         CacheList(
             root=str(jan.store.root),
             budget=int(jan.budget()),
-            total=Totals(entries=len(ok), bytes=sum(i["size"] or 0 for i in ok)),
-            entries=[CacheEntry.model_validate(i) for i in items],
+            total=Totals.model_validate(inventory.totals(items, archives).to_data()),
+            entries=[CacheEntry.model_validate(i.to_data()) for i in items],
+            downloads=[CacheDownload.model_validate(d.to_data()) for d in archives],
         )
     )
 
@@ -225,7 +249,7 @@ async def post_gc(request: web.Request) -> web.Response:
 
 
 async def post_evict(request: web.Request) -> web.Response:
-    """Evict least recently used entries down to ``to``."""
+    """Evict least recently used downloads, then entries, down to ``to``."""
     body = await bodies.read_model(request, EvictRequest)
     target = body.to
     if target is None:
@@ -249,7 +273,8 @@ def routes() -> list[routing.Route]:
             "/v1/cache",
             list_cache,
             "admin",
-            "Store entries with size, target platform, last use and in-use leases",
+            "Store entries with size, target platform, last use and in-use leases, and "
+            "the download cache (counted in the total)",
             response=CacheList,
             errors=busy,
         ),
@@ -279,7 +304,8 @@ def routes() -> list[routing.Route]:
             "/v1/cache/evict",
             post_evict,
             "admin",
-            "Evict least recently used entries (not those in use) down to a size",
+            "Evict least recently used downloads, then entries (not those in use), until "
+            "the store (entries and downloads) fits a size",
             request=EvictRequest,
             response=EvictResponse,
             errors=busy,

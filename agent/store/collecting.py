@@ -77,7 +77,7 @@ def gc(store: layout.Store, *, backend: locks.LockBackend) -> Collected:
     for key, staged in sorted(keys.items()):
         try:
             entry = store.entry(*key.split("@"))
-            with backend.hold(entry.lock, what=f"collecting {key}", timeout=0):
+            with backend.hold(entry.lock, what=f"collecting {entry.display}", timeout=0):
                 publishing.sweep(store, entry)
             result.staging_removed += staged
         except locks.LockTimeout:

@@ -89,18 +89,18 @@ def lookup(entry: layout.Entry, *, feature: str, version: str) -> receipts.Recei
         receipt = receipts.read(entry)
     except layout.StoreError as exc:
         raise layout.StoreError(
-            f"{entry.key} has a marker but its receipt cannot be used ({exc}); the entry is "
+            f"{entry.display} has a marker but its receipt cannot be used ({exc}); the entry is "
             "left alone: `runner-agent cache verify --repair` removes it (the next ensure "
             f"installs it again), or fix {entry.receipt} by hand"
         ) from exc
     if receipt is None or receipt.key != entry.key or not entry.path.is_dir():
         raise layout.StoreError(
-            f"{entry.key} has a marker but no matching receipt or folder; the entry is left "
+            f"{entry.display} has a marker but no matching receipt or folder; the entry is left "
             f"alone: remove {entry.marker} to have it installed again"
         )
     if receipt.feature != feature or receipt.version != version:
         raise layout.StoreError(
-            f"{entry.key} holds {receipt.feature} {receipt.version}, not {feature} {version}: "
+            f"{entry.display} holds {receipt.feature} {receipt.version}, not {feature} {version}: "
             "two features share a tool cache name; give one another toolcache_name"
         )
     _verified[entry.key] = (marker, receipt)
@@ -118,7 +118,7 @@ def _no_links_on_the_way(entry: layout.Entry) -> None:
             return  # gone: the checks after this one say so
         if stat.S_ISLNK(mode):
             raise layout.StoreError(
-                f"{path} is a symlink; the store only holds real folders, so {entry.key} "
+                f"{path} is a symlink; the store only holds real folders, so {entry.display} "
                 "is left alone: remove the link by hand (someone who can write the store "
                 "planted it)"
             )

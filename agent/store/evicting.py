@@ -19,8 +19,13 @@ Policy:
   first, and skips entries with a live in-use lease in any pod (:mod:`agent.store.inuse`)
   and entries used in the last :data:`MIN_IDLE` seconds: a job may have looked an entry
   up a moment ago without a lease, and NFS clients may trust a cached marker that long;
-- sizes come from receipts (no tree walk); entries without a receipt are not counted, so
-  a target below what foreign entries hold is reported as not reached.
+- the download cache counts in the size (it is on the same volume) and goes first,
+  least recently used first (its mtime; a cache hit touches it): an archive is only a
+  re-download, an entry is a re-install. A download written or used in the last
+  :data:`MIN_IDLE` seconds is kept, since an install may be about to extract it;
+- sizes come from receipts (no tree walk) and one ``stat()`` per download; entries
+  without a receipt are not counted, so a target below what foreign entries hold is
+  reported as not reached.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def remove(
     entry whose receipt file exists but cannot be used (``bad-receipt``) counts as the
     agent's: its receipt file is the agent's own, whatever is in it now."""
     try:
-        with backend.hold(entry.lock, what=f"removing {entry.key}", timeout=0):
+        with backend.hold(entry.lock, what=f"removing {entry.display}", timeout=0):
             return _remove_locked(
                 store,
                 entry,
@@ -111,7 +116,7 @@ def _remove_locked(
     except FileNotFoundError:
         vfd = None
     except OSError as exc:
-        raise Refused(f"not removing {entry.key}: {exc.strerror}") from exc
+        raise Refused(f"not removing {entry.display}: {exc.strerror}") from exc
     if vfd is None:  # a receipt left over: it goes alone
         _remove_receipt(entry)
         return "removed"
@@ -147,7 +152,7 @@ def _remove_at(
             nofollow.remove_at(vfd, trash)  # what is left, gc sweeps
     with contextlib.suppress(OSError):
         os.fsync(vfd)
-    logger.info("removed %s from the store: %s", entry.key, why, extra={"entry": entry.key})
+    logger.info("removed %s from the store: %s", entry.display, why, extra={"entry": entry.key})
     return "removed"
 
 
@@ -164,6 +169,18 @@ class SizeError(ValueError):
 
 
 _SIZE: TypeAdapter[ByteSize] | None = None
+
+
+def human(size: int | None) -> str:
+    """``1.5 GiB``, ``512 B``; ``-`` when unknown: how every message writes a size."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def parse_size(value: str | int) -> int:
@@ -185,7 +202,9 @@ def parse_size(value: str | int) -> int:
 
 @dataclass
 class Evicted:
-    """The outcome of one eviction pass."""
+    """The outcome of one eviction pass. Each of ``removed`` and ``skipped`` is a list of
+    ``{"kind": "download" | "entry", "key", "entry", "size"[, "reason"]}``: ``key`` is the
+    entry's lock and receipt name or the download's sha256, ``entry`` what users read."""
 
     target: int
     before: int
@@ -218,17 +237,38 @@ def evict(
     min_idle: float = MIN_IDLE,
     now: float | None = None,
 ) -> Evicted:
-    """Remove least recently used entries until the receipts' total is at most ``to``."""
+    """Remove least recently used downloads, then entries, until the store's size (the
+    receipts of complete entries plus the download cache) is at most ``to``."""
     if to < 0:
         raise layout.StoreError(f"eviction target {to} is negative; expected bytes >= 0")
     now = time.time() if now is None else now
     items = [i for i in inventory.scan(store) if i.state == "ok" and i.receipt is not None]
-    total = sum(i.size or 0 for i in items)
+    archives = inventory.downloads(store)
+    total = sum(i.size or 0 for i in items) + sum(d.size for d in archives)
     result = Evicted(target=to, before=total, after=total)
+    why = f"evicted to {human(to)}"
+    archives.sort(key=lambda d: (d.last_used, d.sha256))
+    for download in archives:
+        if total <= to:
+            break
+        note: dict[str, Any] = {
+            "kind": "download",
+            "key": download.sha256,
+            "entry": download.display,
+            "size": download.size,
+        }
+        if now - download.last_used < min_idle:
+            reason = f"used {now - download.last_used:.0f} s ago (< {min_idle:g} s)"
+            result.skipped.append({**note, "reason": reason})
+        elif _remove_download(store, download):
+            total -= download.size
+            result.removed.append(note)
+            logger.info("removed %s from the store: %s", download.display, why)
     items.sort(key=lambda i: (i.last_used or 0.0, i.key))
     for item in items:
         if total <= to:
             break
+        note = {"kind": "entry", "key": item.key, "entry": item.display, "size": item.size}
         skip = ""
         if item.in_use:
             skip = "in use by " + ", ".join(lease.describe() for lease in item.in_use)
@@ -236,19 +276,35 @@ def evict(
             skip = f"used {now - item.last_used:.0f} s ago (< {min_idle:g} s)"
         else:
             try:
-                outcome = remove(store, item.entry, backend=backend, why=f"evicted to {to} bytes")
+                outcome = remove(store, item.entry, backend=backend, why=why)
             except Refused as exc:
-                result.skipped.append({"key": item.key, "size": item.size, "reason": str(exc)})
+                result.skipped.append({**note, "reason": str(exc)})
                 continue
             if outcome == "removed":
                 total -= item.size or 0
-                result.removed.append({"key": item.key, "size": item.size})
+                result.removed.append(note)
                 continue
             skip = {
                 "in-use": "in use (a lease appeared)",
                 "busy": "being installed or removed",
                 "not-ours": "its receipt vanished",
             }[outcome]
-        result.skipped.append({"key": item.key, "size": item.size, "reason": skip})
+        result.skipped.append({**note, "reason": skip})
     result.after = total
     return result
+
+
+def _remove_download(store: layout.Store, download: inventory.Download) -> bool:
+    """Unlink one archive, relative to its folder reached without following links; an
+    install that has it open keeps reading it. False when it was gone already."""
+    try:
+        fd = nofollow.open_dir(store.root, (layout.META, "downloads", download.sha256[:2]))
+    except OSError:
+        return False
+    try:
+        os.unlink(download.sha256, dir_fd=fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

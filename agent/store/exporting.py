@@ -5,7 +5,8 @@ only numbers already in memory: the janitor's running total (refreshed from rece
 a thread, see :class:`agent.store.inventory.Tally`) and its counters. It never touches
 the volume. Series:
 
-- ``runner_agent_cache_bytes``: bytes of complete entries, as their receipts record;
+- ``runner_agent_cache_bytes``: bytes of complete entries, as their receipts record, plus
+  the download cache (what the budget compares against);
 - ``runner_agent_cache_budget_bytes``: ``cache.size_budget`` in force;
 - ``runner_agent_cache_entries``: complete entries with a receipt;
 - ``runner_agent_evictions_total``: entries this agent evicted;
@@ -48,7 +49,8 @@ class CacheCollector(Collector):
         totals = jan.tally.snapshot()
         yield GaugeMetricFamily(
             "runner_agent_cache_bytes",
-            "Bytes of complete store entries, summed from their receipts (no tree walk).",
+            "Bytes of the store: complete entries, summed from their receipts (no tree "
+            "walk), plus the download cache.",
             value=float(totals.bytes),
         )
         yield GaugeMetricFamily(

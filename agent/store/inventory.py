@@ -14,7 +14,11 @@ Policy:
   re-reading only receipts that changed since the last refresh (a new inode or size), so
   a refresh of 10,000 entries is four ``stat()`` calls each (the receipt, and the
   marker through real folders only) and :meth:`Tally.snapshot`,
-  what ``/metrics`` reads, costs nothing.
+  what ``/metrics`` reads, costs nothing;
+- the download cache (``.runner-agent/downloads/<xx>/<sha256>``, archives kept for a
+  re-install) holds bytes on the same volume, so it counts in the store's size: the
+  running total, listings and the budget eviction compares against. A download is sized
+  and dated by one ``stat()`` (its mtime is its last use: a cache hit touches it).
 """
 
 from __future__ import annotations
@@ -58,8 +62,13 @@ class Item:
 
     @property
     def key(self) -> str:
-        """``name@version@leaf``."""
+        """``name@version@leaf``: the name in lock and receipt files."""
         return self.entry.key
+
+    @property
+    def display(self) -> str:
+        """``name/version/leaf``: the name users read."""
+        return self.entry.display
 
     @property
     def size(self) -> int | None:
@@ -83,6 +92,7 @@ class Item:
         r = self.receipt
         return {
             "key": self.key,
+            "entry": self.display,
             "name": self.entry.name,
             "version": self.entry.version,
             "leaf": self.entry.leaf,
@@ -188,7 +198,7 @@ def _classify(item: Item) -> None:
     try:
         item.receipt = receipts.read(entry)
         if item.receipt is not None and item.receipt.key != entry.key:
-            item.problem = f"its receipt names {item.receipt.key!r}"
+            item.problem = f"its receipt names {layout.display(item.receipt.key)!r}"
             item.receipt = None
             item.state = "bad-receipt"
     except layout.StoreError as exc:
@@ -255,17 +265,108 @@ def _receipt_keys(store: layout.Store) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Download:
+    """One archive of the download cache."""
+
+    sha256: str
+    size: int
+    last_used: float
+    """Its mtime: written when downloaded, touched on every cache hit."""
+
+    @property
+    def display(self) -> str:
+        """``download 1a2b3c4d5e6f``: what users read (the digest's first 12 digits)."""
+        return f"download {self.sha256[:12]}"
+
+    def to_data(self) -> dict[str, Any]:
+        """JSON-ready data for listings."""
+        return {
+            "sha256": self.sha256,
+            "entry": self.display,
+            "size": self.size,
+            "last_used": self.last_used,
+        }
+
+
+def downloads(store: layout.Store) -> list[Download]:
+    """Every complete archive of the download cache, by descriptor from the store root
+    (a link planted there is never entered; ``.partial`` files are not counted)."""
+    found = []
+    try:
+        top = nofollow.open_dir(store.root, (layout.META, "downloads"))
+    except OSError:
+        return []
+    try:
+        for sub in nofollow.subdirs(top):
+            if len(sub) != 2 or sub.startswith("."):
+                continue
+            try:
+                fd = nofollow.open_below(top, (sub,))
+            except OSError:
+                continue
+            try:
+                for name in nofollow.names(fd):
+                    if name.startswith(".") or len(name) != 64 or not name.startswith(sub):
+                        continue
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        found.append(Download(name, st.st_size, st.st_mtime))
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+    except OSError:
+        return found
+    finally:
+        os.close(top)
+    return sorted(found, key=lambda d: d.sha256)
+
+
+@dataclass(frozen=True)
 class Totals:
-    """The store's size as the receipts tell it."""
+    """The store's size: receipts of complete entries, plus the download cache."""
 
     bytes: int = 0
+    """Everything counted: ``entry_bytes + download_bytes`` (what the budget compares)."""
     entries: int = 0
     refreshed: float | None = None
     """Unix time of the last refresh; ``None`` before the first."""
+    entry_bytes: int = 0
+    downloads: int = 0
+    download_bytes: int = 0
+
+    def to_data(self) -> dict[str, int]:
+        """JSON-ready data (``refreshed`` aside)."""
+        return {
+            "bytes": self.bytes,
+            "entries": self.entries,
+            "entry_bytes": self.entry_bytes,
+            "downloads": self.downloads,
+            "download_bytes": self.download_bytes,
+        }
+
+
+def totals(items: list[Item], archives: list[Download]) -> Totals:
+    """What a listing adds up to: ``ok`` entries by receipt, and every download."""
+    ok = [i for i in items if i.state == "ok"]
+    entry_bytes = sum(i.size or 0 for i in ok)
+    download_bytes = sum(d.size for d in archives)
+    return Totals(
+        bytes=entry_bytes + download_bytes,
+        entries=len(ok),
+        refreshed=time.time(),
+        entry_bytes=entry_bytes,
+        downloads=len(archives),
+        download_bytes=download_bytes,
+    )
 
 
 class Tally:
-    """A running total of the store's size, refreshed from receipts that changed."""
+    """A running total of the store's size, refreshed from receipts that changed and one
+    ``stat()`` per download."""
 
     def __init__(self, store: layout.Store) -> None:
         self.store = store
@@ -309,7 +410,16 @@ class Tally:
                 if dirfd is not None:
                     os.close(dirfd)
             self._sizes = seen
-            self._totals = Totals(bytes=total, entries=count, refreshed=time.time())
+            archives = downloads(self.store)
+            download_bytes = sum(d.size for d in archives)
+            self._totals = Totals(
+                bytes=total + download_bytes,
+                entries=count,
+                refreshed=time.time(),
+                entry_bytes=total,
+                downloads=len(archives),
+                download_bytes=download_bytes,
+            )
             return self._totals
 
     def _marked(self, name: str, version: str, leaf: str) -> bool:

@@ -14,9 +14,10 @@ Policy:
   line: agent, operation, start, end, result) while the lock is held (appended ``O_NOFOLLOW``
   to a regular file only, see :mod:`agent.store.nofollow`), so who did what,
   and that passes never overlapped, can be read back;
-- counts (passes by result, entries evicted) and the running total of the store's size
-  (:class:`~agent.store.inventory.Tally`) live on the :class:`Janitor` object, which the
-  daemon's metrics read at scrape time. Everything here blocks: call it from a thread.
+- counts (passes by result, entries evicted) and the running total of the store's size,
+  download cache included (:class:`~agent.store.inventory.Tally`), live on the
+  :class:`Janitor` object, which the daemon's metrics read at scrape time. Everything
+  here blocks: call it from a thread.
 """
 
 from __future__ import annotations
@@ -174,19 +175,20 @@ class Janitor:
         )
 
     def refresh(self) -> inventory.Totals:
-        """Re-read the running total (receipts that changed only)."""
+        """Re-read the running total (receipts that changed, and the downloads)."""
         return self.tally.refresh()
 
     def _evict(self, to: int) -> evicting.Evicted:
         done = evicting.evict(self.store, to=to, backend=self.backend, min_idle=self.min_idle)
         with self._count:
-            self.evictions += len(done.removed)
+            # Entries only (runner_agent_evictions_total): a download is a cache of a cache.
+            self.evictions += sum(1 for r in done.removed if r["kind"] == "entry")
         if not done.reached:
             logger.warning(
-                "the store holds %d bytes after eviction, over the target of %d: what is left "
+                "the store holds %s after eviction, over the target of %s: what is left "
                 "is in use, recently used, being installed or not the agent's",
-                done.after,
-                to,
+                evicting.human(done.after),
+                evicting.human(to),
                 extra={"skipped": done.skipped[:20]},
             )
         return done

@@ -63,6 +63,12 @@ class Entry:
         return f"{self.name}@{self.version}@{self.leaf}"
 
     @property
+    def display(self) -> str:
+        """``name/version/leaf`` (``node/22.21.1/x64``, ``node/22.21.1/x64-musl``): the
+        tool-cache form, the entry's name in everything a user reads."""
+        return display(self.key)
+
+    @property
     def path(self) -> Path:
         """The entry folder."""
         return self.root / self.name / self.version / self.leaf
@@ -81,6 +87,13 @@ class Entry:
     def lock(self) -> Path:
         """The lock file."""
         return self.root / META / "locks" / f"{self.key}.lock"
+
+
+def display(key: str) -> str:
+    """The tool-cache form of a ``name@version@leaf`` key (the leaf carries the libc where
+    it is not glibc: ``x64-musl``). Keys stay in lock and receipt file names on disk;
+    users read this form only."""
+    return key.replace("@", "/")
 
 
 class Store:

@@ -42,6 +42,9 @@ class Checked:
     """The verdict on one key."""
 
     key: str
+    """``name@version@leaf`` (the receipt's name)."""
+    entry: str
+    """``name/version/leaf``: what users read."""
     status: Status
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -54,6 +57,7 @@ class Checked:
         """JSON-ready data."""
         return {
             "key": self.key,
+            "entry": self.entry,
             "status": self.status,
             "problems": self.problems,
             "warnings": self.warnings,
@@ -132,7 +136,7 @@ def verify(store: layout.Store, *, repair: bool = False, backend: locks.LockBack
 
 
 def _check(item: inventory.Item) -> Checked:
-    checked = Checked(item.key, item.state, recorded_bytes=item.size)
+    checked = Checked(item.key, item.display, item.state, recorded_bytes=item.size)
     if item.problem:
         checked.problems.append(item.problem)
     if item.state != "ok" or item.receipt is None:
@@ -161,11 +165,12 @@ def _check_tree(top: int, receipt: receipts.Receipt, checked: Checked) -> Checke
         if disk < receipt.size:
             checked.status = "broken"
             checked.problems.append(
-                f"{disk} bytes on disk, {receipt.size} recorded: files are missing or truncated"
+                f"{evicting.human(disk)} on disk, {evicting.human(receipt.size)} recorded: "
+                "files are missing or truncated"
             )
         elif disk > receipt.size:
             checked.warnings.append(
-                f"{disk - receipt.size} bytes more on disk than recorded (files added?)"
+                f"{evicting.human(disk - receipt.size)} more on disk than recorded (files added?)"
             )
         checked.warnings.append("its receipt has no manifest: checked by total size only")
         return checked
@@ -205,7 +210,9 @@ def _check_file(top: int, rel: str, want: dict[str, Any]) -> str:
         if not stat.S_ISREG(st.st_mode):
             return f"{rel}: no longer a regular file"
         if st.st_size != want.get("size"):
-            return f"{rel}: {st.st_size} bytes, {want.get('size')} recorded"
+            recorded = want.get("size")
+            recorded = recorded if isinstance(recorded, int) else None
+            return f"{rel}: {evicting.human(st.st_size)}, {evicting.human(recorded)} recorded"
         try:
             digest = receipts.sha256_at(fd, name)
         except OSError as exc:

@@ -54,6 +54,19 @@ def states(store: layout.Store) -> dict[str, str]:
     return {i.key: i.state for i in inventory.scan(store)}
 
 
+def archives(store: layout.Store) -> list[Path]:
+    """The download cache's archives (what the installs downloaded), by digest."""
+    return sorted(p for p in store.downloads.glob("??/*") if not p.name.startswith("."))
+
+
+def age_downloads(store: layout.Store, seconds_ago: float) -> int:
+    """Make every download look last used ``seconds_ago``; their bytes."""
+    when = time.time() - seconds_ago
+    for path in archives(store):
+        os.utime(path, (when, when))
+    return sum(p.stat().st_size for p in archives(store))
+
+
 def test_a_receipt_carries_the_sha256_and_size_of_every_file(
     tmp_path: Path, http_server: Server
 ) -> None:
@@ -179,10 +192,13 @@ def test_eviction_goes_least_recently_used_first_and_skips_leased_and_recent(
     for hours, version in enumerate(VERSIONS):  # 18 is the most recent, 22 the oldest
         age(store, version, 3600 * (hours + 1))
     age(store, "18.20.8", 5)  # used a moment ago
+    age_downloads(store, 10 * 3600)  # the downloads go first, however old the entries
     size = receipts.read(entry(store, "22.21.1")).size  # type: ignore[union-attr]
     with inuse.hold(store, ["node@22.21.1@x64"], agent_id="a/1", job="j", ttl=60):
         done = evicting.evict(store, to=0, backend=locks.PosixLocks())
-    assert [r["key"] for r in done.removed] == ["node@20.19.5@x64", "node@20.11.1@x64"]
+    removed = [r["key"] for r in done.removed if r["kind"] == "entry"]
+    assert removed == ["node@20.19.5@x64", "node@20.11.1@x64"]
+    assert archives(store) == []
     reasons = {s["key"]: s["reason"] for s in done.skipped}
     assert reasons["node@22.21.1@x64"].startswith("in use by job 'j' of agent a/1")
     assert "used 5 s ago" in reasons["node@18.20.8@x64"]
@@ -310,15 +326,20 @@ def test_the_tally_sums_receipts_and_rereads_only_what_changed(
     assert tally.snapshot().refreshed is None
     first = tally.refresh()
     sizes = [receipts.read(entry(store, v)).size for v in ("20.11.1", "22.21.1")]  # type: ignore[union-attr]
-    assert (first.bytes, first.entries) == (sum(sizes), 2)
+    downloaded = sum(p.stat().st_size for p in archives(store))
+    assert (first.entry_bytes, first.entries, first.downloads) == (sum(sizes), 2, 2)
+    assert (first.bytes, first.download_bytes) == (sum(sizes) + downloaded, downloaded)
     parsed = []
     real = receipts.Receipt.from_json
     monkeypatch.setattr(receipts.Receipt, "from_json", lambda raw: parsed.append(1) or real(raw))
     age(store, "20.11.1", 100)  # a touch is not a change
-    assert tally.refresh().bytes == sum(sizes)
+    assert tally.refresh().bytes == sum(sizes) + downloaded
     assert parsed == []
     entry(store, "22.21.1").marker.unlink()
-    assert (tally.refresh().bytes, tally.snapshot().entries) == (sizes[0], 1)
+    assert (tally.refresh().entry_bytes, tally.snapshot().entries) == (sizes[0], 1)
+    for path in archives(store):
+        path.unlink()
+    assert (tally.refresh().bytes, tally.snapshot().downloads) == (sizes[0], 0)
 
 
 def test_gc_removes_downloads_no_receipt_names_after_the_grace(
@@ -358,3 +379,73 @@ def test_an_unparsable_receipt_is_a_bad_receipt(tmp_path: Path) -> None:
     entry.receipt.write_text('"a string, not a receipt"')
     with pytest.raises(receipts.BadReceipt, match="not a receipt"):
         receipts.read(entry)
+
+
+def test_the_download_cache_counts_in_the_budget_and_is_evicted_first(
+    tmp_path: Path, http_server: Server
+) -> None:
+    store = install(tmp_path, http_server, "20.11.1", "22.21.1")
+    age(store, "20.11.1", 2 * 3600)
+    age(store, "22.21.1", 3 * 3600)  # the entries are older than the downloads, and stay
+    downloaded = age_downloads(store, 3600)
+    assert downloaded > 0
+    sizes = [receipts.read(entry(store, v)).size for v in ("20.11.1", "22.21.1")]  # type: ignore[union-attr]
+    listed = inventory.totals(inventory.scan(store), inventory.downloads(store))
+    assert (listed.bytes, listed.downloads) == (sum(sizes) + downloaded, 2)
+
+    done = evicting.evict(store, to=sum(sizes), backend=locks.PosixLocks())
+    assert (done.before, done.after, done.reached) == (sum(sizes) + downloaded, sum(sizes), True)
+    assert [r["kind"] for r in done.removed] == ["download", "download"]
+    assert all(r["entry"].startswith("download ") for r in done.removed)
+    assert archives(store) == []
+    assert states(store) == {"node@20.11.1@x64": "ok", "node@22.21.1@x64": "ok"}
+
+
+def test_a_download_used_a_moment_ago_is_kept(tmp_path: Path, http_server: Server) -> None:
+    store = install(tmp_path, http_server, "20.11.1")
+    age(store, "20.11.1", 3600)
+    done = evicting.evict(store, to=0, backend=locks.PosixLocks())
+    [kept] = done.skipped
+    assert kept["kind"] == "download"
+    assert "used 0 s ago" in kept["reason"]
+    assert [r["entry"] for r in done.removed] == ["node/20.11.1/x64"]
+    assert len(archives(store)) == 1
+
+
+def test_the_janitor_evicts_downloads_before_entries_to_the_budget(
+    tmp_path: Path, http_server: Server
+) -> None:
+    store = install(tmp_path, http_server, "20.11.1", "22.21.1")
+    age(store, "20.11.1", 7200)
+    age(store, "22.21.1", 9000)
+    age_downloads(store, 3600)  # used later than the entries: LRU alone would take entries
+    sizes = [receipts.read(entry(store, v)).size for v in ("20.11.1", "22.21.1")]  # type: ignore[union-attr]
+    jan = janitor.Janitor(store, locks.PosixLocks(), budget=lambda: sum(sizes))
+    done = jan.periodic()
+    assert done is not None
+    assert [r["kind"] for r in done.evicted.removed] == ["download", "download"]
+    assert done.evicted.reached
+    assert archives(store) == []
+    assert states(store) == {"node@20.11.1@x64": "ok", "node@22.21.1@x64": "ok"}
+    assert jan.evictions == 0  # entries evicted: none
+    assert (jan.tally.snapshot().bytes, jan.tally.snapshot().downloads) == (sum(sizes), 0)
+
+    jan.budget = lambda: sizes[0]
+    again = jan.periodic()
+    assert again is not None
+    assert [r["entry"] for r in again.evicted.removed] == ["node/22.21.1/x64"]
+    assert jan.evictions == 1
+
+
+def test_entries_are_named_in_the_tool_cache_form_and_sizes_are_human(
+    tmp_path: Path, http_server: Server
+) -> None:
+    store = install(tmp_path, http_server, "20.11.1")
+    musl = store.entry("node", "20.11.1", "x64-musl")
+    assert (musl.display, musl.key) == ("node/20.11.1/x64-musl", "node@20.11.1@x64-musl")
+    assert musl.receipt.name == "node@20.11.1@x64-musl.json"  # the on-disk names stay
+    path = entry(store, "20.11.1").path / "README.md"
+    path.write_bytes(path.read_bytes()[:1])
+    [checked] = verifying.verify(store, backend=locks.PosixLocks()).checked
+    assert checked.entry == "node/20.11.1/x64"
+    assert any(p.startswith("README.md: 1 B, ") for p in checked.problems), checked.problems

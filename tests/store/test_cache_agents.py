@@ -33,7 +33,13 @@ def store_with(root: Path, server: Server, *versions: str, idle: float = 3600) -
         fixtures.ensure_node(root, server, version)
         when = time.time() - idle  # last used an hour ago: eviction may take it
         os.utime(layout.Store(root).entry("node", version, "x64").receipt, (when, when))
+        for path in downloads(layout.Store(root)):
+            os.utime(path, (when, when))
     return layout.Store(root)
+
+
+def downloads(store: layout.Store) -> list[Path]:
+    return sorted(p for p in store.downloads.glob("??/*") if not p.name.startswith("."))
 
 
 def keys(store: layout.Store) -> list[str]:
@@ -73,9 +79,18 @@ def test_the_cache_endpoints_are_admin_only_and_metrics_sum_receipts(
     assert status == 200
     sizes = [e["size"] for e in listing["entries"]]
     assert [e["key"] for e in listing["entries"]] == ["node@20.11.1@x64", "node@22.21.1@x64"]
-    assert listing["total"] == {"entries": 2, "bytes": sum(sizes)}
+    assert [e["entry"] for e in listing["entries"]] == ["node/20.11.1/x64", "node/22.21.1/x64"]
+    downloaded = sum(p.stat().st_size for p in downloads(store))
+    assert sorted(d["sha256"] for d in listing["downloads"]) == [p.name for p in downloads(store)]
+    assert listing["total"] == {
+        "entries": 2,
+        "bytes": sum(sizes) + downloaded,
+        "entry_bytes": sum(sizes),
+        "downloads": 2,
+        "download_bytes": downloaded,
+    }
     assert listing["budget"] == 5 * 1024**3
-    assert agent.metric("runner_agent_cache_bytes") == sum(sizes)
+    assert agent.metric("runner_agent_cache_bytes") == sum(sizes) + downloaded
     assert agent.metric("runner_agent_cache_budget_bytes") == 5 * 1024**3
 
     status, verified = call(
@@ -94,7 +109,13 @@ def test_the_cache_endpoints_are_admin_only_and_metrics_sum_receipts(
 
     status, evicted = call(agent, "POST", "/v1/cache/evict", {"to": 0}, token="admin-secret")
     assert status == 200
-    assert [r["key"] for r in evicted["removed"]] == ["node@20.11.1@x64", "node@22.21.1@x64"]
+    assert [r["entry"] for r in evicted["removed"] if r["kind"] == "entry"] == [
+        "node/20.11.1/x64",
+        "node/22.21.1/x64",
+    ]
+    assert [r["kind"] for r in evicted["removed"]][:2] == ["download", "download"]
+    assert evicted["before"] == sum(sizes) + downloaded
+    assert downloads(store) == []
     assert evicted["reached"] is True
     assert agent.metric("runner_agent_evictions_total") == 2
     assert agent.metric("runner_agent_cache_bytes") == 0

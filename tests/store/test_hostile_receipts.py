@@ -78,6 +78,8 @@ def hostile_store(root: Path, server: Server, outside: Path) -> layout.Store:
     store = layout.Store(root)
     when = time.time() - 3600  # last used an hour ago: eviction may take it
     os.utime(store.entry("node", "20.11.1", "x64").receipt, (when, when))
+    for archive in store.downloads.glob("??/*"):
+        os.utime(archive, (when, when))  # its download too: evicted first
     outside.mkdir()
     for name, content in HOSTILE.items():
         entry = store.entry(name, "1.0.0", "x64")
@@ -141,7 +143,7 @@ def test_each_hostile_receipt_is_a_bad_receipt_and_the_cli_goes_on(
     rc, table, _ = cli(config, "ls")
     assert rc == 0
     for key in bad:
-        assert f"bad-receipt {key}: " in table
+        assert f"bad-receipt {layout.display(key)}: " in table
     assert "cache verify --repair" in table
 
     rc, verified, _ = cli(config, "verify", "--format", "json")
@@ -164,7 +166,9 @@ def test_each_hostile_receipt_is_a_bad_receipt_and_the_cli_goes_on(
     assert snapshot(outside) == before  # the link went, not what it pointed at
 
     rc, evicted, _ = cli(config, "evict", "--to", "0", "--format", "json")
-    assert (rc, [r["key"] for r in evicted["removed"]]) == (0, [GOOD])
+    removed = [(r["kind"], r["key"]) for r in evicted["removed"]]
+    assert (rc, removed[1:]) == (0, [("entry", GOOD)])
+    assert removed[0][0] == "download"
 
 
 def test_the_store_code_goes_on_past_each_hostile_receipt(
@@ -226,6 +230,8 @@ def test_an_agent_serves_and_cleans_a_store_with_hostile_receipts(
     status, listing = call(agent, "GET", "/v1/cache")
     assert [e["key"] for e in listing["entries"]] == [GOOD]
     status, evicted = call(agent, "POST", "/v1/cache/evict", {"to": 0})
-    assert (status, [r["key"] for r in evicted["removed"]]) == (200, [GOOD])
+    removed = [(r["kind"], r["key"]) for r in evicted["removed"]]
+    assert (status, removed[1:]) == (200, [("entry", GOOD)])
+    assert removed[0][0] == "download"
     assert passes("failed") == 0
     assert snapshot(outside) == before
