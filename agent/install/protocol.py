@@ -39,7 +39,7 @@ from agent.install import checking, methods, sandbox, watching
 from agent.install.fetch import downloads, extracting, network
 from agent.kits import progress
 from agent.platform import plans as wire
-from agent.store import entries, installlog, layout, locks, publishing, receipts
+from agent.store import entries, installlog, layout, locks, nofollow, publishing, receipts
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _install_locked(
     finally:
         if log is not None:
             log.save()
-        shutil.rmtree(staging, ignore_errors=True)
+        nofollow.remove_path(staging)
 
 
 def _relative_vars(step: wire.ToolStep) -> dict[str, str]:

@@ -258,12 +258,7 @@ def run_confined(
         finally:
             on_output("\n".join(lines))
             if sandboxed:
-                _reclaim(tree)
-                for path in staging.iterdir():
-                    # home, tmp, the feature's copy: the agent's again, with no set-id
-                    # file of the sandbox's uid left for whoever gets that uid next.
-                    if path != tree and path.is_dir() and not path.is_symlink():
-                        _reclaim(path, strict=False)
+                _hand_back(staging, tree)
     watching.check_volume(staging, done.output, what=what, failed=not done.ok)
     if not done.ok:
         # Named by the command it ran, not by the sandbox's chain around it.
@@ -305,6 +300,30 @@ def _identity(settings: ScriptSettings, staging: Path) -> Iterator[tuple[int, in
             f"installer.script_user {settings.user!r} is root; give an unprivileged user"
         )
     yield entry.pw_uid, entry.pw_gid
+
+
+def _hand_back(staging: Path, tree: Path) -> None:
+    """After a sandboxed run: the entry is the agent's again (:func:`_reclaim`), and the
+    rest (home, temp, the feature's copy, caches) is removed by descriptor, so no file of
+    the sandbox's uid (a set-id one included) is left for whoever gets that uid next.
+    Everything is handed back before the first error is raised."""
+    first: BaseException | None = None
+    try:
+        _reclaim(tree)
+    except (OSError, ScriptError) as exc:
+        first = exc
+    top = os.open(staging, _DIR)
+    try:
+        for name in nofollow.names(top):
+            if name != tree.name:
+                try:
+                    nofollow.remove_at(top, name)
+                except OSError as exc:
+                    first = first or exc
+    finally:
+        os.close(top)
+    if first is not None:
+        raise first
 
 
 def _unlink(path: Path) -> None:

@@ -238,36 +238,92 @@ def remove_at(dirfd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        _remove_tree(dirfd, name, name, 0)
+        _remove_tree(dirfd, name)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dirfd)
     return True
 
 
-def _remove_tree(dirfd: int, name: str, where: str, depth: int) -> None:
-    # shutil.rmtree(dir_fd=) opens subfolders without O_DIRECTORY: one swapped for a fifo
-    # would hang the janitor. Each folder here is opened as walk opens them.
-    if depth >= MAX_DEPTH:
-        raise TooDeep(where)
+def _remove_tree(dirfd: int, name: str) -> None:
+    # shutil.rmtree(dir_fd=) opens subfolders without O_DIRECTORY (a folder swapped for a
+    # fifo hangs it) and recurses (a tree 1,500 deep raises RecursionError). Here: one
+    # descriptor per level, each folder listed once, and a folder deeper than MAX_DEPTH
+    # is moved up beside ``name`` and removed after it, so any depth goes.
+    pending = [name]
+    while pending:
+        _remove_one(dirfd, pending.pop(), pending)
+
+
+def _remove_one(dirfd: int, name: str, pending: list[str]) -> None:
     try:
-        fd = os.open(name, _SUB, dir_fd=dirfd)
+        top = os.open(name, _SUB, dir_fd=dirfd)
     except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
         if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
             raise
         os.unlink(name, dir_fd=dirfd)  # swapped for a link or a file: only it goes
         return
+    # (parent descriptor, name in it, descriptor, subfolders not yet removed)
+    stack: list[tuple[int, str, int, list[str]]] = []
     try:
-        dirs, files = _list(fd)
-        for file in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(file, dir_fd=fd)
-        for sub in dirs:
-            _remove_tree(fd, sub, os.path.join(where, sub), depth + 1)
+        stack.append((dirfd, name, top, _empty_files(top)))
+        while stack:
+            parent, here, fd, subs = stack[-1]
+            if not subs:
+                stack.pop()
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(here, dir_fd=parent)
+                continue
+            sub = subs.pop()
+            if len(stack) >= MAX_DEPTH:
+                moved = f".{name}.deep-{os.urandom(6).hex()}"
+                os.rename(sub, moved, src_dir_fd=fd, dst_dir_fd=dirfd)
+                pending.append(moved)
+                continue
+            try:
+                child = os.open(sub, _SUB, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                os.unlink(sub, dir_fd=fd)
+                continue
+            try:
+                stack.append((fd, sub, child, _empty_files(child)))
+            except BaseException:
+                os.close(child)
+                raise
     finally:
-        os.close(fd)
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(name, dir_fd=dirfd)
+        for _, _, fd, _ in stack:
+            os.close(fd)
+
+
+def _empty_files(fd: int) -> list[str]:
+    """Unlink every non-folder directly in ``fd``; return its subfolders."""
+    dirs, files = _list(fd)
+    for file in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file, dir_fd=fd)
+    return dirs
+
+
+def remove_path(path: Path) -> None:
+    """Remove the tree at ``path`` (its parent the agent's own, reached by path), as
+    :func:`remove_at` does; what cannot be removed is left (callers clean up best-effort,
+    the janitor later)."""
+    try:
+        parent = os.open(path.parent, _DIR)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            remove_at(parent, path.name)
+    finally:
+        os.close(parent)
 
 
 def exists_at(dirfd: int, name: str) -> bool:
@@ -298,11 +354,16 @@ _SUB = _DIR | os.O_NONBLOCK
 # could wait for a writer (os.fwalk and shutil.rmtree open subfolders without it).
 
 
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+"""Why a listed folder may fail to open without anything being wrong with the walk."""
+
+
 class TooDeep(OSError):
     """A tree nested deeper than :data:`MAX_DEPTH`."""
 
     def __init__(self, where: str) -> None:
-        super().__init__(errno.ELOOP, f"nested deeper than {MAX_DEPTH} folders", where)
+        shown = where if len(where) <= 120 else where[:60] + "/.../" + where[-50:]
+        super().__init__(errno.ELOOP, f"nested deeper than {MAX_DEPTH} folders", shown)
 
 
 def _list(fd: int) -> tuple[list[str], list[str]]:
@@ -332,22 +393,26 @@ def walk(dirfd: int) -> Iterator[tuple[str, list[str], list[str], int]]:
             rel, fd, pending = stack[-1]
             name = next(pending, None)
             if name is None:
-                os.close(fd)
                 stack.pop()
+                os.close(fd)
                 continue
             try:
                 child = os.open(name, _SUB, dir_fd=fd)
-            except OSError:
-                continue  # gone, or no longer a folder: nothing of it is visited
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    continue  # gone, or no longer a folder: nothing of it is visited
+                raise  # EMFILE, EIO: a subtree passed over in silence would go unchecked
             where = os.path.join(rel, name)
             if len(stack) >= MAX_DEPTH:
                 os.close(child)
                 raise TooDeep(where)
             try:
                 dirs, files = _list(child)
-            except OSError:
+            except OSError as exc:
                 os.close(child)
-                continue
+                if exc.errno in _GONE:
+                    continue
+                raise
             stack.append((where, child, iter(())))
             yield where, dirs, files, child
             stack[-1] = (where, child, iter(list(dirs)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import uuid
 from pathlib import Path
@@ -175,7 +174,7 @@ def _publish_at(
         os.fsync(vfd)
         # Staging goes before the marker: a process killed after its marker leaves no
         # leftovers, and one killed before it is swept by the next install anyway.
-        shutil.rmtree(staging, ignore_errors=True)
+        nofollow.remove_path(staging)
         nofollow.write_atomic_at(vfd, marker, b"")
     except BaseException:
         # No marker: take the tree back out, so a failure leaves nothing at the final path.

@@ -385,3 +385,43 @@ def test_a_uid_lock_that_fails_half_way_holds_nothing(
     ):
         pass
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_tree_deeper_than_any_walk_is_still_removed(tmp_path: Path) -> None:
+    # 1,500 folders deep in $HOME within one step: shutil.rmtree raised RecursionError,
+    # and the capped removal left it on the shared volume for ever.
+    body = textwrap.dedent(
+        """\
+        mkdir -p "$PREFIX"
+        cd "$HOME"; for i in $(seq 1500); do mkdir d && cd d || exit 1; done
+        cp /bin/true "$HOME/d/suid" && chmod 4755 "$HOME/d/suid"
+        sleep 3
+        """
+    )
+    # The size watch refuses the depth (it cannot measure past it) and kills the step...
+    with pytest.raises(protocol.InstallError, match="nests folders more than 256 deep"):
+        ensure(tmp_path, body)
+    # ...and the tree is gone all the same.
+    staging = tmp_path / "store" / ".runner-agent" / "staging"
+    assert list(staging.iterdir()) == []
+
+
+def test_removal_takes_any_depth_with_bounded_descriptors(tmp_path: Path) -> None:
+    from agent.store import nofollow
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.mkdir("deep", dir_fd=fd)
+    level = os.open("deep", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    for _ in range(3 * nofollow.MAX_DEPTH):
+        os.mkdir("d", dir_fd=level)
+        (child := os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=level))
+        os.close(level)
+        level = child
+    os.close(level)
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        assert nofollow.remove_at(fd, "deep")
+    finally:
+        os.close(fd)
+    assert list(tmp_path.iterdir()) == []
+    assert len(os.listdir("/proc/self/fd")) == before - 1
