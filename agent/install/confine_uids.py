@@ -69,13 +69,25 @@ def allocate(store_locks: Path, first: int, last: int) -> Iterator[int]:
 
 @contextlib.contextmanager
 def _folder(path: Path, *, required: bool) -> Iterator[int | None]:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # Both reached by descriptor, the parent without following a link at it: the
+        # owner it shows is the folder's, not a planted link target's.
+        parent = os.open(path.parent, flags)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path.name, 0o700, dir_fd=parent)
+            fd = os.open(path.name, flags, dir_fd=parent)
+            above = os.fstat(parent)
+        finally:
+            os.close(parent)
         st = os.fstat(fd)
         # The agent's own; on root-squashed NFS the agent's files belong to the squashed
-        # user, as the store's metadata folder above it does.
-        owners = {os.geteuid(), _owner(path.parent)}
+        # user, as the store's metadata folder above it does (when no one else may write
+        # that folder).
+        owners = {os.geteuid()}
+        if not above.st_mode & 0o022:
+            owners.add(above.st_uid)
         if st.st_uid not in owners or st.st_mode & 0o022:
             os.close(fd)
             # Whoever else owns or may write it could hold every lock, or remove them.
@@ -130,13 +142,6 @@ def _uids_running(first: int, last: int) -> set[int]:
         except OSError:
             continue
     return busy
-
-
-def _owner(path: Path) -> int:
-    try:
-        return os.lstat(path).st_uid
-    except OSError:
-        return os.geteuid()
 
 
 def _known_user(uid: int) -> bool:
