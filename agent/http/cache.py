@@ -83,7 +83,7 @@ class CacheDownload(models.ApiModel):
     sha256: str
     entry: str = Field(description="download <first 12 digits of the sha256>.")
     size: int
-    last_used: float = Field(description="Unix time it was downloaded or last reused.")
+    last_used: models.Timestamp = Field(description="When it was downloaded or last reused.")
 
 
 class CacheList(models.ApiModel):
