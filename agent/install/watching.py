@@ -38,6 +38,8 @@ NEARLY_FULL = 1024 * 1024
 _SHARE = 20
 GLANCE = 1.0
 """Seconds between the statvfs glances of a watch (see :meth:`SizeWatch._filling`)."""
+MAX_SEEN = 100_000
+"""Multiply-linked files remembered per walk (see :func:`tree_bytes`)."""
 INODE_CHARGE = 4096
 """Bytes each file or folder counts for at least, whatever it allocates."""
 NEARLY_NO_INODES = 64
@@ -73,14 +75,18 @@ class SizeWatch:
         self._size = 0
         self._free = _free(folder)
         self._glance = 0.0
+        self._soonest = 0.0
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now < self._next and not self._filling(now):
+        if now < self._next and not (now >= self._soonest and self._filling(now)):
             return
         size = tree_bytes(self.folder)
         took = time.monotonic() - now
         self._next = time.monotonic() + max(INTERVAL, took * _SHARE)
+        # Brought forward by a filling volume, a walk still costs at most a fifth of the
+        # time: other writers on a shared volume must not make it walk without pause.
+        self._soonest = time.monotonic() + max(GLANCE, took * 5)
         self._size, self._free = size, _free(self.folder)
         if size > self.limit:
             raise EntryTooBig(
@@ -140,9 +146,10 @@ def tree_bytes(folder: Path) -> int:
                 st = item.stat(follow_symlinks=False)
             except OSError:
                 continue  # removed while looked at
-            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and len(seen) < MAX_SEEN:
                 # Only a file with several names can be met twice (folders cannot be
-                # linked): the set stays small however big the tree is.
+                # linked). Past MAX_SEEN such files each name counts again: too much,
+                # never too little, and the set stays bounded against a tree of links.
                 if (st.st_dev, st.st_ino) in seen:
                     continue
                 seen.add((st.st_dev, st.st_ino))

@@ -17,6 +17,7 @@ Policy:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -91,6 +92,11 @@ def gc(store: layout.Store, *, backend: locks.LockBackend) -> Collected:
     return result
 
 
+_PASSING = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO, errno.EAGAIN, errno.EINTR}
+)
+"""Read errors that say nothing about the receipt itself."""
+
 DOWNLOAD_GRACE = 3600.0
 """Seconds an unreferenced download is kept after its last write (an install in flight)."""
 
@@ -105,9 +111,13 @@ def _unreferenced_downloads(store: layout.Store, now: float) -> tuple[int, int]:
     for key in names:
         try:
             receipt = receipts.read_file(store.meta / "receipts" / key)
-        except layout.StoreError:
-            # Reported as bad-receipt elsewhere; its archives are only a re-download,
-            # and keeping every download for one bad file let them grow without bound.
+        except layout.StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in _PASSING:
+                return 0, 0  # a read that may work next time: keep every download now
+            # A receipt that is bad for good (reported as bad-receipt elsewhere): its
+            # archives are only a re-download, and keeping every download for one bad
+            # file let them grow without bound.
             continue
         if receipt is not None:
             referenced.update(source.sha256 for source in receipt.sources)

@@ -449,3 +449,25 @@ def test_entries_are_named_in_the_tool_cache_form_and_sizes_are_human(
     [checked] = verifying.verify(store, backend=locks.PosixLocks()).checked
     assert checked.entry == "node/20.11.1/x64"
     assert any(p.startswith("README.md: 1 B, ") for p in checked.problems), checked.problems
+
+
+def test_a_passing_read_error_on_a_receipt_keeps_every_download(
+    tmp_path: Path, http_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EMFILE says nothing about the receipt: gc must not take it as "names nothing".
+    import errno
+
+    store = install(tmp_path, http_server, "20.11.1")
+    [kept] = [p for p in store.downloads.glob("??/*") if not p.name.startswith(".")]
+    long_ago = time.time() - collecting.DOWNLOAD_GRACE - 60
+    os.utime(kept, (long_ago, long_ago))
+    real = receipts.read_file
+
+    def read_file(path: Path) -> receipts.Receipt | None:
+        if path.name.startswith("node@"):
+            raise receipts.BadReceipt("cannot read it") from OSError(errno.EMFILE, "Too many")
+        return real(path)
+
+    monkeypatch.setattr(receipts, "read_file", read_file)
+    assert collecting.gc(store, backend=locks.PosixLocks()).downloads_removed == 0
+    assert kept.exists()
