@@ -12,6 +12,7 @@ request never holds the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -25,6 +26,8 @@ from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 from agent.platform import model
 from agent.platform import plans as wire
+
+logger = logging.getLogger(__name__)
 
 MAX_TEAM_FEATURES = 256
 """Feature entries one team document may hold, its environments' and extends included."""
@@ -242,7 +245,7 @@ def _resolve(
         team_config = team.parse(team_doc, source="team") if team_doc is not None else None
         parsed = [requests.parse(r, allow_ranges=True, source="request") for r in extra]
         parsed = _with_options(extra, parsed, options)
-        wanted = team.merged_requests(
+        merged = team.merge(
             team=team_config, settings=settings.features, labels=labels, extra=parsed
         )
     except config_loading.ConfigError as exc:
@@ -256,8 +259,17 @@ def _resolve(
         raise errors.ApiError(
             400, str(exc).splitlines()[0], code="invalid_request", details=str(exc).splitlines()
         ) from exc
+    for note in merged.notes:
+        # An override is easy to miss in a plan: the agent's log says it too.
+        logger.info("request merge: %s", note)
     try:
-        return resolver.resolve(wanted, catalog, target, store_root=str(settings.cache.root))
+        return resolver.resolve(
+            merged.requests,
+            catalog,
+            target,
+            store_root=str(settings.cache.root),
+            notes=merged.notes,
+        )
     except resolver.ResolutionError as exc:
         raise errors.ApiError(
             422, exc.problems[0], code="unresolvable", details={"problems": exc.problems}

@@ -92,3 +92,20 @@ async def test_bad_plan_requests(agent: Agent, body: Any, status: int, code: str
     assert got == status, answer
     assert answer["error"]["code"] == code
     assert agent.get("/healthz")[0] == 200
+
+
+async def test_an_api_plan_names_the_request_a_label_overrode(agent: Agent) -> None:
+    status, body = await call(
+        agent,
+        "POST",
+        "/v1/plan",
+        {"labels": ["feature:node@22"], "team": {"features": ["node@20"]}, "target": TARGET},
+    )
+    assert status == 200, body
+    assert body["features"][0]["version"].startswith("22.")
+    note = (
+        "feature:node@20 (from team) is overridden by feature:node@22 (from label): "
+        "using feature:node@22"
+    )
+    assert note in body["warnings"]
+    assert any(r["message"] == f"request merge: {note}" for r in agent.log_records())
