@@ -145,7 +145,7 @@ def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
         )
     finally:
         view.close()
-    return _finish(result, args.format)
+    return _finish(result, args.format, view.reported)
 
 
 def _details(error: wire.JsonObject) -> list[str]:
@@ -184,13 +184,16 @@ def _stream(
     return response.status, lines()
 
 
-def _finish(result: wire.ResultEvent | None, fmt: str) -> int:
+def _finish(result: wire.ResultEvent | None, fmt: str, shown: set[str] | None = None) -> int:
     if not result:
         return common.fail("the agent ended the stream without a result; see its log")
     for item in result.get("features", []):
-        if item.get("result") == "failed":
+        if item.get("result") == "failed" and item["id"] not in (shown or set()):
+            # Said once: the progress lines, when they printed it whole, said it already;
+            # and an error that names its feature does not get the name again in front.
             error = progressview.clean(item.get("error"))
-            print(f"runner-agent: {item['id']}: {error}", file=sys.stderr)
+            named = error if item["id"] in error else f"{item['id']}: {error}"
+            print(f"runner-agent: {named}", file=sys.stderr)
         elif item.get("result") == "left":
             print(
                 f"runner-agent: {item['id']} needs OS packages the runner must install "
@@ -247,9 +250,11 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
         )
     except (layout.StoreError, executor.SystemInstallError) as exc:
         view.close()
+        if view.said(str(exc)):
+            return common.EXIT_BAD  # the progress line printed it whole: once is enough
         return common.fail(str(exc))
     view.close()
-    return _finish(ensured.result, args.format)
+    return _finish(ensured.result, args.format, view.reported)
 
 
 def _team_document(path: Path) -> wire.JsonObject | int:

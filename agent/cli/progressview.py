@@ -37,8 +37,14 @@ def clean(text: object) -> str:
     return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in str(text))
 
 
-def _mib(count: float) -> str:
-    return f"{count / 1048576:.1f}"
+def _size(count: float) -> str:
+    # In the unit that fits: "0.0/0.0 MiB" for a small file said nothing.
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 class View:
@@ -48,6 +54,8 @@ class View:
         self.out = out or sys.stderr
         self.tty = self.out.isatty() if tty is None else tty
         self.lines: dict[str, _Line] = {}
+        self.reported: set[str] = set()
+        """Features whose failure was printed whole (so the end need not repeat it)."""
         self._drawn = 0
         self._last_draw = 0.0
 
@@ -82,12 +90,19 @@ class View:
             line.detail = f"{event.get('result', 'ok')} in {event.get('seconds', 0):.1f} s"
         elif event["event"] == "failed":
             line.detail = clean(event.get("error", ""))
+            if not self.tty:
+                self.reported.add(ident)  # printed whole just below: not again at the end
         else:
             line.detail = str(event.get("method", ""))
         if self.tty:
             self._draw(force=kind in ("done", "failed"))
         elif (line.state, line.detail) != before and kind != "downloading":
             self._print(f"{line.feature}: {line.state} {line.detail}".rstrip())
+
+    def said(self, message: str) -> bool:
+        """Whether a failure printed whole already said ``message``."""
+        shown = clean(message)
+        return any(shown in self.lines[i].detail for i in self.reported if i in self.lines)
 
     def close(self) -> None:
         """Leave the last state on screen."""
@@ -98,9 +113,9 @@ class View:
         elapsed = max(1e-3, time.monotonic() - line.started)
         rate = line.bytes / elapsed
         if not line.total:
-            return f"{_mib(line.bytes)} MiB, {_mib(rate)} MiB/s"
+            return f"{_size(line.bytes)}, {_size(rate)}/s"
         eta = (line.total - line.bytes) / rate if rate > 0 else 0.0
-        return f"{_mib(line.bytes)}/{_mib(line.total)} MiB, {_mib(rate)} MiB/s, ETA {eta:.0f} s"
+        return f"{_size(line.bytes)}/{_size(line.total)}, {_size(rate)}/s, ETA {eta:.0f} s"
 
     def _bar(self, line: _Line) -> str:
         if line.state == "downloading" and line.total:

@@ -47,13 +47,14 @@ logger = logging.getLogger(__name__)
 class InstallError(layout.StoreError):
     """An install failed at :attr:`step`; nothing was published."""
 
-    def __init__(self, what: str, step: str, message: str) -> None:
-        self.what, self.step, self.detail = what, step, message
-        super().__init__(f"installing {what} failed at step '{step}': {message}")
+    def __init__(self, what: str, step: str, message: str, log: str | None = None) -> None:
+        self.what, self.step, self.detail, self.log = what, step, message, log
+        where = f"; its install log is {log}" if log else ""
+        super().__init__(f"installing {what} failed at step '{step}': {message}{where}")
 
-    def __reduce__(self) -> tuple[type[InstallError], tuple[str, str, str]]:
+    def __reduce__(self) -> tuple[type[InstallError], tuple[str, str, str, str | None]]:
         # Installs run in worker processes: the error must cross back intact.
-        return (InstallError, (self.what, self.step, self.detail))
+        return (InstallError, (self.what, self.step, self.detail, self.log))
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,15 @@ def _install_locked(
         )
         return receipt
     except Exception as exc:
+        where = None
         if log is not None:
             log.step("failed", f"{current}: {exc}")
+            where = str(log.path)
         if isinstance(exc, InstallError):
+            if exc.log is None and where is not None:
+                raise InstallError(exc.what, exc.step, exc.detail, where) from exc.__cause__
             raise
-        raise InstallError(what, current, str(exc)) from exc
+        raise InstallError(what, current, str(exc), where) from exc
     finally:
         if log is not None:
             log.save()

@@ -225,7 +225,7 @@ def run_confined(
             inside = str(seen / workdir.relative_to(staging))
             # Beside the staging folder, in the agent's 0700 .runner-agent/staging: the
             # sandbox's uid cannot reach it, and it is gone when the run ends.
-            env_file = staging.parent / f".{staging.name}.env"
+            env_file = staging.parent / f"{staging.name}.env"  # swept with its folder
             command = confine.command(
                 _SNIPPET,
                 [str(staging), inside, confine.host_tool("mount"), str(env_file)],

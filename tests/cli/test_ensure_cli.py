@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,30 @@ def test_ensure_failures_name_the_step(tmp_path: Path, http_server: Server) -> N
     assert "failed at step 'download'" in proc.stderr
     assert "404" in proc.stderr
     assert not (tmp_path / "store" / "node").exists()
+    # Said once (the progress line printed it whole), naming the install log by path.
+    assert proc.stderr.count("failed at step 'download'") == 1, proc.stderr
+    found = re.search(r"its install log is (\S+\.log)", proc.stderr)
+    assert found, proc.stderr
+    assert "404" in Path(found.group(1)).read_text()
+
+
+def test_a_cached_archive_shows_no_download(tmp_path: Path, http_server: Server) -> None:
+    fixtures.serve_node(http_server)
+    path = config(tmp_path, http_server)
+    env = {"no_proxy": "127.0.0.1"}
+    first = run_cli("ensure", "--local", "feature:node@20.11.1", "--config", str(path), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "downloading" in first.stderr
+    assert "0.0/0.0 MiB" not in first.stderr  # a small file reads in KiB
+    # The entry goes, its archive stays in the download cache: the next ensure re-installs
+    # from it, and fetching the checksum file is no download to show.
+    store = tmp_path / "store"
+    shutil.rmtree(store / "node")
+    for leftover in (store / ".runner-agent" / "receipts").glob("node@*"):
+        leftover.unlink()
+    again = run_cli("ensure", "--local", "feature:node@20.11.1", "--config", str(path), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "downloading" not in again.stderr, again.stderr
 
 
 def test_github_format_without_the_runner_files_exits_2_before_installing(

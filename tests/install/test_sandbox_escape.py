@@ -167,4 +167,4 @@ def test_no_root_process_of_the_chain_gets_the_commands_environment(tmp_path: Pa
     assert f"preload={library}" in output  # the command itself still gets its variables
     loaded_by = proof.read_text().split() if proof.exists() else []
     assert "0" not in loaded_by, "a root process of the sandbox's chain loaded the library"
-    assert not list(tmp_path.glob(".staging.env"))  # the root-only file is gone
+    assert not list(tmp_path.glob("staging.env"))  # the root-only file is gone

@@ -209,11 +209,15 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _read_small(url: str, policy: Policy) -> bytes:
     body = bytearray()
-    _transfer(url, policy, body.extend, limit=_CHECKSUM_LIMIT)
+    # A checksum file is no download to show: with the archive cached, a progress line
+    # "downloading 0.0/0.0 MiB" read as if the cache had missed.
+    _transfer(url, policy, body.extend, limit=_CHECKSUM_LIMIT, report=False)
     return bytes(body)
 
 
-def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit: int) -> int:
+def _transfer(
+    url: str, policy: Policy, sink: Callable[[bytes], None], *, limit: int, report: bool = True
+) -> int:
     """Stream the body of ``url`` into ``sink``; return its size.
 
     Network failures become :class:`DownloadError` here; an error from ``sink`` (a full
@@ -237,7 +241,7 @@ def _transfer(url: str, policy: Policy, sink: Callable[[bytes], None], *, limit:
         if declared is not None and declared > limit:
             raise transport.too_big(url, f"is {declared} bytes (Content-Length)", limit)
         received = 0
-        counter = progress.ByteCounter(url, declared) if progress.active() else None
+        counter = progress.ByteCounter(url, declared) if report and progress.active() else None
         while True:
             try:
                 chunk = response.read(_CHUNK)
