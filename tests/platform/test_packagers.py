@@ -24,7 +24,11 @@ EXPECTED: dict[model.PackageManager, InstallCommand] = {
             "git",
             "curl",
         ),
-        env=(("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "l")),
+        env=(
+            ("DEBIAN_FRONTEND", "noninteractive"),
+            ("NEEDRESTART_MODE", "l"),
+            ("NEEDRESTART_SUSPEND", "1"),
+        ),
         refresh=("apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-q"),
     ),
     "dnf": InstallCommand(
@@ -214,6 +218,7 @@ def test_the_command_environment_is_added_on_top_of_the_base() -> None:
         "PATH": "/usr/bin",
         "DEBIAN_FRONTEND": "noninteractive",
         "NEEDRESTART_MODE": "l",
+        "NEEDRESTART_SUSPEND": "1",
     }
 
 

@@ -72,7 +72,14 @@ class Apt(base.Packager):
         return [
             base.InstallCommand(
                 argv=("apt-get", *lock, "install", "-y", "-q", "--no-install-recommends", *names),
-                env=(("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_MODE", "l")),
+                # needrestart, when installed, runs from apt's hook: list-only mode still
+                # scans every process and floods the output (readline() on closed
+                # filehandle HENV); suspended, it does not run at all.
+                env=(
+                    ("DEBIAN_FRONTEND", "noninteractive"),
+                    ("NEEDRESTART_MODE", "l"),
+                    ("NEEDRESTART_SUSPEND", "1"),
+                ),
                 refresh=self.refresh_command(lock_timeout_s),
             )
         ]
