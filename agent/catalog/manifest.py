@@ -173,6 +173,16 @@ class Feature(_Strict):
     install: tuple[methods.Method, ...] = Field(min_length=1)
     env: methods.Env = Field(default_factory=methods.Env)
     check: methods.Check | None = None
+    writable_homes: dict[EnvName, tuple[methods.RelativePath, ...]] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "Variables that name a home the tool writes into after install (npm i -g: "
+            "NPM_CONFIG_PREFIX; gem: GEM_HOME; cargo: CARGO_HOME), each with the folders "
+            "below it to put on PATH (e.g. [bin]). The job hook points each at a pod-local "
+            "folder, because the entry itself is read-only in the runner."
+        ),
+    )
     toolcache_name: Annotated[str, AfterValidator(_check_toolcache)] | None = None
     max_entry_bytes: ByteSize | None = Field(
         default=None,
@@ -288,6 +298,7 @@ SHAPES: problems.Shapes = {
     ("install", "*", "targets"): "a map of platform to the upstream's name for it",
     ("install", "*", "packages"): "a map of package manager to a list of packages",
     ("env", "vars"): "a map of variable name to value",
+    ("writable_homes",): "a map of variable name to a list of folders below it for PATH",
     ("install", "*", "env", "vars"): "a map of variable name to value",
 }
 """What the manifest's maps hold, for "expected ..." in a type error."""

@@ -5,8 +5,9 @@ agent runs (a listen address, the store root) carry ``x-restart-required`` in th
 JSON Schema; a reload that changes them keeps the running value and reports the field
 as needing a restart.
 
-Group names reserved for later features, so nothing else may take them: ``runner``,
-``gpu`` and ``github``. ``services`` holds supervised services (:mod:`agent.config.services`).
+Group names reserved for later features, so nothing else may take them: ``gpu`` and
+``github``. ``runner`` is :mod:`agent.config.runner`; ``services`` holds supervised
+services (:mod:`agent.config.services`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from agent.config.fields import (
     split_address,
 )
 from agent.config.installer import InstallerSettings
+from agent.config.runner import RunnerSettings
 
-__all__ = ["InstallerSettings", "split_address"]
+__all__ = ["InstallerSettings", "RunnerSettings", "split_address"]
 
 
 class ServerSettings(Section):
@@ -369,6 +371,7 @@ class Settings(Section):
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     installer: InstallerSettings = Field(default_factory=InstallerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
     services: Annotated[
         dict[services_specs.ServiceName, services_specs.ServiceSpec],
         AfterValidator(_check_services),

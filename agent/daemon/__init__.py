@@ -50,7 +50,7 @@ from agent.store import exporting as cache_exporting
 if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator
-    from agent.jobs import leases
+    from agent.jobs import registry as jobs_registry
     from agent.services import supervisor as services_supervisor
     from agent.store import janitor
 
@@ -102,8 +102,8 @@ class Daemon:
         """The feature catalog in force, once loaded."""
         self.installs: coordinator.Coordinator | None = None
         """The install coordinator, once the API is built."""
-        self.jobs: leases.Jobs | None = None
-        """The jobs' in-use leases, once the API is built."""
+        self.jobs: jobs_registry.Jobs | None = None
+        """The jobs engine (open jobs, their leases), once the API is built."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._catalog_loaded = asyncio.Event()
@@ -224,6 +224,8 @@ class Daemon:
             dict(self.settings.services), on_change=self._services_changed
         )
         self.supervisor.start()
+        if self.jobs is not None:
+            self.jobs.resync_gate()  # a job that opened before the supervisor existed
 
     def _services_changed(self) -> None:
         # The condition exists once services are configured: an agent without any keeps
@@ -328,13 +330,18 @@ class Daemon:
         await asyncio.to_thread(chores.preload_api)
         from agent.http import api, context  # loaded: no import work on the loop
         from agent.install import coordinator
-        from agent.jobs import leases
+        from agent.jobs import registry as jobs_registry
 
         server = self.settings.server
         installs = self.installs = coordinator.Coordinator(
             lambda: self.settings, chores.install_metrics(self.metrics.registry)
         )
-        self.jobs = leases.Jobs()
+        self.jobs = jobs_registry.Jobs(
+            metrics=chores.job_metrics(self.metrics.registry),
+            gate=self._job_gate,
+            max_seconds=lambda: self.settings.runner.job_max_seconds,
+            history=lambda: self.settings.runner.history,
+        )
         ctx = context.Context(
             reloader=self.reloader,
             conditions=self.conditions,
@@ -376,6 +383,17 @@ class Daemon:
                 self.conditions.set("api", ok=False, message=str(exc))
                 return
         self.conditions.set("api", ok=True, message=f"serving on {where}")
+
+    def _job_gate(self, reason: str | None) -> None:
+        # Closed while a job is open: dockerd outlives the job when the agent is told to
+        # stop (shutdown waits for the gate, bounded by stop.gate_max_wait_seconds).
+        sup = self.supervisor
+        if sup is None:
+            return
+        if reason is None:
+            sup.gate.open("no job is open")
+        else:
+            sup.gate.close(reason)
 
     async def _stop_engines(self) -> None:
         # The leases first: an install still running must not hold them. Then the

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # at run time each is imported in a thread, after the probes 
 
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator, metrics
+    from agent.jobs import metrics as jobs_metrics
     from agent.observe import conditions as conditions_
     from agent.platform import plans as wire
     from agent.store import janitor
@@ -139,6 +140,13 @@ def install_metrics(registry: CollectorRegistry) -> metrics.InstallMetrics:
     return metrics.InstallMetrics(registry)
 
 
+def job_metrics(registry: CollectorRegistry) -> jobs_metrics.JobMetrics:
+    """The job metrics, on the agent's registry (built once, by the daemon)."""
+    from agent.jobs import metrics as jobs_metrics
+
+    return jobs_metrics.JobMetrics(registry)
+
+
 def preinstall_plan(
     catalog: catalog_loading.Catalog, wanted: list[str], settings: models.Settings
 ) -> wire.Plan:
@@ -183,7 +191,7 @@ def preload_api() -> None:
     # (and /healthz) must not wait for.
     from agent.http import api, context  # noqa: F401
     from agent.install import coordinator  # noqa: F401
-    from agent.jobs import leases  # noqa: F401
+    from agent.jobs import leases, metrics, registry  # noqa: F401
 
 
 def preload_supervisor() -> None:

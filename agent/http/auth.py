@@ -73,6 +73,14 @@ def check(
         )
 
 
+def presents(
+    request: web.Request, scope: tokens.Scope, current: Callable[[], reloading.Loaded]
+) -> bool:
+    """Whether ``request`` presents a configured bearer token that grants ``scope``: not
+    merely open access on the socket (for what only a real token holder may do)."""
+    return _grants(current().tokens, request.headers.get("Authorization"), scope)
+
+
 def _grants(configured: tokens.Tokens, header: str | None, scope: tokens.Scope) -> bool:
     kind, _, presented = (header or "").partition(" ")
     presented = presented.strip()

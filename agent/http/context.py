@@ -10,7 +10,7 @@ from aiohttp import web
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
 from agent.install import coordinator
-from agent.jobs import leases
+from agent.jobs import registry
 from agent.observe import conditions
 from agent.services import supervisor
 from agent.store import janitor
@@ -25,8 +25,8 @@ class Context:
     started: float
     installs: coordinator.Coordinator
     """The install coordinator (ensure, preinstall)."""
-    jobs: leases.Jobs
-    """The jobs' in-use leases."""
+    jobs: registry.Jobs
+    """The jobs engine: open jobs, their secrets and leases."""
     catalog: Callable[[], catalog_loading.Catalog | None] = lambda: None
     """The catalog in force, or ``None`` while it first loads."""
     services: Callable[[], supervisor.Supervisor | None] = lambda: None

@@ -12,17 +12,17 @@ Policy:
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import bodies, errors, features, jobs, models
+from agent.config import loading as config_loading
+from agent.http import bodies, errors, features, jobs, models, streaming
 from agent.http.context import CONTEXT
-from agent.install import plans
-from agent.jobs import leases
+from agent.jobs import leases, registry
 from agent.platform import plans as wire
 from agent.store import layout
 
@@ -49,8 +49,14 @@ class EnsureRequest(models.ApiRequest):
         max_length=32,
         description="Options per requested feature: {feature: {option: value}}, at most 64 each.",
     )
-    job: jobs.JobModel | None = Field(
-        default=None, description="Lease the entries to this job until it ends."
+    team_yaml: str | None = Field(
+        default=None,
+        max_length=256 * 1024,
+        description="A .github/runner-config.yml document as its YAML text (instead of team).",
+    )
+    job: jobs.JobRef | None = Field(
+        default=None,
+        description="Ensure on behalf of this job: its entries stay leased until it completes.",
     )
 
 
@@ -106,7 +112,12 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.reloader.current.settings
     body = await bodies.read_model(request, EnsureRequest)
-    if not body.requests and not body.labels and body.team is None:
+    team_doc = body.team
+    if body.team_yaml is not None:
+        if team_doc is not None:
+            raise errors.ApiError(400, "give team or team_yaml, not both", code="validation_error")
+        team_doc = await asyncio.to_thread(_team_from_yaml, body.team_yaml)
+    if not body.requests and not body.labels and team_doc is None:
         raise errors.ApiError(
             400, "nothing to ensure: give requests, labels or team", code="validation_error"
         )
@@ -120,59 +131,52 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             target,
             labels=body.labels,
             extra=body.requests,
-            team_doc=body.team,
+            team_doc=team_doc,
             options=body.options,
         )
     ).to_data()
+    job: registry.Job | None = None
     if body.job is not None:
-        # Before any lookup: an entry found after the lease exists is never evicted.
         try:
-            await ctx.jobs.lease(
-                layout.Store(settings.cache.root),
-                plan,
-                job=body.job.id,
-                max_seconds=body.job.max_seconds,
-            )
+            job = ctx.jobs.running(body.job.id, body.job.secret)
+            # Before any lookup: an entry found after the lease exists is never evicted.
+            await ctx.jobs.lease(job, layout.Store(settings.cache.root), plan)
+        except registry.JobError as exc:
+            raise jobs.job_error(exc) from exc
         except leases.LeaseRefused as exc:
             raise errors.ApiError(503, str(exc)) from exc
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    stream = _Stream(response)
-    await stream.send(
-        {
-            "event": "plan",
-            "features": [
-                {"id": s["id"], "version": s["version"], "method": s["method"], "round": s["round"]}
-                for s in plan["features"]
-            ],
-        }
-    )
-    outcomes = await plans.run(ctx.installs, plan, stream.send)
-    final = plans.result(plan, outcomes)
-    final["seconds"] = round(time.perf_counter() - started, 6)  # server time, for clients
-    await stream.send(final)
+        ctx.jobs.add_requests(job, body.requests + _feature_labels(body.labels))
+    stream = await streaming.open_stream(request)
+    if job is not None:
+        store = str(settings.cache.root)
+        await stream.send_model(jobs.job_event(ctx.catalog(), store, plan, job, secret=False))
+    await streaming.run_plan(ctx.installs, plan, stream, started)
     await stream.close()
-    return response
+    return stream.response
 
 
-class _Stream:
-    """Writes NDJSON lines; a client that went away makes every later write a no-op."""
+def _feature_labels(labels: list[str]) -> list[str]:
+    return [label.removeprefix("feature:") for label in labels if label.startswith("feature:")]
 
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.response = response
-        self.gone = False
 
-    async def send(self, event: wire.Event) -> None:
-        if self.gone:
-            return
-        try:
-            await self.response.write((json.dumps(event, separators=(",", ":")) + "\n").encode())
-        except (ConnectionError, RuntimeError):
-            self.gone = True
-
-    async def close(self) -> None:
-        if not self.gone:
-            try:
-                await self.response.write_eof()
-            except (ConnectionError, RuntimeError):
-                self.gone = True
+def _team_from_yaml(text: str) -> wire.JsonObject:
+    """The team document of ``team_yaml``; a 400 that quotes each problem with its line."""
+    try:
+        data, _ = config_loading.parse_yaml(text, source="team_yaml")
+    except config_loading.ConfigError as exc:
+        raise errors.ApiError(
+            400,
+            f"team_yaml is not a valid team file: {exc}",
+            code="validation_error",
+            details={"problems": [str(p) for p in exc.problems]},
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise errors.ApiError(
+            400,
+            "team_yaml must hold a mapping (features:, extends:, ...), not a "
+            f"{type(data).__name__}",
+            code="validation_error",
+        )
+    return data

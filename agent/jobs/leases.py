@@ -25,7 +25,7 @@ class LeaseRefused(layout.StoreError):
 _LEASE_TTL = 300.0  # refreshed every 100 s while the job runs; a dead agent's lapses soon
 
 
-class Jobs:
+class Leases:
     """The in-use leases this agent holds: one per job, covering every entry any of its
     ensure requests named, with one refresher and one deadline per job."""
 

@@ -201,7 +201,7 @@ async def test_a_crash_is_a_500_without_a_stack_trace(caplog: pytest.LogCaptureF
     from agent.http import api, context, draining
     from agent.install import coordinator
     from agent.install import metrics as install_metrics
-    from agent.jobs import leases
+    from agent.jobs import registry
     from agent.observe import conditions, metrics
 
     async def boom(request: web.Request) -> web.Response:
@@ -215,7 +215,7 @@ async def test_a_crash_is_a_500_without_a_stack_trace(caplog: pytest.LogCaptureF
         conditions=conditions.Conditions(),
         started=0.0,
         installs=coordinator.Coordinator(models.Settings, install_metrics.InstallMetrics(None)),
-        jobs=leases.Jobs(),
+        jobs=registry.Jobs(),
     )
     app = api.make_app(ctx, m=metrics.Metrics(), inflight=draining.InFlight())
     app.router.add_get("/boom", boom)

@@ -274,16 +274,44 @@ async def call_json(agent: Agent, method: str, path: str, body: Any = None) -> t
         return resp.status, await resp.json()
 
 
+async def post_ndjson(agent: Agent, path: str, body: dict[str, Any]) -> tuple[int, list[Any]]:
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(f"http://agent{path}", json=body) as resp,
+    ):
+        if resp.content_type != "application/x-ndjson":
+            return resp.status, [await resp.json()]
+        return resp.status, [json.loads(line) async for line in resp.content if line.strip()]
+
+
+def job_start(runner: str = "runner-1", **extra: Any) -> dict[str, Any]:
+    """A job-started body as the hook sends it."""
+    return {
+        "runner_name": runner,
+        "run_id": "17",
+        "run_attempt": 1,
+        "job": "build",
+        "repository": "octo/repo",
+        "claim": "c" * 40,
+        **extra,
+    }
+
+
 async def test_a_jobs_entries_are_leased_until_it_ends(agent: Agent, http_server: Server) -> None:
     http_server.route(ARCHIVE, Reply(body=BODY))
-    job = {"id": "run-17/build", "max_seconds": 600}
+    status, opened = await post_ndjson(agent, "/v1/jobs", job_start())
+    assert status == 200, opened
+    job = {"id": opened[0]["id"], "secret": opened[0]["secret"]}
     _, events = await ensure(agent, {"requests": ["tool"], "job": job})
+    assert events[0]["event"] == "job"
+    assert "secret" not in events[0]
     _, events = await ensure(agent, {"requests": ["tool"], "job": job})  # the same job again
     entry = Path(events[-1]["features"][0]["entry"])
     leases = list((agent.config.parent / "store" / ".runner-agent" / "inuse").glob("*.json"))
     assert len(leases) == 1
     lease = json.loads(leases[0].read_text())
-    assert lease["job"] == "run-17/build"
+    assert lease["job"] == job["id"]
     assert lease["keys"] == ["tool@1.0.0@x64"]
 
     status, evicted = await call_json(agent, "POST", "/v1/cache/evict", {"to": 0})
@@ -291,13 +319,25 @@ async def test_a_jobs_entries_are_leased_until_it_ends(agent: Agent, http_server
     assert entry.is_dir()  # the job's lease kept it
     [kept] = [s for s in evicted["skipped"] if s["kind"] == "entry"]
     assert kept["reason"].startswith("in use by ")
-    assert "run-17/build" in kept["reason"]
+    assert job["id"] in kept["reason"]
 
-    status, released = await call_json(agent, "DELETE", "/v1/jobs/run-17%2Fbuild")
-    assert (status, released) == (200, {"job": "run-17/build", "released": 1})
+    path = f"/v1/jobs/{job['id']}/complete"
+    status, wrong = await call_json(agent, "POST", path, {"secret": "x" * 43})
+    assert status == 403, wrong
+    status, released = await call_json(agent, "POST", path, {"secret": job["secret"]})
+    assert status == 200, released
+    assert released == {
+        "id": job["id"],
+        "state": "completed",
+        "result": "unknown",
+        "released": 1,
+        "already": False,
+    }
     assert not list(leases[0].parent.glob("*.json"))
-    status, _ = await call_json(agent, "DELETE", "/v1/jobs/run-17%2Fbuild")
-    assert status == 404
+    status, again = await call_json(agent, "POST", path, {"secret": job["secret"]})
+    assert (status, again["already"], again["released"]) == (200, True, 0)
+    status, ended = await ensure(agent, {"requests": ["tool"], "job": job})
+    assert (status, ended[0]["error"]["code"]) == (409, "job_ended")
 
     # Released: only the just-used grace (evicting.MIN_IDLE) still protects it.
     status, evicted = await call_json(agent, "POST", "/v1/cache/evict", {"to": 0})

@@ -15,7 +15,15 @@ from typing import Any
 import aiohttp
 
 from agent.cli import client
-from tests.http.test_ensure_api import ARCHIVE, BODY, _config, call_json, ensure
+from tests.http.test_ensure_api import (
+    ARCHIVE,
+    BODY,
+    _config,
+    call_json,
+    ensure,
+    job_start,
+    post_ndjson,
+)
 from tests.services.conftest import fake
 from tests.support.agentproc import Agent, Starter, run_cli
 from tests.support.server import Reply, Server
@@ -201,9 +209,10 @@ async def test_cache_timestamps_are_rfc3339_and_a_lease_keeps_its_epoch(
     agent = start_agent.start(_config(start_agent, http_server))
     agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
     before = time.time()
-    status, events = await ensure(
-        agent, {"requests": ["tool"], "job": {"id": "run-9", "max_seconds": 600}}
-    )
+    status, opened = await post_ndjson(agent, "/v1/jobs", job_start())
+    assert status == 200, opened
+    job = {"id": opened[0]["id"], "secret": opened[0]["secret"]}
+    status, events = await ensure(agent, {"requests": ["tool"], "job": job})
     assert status == 200
     assert events[-1]["ok"] is True, events
     status, listing = await call_json(agent, "GET", "/v1/cache")
@@ -212,7 +221,7 @@ async def test_cache_timestamps_are_rfc3339_and_a_lease_keeps_its_epoch(
     stamp(entry["last_used"], near=before)
     (lease,) = entry["in_use"]
     expires = stamp(lease["expires"])
-    assert before < expires <= time.time() + 600  # refreshed while the job runs
+    assert before < expires <= time.time() + 600  # a 300 s lease, refreshed while the job runs
     # The one field kept as Unix time too: a hook compares it with `date +%s`.
     assert isinstance(lease["expires_epoch"], float)
     assert abs(lease["expires_epoch"] - expires) < 0.001

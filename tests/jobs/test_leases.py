@@ -37,7 +37,7 @@ def held(store: layout.Store) -> dict[str, list[str]]:
 async def test_a_job_leases_its_entries_and_releases_them_when_it_ends(
     store: layout.Store,
 ) -> None:
-    jobs = leases.Jobs()
+    jobs = leases.Leases()
     await jobs.lease(store, plan(store.root, "node"), job="run-1/build", max_seconds=600)
     assert held(store) == {"node@1.0.0@x64": ["run-1/build"]}
     assert await jobs.release("run-1/build") == 1
@@ -47,7 +47,7 @@ async def test_a_job_leases_its_entries_and_releases_them_when_it_ends(
 
 
 async def test_later_requests_of_a_job_widen_its_one_lease(store: layout.Store) -> None:
-    jobs = leases.Jobs()
+    jobs = leases.Leases()
     await jobs.lease(store, plan(store.root, "node"), job="j", max_seconds=600)
     await jobs.lease(store, plan(store.root, "go"), job="j", max_seconds=600)
     await jobs.lease(store, plan(store.root, "node"), job="j", max_seconds=600)  # no change
@@ -58,7 +58,7 @@ async def test_later_requests_of_a_job_widen_its_one_lease(store: layout.Store) 
 
 
 async def test_a_job_that_never_ends_is_released_at_its_deadline(store: layout.Store) -> None:
-    jobs = leases.Jobs()
+    jobs = leases.Leases()
     await jobs.lease(store, plan(store.root, "node"), job="j", max_seconds=0.01)
     for _ in range(500):  # bounded: 5 s at most
         if not held(store):
@@ -79,7 +79,7 @@ async def test_a_volume_that_refuses_the_lease_is_a_lease_refused(
         folder.write_text("not a folder")
     else:
         os.chmod(store.meta, 0o500)
-    jobs = leases.Jobs()
+    jobs = leases.Leases()
     with pytest.raises(leases.LeaseRefused, match="cannot lease the entries to the job"):
         await jobs.lease(store, plan(store.root, "node"), job="j", max_seconds=600)
     await jobs.close()

@@ -1,0 +1,64 @@
+"""The ``runner`` settings: what the agent knows of the runner it serves and its jobs.
+
+Policy: the runner's ``runs-on`` labels never reach the agent (the runner gives its
+hook none), so ``runner.labels`` is what the agent installs for every job: a mirror of
+the feature labels the runner was registered with, or simply the menu of a scale set.
+A job's other requests come from explicit ``ensure`` steps and the team file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from agent.config.fields import Seconds, Section
+
+_LABEL_MAX = 200
+
+
+def _check_label(value: str) -> str:
+    if not value or len(value) > _LABEL_MAX or not value.isprintable() or value != value.strip():
+        raise ValueError(
+            f"{value!r} is not a runner label: expected 1 to {_LABEL_MAX} printable characters "
+            "without surrounding spaces, e.g. feature:node@20"
+        )
+    return value
+
+
+Label = Annotated[str, AfterValidator(_check_label)]
+
+
+class RunnerSettings(Section):
+    """The runner this agent serves, and the life of its jobs."""
+
+    labels: list[Label] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "The runner's labels; the feature: ones (feature:node@20) are installed for "
+            "every job at its start, before its first step. Mirror the labels the runner "
+            "was registered with, or list a scale set's menu. Others are ignored. Range "
+            "0 to 64 labels. Default none."
+        ),
+    )
+    job_max_seconds: Seconds = Field(
+        default=6 * 3600.0,
+        ge=60,
+        le=5 * 86400,
+        description=(
+            "A job the agent never hears the end of (its job-completed hook did not run) "
+            "is completed after this long: its leases are released and the stop gate "
+            "opens. Range 60 to 432000 s (GitHub's own limit for a self-hosted job is 5 "
+            "days). Default 21600 (6 h, a job's default timeout)."
+        ),
+    )
+    history: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description=(
+            "How many completed jobs the agent remembers, so a repeated job-completed call "
+            "is answered as done. Range 1 to 10000. Default 100."
+        ),
+    )
