@@ -9,18 +9,20 @@ on the development machine (no iptables in its kernel). Needs root and docker.io
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.services.conftest import Agents
-from tests.services.test_agent import service
+from tests.services.test_agent import call, service
 from tests.support.agentproc import Agent, http_get
 
 pytestmark = pytest.mark.root
@@ -163,3 +165,53 @@ def test_stale_pid_file_and_socket_of_a_killed_dockerd_are_cleaned(agents: Agent
     assert any("docker.sock" in m and "refuses connections" in m for m in removed), removed
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=60) == 0
+
+
+def _open_job(agent: Agent) -> dict[str, Any]:
+    # The stream comes back as text: the job event is its first line.
+    status, text = call(
+        agent,
+        "POST",
+        "/v1/jobs",
+        {"runner_name": "r1", "run_id": "5", "job": "build", "claim": "k" * 40},
+    )
+    assert status == 200, text
+    return json.loads(text.splitlines()[0])
+
+
+def test_dockerd_outlives_a_running_job_until_it_completes(agents: Agents) -> None:
+    agent = agents.start(dockerd_config(agents))
+    sock = agents.workdir / "docker.sock"
+    agent.wait_for(lambda: ready(agent), timeout=60, what="ready")
+    job = _open_job(agent)
+    agent.signal(signal.SIGTERM)
+    agent.wait_for(
+        lambda: any("stop gate closed" in r["message"] for r in agent.log_records()),
+        what="the gate wait",
+    )
+    # The job runs on: dockerd answers, the API serves the job's completion.
+    time.sleep(1.0)
+    assert pings_ok(sock)
+    assert service(agent, "dockerd")["state"] == "running"
+    status, done = call(agent, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
+    assert status == 200, done
+    assert agent.wait(timeout=60) == 0
+    assert not pings_ok(sock)
+    assert any("stop gate opened (no job is open)" in r["message"] for r in agent.log_records())
+
+
+def test_dockerd_stops_at_the_gates_maximum_when_the_job_never_completes(
+    agents: Agents,
+) -> None:
+    config = dockerd_config(agents)
+    config["services"]["dockerd"]["stop"] = {"gate_max_wait_seconds": 2}
+    agent = agents.start(config)
+    sock = agents.workdir / "docker.sock"
+    agent.wait_for(lambda: ready(agent), timeout=60, what="ready")
+    _open_job(agent)
+    started = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=60) == 0
+    assert time.monotonic() - started >= 2.0
+    assert not pings_ok(sock)
+    assert any("still closed after" in r["message"] for r in agent.log_records())
