@@ -77,13 +77,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serving.add_parsers(sub, config_arg)
     if command == "serve":
         return parser
-    from agent.cli import cache, catalogs, configs, ensuring, servicing
+    from agent.cli import cache, catalogs, configs, ensuring, hooking, servicing
 
     configs.add_parsers(sub, config_arg)
     catalogs.add_parsers(sub, config_arg)
     ensuring.add_parsers(sub, config_arg)
     servicing.add_parsers(sub, config_arg)
     cache.add_parsers(sub, config_arg)
+    hooking.add_parsers(sub, config_arg)
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
 
