@@ -1,0 +1,295 @@
+"""``runner-agent-hook``: the commands ``started``, ``completed`` and ``ensure``.
+
+Policy:
+- exit codes: 0 the job is set up (or there was nothing to do); 1 a feature or the
+  setup failed; 2 bad input (usage, environment, files); 3 the agent could not be
+  reached within ``RUNNER_AGENT_HOOK_WAIT`` under policy ``fail`` (under ``continue``
+  the job runs without its features, after a warning, and the hook exits 0);
+- ``started`` opens the job with ``POST /v1/jobs`` (a leftover state is sent as
+  ``supersede``), keeps its id and secret in the state (:mod:`agent.hook.state`) as soon
+  as the agent sends them, and sets the job up (:mod:`agent.hook.apply`). When the setup
+  fails after the job was opened, it completes the job itself (``failed``) and removes
+  the state, so nothing stays leased for a job that will not run;
+- ``completed`` completes the job with its secret, its duration and its result
+  (``--result``, else ``RUNNER_AGENT_JOB_RESULT``, else ``unknown``), then removes the
+  state; an agent that no longer knows the job (it restarted) had nothing to release;
+- ``ensure`` asks for features on top (labels ``feature:x@1`` or ``x@1``, at most 32),
+  with the team file (``--team``, else the workspace's ``.github/runner-config.yml`` when
+  present), leased to the started job when there is one; it sets the job up like
+  ``started``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent.hook import apply, client, context, errors, report, session, state
+
+RESULTS = ("succeeded", "failed", "cancelled", "abandoned", "unknown")
+MAX_REQUESTS = 32
+MAX_TEAM_BYTES = 256 << 10
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner-agent-hook",
+        description=(
+            "The runner-agent job hook: sets a job up with its features at job start, "
+            "releases them at job end, and ensures more from a workflow step."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("started", help="open the job and set it up (ACTIONS_RUNNER_HOOK_JOB_STARTED)")
+    completed = sub.add_parser(
+        "completed", help="complete the job and release its leases (..._JOB_COMPLETED)"
+    )
+    completed.add_argument("--result", choices=RESULTS, default=None)
+    ensure = sub.add_parser("ensure", help="ensure more features for this job (a workflow step)")
+    ensure.add_argument("labels", nargs="+", metavar="LABEL", help="feature:node@20 or node@20")
+    ensure.add_argument("--team", default=None, help="a runner-config.yml to ensure too")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; the exit code."""
+    args = _parser().parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    reporter = report.Reporter()
+    try:
+        if args.command == "started":
+            return started(env, reporter)
+        if args.command == "completed":
+            return completed(env, reporter, args.result)
+        return ensure(env, reporter, list(args.labels), args.team)
+    except errors.HookError as exc:
+        for line in exc.lines() if isinstance(exc, client.AgentError) else [str(exc)]:
+            reporter.error(line)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        reporter.error("interrupted")
+        return errors.EXIT_FAILED
+
+
+def _unreachable(env: Mapping[str, str], reporter: report.Reporter, exc: Exception) -> int:
+    if client.unreachable_policy(env) == "continue":
+        reporter.warn(
+            f"{exc}; RUNNER_AGENT_HOOK_UNREACHABLE=continue: the job runs without its features"
+        )
+        return errors.EXIT_OK
+    reporter.error(f"{exc}; set RUNNER_AGENT_HOOK_UNREACHABLE=continue to run jobs without it")
+    return errors.EXIT_UNREACHABLE
+
+
+def started(env: Mapping[str, str], reporter: report.Reporter) -> int:
+    """``started``: see the module."""
+    client.unreachable_policy(env)  # a bad policy is bad input now, not after the wait
+    wait = client.wait_seconds(env)
+    ctx = context.gather(env, reporter.warn)
+    agent = client.Agent.from_env(env)
+    path = state.path_for(env, ctx.runner_name)
+    leftover = state.load(path)
+    body: dict[str, Any] = dict(ctx.to_json())
+    body["claim"] = secrets.token_urlsafe(32)
+    body["requests"] = []
+    body["supersede"] = None
+    if leftover is not None:
+        reporter.say(
+            f"the last job on this runner ({leftover['id']}) never completed; the agent "
+            "completes it first"
+        )
+        body["supersede"] = {"id": leftover["id"], "secret": leftover["secret"]}
+    began = time.time()
+    record: dict[str, Any] = {}
+
+    def on_job(event: dict[str, Any]) -> None:
+        if not isinstance(event.get("id"), str) or not isinstance(event.get("secret"), str):
+            raise client.ClientError("the agent's job event carries no id or secret")
+        record.update(
+            id=event["id"],
+            secret=event["secret"],
+            claim=body["claim"],
+            socket=agent.socket_path,
+            runner_name=ctx.runner_name,
+            started=began,
+            ensured=[],
+        )
+        state.save(path, record)
+        word = "resumed" if event.get("resumed") else "opened"
+        reporter.say(f"job {event['id']} {word} for {ctx.repository or '?'} {ctx.job}")
+
+    try:
+        outcome = session.follow(
+            agent, "/v1/jobs", body, wait=wait, reporter=reporter, on_job=on_job
+        )
+    except errors.Unreachable as exc:
+        return _unreachable(env, reporter, exc)
+    except errors.HookError:
+        if record:
+            _abandon(agent, record, path, began, reporter)
+        raise
+    if not outcome.job:
+        raise client.ClientError("the agent's stream has no job event; use a matching agent")
+    try:
+        record["ensured"] = apply.apply(outcome.result, outcome.job, environ=env, reporter=reporter)
+        state.save(path, record)
+    except errors.HookError:
+        _abandon(agent, record, path, began, reporter)
+        raise
+    return errors.EXIT_OK
+
+
+def _abandon(
+    agent: client.Agent,
+    record: Mapping[str, Any],
+    path: str,
+    began: float,
+    reporter: report.Reporter,
+) -> None:
+    """Complete a job whose setup failed, so its leases go now (best effort, short wait)."""
+    try:
+        _complete(agent, record, "failed", time.time() - began, wait=10.0, reporter=reporter)
+    except errors.HookError as exc:
+        reporter.warn(f"could not complete job {record.get('id')} after the failed setup: {exc}")
+        return
+    state.remove(path)
+
+
+def _complete(
+    agent: client.Agent,
+    record: Mapping[str, Any],
+    result: str,
+    seconds: float | None,
+    *,
+    wait: float,
+    reporter: report.Reporter,
+) -> dict[str, Any]:
+    body = {"secret": record["secret"], "result": result, "seconds": seconds}
+    waiter = client.Waiter(wait, reporter.say, socket_path=agent.socket_path)
+    target = f"/v1/jobs/{record['id']}/complete"
+    answer: dict[str, Any] = waiter.call(lambda: agent.post(target, body))
+    return answer
+
+
+def completed(env: Mapping[str, str], reporter: report.Reporter, result: str | None) -> int:
+    """``completed``: see the module."""
+    client.unreachable_policy(env)
+    wait = client.wait_seconds(env)
+    outcome = result or env.get("RUNNER_AGENT_JOB_RESULT") or "unknown"
+    if outcome not in RESULTS:
+        raise errors.BadInput(
+            f"RUNNER_AGENT_JOB_RESULT={outcome!r} is not one of: {', '.join(RESULTS)}"
+        )
+    runner_name = env.get("RUNNER_NAME") or ""
+    if not runner_name and not env.get("RUNNER_AGENT_HOOK_STATE"):
+        raise context.ContextError("RUNNER_NAME is not set; the runner sets it for every job")
+    path = state.path_for(env, runner_name)
+    record = state.load(path)
+    if record is None:
+        reporter.say(f"no job to complete ({path} is absent): nothing is leased")
+        return errors.EXIT_OK
+    agent = client.Agent(str(record.get("socket") or client.socket_of(env)), client.read_token(env))
+    began = record.get("started")
+    seconds = time.time() - began if isinstance(began, (int, float)) else None
+    try:
+        answer = _complete(agent, record, outcome, seconds, wait=wait, reporter=reporter)
+    except errors.Unreachable as exc:
+        return _unreachable(env, reporter, exc)
+    except client.AgentError as exc:
+        if exc.status != 404:
+            raise
+        reporter.say(
+            f"the agent does not know job {record['id']} (it restarted): nothing to release"
+        )
+        state.remove(path)
+        return errors.EXIT_OK
+    state.remove(path)
+    reporter.say(
+        f"job {record['id']} completed ({outcome}); released {answer.get('released', 0)} lease(s)"
+    )
+    return errors.EXIT_OK
+
+
+def _requests(labels: list[str]) -> list[str]:
+    if len(labels) > MAX_REQUESTS:
+        raise errors.BadInput(
+            f"{len(labels)} labels given; one ensure takes at most {MAX_REQUESTS}: split them "
+            "across steps or list them in the team file"
+        )
+    out: list[str] = []
+    for label in labels:
+        request = label[len("feature:") :] if label.startswith("feature:") else label
+        if not request or len(request) > 200 or not request.isprintable() or " " in request:
+            raise errors.BadInput(
+                f"{label!r} is not a feature label: give feature:NAME@VERSION or NAME@VERSION"
+            )
+        out.append(request)
+    return out
+
+
+def _team(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
+    path = named
+    if path is None:
+        workspace = env.get("GITHUB_WORKSPACE")
+        found = os.path.join(workspace, ".github", "runner-config.yml") if workspace else None
+        if found is None or not os.path.isfile(found):
+            return {}
+        path = found
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TEAM_BYTES + 1)
+    except OSError as exc:
+        raise errors.BadInput(f"cannot read the team file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_TEAM_BYTES:
+        raise errors.BadInput(f"the team file {path} is over 256 KiB")
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    # JSON is YAML too: a JSON team file goes as JSON; any other YAML as text for the
+    # agent to parse (the hook has no YAML parser).
+    return {"team": data} if isinstance(data, dict) else {"team_yaml": text}
+
+
+def ensure(
+    env: Mapping[str, str], reporter: report.Reporter, labels: list[str], team: str | None
+) -> int:
+    """``ensure``: see the module."""
+    client.unreachable_policy(env)
+    wait = client.wait_seconds(env)
+    body: dict[str, Any] = {"requests": _requests(labels)}
+    body.update(_team(env, team))
+    runner_name = env.get("RUNNER_NAME") or ""
+    path = (
+        state.path_for(env, runner_name)
+        if runner_name or env.get("RUNNER_AGENT_HOOK_STATE")
+        else ""
+    )
+    record = state.load(path) if path else None
+    if record is not None:
+        body["job"] = {"id": record["id"], "secret": record["secret"]}
+        agent = client.Agent(
+            str(record.get("socket") or client.socket_of(env)), client.read_token(env)
+        )
+    else:
+        reporter.warn(
+            "no job was opened by the started hook: what this installs is not leased to "
+            "the job (set ACTIONS_RUNNER_HOOK_JOB_STARTED to the hook)"
+        )
+        agent = client.Agent.from_env(env)
+    try:
+        outcome = session.follow(agent, "/v1/ensure", body, wait=wait, reporter=reporter)
+    except errors.Unreachable as exc:
+        return _unreachable(env, reporter, exc)
+    ensured = apply.apply(outcome.result, outcome.job, environ=env, reporter=reporter)
+    if record is not None:
+        record["ensured"] = sorted(set(record.get("ensured") or []) | set(ensured))
+        state.save(path, record)
+    return errors.EXIT_OK
