@@ -257,14 +257,23 @@ def _open_dirs(top: str, names: tuple[str, ...], warn: Callable[[str], None]) ->
                 os.mkdir(name, 0o755, dir_fd=fd)
             child = os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
         except OSError as exc:
+            # A link where a folder belongs, planted by whoever (ELOOP, or ENOTDIR as
+            # O_DIRECTORY is checked first): never followed.
+            link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, name)
+            reason = "a link, not followed" if link else exc.strerror
             os.close(fd)
-            # ELOOP: a link where a folder belongs, planted by whoever; not followed.
-            reason = "a link, not followed" if exc.errno == errno.ELOOP else exc.strerror
             warn(f"cannot use {path} in the tool cache: {reason}")
             return None
         os.close(fd)
         fd = child
     return fd
+
+
+def _is_link(fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _replace(fd: int, name: str, make: Callable[[str], None]) -> None:
