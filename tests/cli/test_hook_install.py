@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def test_install_places_the_hook_and_sets_the_env_keeping_every_other_line(
         assert stat.S_IMODE(placed.stat().st_mode) == 0o755
     assert zipfile.is_zipfile(hooks / "runner-agent-hook.pyz")
     assert "svc.sh stop" in proc.stdout  # the runner reads .env only at its start
+    # The placed wrapper finds the zipapp beside itself, as a runner would run it.
+    ran = subprocess.run(
+        ["bash", "-e", str(hooks / "runner-agent-hook"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("usage: runner-agent-hook")
 
 
 def test_install_is_idempotent_and_replaces_our_keys_in_place(runner: Path, tmp_path: Path) -> None:
@@ -284,3 +296,24 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "runner-agent.service" not in proc.stdout + proc.stderr, proc.stderr
+
+
+@pytest.mark.root
+def test_without_root_the_hook_goes_into_the_runner_folder(needs_root: None, workdir: Path) -> None:
+    folder = workdir / "actions-runner"
+    folder.mkdir()
+    (folder / "run.sh").write_text("#!/bin/bash\n")
+    os.chown(folder, 1001, 123)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=1001", "--regid=123", "--clear-groups",
+         sys.executable, "-m", "agent", "hook", "install", "--runner-dir", str(folder),
+         "--socket", "/run/runner-agent/api.sock"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        env={"HOME": str(workdir), "PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    hooks = folder / "runner-agent-hook"
+    env = runner_env((folder / ".env").read_text())
+    assert env["ACTIONS_RUNNER_HOOK_JOB_STARTED"] == str(hooks / "job-started.sh")
+    assert (hooks / "runner-agent-hook.pyz").stat().st_uid == 1001
+    assert (folder / ".env").stat().st_uid == 1001
