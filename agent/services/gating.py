@@ -3,9 +3,9 @@
 Policy: the gate is open unless someone closed it. While it is closed, agent shutdown
 waits before stopping any service whose ``stop.gate`` is set, until the gate opens or
 the service's ``stop.gate_max_wait_seconds`` pass, whichever comes first (ARC #3842: a
-dind sidecar killed on SIGTERM fails the job the runner is still finishing). Job
-tracking closes it for the length of a job; today an operator (or a test) does, through
-``POST /v1/stop-gate``.
+dind sidecar killed on SIGTERM fails the job the runner is still finishing). The jobs
+engine (:mod:`agent.jobs.registry`, through the daemon) closes it while any job is open;
+an operator can too, through ``POST /v1/stop-gate``.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
         "features",
         "installer",
         "logging",
+        "runner",
         "services",
     }
     assert schema["additionalProperties"] is False
