@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     completed.add_argument("--result", choices=RESULTS, default=None)
     ensure = sub.add_parser("ensure", help="ensure more features for this job (a workflow step)")
-    ensure.add_argument("labels", nargs="+", metavar="LABEL", help="feature:node@20 or node@20")
+    ensure.add_argument("labels", nargs="*", metavar="LABEL", help="feature:node@20 or node@20")
     ensure.add_argument("--team", default=None, help="a runner-config.yml to ensure too")
     return parser
 
@@ -266,6 +266,11 @@ def ensure(
     wait = client.wait_seconds(env)
     body: dict[str, Any] = {"requests": _requests(labels)}
     body.update(_team(env, team))
+    if not labels and len(body) == 1:
+        raise errors.BadInput(
+            "nothing to ensure: give labels (feature:node@20), --team FILE, or check out a "
+            "repository with .github/runner-config.yml first"
+        )
     runner_name = env.get("RUNNER_NAME") or ""
     path = (
         state.path_for(env, runner_name)

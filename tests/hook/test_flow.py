@@ -384,3 +384,46 @@ def test_a_thousand_labels_are_refused_before_asking(runner: Runner, agent: Stan
     assert proc.returncode == 2
     assert "1000 labels given; one ensure takes at most 32" in proc.stderr
     assert agent.requests == []
+
+
+ACTION = Path(__file__).resolve().parents[2] / ".github" / "actions" / "ensure"
+
+
+@pytest.mark.parametrize("how", ["installed hook", "action source"])
+def test_the_ensure_action_runs_the_hook(
+    runner: Runner, agent: StandIn, tmp_path: Path, how: str
+) -> None:
+    import yaml
+
+    agent.script = lambda path, body, headers: Answer(lines=stream(runner))
+    spec = yaml.safe_load((ACTION / "action.yml").read_text())
+    assert set(spec["inputs"]) == {"features", "team"}
+    [step] = spec["runs"]["steps"]
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    extra = {"GITHUB_ACTION_PATH": str(ACTION), "RUNNER_AGENT_TEAM": "",
+             "RUNNER_AGENT_FEATURES": "feature:ninja@1\n  cmake@3\n"}  # fmt: skip
+    if how == "installed hook":
+        folder = tmp_path / "hook"
+        folder.mkdir()
+        build.build_zipapp(folder)
+        wrapper = Path(__file__).resolve().parents[2] / "agent/hook/wrappers/runner-agent-hook"
+        (folder / "runner-agent-hook").write_bytes(wrapper.read_bytes())
+        (folder / "runner-agent-hook").chmod(0o755)
+        extra["RUNNER_AGENT_HOOK"] = str(folder / "runner-agent-hook")
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        env={**runner.env, **extra}, cwd=runner.root / "work", capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    path, body, _ = agent.requests[-1]
+    assert path == "/v1/ensure"
+    assert body["requests"] == ["ninja@1", "cmake@3"]
+    assert "ninja/1.11.1/x64/bin" in Path(runner.env["GITHUB_PATH"]).read_text()
+
+
+def test_ensure_without_labels_or_team_is_bad_input(runner: Runner, agent: StandIn) -> None:
+    proc = runner.hook("ensure")
+    assert proc.returncode == 2
+    assert "nothing to ensure" in proc.stderr
