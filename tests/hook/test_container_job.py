@@ -162,7 +162,6 @@ def test_a_container_job_runs_the_jobs_tools_and_cannot_write_the_store(
         )
         out = ran.stdout.decode() + ran.stderr.decode()
         assert ran.returncode == 0, out
-        assert ninja_version.rsplit(".", 1)[0] in out or out.splitlines()[0].strip()
         lines = out.splitlines()
         assert lines[0].strip().startswith("1.13")
         assert lines[1].startswith("cmake version 3.31")
