@@ -7,7 +7,8 @@ detection does blocking file I/O and PATH lookups, so async callers run it in a 
 loaders, package-manager binaries) at another tree, such as a mounted image or a test
 folder; the OS and CPU always come from the running interpreter.
 
-- os: ``sys.platform``; arch: ``platform.machine()``, normalised.
+- os: ``sys.platform``; arch: ``os.uname().machine`` (``platform.machine()`` where
+  there is no uname), normalised.
 - libc (Linux only): glibc when this process runs on glibc (``os.confstr`` answers
   ``CS_GNU_LIBC_VERSION``, or ``platform.libc_ver()`` says so); else musl when a musl
   loader (``lib/ld-musl-*.so.1``) exists. The process is asked first because Debian's
@@ -22,7 +23,6 @@ folder; the OS and CPU always come from the running interpreter.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -64,6 +64,8 @@ def _process_is_glibc() -> bool:
             return True
     except (ValueError, OSError):
         pass  # not a glibc build: the name is unknown or has no value
+    import platform  # only here: it costs the job hook ~10 ms at every job start
+
     return platform.libc_ver()[0] == "glibc"
 
 
@@ -96,10 +98,19 @@ def _package_manager(
     return None
 
 
+def _machine() -> str:
+    # What platform.machine() answers, without importing platform (see _process_is_glibc).
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform
+
+    return platform.machine()
+
+
 def detect(*, root: Path = _ROOT) -> model.Platform:
     """Describe this machine (blocking; see the module docstring for every probe)."""
     os_name = model.normalize_os(sys.platform)
-    arch = model.normalize_arch(platform.machine())
+    arch = model.normalize_arch(_machine())
     if os_name != "linux":
         manager = _package_manager("unknown", os_name=os_name, version_id=None, root=root)
         return model.Platform(os=os_name, arch=arch, package_manager=manager)

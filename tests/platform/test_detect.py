@@ -104,7 +104,7 @@ def test_macos_is_detected_with_homebrew_off_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(detect, "_machine", lambda: "arm64")
     put(tmp_path, "opt/homebrew/bin/brew", executable=True)
     put(tmp_path, "etc/os-release", samples.DEBIAN_12)  # ignored: not Linux
     assert detect.detect(root=tmp_path) == model.Platform(

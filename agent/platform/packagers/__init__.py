@@ -57,8 +57,7 @@ __all__ = [
     "registry",
 ]
 
-BINARIES: dict[str, str] = {name: get(name).binary for name in registry.names()}
-"""The binary each registered manager is run as (what detection looks for)."""
+BINARIES = registry.BINARIES
 
 
 def check_package_name(manager: model.PackageManager, name: str) -> str:

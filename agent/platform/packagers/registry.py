@@ -30,6 +30,22 @@ MANAGERS: dict[str, Entry] = {
 }
 
 
+BINARIES: dict[str, str] = {
+    "apt": "apt-get",
+    "dnf": "dnf",
+    "yum": "yum",
+    "zypper": "zypper",
+    "apk": "apk",
+    "pacman": "pacman",
+    "brew": "brew",
+    "choco": "choco",
+    "winget": "winget",
+}
+"""The binary each manager runs as, which detection looks for: written out rather than
+read from each module, so detecting a platform (the job hook does it at every job start)
+imports no manager's module. A test holds it to each ``PACKAGER.binary``."""
+
+
 def names() -> tuple[str, ...]:
     """Every registered manager, in registry order."""
     return tuple(MANAGERS)
