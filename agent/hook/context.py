@@ -3,7 +3,8 @@
 Policy:
 - the runner sets ``RUNNER_NAME``, ``GITHUB_RUN_ID``, ``GITHUB_RUN_ATTEMPT`` and
   ``GITHUB_JOB`` for every job: each is required, and a missing or malformed one is an
-  error naming the variable; the others (``GITHUB_REPOSITORY``, ``GITHUB_WORKFLOW_REF``,
+  error naming the variable; the others (``GITHUB_REPOSITORY``, ``GITHUB_WORKFLOW``,
+  ``GITHUB_WORKFLOW_REF``,
   ``GITHUB_SHA``, the event name) are sent when present and valid, else ``null``;
 - the event name is ``GITHUB_EVENT_NAME`` (the runner sets it beside
   ``GITHUB_EVENT_PATH``). The event file holds the webhook payload, which carries no
@@ -77,6 +78,7 @@ class JobContext:
     run_attempt: int
     job: str
     repository: str | None
+    workflow: str | None
     workflow_ref: str | None
     sha: str | None
     event_name: str | None
@@ -91,6 +93,7 @@ class JobContext:
             "run_attempt": self.run_attempt,
             "job": self.job,
             "repository": self.repository,
+            "workflow": self.workflow,
             "workflow_ref": self.workflow_ref,
             "sha": self.sha,
             "event_name": self.event_name,
@@ -168,7 +171,7 @@ def _event_name(env: Mapping[str, str], warn: Warn) -> str | None:
     return None
 
 
-def _platform(warn: Warn) -> dict[str, object] | None:
+def platform_of_runner(warn: Warn) -> dict[str, object] | None:
     from agent.platform import detect, model
 
     try:
@@ -204,9 +207,10 @@ def gather(
         run_attempt=int(attempt),
         job=job,
         repository=_optional(env, "GITHUB_REPOSITORY", _REPOSITORY, "owner/name", warn),
+        workflow=_optional(env, "GITHUB_WORKFLOW", None, "a workflow name", warn),
         workflow_ref=_optional(env, "GITHUB_WORKFLOW_REF", None, "a workflow ref", warn),
         sha=_optional(env, "GITHUB_SHA", _SHA, "a commit SHA (hex)", warn),
         event_name=_event_name(env, warn),
-        platform=(platform or _platform)(warn),
+        platform=(platform or platform_of_runner)(warn),
         gpus=parse_gpus(env.get("NVIDIA_VISIBLE_DEVICES")),
     )

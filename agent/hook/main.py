@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.hook import apply, client, context, errors, report, session, state
 
-RESULTS = ("succeeded", "failed", "cancelled", "abandoned", "unknown")
+RESULTS = ("succeeded", "failed", "cancelled", "unknown")
 MAX_REQUESTS = 32
 MAX_TEAM_BYTES = 256 << 10
 
@@ -266,7 +266,10 @@ def ensure(
     wait = client.wait_seconds(env)
     body: dict[str, Any] = {"requests": _requests(labels)}
     body.update(_team(env, team))
-    if not labels and len(body) == 1:
+    target = context.platform_of_runner(reporter.warn)
+    if target is not None:
+        body["target_platform"] = target  # what the job runs on, not the agent's machine
+    if not labels and "team" not in body and "team_yaml" not in body:
         raise errors.BadInput(
             "nothing to ensure: give labels (feature:node@20), --team FILE, or check out a "
             "repository with .github/runner-config.yml first"

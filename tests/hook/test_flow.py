@@ -368,6 +368,7 @@ def test_ensure_leases_to_the_job_and_sends_the_team_file(runner: Runner, agent:
     assert proc.returncode == 0, proc.stderr
     path, body, _ = agent.requests[-1]
     assert path == "/v1/ensure"
+    assert body.pop("target_platform")["os"] == "linux"
     assert body == {
         "requests": ["ninja@1", "cmake@3"],
         "job": {"id": "j-1", "secret": SECRET},
