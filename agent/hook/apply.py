@@ -18,6 +18,7 @@ none, and then it is the folder three levels above an entry (``<name>/<version>/
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,13 +67,15 @@ def apply(
         )
     check_map = _object(job.get("checks"))
     homes = _object(job.get("homes"))
-    outcomes: dict[str, str] = {}
+    outcomes: dict[str, tuple[str, float]] = {}
     runner = system.Runner(reporter.say, environ=environ)
     for item in features:
         if item.get("result") == "left" and item.get("steps_left"):
-            outcomes[str(item["id"])] = runner.run_feature(
+            began = time.monotonic()
+            done = runner.run_feature(
                 str(item["id"]), item["steps_left"], check_map.get(item["id"])
             )
+            outcomes[str(item["id"])] = (done, time.monotonic() - began)
     entries = [f for f in features if isinstance(f.get("entry"), str)]
     view: toolview.ToolView | None = None
     if entries or homes:

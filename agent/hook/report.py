@@ -73,7 +73,9 @@ class Reporter:
             )
             self.say(f"plan: {listed}" if listed else "plan: nothing to install")
         elif kind == "output":
-            self.say(f"  {feature}: {clean(event.get('line', ''))}")
+            # A progress meter redraws with CRs: only its last state is a line.
+            parts = [p for p in str(event.get("line", "")).split("\r") if p.strip()]
+            self.say(f"  {feature}: {clean(parts[-1] if parts else '')}")
         elif kind == "downloading":
             self._download(feature, event)
         elif kind == "waiting-for-lock":
@@ -111,15 +113,17 @@ class Reporter:
         shown = f"{size(done)} of {size(total)}" if isinstance(total, int) and total else size(done)
         self.say(f"{feature}: downloading {shown}")
 
-    def summary(self, features: Sequence[Mapping[str, Any]], extra: Mapping[str, str]) -> None:
-        """The closing table; ``extra`` overrides an outcome (``left`` -> ``installed``)."""
+    def summary(
+        self, features: Sequence[Mapping[str, Any]], ran: Mapping[str, tuple[str, float]]
+    ) -> None:
+        """The closing table; ``ran`` has the outcome and time of the steps the hook ran
+        itself (``left`` became ``installed`` or ``present``)."""
         if not features:
             return
         rows = [("feature", "version", "result", "time")]
         for item in features:
             ident = str(item.get("id", "?"))
-            result = extra.get(ident) or str(item.get("result", "?"))
-            seconds = item.get("seconds")
+            result, seconds = ran.get(ident) or (str(item.get("result", "?")), item.get("seconds"))
             rows.append(
                 (
                     clean(ident),

@@ -272,8 +272,6 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
                 env=full,
                 cwd="/",
             )
@@ -285,11 +283,16 @@ class Runner:
         timer.daemon = True
         timer.start()
         with proc:
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
+            for raw in proc.stdout:
+                # A progress meter redraws with CRs: only its last state is a line.
+                parts = [p for p in raw.rstrip(b"\r\n").split(b"\r") if p.strip()]
+                if not parts:
+                    continue
+                line = parts[-1].decode("utf-8", errors="replace").rstrip()
+                lines.append(line)
                 del lines[:-200]  # the tail is what a failure shows
                 if stream is not None:
-                    self._say(f"  {stream}: {line.rstrip()}")
+                    self._say(f"  {stream}: {line}")
             proc.wait()
         timer.cancel()
         return subprocess.CompletedProcess(argv, proc.returncode, "\n".join(lines), "")
