@@ -120,9 +120,9 @@ class Pod:
         Path(self.env["GITHUB_ENV"]).touch()
         Path(self.env["GITHUB_PATH"]).touch()
 
-    def hook(self, wrapper: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    def hook(self, wrapper: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            ["bash", "-e", str(self.hooks / wrapper)],
+            ["bash", "-e", str(self.hooks / wrapper), *args],
             env={**self.env, **extra}, cwd=self.work / "repo", capture_output=True, text=True,
             timeout=540, check=False,
         )  # fmt: skip
@@ -151,7 +151,7 @@ def _expect_tools(pod: Pod) -> None:
 
 
 def test_sidecar_mode_the_runner_installs_hello_and_links_ninja_read_only(
-    start_agent: Starter, no_hello: None
+    start_agent: Starter, no_hello: None, tool_cache_module: Path
 ) -> None:
     agent = _agent(start_agent)
     pod = Pod(start_agent.workdir / "pod", agent)
@@ -169,6 +169,18 @@ def test_sidecar_mode_the_runner_installs_hello_and_links_ninja_read_only(
         link = next((pod.tool_cache / "ninja").glob("*/x64"))
         assert os.readlink(link).startswith("../../.runner-agent-store/ninja/")
         assert (link.parent / "x64.complete").is_file()
+        script = tool_cache_module / "find-e2e.mjs"
+        script.write_text(
+            "import * as tc from '@actions/tool-cache';\n"
+            "console.log(tc.find('ninja', '1.13', 'x64'));\n"
+        )
+        found = subprocess.run(
+            ["node", str(script)], cwd=tool_cache_module, capture_output=True, text=True,
+            env={**os.environ, "RUNNER_TOOL_CACHE": str(pod.tool_cache),
+                 "RUNNER_TEMP": pod.env["RUNNER_TEMP"]},
+            timeout=60, check=True,
+        )  # fmt: skip
+        assert found.stdout.strip().splitlines()[-1] == str(link)
         proc = pod.step(f"touch {link}/bin/planted")
         assert proc.returncode != 0
         assert "Read-only file system" in proc.stderr
@@ -192,6 +204,16 @@ def test_host_mode_the_agent_installs_hello_and_the_view_links_its_store(
     _expect_tools(pod)
     link = next((pod.tool_cache / "ninja").glob("*/x64"))
     assert os.readlink(link).startswith(str(start_agent.workdir))
+    # An explicit step after checkout: the wrapper's ensure, with the team file.
+    shutil.copy(WRAPPERS / "runner-agent-hook", pod.hooks / "runner-agent-hook")
+    team = pod.work / "repo" / ".github" / "runner-config.yml"
+    team.parent.mkdir()
+    team.write_text("features:\n  - ninja@1.13  # the same entry: a hit\n")
+    ensured = pod.hook("runner-agent-hook", "ensure", "feature:ninja@1.13")
+    assert ensured.returncode == 0, ensured.stderr
+    assert "ninja    1.13." in ensured.stderr
+    assert "hit" in ensured.stderr
+    _expect_tools(pod)
     assert pod.hook("job-completed.sh").returncode == 0
 
 
