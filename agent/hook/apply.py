@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agent.hook import checks, errors, ghfiles, report, system, toolview
+from agent.hook import checks, errors, ghfiles, report, toolview
 
 READY = ("hit", "installed", "present", "left")
 
@@ -68,9 +68,13 @@ def apply(
     check_map = _object(job.get("checks"))
     homes = _object(job.get("homes"))
     outcomes: dict[str, tuple[str, float]] = {}
-    runner = system.Runner(reporter.say, environ=environ)
-    for item in features:
-        if item.get("result") == "left" and item.get("steps_left"):
+    left = [f for f in features if f.get("result") == "left" and f.get("steps_left")]
+    if left:
+        # Imported only when there are steps to run: a job of cache hits starts faster.
+        from agent.hook import system
+
+        runner = system.Runner(reporter.say, environ=environ)
+        for item in left:
             began = time.monotonic()
             done = runner.run_feature(
                 str(item["id"]), item["steps_left"], check_map.get(item["id"])

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -207,6 +206,8 @@ class Runner:
         if not url.startswith(("https://", "http://")):
             raise SystemStepError(f"{feature}: the key URL {url!r} is not http(s)")
         self._say(f"{feature}: downloading the repository key {url}")
+        import urllib.request  # only here: it costs a job without keys ~20 ms of start-up
+
         try:
             # urlopen's default opener uses the environment's proxies (https_proxy, ...).
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
