@@ -2,7 +2,8 @@
 
 What it measures, on one real agent process (its store in a temp folder, one archive
 feature served by a real HTTP server on loopback, installed once before timing) and the
-real zipapp built from this checkout:
+real zipapp built from this checkout and precompiled for ``--python`` (as ``hook
+install`` and the images ship it; ``--source-only`` leaves the bytecode out):
 
 - hook: ``<python> -I runner-agent-hook.pyz started`` for a job whose runner menu
   (``runner.labels``) is that one cached feature: it opens the job, streams the ensure
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed pairs")
     parser.add_argument("--python", default="/usr/bin/python3", help="absolute interpreter")
     parser.add_argument(
+        "--source-only", action="store_true", help="time the zipapp without its bytecode"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also print where one hook run spends its time"
     )
     args = parser.parse_args(argv)
@@ -153,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             config["runner"] = {"labels": ["self-hosted", "feature:tool"]}
             agent = starter.start(config)
             agent.wait_for(lambda: agent.get("/readyz")[0] == 200, timeout=30, what="ready")
-            pyz = build.build_zipapp(work / "hook")
+            # As shipped: precompiled for the runner's interpreter (hook install and the
+            # images do it); --source-only measures the zipapp before that step.
+            pyz = build.build_zipapp(work / "hook", python=None if args.source_only else python)
             version = subprocess.run(
                 [python, "-c", "import sys; print(sys.version.split()[0])"],
                 capture_output=True,

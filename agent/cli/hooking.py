@@ -99,6 +99,14 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         description=f"Write the single-file hook zipapp ({PYZ}) to FILE.",
     )
     build.add_argument("--output", type=Path, required=True, help="the file to write")
+    build.add_argument(
+        "--python",
+        default=None,
+        help=(
+            "the runner's python3 (an absolute path): add its bytecode, so the hook does "
+            "not compile itself at every job (default: source only)"
+        ),
+    )
     build.set_defaults(run=run_build)
 
 
@@ -175,19 +183,27 @@ def _token(args: argparse.Namespace) -> Path | None:
 # -- the hook files -----------------------------------------------------------------
 
 
-def _pyz_bytes() -> bytes:
+def _pyz_bytes(python: str | None = None) -> bytes:
     from agent.hook import build
 
     with tempfile.TemporaryDirectory(prefix="runner-agent-hook-") as temp:
-        return build.build_zipapp(Path(temp)).read_bytes()
+        try:
+            return build.build_zipapp(Path(temp), python=python).read_bytes()
+        except build.BuildError as exc:
+            raise runnerdir.HookInstallError(str(exc)) from exc
 
 
-def hook_files() -> dict[str, tuple[bytes, int]]:
-    """Each hook file's name, bytes and mode."""
+def runner_python() -> str | None:
+    """The python3 the runner on this host will run the hook with, to precompile for."""
+    return shutil.which("python3")
+
+
+def hook_files(python: str | None = None) -> dict[str, tuple[bytes, int]]:
+    """Each hook file's name, bytes and mode; the zipapp with ``python``'s bytecode."""
     import agent.hook
 
     wrappers = Path(agent.hook.__file__).parent / "wrappers"
-    files = {PYZ: (_pyz_bytes(), 0o755)}  # it has a #! line too
+    files = {PYZ: (_pyz_bytes(python), 0o755)}  # it has a #! line too
     for name in WRAPPERS:
         try:
             files[name] = ((wrappers / name).read_bytes(), 0o755)
@@ -207,7 +223,7 @@ def _place(hook_dir: Path, dry_run: bool) -> list[str]:
     folder = runnerdir.open_folder(hook_dir, create=True)
     lines = []
     try:
-        files = hook_files()
+        files = hook_files(runner_python())
         for name, (data, mode) in files.items():
             try:
                 old = runnerdir.read_at(folder, name, hook_dir)
@@ -326,7 +342,11 @@ def run_build(args: argparse.Namespace) -> int:
     if output.name in ("", ".", ".."):
         return common.fail(f"--output {args.output}: give a file name", common.EXIT_USAGE)
     try:
-        data = _pyz_bytes()
+        if args.python is not None and not os.path.isabs(args.python):
+            return common.fail(
+                f"--python {args.python}: give the interpreter's absolute path", common.EXIT_USAGE
+            )
+        data = _pyz_bytes(args.python)
         folder = runnerdir.open_folder(output.parent, create=False, follow=True)
         try:
             runnerdir.write_at(folder, output.name, data, 0o755)

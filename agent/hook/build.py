@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -50,9 +51,15 @@ def _sources() -> list[tuple[str, bytes]]:
     return sorted(files)
 
 
-def build_zipapp(dest: Path) -> Path:
+class BuildError(Exception):
+    """The zipapp could not be precompiled by the interpreter named; the message says why."""
+
+
+def build_zipapp(dest: Path, *, python: str | None = None) -> Path:
     """Write the zipapp into the folder ``dest`` (or to ``dest`` itself when it names a
-    ``.pyz`` file); its path."""
+    ``.pyz`` file); its path. With ``python`` (the runner's interpreter, an absolute
+    path), it then adds that interpreter's bytecode (``precompile``, see
+    :mod:`agent.hook.precompile`), so the hook does not compile itself at every job."""
     target = dest if dest.suffix == ".pyz" else dest / NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.tmp")
@@ -65,6 +72,20 @@ def build_zipapp(dest: Path) -> Path:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, data)
     os.chmod(temp, 0o755)  # noqa: S103 - a program, run by the runner's user
+    if python is not None:
+        done = subprocess.run(
+            [python, "-I", str(temp), "precompile", "--output", str(temp)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            temp.unlink()
+            raise BuildError(
+                f"{python} could not precompile the hook (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-500:]}"
+            )
     os.replace(temp, target)
     return target
 

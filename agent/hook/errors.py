@@ -8,10 +8,21 @@ policy ``fail``. Modules raise subclasses of these beside their own concern.
 
 from __future__ import annotations
 
+import base64
+import os
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+
+def random_token(size: int = 32) -> str:
+    """``size`` random bytes as URL-safe text (a claim, a delimiter, a temporary name).
+
+    From ``os.urandom`` directly: ``secrets`` and ``uuid`` import hmac, hashlib and
+    platform, which cost the hook milliseconds at every job start for nothing it uses."""
+    return base64.urlsafe_b64encode(os.urandom(size)).rstrip(b"=").decode("ascii")
 
 
 class HookError(Exception):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 
 from agent.hook import errors
@@ -48,9 +47,9 @@ def env_entry(name: str, value: str) -> str:
         raise GitHubFileError(f"the value of {name} holds a NUL byte, which no environment can")
     if "\n" not in value and "\r" not in value:
         return f"{name}={value}\n"
-    delimiter = f"ghadelimiter_{uuid.uuid4()}"
+    delimiter = f"ghadelimiter_{errors.random_token()}"
     while delimiter in value:  # as good as impossible; checked all the same
-        delimiter = f"ghadelimiter_{uuid.uuid4()}"
+        delimiter = f"ghadelimiter_{errors.random_token()}"
     return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
 
 

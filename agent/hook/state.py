@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -95,7 +94,7 @@ def save(path: str, data: Mapping[str, Any]) -> None:
         raise StateError(
             f"cannot make the folder of the hook's state {folder}: {exc.strerror}"
         ) from None
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}")
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{errors.random_token(6)}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(temp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)

@@ -38,7 +38,6 @@ import errno
 import os
 import posixpath
 import re
-import secrets
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -278,7 +277,7 @@ def _is_link(fd: int, name: str) -> bool:
 
 def _replace(fd: int, name: str, make: Callable[[str], None]) -> None:
     """Make ``name`` in ``fd`` with ``make(tmp)`` under a fresh name, then rename it over."""
-    tmp = f".{name}.runner-agent-{secrets.token_hex(6)}"
+    tmp = f".{name}.runner-agent-{errors.random_token(6)}"
     make(tmp)
     try:
         os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)

@@ -102,3 +102,60 @@ def test_an_older_python_gets_one_line(pyz: Path, tmp_path: Path) -> None:
         "runner-agent: the job hook needs Python 3.8 or newer; this python3 is 3.7: "
         "install a newer python3 in the runner image"
     ]
+
+
+def _code_file(python: Path, pyz: Path) -> str:
+    # A module compiled from the zipapp's source names its full path inside the zipapp;
+    # one loaded from precompiled bytecode names the path precompile gave it.
+    proc = subprocess.run(
+        [str(python), "-I", "-c",
+         f"import sys; sys.path.insert(0, {str(pyz)!r}); from agent.hook import main; "
+         "print(main.main.__code__.co_filename)"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return proc.stdout.strip()
+
+
+def test_precompile_adds_bytecode_the_runners_python_loads(pyz: Path, tmp_path: Path) -> None:
+    compiled = build.build_zipapp(tmp_path / "compiled.pyz", python=str(pythons.SYSTEM))
+    with zipfile.ZipFile(compiled) as archive:
+        names = set(archive.namelist())
+    sources = {n for n in names if n.endswith(".py")}
+    assert {n + "c" for n in sources} == names - sources
+    assert compiled.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert _code_file(pythons.SYSTEM, compiled) == "agent/hook/main.py"
+    assert _code_file(pythons.SYSTEM, pyz).endswith("pyz/agent/hook/main.py")
+    again = build.build_zipapp(tmp_path / "again.pyz", python=str(pythons.SYSTEM))
+    assert again.read_bytes() == compiled.read_bytes()
+    # In place, from the zipapp itself, as a runner image's build runs it.
+    copy = tmp_path / "copy.pyz"
+    copy.write_bytes(pyz.read_bytes())
+    subprocess.run(
+        [str(pythons.SYSTEM), "-I", str(copy), "precompile"], check=True, timeout=60,
+        capture_output=True,
+    )  # fmt: skip
+    assert copy.read_bytes() == compiled.read_bytes()
+
+
+def test_a_precompiled_zipapp_still_runs_on_another_python(tmp_path: Path) -> None:
+    other = pythons.pyenv("3.8")
+    if other is None:
+        pytest.skip("needs pyenv's Python 3.8 (the hook's floor)")
+    compiled = build.build_zipapp(tmp_path / "compiled.pyz", python=str(pythons.SYSTEM))
+    # Another interpreter does not know the bytecode's magic number: it reads the source.
+    assert _code_file(other, compiled).endswith("pyz/agent/hook/main.py")
+    proc = subprocess.run(
+        [str(other), "-I", str(compiled), "--help"], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "started" in proc.stdout
+
+
+def test_precompile_refuses_what_is_not_the_zipapp(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.hook", "precompile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "precompile works on the zipapp" in proc.stderr
