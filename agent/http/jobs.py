@@ -168,6 +168,8 @@ def job_error(exc: registry.JobError) -> errors.ApiError:
         return errors.ApiError(404, str(exc), code="unknown_job")
     if isinstance(exc, registry.WrongSecret):
         return errors.ApiError(403, str(exc), code="wrong_secret")
+    if isinstance(exc, registry.TooManyJobs):
+        return errors.ApiError(503, str(exc), code="too_many_jobs")
     if isinstance(exc, registry.RunnerBusy):
         return errors.ApiError(
             409,

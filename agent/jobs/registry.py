@@ -72,6 +72,17 @@ class JobEnded(JobError):
     """The job is completed: nothing more can be done on its behalf."""
 
 
+class TooManyJobs(JobError):
+    """As many jobs are open as one agent ever serves (:data:`MAX_OPEN`)."""
+
+
+MAX_OPEN = 1024
+"""Open jobs at most: one per runner, and no host runs a thousand runners; a client
+inventing runner names must not grow the agent without bound."""
+MAX_REQUESTS = 256
+"""Requests a job's record keeps (``GET /v1/jobs/current``); more are installed, not listed."""
+
+
 @dataclass(frozen=True)
 class Gpus:
     """The GPUs the runner's container sees (its NVIDIA_VISIBLE_DEVICES)."""
@@ -219,6 +230,12 @@ class Jobs:
                     )
                 superseded = current
                 self._end(current, "abandoned")
+            if len(self._open) >= MAX_OPEN:
+                raise TooManyJobs(
+                    f"this agent already has {len(self._open)} jobs open, the most it serves; "
+                    "jobs end when their job-completed hook runs or after "
+                    "runner.job_max_seconds"
+                )
             job = Job(
                 id=f"j-{secrets.token_hex(8)}",
                 spec=spec,
@@ -401,4 +418,4 @@ class Jobs:
 
 
 def _merged(old: list[str], new: list[str]) -> list[str]:
-    return old + [r for r in new if r not in old]
+    return (old + [r for r in new if r not in old])[:MAX_REQUESTS]

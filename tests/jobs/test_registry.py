@@ -163,3 +163,17 @@ async def test_metrics_follow_the_job() -> None:
     assert reg.get_sample_value("runner_agent_job_info", labels) is None
     assert reg.get_sample_value("runner_agent_jobs_total", {"result": "failed"}) == 1
     await jobs.close()
+
+
+async def test_open_jobs_and_a_jobs_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "MAX_OPEN", 3)
+    jobs = registry.Jobs()
+    for n in range(3):
+        await jobs.start(spec(runner=f"r{n}"), claim=CLAIM)
+    with pytest.raises(registry.TooManyJobs, match="3 jobs open"):
+        await jobs.start(spec(runner="r9"), claim=CLAIM)
+    job = jobs.current()[0]
+    for n in range(40):
+        jobs.add_requests(job, [f"tool{n}@{m}" for m in range(32)])
+    assert len(job.requests) == registry.MAX_REQUESTS
+    await jobs.close()
