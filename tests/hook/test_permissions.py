@@ -77,6 +77,8 @@ def _job_token(root: Path) -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("the node entry is repacked from the node and npm on PATH: install them")
     root = agentproc.make_workdir()
     starter = agentproc.Starter(root)
     try:
@@ -269,7 +271,12 @@ def _user_pip_config(pod: Pod) -> dict[str, str]:
             shutil.copy(source, dest)
             userpod.chown_tree(pod.home, pod.uid)
             break
-    return {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
+    proxies = ("http_proxy", "https_proxy", "no_proxy")
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("PIP_") or k.lower() in proxies  # pip reaches its index as here
+    }
 
 
 def test_pip_install_against_the_linked_python_falls_back_to_a_user_install(
@@ -319,7 +326,9 @@ def test_npm_install_global_goes_to_the_pod_local_prefix_on_path(
 
 
 # Job code of runner A: it holds its own state (id, secret) and the job token, learns
-# the other job's id from GET /v1/jobs/current, and tries what it should not.
+# the other job's id from GET /v1/jobs/current, and tries what it should not: read the
+# other's state, complete the other job (its own secret, the token alone, no token),
+# ensure in its name, open a job as its runner, with or without superseding it.
 ATTACK = r"""
 import http.client, json, socket, sys
 state_path, other_state, sock, token_file = sys.argv[1:5]
@@ -359,6 +368,11 @@ out["ensure"] = call(
     "POST", "/v1/ensure",
     {"requests": ["node"], "job": {"id": other, "secret": own["secret"]}},
 )
+start = {"runner_name": sys.argv[5], "run_id": "1", "job": "build", "claim": "c" * 40}
+out["as_that_runner"] = call("POST", "/v1/jobs", start)
+out["supersede"] = call(
+    "POST", "/v1/jobs", dict(start, supersede={"id": other, "secret": own["secret"]})
+)
 print(json.dumps(out))
 """
 
@@ -376,6 +390,8 @@ def test_a_job_cannot_complete_or_ensure_for_another_runners_job(
     _start(mine)
     _start(theirs)
     [other] = _open_for(shared, theirs)
+    assert mine.state.stat().st_mode & 0o777 == 0o600  # the secret is the runner user's
+    assert mine.state.parent.stat().st_mode & 0o777 == 0o700
     assert _leases_of(shared.store, other["id"])
     proc = mine.run(
         ["python3", "-I", "-c", ATTACK, str(mine.state), str(theirs.state),
@@ -386,11 +402,13 @@ def test_a_job_cannot_complete_or_ensure_for_another_runners_job(
     out = json.loads(proc.stdout)
     assert out["read_other_state"] == "Permission denied"
     assert out["other"] == other["id"]
-    for attempt in ("own_secret", "token_only", "ensure"):
+    for attempt in ("own_secret", "token_only", "ensure", "supersede"):
         status, body = out[attempt]
         assert status == 403, (attempt, body)
         assert body["error"]["code"] == "wrong_secret", (attempt, body)
     assert out["no_token"][0] == 401, out["no_token"]
+    status, body = out["as_that_runner"]  # its runner is busy with the job
+    assert (status, body["error"]["code"]) == (409, "runner_busy"), body
     assert _open_for(shared, theirs) == [other]
     assert _leases_of(shared.store, other["id"])
 
