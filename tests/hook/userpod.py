@@ -7,6 +7,7 @@ agent's store bind-mounted READ-ONLY at ``_work/_tool/.runner-agent-store`` (the
 is root's; the pod's folders are the runner user's). The hooks are the real wrappers
 and zipapp, run as the runner runs them (``bash -e``); a later step of the job applies
 GITHUB_ENV and GITHUB_PATH as the runner does (:mod:`tests.hook.runnerfiles`).
+:data:`ATTACK` is job code that turns against another runner's job.
 """
 
 from __future__ import annotations
@@ -176,3 +177,55 @@ class Pod:
             ["bash", "-e", "-c", script], {**self.step_env(), **extra}
         )
         return result
+
+
+# Job code of runner A: it holds its own state (id, secret) and the job token, learns
+# the other job's id from GET /v1/jobs/current, and tries what it should not: read the
+# other's state, complete the other job (its own secret, the token alone, no token),
+# ensure in its name, open a job as its runner, with or without superseding it.
+ATTACK = r"""
+import http.client, json, socket, sys
+state_path, other_state, sock, token_file = sys.argv[1:5]
+own = json.load(open(state_path))
+token = open(token_file).read().strip()
+
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sock)
+
+def call(method, target, body=None, bearer=token):
+    conn = Unix("localhost", timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if bearer:
+        headers["Authorization"] = "Bearer " + bearer
+    conn.request(method, target, None if body is None else json.dumps(body), headers)
+    response = conn.getresponse()
+    first = response.read().split(b"\n", 1)[0]
+    conn.close()
+    return [response.status, json.loads(first) if first.strip() else None]
+
+out = {}
+try:
+    open(other_state).read()
+    out["read_other_state"] = "read"
+except OSError as exc:
+    out["read_other_state"] = exc.strerror
+jobs = call("GET", "/v1/jobs/current")[1]["jobs"]
+[other] = [j["id"] for j in jobs if j["runner_name"] == sys.argv[5]]
+out["other"] = other
+done = "/v1/jobs/" + other + "/complete"
+out["own_secret"] = call("POST", done, {"secret": own["secret"], "result": "failed"})
+out["token_only"] = call("POST", done, {"result": "failed"})
+out["no_token"] = call("POST", done, {"secret": own["secret"]}, bearer=None)
+out["ensure"] = call(
+    "POST", "/v1/ensure",
+    {"requests": ["node"], "job": {"id": other, "secret": own["secret"]}},
+)
+start = {"runner_name": sys.argv[5], "run_id": "1", "job": "build", "claim": "c" * 40}
+out["as_that_runner"] = call("POST", "/v1/jobs", start)
+out["supersede"] = call(
+    "POST", "/v1/jobs", dict(start, supersede={"id": other, "secret": own["secret"]})
+)
+print(json.dumps(out))
+"""
