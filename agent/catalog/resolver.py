@@ -70,13 +70,20 @@ class _Want:
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
-    """A "did you mean" suffix, or an empty string."""
+    """A "did you mean" suffix, else one that names what is available."""
     import difflib  # only on the error path
 
     close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
     if not close and len(word) >= 3:
         close = [c for c in choices if c.startswith(word[:3]) or word.startswith(c)][:3]
-    return f"; did you mean {' or '.join(close)}?" if close else ""
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    if not choices:
+        return "; the catalog has no features"
+    # No near miss: what is available, so the error says what the user can ask for.
+    shown = ", ".join(sorted(choices)[:20])
+    more = f" and {len(choices) - 20} more" if len(choices) > 20 else ""
+    return f"; available: {shown}{more} (runner-agent features lists them)"
 
 
 def resolve(

@@ -42,6 +42,26 @@ class RunnerSettings(Section):
             "0 to 64 labels. Default none."
         ),
     )
+    names: list[Label] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "The runners (their RUNNER_NAME) this agent serves; others are refused a job. "
+            "A runner's name is what its hook says, not a proof: on a host agent serving "
+            "several runners, list them, so job code cannot open jobs for made-up runners. "
+            "Range 0 to 256 names. Default none: any name."
+        ),
+    )
+    max_open_jobs: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description=(
+            "Open jobs at most (one per runner): a sidecar serves one runner, a host a "
+            "few. A job start beyond it is refused (503 too_many_jobs). Range 1 to 1024. "
+            "Default 64."
+        ),
+    )
     job_max_seconds: Seconds = Field(
         default=6 * 3600.0,
         ge=60,

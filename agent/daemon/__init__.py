@@ -341,6 +341,8 @@ class Daemon:
             gate=self._job_gate,
             max_seconds=lambda: self.settings.runner.job_max_seconds,
             history=lambda: self.settings.runner.history,
+            max_open=lambda: self.settings.runner.max_open_jobs,
+            runners=lambda: self.settings.runner.names,
         )
         ctx = context.Context(
             reloader=self.reloader,
@@ -391,9 +393,9 @@ class Daemon:
         if sup is None:
             return
         if reason is None:
-            sup.gate.open("no job is open")
+            sup.gate.open("no job is open", holder="jobs")
         else:
-            sup.gate.close(reason)
+            sup.gate.close(reason, holder="jobs")
 
     async def _stop_engines(self) -> None:
         # The leases first: an install still running must not hold them. Then the
@@ -415,6 +417,8 @@ class Daemon:
         # tasks stop; probes go last. Every step takes its time from one budget, the
         # grace, so the process is gone before the kubelet's SIGKILL.
         self.conditions.set("lifecycle", ok=False, message="shutting down")
+        if self.jobs is not None:
+            self.jobs.stop_accepting()  # the API serves on for open jobs, opens no new one
         if self._api_task is not None and not self._api_task.done():
             # Still importing or binding: it must not bind a socket (or start installs)
             # after the shutdown has passed it by. What it built is stopped below.

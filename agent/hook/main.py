@@ -226,7 +226,7 @@ def completed(env: Mapping[str, str], reporter: report.Reporter, result: str | N
     if record is None:
         reporter.say(f"no job to complete ({path} is absent): nothing is leased")
         return errors.EXIT_OK
-    agent = client.Agent(str(record.get("socket") or client.socket_of(env)), client.read_token(env))
+    agent = client.Agent(client.socket_of(env), client.read_token(env))
     began = record.get("started")
     seconds = time.time() - began if isinstance(began, (int, float)) else None
     try:
@@ -315,9 +315,9 @@ def ensure(
     record = state.load(path) if path else None
     if record is not None:
         body["job"] = {"id": record["id"], "secret": record["secret"]}
-        agent = client.Agent(
-            str(record.get("socket") or client.socket_of(env)), client.read_token(env)
-        )
+        # The socket comes from the runner's environment, never from the state file,
+        # which job code can rewrite.
+        agent = client.Agent(client.socket_of(env), client.read_token(env))
     else:
         reporter.warn(
             "no job was opened by the started hook: what this installs is not leased to "

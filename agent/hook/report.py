@@ -22,8 +22,11 @@ DOWNLOAD_EVERY = 5.0
 
 
 def clean(text: object) -> str:
-    """``text`` with control characters escaped (a lone CR ends a line for the runner)."""
-    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in str(text))
+    """``text`` with control characters escaped (a lone CR ends a line for the runner),
+    and ``##[`` too: the runner acts on its old command form (``##[add-mask]``,
+    ``##[stop-commands]``) anywhere in a line, not only at its start, as ``::`` is."""
+    escaped = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in str(text))
+    return escaped.replace("##[", "##\\x5b")
 
 
 def size(count: float) -> str:

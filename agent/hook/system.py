@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +39,9 @@ CHECK_TIMEOUT = 60.0
 
 class SystemStepError(errors.HookError):
     """A system step left to the runner could not run, or failed."""
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def _packages(actions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -212,10 +216,16 @@ class Runner:
             # urlopen's default opener uses the environment's proxies (https_proxy, ...).
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
                 content = response.read(MAX_KEY_BYTES + 1)
+                landed = response.geturl()
         except (OSError, ValueError) as exc:
             raise SystemStepError(
                 f"{feature}: cannot fetch the repository key {url}: {exc}"
             ) from None
+        if url.startswith("https://") and not landed.startswith("https://"):
+            raise SystemStepError(
+                f"{feature}: {url} redirected to {landed}, which is not https: a signing "
+                "key is never taken over plain http"
+            )
         if len(content) > MAX_KEY_BYTES:
             raise SystemStepError(f"{feature}: {url} is over 1 MiB: not a signing key")
         if b"BEGIN PGP PUBLIC KEY BLOCK" not in content and not content.startswith(b"\x99"):
@@ -237,6 +247,21 @@ class Runner:
         env = {str(k): str(v) for k, v in dict(action.get("env", {})).items()}
         if not argv:
             raise SystemStepError(f"{feature}: the agent left a command with no argv")
+        from agent.platform import packagers as known
+
+        binary = known.BINARIES.get(manager)
+        if binary is None or os.path.basename(argv[0]) != binary:
+            # What runs as root here is the package manager's own binary, nothing else.
+            raise SystemStepError(
+                f"{feature}: the agent asks to run {argv[0]!r}, which is not {manager}'s "
+                f"binary ({binary or 'unknown manager'}); refusing"
+            )
+        bad = [k for k in env if not _ENV_NAME.fullmatch(k) or k.startswith(("LD_", "PYTHON"))]
+        if bad:
+            raise SystemStepError(
+                f"{feature}: the agent asks to set {', '.join(bad)} for {manager}; refusing "
+                "(only plain variables, never the loader's or Python's)"
+            )
         purpose = "refreshing the index" if action.get("purpose") == "refresh" else "installing"
         asked = tuple(str(p) for p in action.get("packages", []))
         packages = ", ".join(asked)

@@ -6,9 +6,11 @@ Policy:
   else ``AGENT_TOOLSDIRECTORY``, else ``_tool`` beside the runner's workspaces (the
   parent of ``RUNNER_WORKSPACE``); it is created when missing;
 - the store as the runner sees it: ``RUNNER_AGENT_STORE``, else
-  ``<tool cache>/.runner-agent-store`` when it exists (the store mounted read-only inside
-  the tool cache, so job containers see it below ``/__t``), else the agent's own store
-  path when it exists here (host mode); else no entry can be used, which is an error;
+  ``<tool cache>/.runner-agent-store`` when it is a folder on a READ-ONLY mount (the
+  store mounted inside the tool cache, so job containers see it below ``/__t``; job code
+  can write the tool cache, so a folder or link it planted there never counts), else the
+  agent's own store path when it exists here (host mode); else no entry can be used,
+  which is an error;
 - each entry ``<name>/<version>/<arch>`` is linked from ``<tool cache>/<name>/<version>/
   <arch>`` to the store, with a RELATIVE link when the store lies inside the tool cache
   (it then resolves at ``/__t`` in job containers too) and an absolute one otherwise;
@@ -89,14 +91,33 @@ def runner_store(environ: Mapping[str, str], tool_cache: str, agent_store: str) 
             raise ToolViewError(f"RUNNER_AGENT_STORE={named!r} is not an absolute path")
         return _clean(named)
     mounted = posixpath.join(tool_cache, STORE_IN_TOOL_CACHE)
-    if os.path.isdir(mounted):
-        return mounted
+    planted = False
+    if os.path.lexists(mounted):
+        if _read_only_folder(mounted):
+            return mounted
+        planted = True  # job code can write the tool cache: only a read-only mount counts
     if os.path.isdir(agent_store):
         return _clean(agent_store)
+    if planted:
+        raise ToolViewError(
+            f"{mounted} is not a read-only mount, so it is not the agent's store (job code "
+            "can write the tool cache, and the hook trusts no folder it could have made); "
+            "mount the store there read-only, or set RUNNER_AGENT_STORE"
+        )
     raise ToolViewError(
         f"the agent's store is not visible here: neither {mounted} nor {agent_store} is a "
         "folder; mount the store read-only at the first (or set RUNNER_AGENT_STORE)"
     )
+
+
+def _read_only_folder(path: str) -> bool:
+    # A real folder (never a link) on a read-only mount: what a store volume mounted
+    # read-only is, and what nothing the runner's user writes can be.
+    try:
+        info = os.lstat(path)
+        return stat.S_ISDIR(info.st_mode) and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 @dataclass

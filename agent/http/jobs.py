@@ -170,6 +170,10 @@ def job_error(exc: registry.JobError) -> errors.ApiError:
         return errors.ApiError(403, str(exc), code="wrong_secret")
     if isinstance(exc, registry.TooManyJobs):
         return errors.ApiError(503, str(exc), code="too_many_jobs")
+    if isinstance(exc, registry.Stopping):
+        return errors.ApiError(503, str(exc), code="stopping")
+    if isinstance(exc, registry.UnknownRunner):
+        return errors.ApiError(403, str(exc), code="unknown_runner")
     if isinstance(exc, registry.RunnerBusy):
         return errors.ApiError(
             409,
@@ -247,17 +251,18 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         raise job_error(exc) from exc
     job = opened.job
     store = settings.cache.root
-    try:
-        # Before any lookup: an entry found after the lease exists is never evicted.
-        await ctx.jobs.lease(job, layout.Store(store), plan)
-    except leases.LeaseRefused as exc:
-        if not opened.resumed:  # its hook never hears of it: nothing may stay open
-            await ctx.jobs.complete(job.id, None, "failed")
-        raise errors.ApiError(503, str(exc)) from exc
     stream = await streaming.open_stream(request)
     event = job_event(ctx.catalog(), str(store), plan, job, secret=True, resumed=opened.resumed)
     await stream.send_model(event)
-    final = await streaming.run_plan(ctx.installs, plan, stream, started)
+    try:
+        # Before any lookup: an entry found after the lease exists is never evicted. After
+        # the job event: a refused lease fails the job's features, and the hook, which
+        # holds the secret by now, completes the job, rather than retrying a job start.
+        await ctx.jobs.lease(job, layout.Store(store), plan)
+    except leases.LeaseRefused as exc:
+        final = await streaming.refuse_plan(plan, stream, str(exc), started)
+    else:
+        final = await streaming.run_plan(ctx.installs, plan, stream, started)
     ctx.jobs.setup_done(job, seconds=final.get("seconds", 0.0))
     await stream.close()
     return stream.response

@@ -97,7 +97,12 @@ class GateModel(models.ApiModel):
 class GateRequest(models.ApiRequest):
     """POST /v1/stop-gate."""
 
-    open: bool = Field(description="false: hold gated services up at shutdown; true: let go.")
+    open: bool = Field(
+        description=(
+            "false: hold gated services up at shutdown (until an operator opens it); true: "
+            "let go at once, a running job's hold included (the next job closes it again)."
+        )
+    )
     reason: str = Field(default="", max_length=200, description="Who and why, for the log.")
 
 
@@ -218,7 +223,7 @@ async def post_gate(request: web.Request) -> web.Response:
     body = await bodies.read_model(request, GateRequest)
     reason = body.reason or "API request"
     if body.open:
-        sup.gate.open(reason)
+        sup.gate.open(reason, force=True)
     else:
         sup.gate.close(reason)
     return bodies.json_response(_gate(sup))

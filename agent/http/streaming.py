@@ -76,3 +76,26 @@ async def run_plan(
     final["seconds"] = round(time.perf_counter() - started, 6)  # server time, for clients
     await stream.send(final)
     return final
+
+
+async def refuse_plan(
+    plan: wire.Plan, stream: Stream, error: str, started: float
+) -> wire.ResultEvent:
+    """Send the ``plan`` event and a ``result`` in which every feature failed with
+    ``error`` (the plan could not run at all, e.g. its entries cannot be leased)."""
+    await stream.send(
+        {
+            "event": "plan",
+            "features": [
+                {"id": s["id"], "version": s["version"], "method": s["method"], "round": s["round"]}
+                for s in plan["features"]
+            ],
+        }
+    )
+    reason = RuntimeError(error)
+    outcomes: plans.Outcomes = {s["id"]: reason for s in plan["features"]}
+    final = plans.result(plan, outcomes)
+    final["ok"] = False  # even a plan without features did not get its lease
+    final["seconds"] = round(time.perf_counter() - started, 6)
+    await stream.send(final)
+    return final

@@ -73,12 +73,17 @@ class JobEnded(JobError):
 
 
 class TooManyJobs(JobError):
-    """As many jobs are open as one agent ever serves (:data:`MAX_OPEN`)."""
+    """As many jobs are open as the agent serves (``runner.max_open_jobs``)."""
 
 
-MAX_OPEN = 1024
-"""Open jobs at most: one per runner, and no host runs a thousand runners; a client
-inventing runner names must not grow the agent without bound."""
+class UnknownRunner(JobError):
+    """The runner is not one this agent serves (``runner.names``)."""
+
+
+class Stopping(JobError):
+    """The agent is shutting down: it opens no new job (open ones complete as usual)."""
+
+
 MAX_REQUESTS = 256
 """Requests a job's record keeps (``GET /v1/jobs/current``); more are installed, not listed."""
 
@@ -184,12 +189,18 @@ class Jobs:
         gate: Gate | None = None,
         max_seconds: Callable[[], float] = lambda: 6 * 3600.0,
         history: Callable[[], int] = lambda: 100,
+        max_open: Callable[[], int] = lambda: 64,
+        runners: Callable[[], list[str]] = list,
     ) -> None:
         self.leases = leases_ if leases_ is not None else leases.Leases()
         self._metrics = metrics or job_metrics.JobMetrics(None)
         self._gate = gate
         self._max_seconds = max_seconds
         self._history = history
+        self._max_open = max_open
+        self._runners = runners
+        self._stopping = False
+        self._info_refs: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         self._open: dict[str, Job] = {}
         self._by_runner: dict[str, Job] = {}
         self._done: collections.OrderedDict[str, Job] = collections.OrderedDict()
@@ -212,6 +223,13 @@ class Jobs:
         id and that job's secret) does not end."""
         digest = _digest(claim)
         superseded: Job | None = None
+        allowed = self._runners()
+        if allowed and spec.runner_name not in allowed:
+            raise UnknownRunner(
+                f"runner {spec.runner_name!r} is not one this agent serves "
+                f"(runner.names: {', '.join(allowed)}); add it there, or point this runner's "
+                "RUNNER_AGENT_SOCKET at its own agent"
+            )
         async with self._lock:
             current = self._by_runner.get(spec.runner_name)
             if (
@@ -230,11 +248,16 @@ class Jobs:
                     )
                 superseded = current
                 self._end(current, "abandoned")
-            if len(self._open) >= MAX_OPEN:
+            if self._stopping:
+                raise Stopping(
+                    "the agent is shutting down and opens no new job; the runner's next "
+                    "job starts once an agent serves again"
+                )
+            if len(self._open) >= self._max_open():
                 raise TooManyJobs(
-                    f"this agent already has {len(self._open)} jobs open, the most it serves; "
-                    "jobs end when their job-completed hook runs or after "
-                    "runner.job_max_seconds"
+                    f"this agent already has {len(self._open)} jobs open, the most it serves "
+                    "(runner.max_open_jobs); jobs end when their job-completed hook runs or "
+                    "after runner.job_max_seconds"
                 )
             job = Job(
                 id=f"j-{secrets.token_hex(8)}",
@@ -249,7 +272,9 @@ class Jobs:
             self._deadlines[job.id] = asyncio.get_running_loop().call_later(
                 self._max_seconds(), self._expire, job.id
             )
-            self._metrics.info.labels(*self._info_labels(job)).set(1)
+            labels = self._info_labels(job)
+            self._info_refs[labels] += 1  # matrix legs share every label but the runner
+            self._metrics.info.labels(*labels).set(1)
             self._sync_gate()
         if superseded is not None:
             logger.warning(
@@ -352,8 +377,12 @@ class Jobs:
         while len(self._done) > self._history():
             self._done.popitem(last=False)
         self._metrics.jobs.labels(result).inc()
-        with contextlib.suppress(KeyError):  # two open jobs with the same labels
-            self._metrics.info.remove(*self._info_labels(job))
+        labels = self._info_labels(job)
+        self._info_refs[labels] -= 1
+        if self._info_refs[labels] <= 0:
+            del self._info_refs[labels]
+            with contextlib.suppress(KeyError):
+                self._metrics.info.remove(*labels)
         self._sync_gate()
 
     def _expire(self, job_id: str) -> None:
@@ -380,6 +409,10 @@ class Jobs:
         await self.leases.release(job_id)
 
     # --- the engine -----------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """Shutdown began: no new job opens (the API serves on for the open ones)."""
+        self._stopping = True
 
     def current(self) -> list[Job]:
         """The open jobs, oldest first."""
@@ -418,4 +451,6 @@ class Jobs:
 
 
 def _merged(old: list[str], new: list[str]) -> list[str]:
-    return (old + [r for r in new if r not in old])[:MAX_REQUESTS]
+    if len(old) >= MAX_REQUESTS:
+        return old
+    return list(dict.fromkeys(old + new))[:MAX_REQUESTS]

@@ -19,11 +19,14 @@ logger = logging.getLogger(__name__)
 
 
 class StopGate:
-    """Open or closed, with who closed it and why."""
+    """Open, or closed by one or more holders (the jobs engine, an operator), each with
+    its reason: it opens when the last holder lets go, so the jobs engine ending its last
+    job does not open a gate an operator closed."""
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
+        self._holders: dict[str, str] = {}
         self.reason = "open at start"
         self.since = time.time()
 
@@ -32,16 +35,26 @@ class StopGate:
         """Whether gated services may stop now."""
         return self._open.is_set()
 
-    def close(self, reason: str) -> None:
-        """Hold gated services up at shutdown until :meth:`open`."""
+    def close(self, reason: str, *, holder: str = "operator") -> None:
+        """Hold gated services up at shutdown until ``holder`` opens it (and no other
+        holder holds it)."""
         if self.is_open:
             logger.info("stop gate closed: %s", reason, extra={"reason": reason})
             self.since = time.time()
+        self._holders[holder] = reason
         self._open.clear()
-        self.reason = reason
+        self.reason = "; ".join(self._holders.values())
 
-    def open(self, reason: str) -> None:
-        """Let gated services stop."""
+    def open(self, reason: str, *, holder: str = "operator", force: bool = False) -> None:
+        """``holder`` lets go; the gate opens when no one else holds it, or at once with
+        ``force`` (an operator's ``POST /v1/stop-gate``: every hold is dropped)."""
+        if force:
+            self._holders.clear()
+        else:
+            self._holders.pop(holder, None)
+        if self._holders:
+            self.reason = "; ".join(self._holders.values())
+            return
         if not self.is_open:
             logger.info("stop gate opened: %s", reason, extra={"reason": reason})
             self.since = time.time()

@@ -60,6 +60,13 @@ def test_every_default_is_pinned() -> None:
             "package_lock_timeout_seconds": 300,
         },
         "logging": {"format": "json", "level": "info"},
+        "runner": {
+            "labels": [],
+            "names": [],
+            "max_open_jobs": 64,
+            "job_max_seconds": 21600.0,
+            "history": 100,
+        },
         "services": {},
     }
 

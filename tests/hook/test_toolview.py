@@ -219,11 +219,40 @@ def test_the_tool_cache_and_store_are_found_by_the_runners_rules(tmp_path: Path)
     with pytest.raises(toolview.ToolViewError, match="not visible here"):
         toolview.runner_store({}, str(cache), str(tmp_path / "nope"))
     assert toolview.runner_store({}, str(cache), str(tmp_path)) == str(tmp_path)
-    (cache / ".runner-agent-store").mkdir(parents=True)
-    assert toolview.runner_store({}, str(cache), str(tmp_path)) == str(
-        cache / ".runner-agent-store"
-    )
     assert toolview.runner_store({"RUNNER_AGENT_STORE": "/mnt/s"}, str(cache), "/x") == "/mnt/s"
+
+
+def test_a_store_planted_in_the_tool_cache_is_not_trusted(tmp_path: Path) -> None:
+    # Job code on a persistent runner can write the tool cache: a folder (or a link to a
+    # tree of its own) at .runner-agent-store must not become the next job's store.
+    cache, agent_store = tmp_path / "tool", tmp_path / "store"
+    agent_store.mkdir()
+    (cache / ".runner-agent-store").mkdir(parents=True)
+    assert toolview.runner_store({}, str(cache), str(agent_store)) == str(agent_store)
+    with pytest.raises(toolview.ToolViewError, match="not a read-only mount"):
+        toolview.runner_store({}, str(cache), str(tmp_path / "nope"))
+    (cache / ".runner-agent-store").rmdir()
+    (cache / ".runner-agent-store").symlink_to(agent_store)
+    with pytest.raises(toolview.ToolViewError, match="not a read-only mount"):
+        toolview.runner_store({}, str(cache), str(tmp_path / "nope"))
+
+
+@pytest.mark.root
+def test_a_read_only_mount_in_the_tool_cache_is_the_store(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount the store read-only")
+    cache, store = tmp_path / "tool", tmp_path / "store"
+    store.mkdir()
+    mounted = cache / ".runner-agent-store"
+    mounted.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(store), str(mounted)], check=True, timeout=30)
+    try:
+        # Bound but still writable: not yet the store.
+        assert toolview.runner_store({}, str(cache), str(store)) == str(store)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True, timeout=30)
+        assert toolview.runner_store({}, str(cache), str(tmp_path / "gone")) == str(mounted)
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True, timeout=30)
 
 
 def test_the_real_actions_tool_cache_finds_the_linked_entry(

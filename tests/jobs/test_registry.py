@@ -165,9 +165,8 @@ async def test_metrics_follow_the_job() -> None:
     await jobs.close()
 
 
-async def test_open_jobs_and_a_jobs_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "MAX_OPEN", 3)
-    jobs = registry.Jobs()
+async def test_open_jobs_and_a_jobs_requests_are_bounded() -> None:
+    jobs = registry.Jobs(max_open=lambda: 3)
     for n in range(3):
         await jobs.start(spec(runner=f"r{n}"), claim=CLAIM)
     with pytest.raises(registry.TooManyJobs, match="3 jobs open"):
@@ -176,4 +175,35 @@ async def test_open_jobs_and_a_jobs_requests_are_bounded(monkeypatch: pytest.Mon
     for n in range(40):
         jobs.add_requests(job, [f"tool{n}@{m}" for m in range(32)])
     assert len(job.requests) == registry.MAX_REQUESTS
+    await jobs.close()
+
+
+async def test_only_the_runners_listed_open_jobs() -> None:
+    jobs = registry.Jobs(runners=lambda: ["r1", "r2"])
+    await jobs.start(spec("r1"), claim=CLAIM)
+    with pytest.raises(registry.UnknownRunner, match=r"runner\.names: r1, r2"):
+        await jobs.start(spec("made-up"), claim=CLAIM)
+    await jobs.close()
+
+
+async def test_no_job_opens_once_shutdown_began_but_open_ones_complete() -> None:
+    jobs = registry.Jobs()
+    job = (await jobs.start(spec("r1"), claim=CLAIM)).job
+    jobs.stop_accepting()
+    with pytest.raises(registry.Stopping):
+        await jobs.start(spec("r2"), claim=CLAIM)
+    done = await jobs.complete(job.id, job.secret, "succeeded")
+    assert not done.already
+    await jobs.close()
+
+
+async def test_matrix_legs_share_one_info_series_until_the_last_ends() -> None:
+    reg = CollectorRegistry()
+    jobs = registry.Jobs(metrics=metrics.JobMetrics(reg))
+    legs = [(await jobs.start(spec(runner), claim=CLAIM)).job for runner in ("r1", "r2")]
+    labels = {"repository": "octo/repo", "workflow": "", "job": "build", "run_id": "100"}
+    await jobs.complete(legs[0].id, legs[0].secret, "succeeded")
+    assert reg.get_sample_value("runner_agent_job_info", labels) == 1  # r2's leg runs on
+    await jobs.complete(legs[1].id, legs[1].secret, "succeeded")
+    assert reg.get_sample_value("runner_agent_job_info", labels) is None
     await jobs.close()

@@ -288,3 +288,51 @@ def test_a_planned_stop_is_info_and_reads_stopping_to_stopped(agents: Agents) ->
     exits = [r for r in records if r["message"] == "service slow exited 0"]
     assert [r["level"] for r in exits] == ["info"]
     assert not [r for r in records if r["level"] == "warning"], records
+
+
+def test_a_gate_an_operator_closed_stays_closed_through_a_job(agents: Agents) -> None:
+    agent = agents.start(agents.base_config())
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
+    status, _ = call(agent, "POST", "/v1/stop-gate", {"open": False, "reason": "maintenance"})
+    assert status == 200
+    job_body = {"runner_name": "r1", "run_id": "1", "job": "j", "claim": "q" * 40}
+    status, text = call(agent, "POST", "/v1/jobs", job_body)
+    assert status == 200, text
+    job = json.loads(text.splitlines()[0])
+    _, gate = call(agent, "GET", "/v1/stop-gate")
+    assert gate["open"] is False
+    assert "maintenance" in gate["reason"]
+    assert job["id"] in gate["reason"]
+    status, _ = call(agent, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
+    assert status == 200
+    _, gate = call(agent, "GET", "/v1/stop-gate")
+    assert (gate["open"], gate["reason"]) == (
+        False,
+        "maintenance",
+    )  # the job's end is not the operator's
+    call(agent, "POST", "/v1/stop-gate", {"open": True, "reason": "done"})
+    _, gate = call(agent, "GET", "/v1/stop-gate")
+    assert gate["open"] is True
+
+
+def test_no_job_opens_while_the_agent_drains(agents: Agents) -> None:
+    config = agents.base_config()
+    config["services"] = {
+        "web": web(agents.workdir, stop={"gate": True, "gate_max_wait_seconds": 60})
+    }
+    agent = agents.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, what="ready")
+    first = {"runner_name": "r1", "run_id": "1", "job": "j", "claim": "q" * 40}
+    status, text = call(agent, "POST", "/v1/jobs", first)
+    job = json.loads(text.splitlines()[0])
+    agent.signal(signal.SIGTERM)
+    agent.wait_for(
+        lambda: any("stop gate closed" in r["message"] for r in agent.log_records()),
+        what="the gate wait",
+    )
+    status, refused = call(agent, "POST", "/v1/jobs", {**first, "runner_name": "r2"})
+    assert status == 503
+    assert refused["error"]["code"] == "stopping"
+    status, _ = call(agent, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
+    assert status == 200
+    assert agent.wait() == 0
