@@ -246,3 +246,32 @@ def test_the_agent_dying_mid_stream_is_waited_for_and_asked_again(
     assert "broke off the stream" in output
     _expect_tools(pod)
     assert pod.hook("job-completed.sh").returncode == 0
+
+
+def test_a_leftover_job_is_superseded_and_an_unknown_feature_says_what_is_available(
+    start_agent: Starter,
+) -> None:
+    config = start_agent.base_config()
+    config["runner"] = {"labels": ["self-hosted", "feature:ninja@1.13"]}
+    agent = start_agent.start(config)
+    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, timeout=30, what="ready")
+    pod = Pod(start_agent.workdir / "pod", agent)
+    first = pod.hook("job-started.sh")
+    assert first.returncode == 0, first.stderr
+    [old] = _current(agent)
+    # The runner was killed: no completed hook. Its next job supersedes the leftover one
+    # with the secret the state file kept, through the real agent.
+    second = pod.hook("job-started.sh", GITHUB_RUN_ID="4243")
+    assert second.returncode == 0, second.stderr
+    assert f"({old['id']}) never completed" in second.stderr
+    [new] = _current(agent)
+    assert (new["id"] != old["id"], new["run_id"]) == (True, "4243")
+    # An explicit step asking for what the catalog lacks: the label, and what there is.
+    shutil.copy(WRAPPERS / "runner-agent-hook", pod.hooks / "runner-agent-hook")
+    unknown = pod.hook("runner-agent-hook", "ensure", "feature:nosuchtool@1")
+    assert unknown.returncode == 1, unknown.stderr
+    assert "unknown feature 'nosuchtool'" in unknown.stderr
+    assert "available: " in unknown.stderr
+    assert "ninja" in unknown.stderr.split("available: ", 1)[1]
+    assert pod.hook("job-completed.sh").returncode == 0
+    assert _current(agent) == []
