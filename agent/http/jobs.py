@@ -281,7 +281,9 @@ async def complete_job(request: web.Request) -> web.Response:
             code="wrong_secret",
         )
     try:
-        done = await ctx.jobs.complete(request.match_info["id"], secret, body.result)
+        done = await ctx.jobs.complete(
+            request.match_info["id"], secret, body.result, seconds=body.seconds
+        )
     except registry.JobError as exc:
         raise job_error(exc) from exc
     return bodies.json_response(

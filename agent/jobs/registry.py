@@ -345,9 +345,15 @@ class Jobs:
     # --- ending ---------------------------------------------------------------------------
 
     async def complete(
-        self, job_id: str, secret: str | None, result: Result = "unknown"
+        self,
+        job_id: str,
+        secret: str | None,
+        result: Result = "unknown",
+        *,
+        seconds: float | None = None,
     ) -> Completed:
-        """End ``job_id`` with ``result`` and release its leases; a job already ended is
+        """End ``job_id`` with ``result`` (and the job's own ``seconds``, as its hook
+        measured them, for the log) and release its leases; a job already ended is
         answered as such (``already``)."""
         async with self._lock:
             job = self.find(job_id, secret)
@@ -355,12 +361,14 @@ class Jobs:
                 return Completed(job, released=0, already=True)
             self._end(job, result)
         released = await self.leases.release(job.id)
+        took = f" after {seconds:.0f} s" if seconds is not None else ""
         logger.info(
-            "job %s completed (%s): %s",
+            "job %s completed (%s)%s: %s",
             job.id,
             result,
+            took,
             job.spec.describe(),
-            extra={"job": job.id, "result": result},
+            extra={"job": job.id, "result": result, "seconds": seconds},
         )
         return Completed(job, released=released, already=False)
 
