@@ -327,7 +327,11 @@ def test_no_job_opens_while_the_agent_drains(agents: Agents) -> None:
     job = json.loads(text.splitlines()[0])
     agent.signal(signal.SIGTERM)
     agent.wait_for(
-        lambda: any("stop gate closed" in r["message"] for r in agent.log_records()),
+        # The shutdown's wait ("... stay(s) up until it opens"), not the job's closing.
+        lambda: any(
+            "stop gate closed" in r["message"] and "stay" in r["message"]
+            for r in agent.log_records()
+        ),
         what="the gate wait",
     )
     status, refused = call(agent, "POST", "/v1/jobs", {**first, "runner_name": "r2"})

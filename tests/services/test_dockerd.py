@@ -186,7 +186,11 @@ def test_dockerd_outlives_a_running_job_until_it_completes(agents: Agents) -> No
     job = _open_job(agent)
     agent.signal(signal.SIGTERM)
     agent.wait_for(
-        lambda: any("stop gate closed" in r["message"] for r in agent.log_records()),
+        # The shutdown's wait ("... stay(s) up until it opens"), not the job's closing.
+        lambda: any(
+            "stop gate closed" in r["message"] and "stay" in r["message"]
+            for r in agent.log_records()
+        ),
         what="the gate wait",
     )
     # The job runs on: dockerd answers, the API serves the job's completion.
