@@ -257,7 +257,9 @@ def test_gc_removes_what_dead_installs_left_and_keeps_a_running_ones(
     trash = tmp_path / "node" / "20.11.1" / ".x64.stale-0badc0de"
     trash.mkdir()
     old = store.downloads / "ab" / ".abc.partial"
-    old.parent.mkdir()
+    # exist_ok: the installed archive's own download may sit in ab/ too (its sha256 varies
+    # with the archive's timestamps: 1 run in 256).
+    old.parent.mkdir(exist_ok=True)
     old.write_bytes(b"x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     lapsed = inuse.hold(store, ["x@1@x64"], agent_id="a", job="j", ttl=1)
