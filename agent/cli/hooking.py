@@ -215,15 +215,28 @@ def hook_files(python: str | None = None) -> dict[str, tuple[bytes, int]]:
     return files
 
 
+def _installed_files() -> tuple[dict[str, tuple[bytes, int]], list[str]]:
+    # Precompiled for this host's python3 when it can; else source only, which runs the
+    # same, only slower at each job start: never a reason to refuse the install.
+    python = runner_python()
+    if python is not None:
+        try:
+            return hook_files(python), []
+        except runnerdir.HookInstallError as exc:
+            return hook_files(), [f"the hook is installed as source only: {exc}"]
+    return hook_files(), []
+
+
 def _place(hook_dir: Path, dry_run: bool) -> list[str]:
     if dry_run:
         if os.path.islink(hook_dir):
             raise runnerdir.HookInstallError(f"{hook_dir} is a symbolic link; give a real folder")
-        return [f"would write {hook_dir / name}" for name in hook_files()]
+        files, notes = _installed_files()
+        return [*notes, *(f"would write {hook_dir / name}" for name in files)]
     folder = runnerdir.open_folder(hook_dir, create=True)
-    lines = []
+    lines: list[str] = []
     try:
-        files = hook_files(runner_python())
+        files, lines = _installed_files()
         for name, (data, mode) in files.items():
             try:
                 old = runnerdir.read_at(folder, name, hook_dir)

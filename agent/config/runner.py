@@ -29,6 +29,18 @@ def _check_label(value: str) -> str:
 Label = Annotated[str, AfterValidator(_check_label)]
 
 
+def _check_runner_name(value: str) -> str:
+    if not value or len(value) > _LABEL_MAX or not value.isprintable() or value != value.strip():
+        raise ValueError(
+            f"{value!r} is not a runner name: expected 1 to {_LABEL_MAX} printable characters "
+            "without surrounding spaces, as the runner's RUNNER_NAME, e.g. build-host-1"
+        )
+    return value
+
+
+RunnerName = Annotated[str, AfterValidator(_check_runner_name)]
+
+
 class RunnerSettings(Section):
     """The runner this agent serves, and the life of its jobs."""
 
@@ -42,7 +54,7 @@ class RunnerSettings(Section):
             "0 to 64 labels. Default none."
         ),
     )
-    names: list[Label] = Field(
+    names: list[RunnerName] = Field(
         default_factory=list,
         max_length=256,
         description=(

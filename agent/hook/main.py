@@ -202,6 +202,8 @@ def _complete(
     wait: float,
     reporter: report.Reporter,
 ) -> dict[str, Any]:
+    if seconds is not None and not 0 <= seconds <= 1e7:
+        seconds = None  # a clock that stepped back, or a state file job code rewrote
     body = {"secret": record["secret"], "result": result, "seconds": seconds}
     waiter = client.Waiter(wait, reporter.say, socket_path=agent.socket_path)
     target = f"/v1/jobs/{record['id']}/complete"

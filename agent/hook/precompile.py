@@ -78,8 +78,9 @@ def precompile(source: str, output: str) -> str:
             if name.endswith(".py"):
                 files[name + "c"] = _bytecode(name, data, scratch)
     folder = os.path.dirname(os.path.abspath(output))
-    fd, temp = tempfile.mkstemp(prefix=".runner-agent-hook-", suffix=".tmp", dir=folder)
+    temp = ""
     try:
+        fd, temp = tempfile.mkstemp(prefix=".runner-agent-hook-", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as handle:
             handle.write(_SHEBANG)
             with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -93,6 +94,6 @@ def precompile(source: str, output: str) -> str:
     except OSError as exc:
         raise PrecompileError(f"cannot write {output}: {exc}") from exc
     finally:
-        if os.path.exists(temp):
+        if temp and os.path.exists(temp):
             os.unlink(temp)
     return output

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import shutil
 import subprocess
 import tempfile
@@ -39,9 +38,6 @@ CHECK_TIMEOUT = 60.0
 
 class SystemStepError(errors.HookError):
     """A system step left to the runner could not run, or failed."""
-
-
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def _packages(actions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -247,23 +243,9 @@ class Runner:
         env = {str(k): str(v) for k, v in dict(action.get("env", {})).items()}
         if not argv:
             raise SystemStepError(f"{feature}: the agent left a command with no argv")
-        from agent.platform import packagers as known
-
-        binary = known.BINARIES.get(manager)
-        if binary is None or os.path.basename(argv[0]) != binary:
-            # What runs as root here is the package manager's own binary, nothing else.
-            raise SystemStepError(
-                f"{feature}: the agent asks to run {argv[0]!r}, which is not {manager}'s "
-                f"binary ({binary or 'unknown manager'}); refusing"
-            )
-        bad = [k for k in env if not _ENV_NAME.fullmatch(k) or k.startswith(("LD_", "PYTHON"))]
-        if bad:
-            raise SystemStepError(
-                f"{feature}: the agent asks to set {', '.join(bad)} for {manager}; refusing "
-                "(only plain variables, never the loader's or Python's)"
-            )
-        purpose = "refreshing the index" if action.get("purpose") == "refresh" else "installing"
         asked = tuple(str(p) for p in action.get("packages", []))
+        self._held_to_manager(feature, manager, argv, env, asked)
+        purpose = "refreshing the index" if action.get("purpose") == "refresh" else "installing"
         packages = ", ".join(asked)
         self._say(f"{feature}: {purpose}{' ' + packages if packages else ''} with {manager}")
         done = self._call(self._argv(argv, env), env=env, stream=feature)
@@ -285,6 +267,34 @@ class Runner:
             f"{feature}: {purpose} with {manager} failed (exit {done.returncode}): "
             f"{explained or tail}"
         )
+
+    @staticmethod
+    def _held_to_manager(
+        feature: str, manager: str, argv: list[str], env: Mapping[str, str], asked: tuple[str, ...]
+    ) -> None:
+        # What runs as root here is the package manager's own binary, as the platform
+        # package names it, with only the variables that package itself would set
+        # (APT_CONFIG, PERL5OPT, PATH... would run other code as root).
+        from agent.platform import model
+        from agent.platform import packagers as known
+
+        binary = known.BINARIES.get(manager)
+        if binary is None or argv[0] != binary:
+            raise SystemStepError(
+                f"{feature}: the agent asks to run {argv[0]!r}, which is not {manager}'s "
+                f"binary ({binary or 'unknown manager'}); refusing"
+            )
+        try:
+            commands = known.install_commands(manager, list(asked) or ["placeholder"])  # type: ignore[arg-type]
+        except (model.PlatformError, KeyError, ValueError, TypeError):
+            commands = []
+        allowed = {name for command in commands for name, _ in command.env}
+        bad = sorted(k for k in env if k not in allowed)
+        if bad:
+            raise SystemStepError(
+                f"{feature}: the agent asks to set {', '.join(bad)} for {manager}, which "
+                f"{manager}'s own commands never set; refusing"
+            )
 
     def _call(
         self, argv: list[str], *, env: Mapping[str, str] | None = None, stream: str | None = None

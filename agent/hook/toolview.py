@@ -5,12 +5,13 @@ Policy:
 - the tool cache is the runner's: ``RUNNER_TOOL_CACHE``, else ``RUNNER_TOOLSDIRECTORY``,
   else ``AGENT_TOOLSDIRECTORY``, else ``_tool`` beside the runner's workspaces (the
   parent of ``RUNNER_WORKSPACE``); it is created when missing;
-- the store as the runner sees it: ``RUNNER_AGENT_STORE``, else
-  ``<tool cache>/.runner-agent-store`` when it is a folder on a READ-ONLY mount (the
-  store mounted inside the tool cache, so job containers see it below ``/__t``; job code
-  can write the tool cache, so a folder or link it planted there never counts), else the
-  agent's own store path when it exists here (host mode); else no entry can be used,
-  which is an error;
+- the store as the runner sees it: ``RUNNER_AGENT_STORE``; else, when the agent's own
+  store path exists here (host mode), that path, or ``<tool cache>/.runner-agent-store``
+  when that is the same folder mounted there; else ``<tool cache>/.runner-agent-store``
+  when it is a READ-ONLY mount point with no link on its path and not FUSE (the store
+  volume mounted inside the tool cache, so job containers see it below ``/__t``). Job
+  code can write the tool cache, so nothing it could plant there counts; else no entry
+  can be used, which is an error;
 - each entry ``<name>/<version>/<arch>`` is linked from ``<tool cache>/<name>/<version>/
   <arch>`` to the store, with a RELATIVE link when the store lies inside the tool cache
   (it then resolves at ``/__t`` in job containers too) and an absolute one otherwise;
@@ -92,12 +93,16 @@ def runner_store(environ: Mapping[str, str], tool_cache: str, agent_store: str) 
         return _clean(named)
     mounted = posixpath.join(tool_cache, STORE_IN_TOOL_CACHE)
     planted = False
+    if os.path.isdir(agent_store):
+        # Host mode: the agent's own store is here. The one in the tool cache is used only
+        # when it is that same folder mounted there (relative links, for container jobs).
+        if _same_folder(mounted, agent_store) and _trusted_mount(mounted):
+            return mounted
+        return _clean(agent_store)
     if os.path.lexists(mounted):
-        if _read_only_folder(mounted):
+        if _trusted_mount(mounted):
             return mounted
         planted = True  # job code can write the tool cache: only a read-only mount counts
-    if os.path.isdir(agent_store):
-        return _clean(agent_store)
     if planted:
         raise ToolViewError(
             f"{mounted} is not a read-only mount, so it is not the agent's store (job code "
@@ -110,14 +115,49 @@ def runner_store(environ: Mapping[str, str], tool_cache: str, agent_store: str) 
     )
 
 
-def _read_only_folder(path: str) -> bool:
-    # A real folder (never a link) on a read-only mount: what a store volume mounted
-    # read-only is, and what nothing the runner's user writes can be.
+def _same_folder(one: str, other: str) -> bool:
     try:
-        info = os.lstat(path)
-        return stat.S_ISDIR(info.st_mode) and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        return os.path.samestat(os.stat(one), os.stat(other))
     except OSError:
         return False
+
+
+def _trusted_mount(path: str) -> bool:
+    """Whether ``path`` is a store volume mounted read-only, which nothing the runner's
+    user does can fake: no link anywhere on the path (job code may turn the tool cache
+    itself into a link, say into /proc/<pid>/root of a namespace of its own), a folder
+    on a read-only mount, and on Linux a mount point of this mount namespace that is not
+    FUSE (which a user can mount without privileges)."""
+    try:
+        if os.path.realpath(path) != path:
+            return False
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or not os.statvfs(path).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return _mount_type(path) not in (None, "fuse")
+
+
+def _mount_type(path: str) -> str | None:
+    # The file system type of the mount at exactly ``path`` ("fuse" for any FUSE one),
+    # from /proc/self/mountinfo; None when ``path`` is not a mount point. Without
+    # mountinfo (not Linux) the read-only check above is all there is: "unknown".
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read(4 << 20).splitlines()
+    except OSError:
+        return "unknown"
+    found: str | None = None
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 10 or "-" not in fields:
+            continue
+        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        if point == path:
+            kind = fields[fields.index("-") + 1]
+            found = "fuse" if kind.startswith("fuse") else kind  # the last mount wins
+    return found
 
 
 @dataclass

@@ -92,6 +92,10 @@ class GateModel(models.ApiModel):
     open: bool
     reason: str
     since: models.Timestamp = Field(description="When it last opened or closed.")
+    holders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Who holds it closed (operator, jobs) and why; empty when open.",
+    )
 
 
 class GateRequest(models.ApiRequest):
@@ -100,8 +104,16 @@ class GateRequest(models.ApiRequest):
     open: bool = Field(
         description=(
             "false: hold gated services up at shutdown (until an operator opens it); true: "
-            "let go at once, a running job's hold included (the next job closes it again)."
+            "the operator lets go (a running job's hold stays, unless force)."
         )
+    )
+    force: bool = Field(
+        default=False,
+        description=(
+            "With open: drop every hold, the jobs' included, so a shutdown stops dockerd "
+            "now even under a running job (the jobs engine closes it again on its next "
+            "job start or end while jobs are open)."
+        ),
     )
     reason: str = Field(default="", max_length=200, description="Who and why, for the log.")
 
@@ -209,7 +221,7 @@ restart_service = _command("restart")
 
 def _gate(sup: supervisor.Supervisor) -> GateModel:
     gate = sup.gate
-    return GateModel(open=gate.is_open, reason=gate.reason, since=gate.since)
+    return GateModel(open=gate.is_open, reason=gate.reason, since=gate.since, holders=gate.holders)
 
 
 async def get_gate(request: web.Request) -> web.Response:
@@ -223,7 +235,7 @@ async def post_gate(request: web.Request) -> web.Response:
     body = await bodies.read_model(request, GateRequest)
     reason = body.reason or "API request"
     if body.open:
-        sup.gate.open(reason, force=True)
+        sup.gate.open(reason, force=body.force)
     else:
         sup.gate.close(reason)
     return bodies.json_response(_gate(sup))

@@ -239,6 +239,11 @@ class Jobs:
             ):
                 current.requests = _merged(current.requests, requests or [])
                 return Started(current, resumed=True)
+            if self._stopping:
+                raise Stopping(
+                    "the agent is shutting down and opens no new job; the runner's next "
+                    "job starts once an agent serves again"
+                )
             if current is not None:
                 if supersede is None or supersede[0] != current.id:
                     raise RunnerBusy(self._busy_message(current, spec), current)
@@ -246,19 +251,16 @@ class Jobs:
                     raise WrongSecret(
                         f"the secret given to supersede job {current.id} is not that job's"
                     )
-                superseded = current
-                self._end(current, "abandoned")
-            if self._stopping:
-                raise Stopping(
-                    "the agent is shutting down and opens no new job; the runner's next "
-                    "job starts once an agent serves again"
-                )
-            if len(self._open) >= self._max_open():
+            # The superseded job stays counted: it is replaced, not added to.
+            if len(self._open) - (current is not None) >= self._max_open():
                 raise TooManyJobs(
                     f"this agent already has {len(self._open)} jobs open, the most it serves "
                     "(runner.max_open_jobs); jobs end when their job-completed hook runs or "
                     "after runner.job_max_seconds"
                 )
+            if current is not None:  # every refusal is behind us: now it ends
+                superseded = current
+                self._end(current, "abandoned")
             job = Job(
                 id=f"j-{secrets.token_hex(8)}",
                 spec=spec,

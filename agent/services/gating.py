@@ -31,6 +31,11 @@ class StopGate:
         self.since = time.time()
 
     @property
+    def holders(self) -> dict[str, str]:
+        """Who holds the gate closed, and why."""
+        return dict(self._holders)
+
+    @property
     def is_open(self) -> bool:
         """Whether gated services may stop now."""
         return self._open.is_set()

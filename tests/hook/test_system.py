@@ -98,3 +98,16 @@ def test_a_key_is_fetched_and_installed_and_a_bad_one_refused(
             runner._download("x", "apt", {**action, "url": http_server.url("/big")})
     finally:
         dest.unlink(missing_ok=True)
+
+
+def test_only_the_managers_own_binary_and_variables_run_as_root() -> None:
+    from agent.hook import system as hook_system
+
+    held = hook_system.Runner._held_to_manager
+    held("hello", "apt", ["apt-get", "install", "-y", "hello"],
+         {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_MODE": "l"}, ("hello",))  # fmt: skip
+    with pytest.raises(hook_system.SystemStepError, match="not apt's binary"):
+        held("hello", "apt", ["/tmp/x/apt-get", "install", "hello"], {}, ("hello",))
+    for name in ("APT_CONFIG", "PERL5OPT", "PATH", "LD_PRELOAD", "BASH_ENV"):
+        with pytest.raises(hook_system.SystemStepError, match=name):
+            held("hello", "apt", ["apt-get", "install", "hello"], {name: "x"}, ("hello",))

@@ -251,6 +251,19 @@ def test_a_read_only_mount_in_the_tool_cache_is_the_store(tmp_path: Path) -> Non
         assert toolview.runner_store({}, str(cache), str(store)) == str(store)
         subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True, timeout=30)
         assert toolview.runner_store({}, str(cache), str(tmp_path / "gone")) == str(mounted)
+        # Host mode: the agent's store is visible, and this is the same folder mounted in
+        # the tool cache: used, for relative links.
+        assert toolview.runner_store({}, str(cache), str(store)) == str(mounted)
+        # A read-only mount reached through a link (job code turned the tool cache into
+        # one, e.g. into /proc/<pid>/root of a namespace of its own) is not trusted.
+        linked = tmp_path / "linked-tool"
+        linked.symlink_to(cache)
+        with pytest.raises(toolview.ToolViewError, match="not a read-only mount"):
+            toolview.runner_store({}, str(linked), str(tmp_path / "gone"))
+        # Nor is another read-only mount when the agent's own store is here.
+        other = tmp_path / "other"
+        other.mkdir()
+        assert toolview.runner_store({}, str(cache), str(other)) == str(other)
     finally:
         subprocess.run(["umount", str(mounted)], check=True, timeout=30)
 

@@ -207,3 +207,13 @@ async def test_matrix_legs_share_one_info_series_until_the_last_ends() -> None:
     await jobs.complete(legs[1].id, legs[1].secret, "succeeded")
     assert reg.get_sample_value("runner_agent_job_info", labels) is None
     await jobs.close()
+
+
+async def test_a_refused_start_supersedes_nothing() -> None:
+    jobs = registry.Jobs()
+    old = (await jobs.start(spec("r1"), claim=CLAIM)).job
+    jobs.stop_accepting()
+    with pytest.raises(registry.Stopping):
+        await jobs.start(spec("r1", run_id="101"), claim=CLAIM, supersede=(old.id, old.secret))
+    assert old.open  # still the runner's job, its leases still held
+    await jobs.close()

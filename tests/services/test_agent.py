@@ -306,13 +306,18 @@ def test_a_gate_an_operator_closed_stays_closed_through_a_job(agents: Agents) ->
     status, _ = call(agent, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
     assert status == 200
     _, gate = call(agent, "GET", "/v1/stop-gate")
-    assert (gate["open"], gate["reason"]) == (
-        False,
-        "maintenance",
-    )  # the job's end is not the operator's
+    # The job's end is not the operator's.
+    assert (gate["open"], gate["holders"]) == (False, {"operator": "maintenance"})
+    # A second job, then the operator lets go: the job's hold stays, until forced.
+    status, text = call(agent, "POST", "/v1/jobs", {**job_body, "run_id": "2"})
+    assert status == 200, text
     call(agent, "POST", "/v1/stop-gate", {"open": True, "reason": "done"})
     _, gate = call(agent, "GET", "/v1/stop-gate")
-    assert gate["open"] is True
+    assert gate["open"] is False
+    assert list(gate["holders"]) == ["jobs"]
+    call(agent, "POST", "/v1/stop-gate", {"open": True, "force": True, "reason": "now"})
+    _, gate = call(agent, "GET", "/v1/stop-gate")
+    assert (gate["open"], gate["holders"], gate["reason"]) == (True, {}, "now")
 
 
 def test_no_job_opens_while_the_agent_drains(agents: Agents) -> None:
