@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -84,3 +86,20 @@ def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     with Server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tool_cache_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the real @actions/tool-cache installed by npm (npm's own registry
+    configuration), for the tests that run its ``find()`` against our layout."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("needs node and npm for the real @actions/tool-cache")
+    folder = tmp_path_factory.mktemp("toolcache-npm")
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--silent", "@actions/tool-cache@4"],
+        cwd=folder,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return folder

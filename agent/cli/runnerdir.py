@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.cli import common
+from agent.store import nofollow
 
 RUNNER_MARKERS = ("run.sh", "config.sh")
 
@@ -78,24 +79,8 @@ def write_at(
     folder: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None = None
 ) -> None:
     """Write ``name`` in ``folder`` atomically: a new file, renamed over the old name (a
-    link there is replaced, not followed)."""
-    temp = f".{name}.{os.urandom(6).hex()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, 0o600, dir_fd=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(handle.fileno(), *owner)
-            os.fchmod(handle.fileno(), mode)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp, dir_fd=folder)
-        raise
-    os.fsync(folder)
+    link there is replaced, not followed); the store's own writer does it."""
+    nofollow.write_atomic_at(folder, name, data, mode=mode, owner=owner)
 
 
 def _key(line: str) -> str | None:

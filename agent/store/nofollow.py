@@ -193,9 +193,17 @@ def read(path: Path, limit: int) -> bytes:
         os.close(dirfd)
 
 
-def write_atomic_at(dirfd: int, name: str, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic_at(
+    dirfd: int,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Write ``name`` below ``dirfd``: a unique temp file created ``O_EXCL | O_NOFOLLOW``,
-    fsync, then ``renameat`` over ``name`` (a link there is replaced, not followed)."""
+    fsync, then ``renameat`` over ``name`` (a link there is replaced, not followed). As
+    root, ``owner`` (uid, gid) owns the new file before it takes the name."""
     for _ in range(100):
         tmp = f".{name}.{os.urandom(6).hex()}.tmp"
         try:
@@ -209,6 +217,8 @@ def write_atomic_at(dirfd: int, name: str, data: bytes, *, mode: int = 0o644) ->
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(handle.fileno(), *owner)
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)

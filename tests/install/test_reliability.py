@@ -96,21 +96,6 @@ def test_a_full_disk_is_a_clear_error_and_the_store_still_serves(
         subprocess.run(["umount", str(mount)], check=True)
 
 
-@pytest.fixture(scope="session")
-def tool_cache_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("needs node and npm for the real @actions/tool-cache")
-    folder = tmp_path_factory.mktemp("toolcache-npm")
-    subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--silent", "@actions/tool-cache@4"],
-        cwd=folder,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
-    return folder
-
-
 def test_actions_tool_cache_finds_our_entry(
     tmp_path: Path, http_server: Server, tool_cache_module: Path
 ) -> None:

@@ -37,6 +37,18 @@ def call(agent: Agent, method: str, target: str, body: Any = None, token: str | 
     return client.request(agent.socket, method, target, token=token, body=raw)
 
 
+def wait_for_the_gate(agent: Agent) -> None:
+    """Until the shutdown waits at the stop gate ("... stay(s) up until it opens"), not
+    merely until a job closed it (logged "stop gate closed" too)."""
+    agent.wait_for(
+        lambda: any(
+            "stop gate closed" in r["message"] and "stay" in r["message"]
+            for r in agent.log_records()
+        ),
+        what="the gate wait",
+    )
+
+
 def service(agent: Agent, name: str) -> dict[str, Any]:
     _, body = call(agent, "GET", "/v1/services")
     return next(s for s in body["services"] if s["name"] == name)
@@ -207,13 +219,7 @@ def test_a_closed_stop_gate_holds_a_gated_service_until_it_opens(agents: Agents)
     assert status == 200
     assert body["open"] is False
     agent.signal(signal.SIGTERM)
-    agent.wait_for(
-        lambda: any(
-            "stop gate closed" in r["message"] and "stay" in r["message"]
-            for r in agent.log_records()
-        ),
-        what="the gate wait",
-    )
+    wait_for_the_gate(agent)
     # Held: still running, the API still answers, readiness is false (draining).
     assert service(agent, "web")["state"] == "running"
     assert agent.get("/readyz")[0] == 503
@@ -331,14 +337,7 @@ def test_no_job_opens_while_the_agent_drains(agents: Agents) -> None:
     status, text = call(agent, "POST", "/v1/jobs", first)
     job = json.loads(text.splitlines()[0])
     agent.signal(signal.SIGTERM)
-    agent.wait_for(
-        # The shutdown's wait ("... stay(s) up until it opens"), not the job's closing.
-        lambda: any(
-            "stop gate closed" in r["message"] and "stay" in r["message"]
-            for r in agent.log_records()
-        ),
-        what="the gate wait",
-    )
+    wait_for_the_gate(agent)
     status, refused = call(agent, "POST", "/v1/jobs", {**first, "runner_name": "r2"})
     assert status == 503
     assert refused["error"]["code"] == "stopping"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.services.conftest import Agents
-from tests.services.test_agent import call, service
+from tests.services.test_agent import call, service, wait_for_the_gate
 from tests.support.agentproc import Agent, http_get
 
 pytestmark = pytest.mark.root
@@ -185,14 +185,7 @@ def test_dockerd_outlives_a_running_job_until_it_completes(agents: Agents) -> No
     agent.wait_for(lambda: ready(agent), timeout=60, what="ready")
     job = _open_job(agent)
     agent.signal(signal.SIGTERM)
-    agent.wait_for(
-        # The shutdown's wait ("... stay(s) up until it opens"), not the job's closing.
-        lambda: any(
-            "stop gate closed" in r["message"] and "stay" in r["message"]
-            for r in agent.log_records()
-        ),
-        what="the gate wait",
-    )
+    wait_for_the_gate(agent)
     # The job runs on: dockerd answers, the API serves the job's completion.
     time.sleep(1.0)
     assert pings_ok(sock)
