@@ -8,6 +8,7 @@ A job's other requests come from explicit ``ensure`` steps and the team file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -17,28 +18,29 @@ from agent.config.fields import Seconds, Section
 _LABEL_MAX = 200
 
 
-def _check_label(value: str) -> str:
-    if not value or len(value) > _LABEL_MAX or not value.isprintable() or value != value.strip():
-        raise ValueError(
-            f"{value!r} is not a runner label: expected 1 to {_LABEL_MAX} printable characters "
-            "without surrounding spaces, e.g. feature:node@20"
-        )
-    return value
+def _printable(what: str, example: str) -> Callable[[str], str]:
+    """A check of one printable word (a label, a runner's name) that names ``what``."""
+
+    def check(value: str) -> str:
+        if (
+            not value
+            or len(value) > _LABEL_MAX
+            or not value.isprintable()
+            or value != value.strip()
+        ):
+            raise ValueError(
+                f"{value!r} is not {what}: expected 1 to {_LABEL_MAX} printable characters "
+                f"without surrounding spaces, e.g. {example}"
+            )
+        return value
+
+    return check
 
 
-Label = Annotated[str, AfterValidator(_check_label)]
-
-
-def _check_runner_name(value: str) -> str:
-    if not value or len(value) > _LABEL_MAX or not value.isprintable() or value != value.strip():
-        raise ValueError(
-            f"{value!r} is not a runner name: expected 1 to {_LABEL_MAX} printable characters "
-            "without surrounding spaces, as the runner's RUNNER_NAME, e.g. build-host-1"
-        )
-    return value
-
-
-RunnerName = Annotated[str, AfterValidator(_check_runner_name)]
+Label = Annotated[str, AfterValidator(_printable("a runner label", "feature:node@20"))]
+RunnerName = Annotated[
+    str, AfterValidator(_printable("a runner name (its RUNNER_NAME)", "build-host-1"))
+]
 
 
 class RunnerSettings(Section):

@@ -55,6 +55,17 @@ def read_only_bind(source: Path, target: Path) -> Iterator[None]:
         subprocess.run(["umount", str(target)], check=True, timeout=30)
 
 
+def run_wrapper(name: str, env: dict[str, str], *, timeout: float) -> str:
+    """Run a hook wrapper as the runner does (``bash -e``, in the workspace); its log."""
+    proc = subprocess.run(
+        ["bash", "-e", str(WRAPPERS / name)],
+        env=env, cwd=env["GITHUB_WORKSPACE"], capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
 def runner_env(work: Path, sock: Path, pyz: Path, home: Path) -> dict[str, str]:
     temp = work / "_temp"
     commands = temp / "_runner_file_commands"
@@ -105,17 +116,7 @@ def test_a_container_job_runs_the_jobs_tools_and_cannot_write_the_store(
     env = runner_env(work, agent.socket, pyz, home)
 
     with read_only_bind(store, tool_cache / ".runner-agent-store"):
-        started = subprocess.run(
-            ["bash", "-e", str(WRAPPERS / "job-started.sh")],
-            env=env,
-            cwd=env["GITHUB_WORKSPACE"],
-            capture_output=True,
-            text=True,
-            timeout=500,
-            check=False,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
-        log = started.stdout + started.stderr
+        log = run_wrapper("job-started.sh", env, timeout=500)
         assert "ninja" in log
         assert "cmake" in log
 
@@ -171,16 +172,7 @@ def test_a_container_job_runs_the_jobs_tools_and_cannot_write_the_store(
         assert out.count("Read-only file system") == 2
         assert not (store / "planted").exists()
 
-        completed = subprocess.run(
-            ["bash", "-e", str(WRAPPERS / "job-completed.sh")],
-            env=env,
-            cwd=env["GITHUB_WORKSPACE"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stdout + completed.stderr
+        run_wrapper("job-completed.sh", env, timeout=120)
     status, current = agent_jobs(agent.socket)
     assert (status, current) == (200, {"jobs": []})
 
