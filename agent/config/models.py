@@ -6,8 +6,9 @@ JSON Schema; a reload that changes them keeps the running value and reports the 
 as needing a restart.
 
 Group names reserved for later features, so nothing else may take them: ``gpu`` and
-``github``. ``runner`` is :mod:`agent.config.runner`; ``services`` holds supervised
-services (:mod:`agent.config.services`).
+``github``. ``runner`` is :mod:`agent.config.runner`, ``upstream``
+:mod:`agent.config.upstream`; ``services`` holds supervised services
+(:mod:`agent.config.services`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,25 @@ from agent.config.fields import (
 )
 from agent.config.installer import InstallerSettings
 from agent.config.runner import RunnerSettings
+from agent.config.upstream import UpstreamSettings
 
-__all__ = ["InstallerSettings", "RunnerSettings", "split_address"]
+__all__ = ["InstallerSettings", "RunnerSettings", "UpstreamSettings", "split_address"]
 
 
 class ServerSettings(Section):
     """Listeners: the read-only probe/metrics port and the API (unix socket, optional TCP)."""
+
+    role: Literal["full", "services"] = Field(
+        default="full",
+        description=(
+            "`full`: the whole agent (features, the store, jobs, services). `services`: "
+            "the supervisor alone, for the Docker engine container: no catalog, no store, "
+            "no installs and no jobs, and an API of service status and the stop gate only, "
+            "so the container job code can reach through Docker holds nothing more (see "
+            "upstream.socket_path for its stop gate). Default full."
+        ),
+        json_schema_extra=RESTART,
+    )
 
     metrics_address: Address = Field(
         default="127.0.0.1:9102",
@@ -372,6 +386,7 @@ class Settings(Section):
     installer: InstallerSettings = Field(default_factory=InstallerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     services: Annotated[
         dict[services_specs.ServiceName, services_specs.ServiceSpec],
         AfterValidator(_check_services),
@@ -383,6 +398,15 @@ class Settings(Section):
             "order at shutdown. A changed spec restarts that service on reload. Default none."
         ),
     )
+
+    @model_validator(mode="after")
+    def _services_role_installs_nothing(self) -> Settings:
+        if self.server.role == "services" and self.features.preinstall:
+            raise ValueError(
+                "features.preinstall is set but server.role is services, which installs "
+                "nothing: move the preinstall list to the sidecar agent (role full)"
+            )
+        return self
 
 
 def _check_services(

@@ -96,3 +96,16 @@ class RunnerSettings(Section):
             "is answered as done. Range 1 to 10000. Default 100."
         ),
     )
+    shutdown_wait_seconds: Seconds = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description=(
+            "At agent shutdown, while a job is open, the API keeps serving for up to this "
+            "long so the job's completed hook still reaches the agent (and an engine "
+            "container following this agent's jobs through upstream.socket_path sees the "
+            "job end before it stops dockerd). No new job opens meanwhile. On top of "
+            "server.shutdown_grace_seconds: a pod's terminationGracePeriodSeconds must "
+            "cover both. Range 0 s-1 day. Default 300 s, as stop.gate_max_wait_seconds."
+        ),
+    )

@@ -51,7 +51,9 @@ if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator
     from agent.jobs import registry as jobs_registry
+    from agent.services import gating as services_gating
     from agent.services import supervisor as services_supervisor
+    from agent.services import upstream as services_upstream
     from agent.store import janitor
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,8 @@ class Daemon:
         self._inflight = draining.InFlight()
         self._socket: Path | None = None
         self.supervisor: services_supervisor.Supervisor | None = None
+        self.upstream: services_upstream.Follower | None = None
+        """What holds the stop gate for another agent's jobs (upstream.socket_path)."""
         self.metrics.registry.register(exporting.ServicesCollector(lambda: self.supervisor))
         self.cache: janitor.Janitor | None = None
         """The store's janitor, once started."""
@@ -176,8 +180,12 @@ class Daemon:
         # Registered false before the first probe can be answered: /readyz must never be
         # 200 in the moment before the API and catalog tasks start and say where they are.
         self.conditions.set("api", ok=False, message="starting")
-        self.conditions.set("catalog", ok=False, message="loading")
-        self.conditions.set("store", ok=False, message="checking")
+        full = self.settings.server.role == "full"
+        if full:  # role services has no catalog and no store (see agent.config.models)
+            self.conditions.set("catalog", ok=False, message="loading")
+            self.conditions.set("store", ok=False, message="checking")
+        if self.settings.upstream.socket_path is not None:
+            self.conditions.set("upstream", ok=False, message="waiting for its first answer")
         if self.settings.services:  # the supervisor starts after the bind, in a task
             self.conditions.set("services", ok=False, message="starting")
         if self.settings.features.preinstall:  # it waits for the catalog and the API
@@ -194,10 +202,13 @@ class Daemon:
             "config file watcher",
         )
         self._api_task = self._spawn(self._serve_api(), "API listener", forever=False)
-        self._spawn(self._load_catalog(), "catalog loader", forever=False)
         self._spawn(self._start_services(), "service supervisor start", forever=False)
-        self._spawn(self._run_janitor(), "cache janitor")
-        self._spawn(chores.watch_store(lambda: self.settings, self.conditions), "store check")
+        if full:
+            self._spawn(self._load_catalog(), "catalog loader", forever=False)
+            self._spawn(self._run_janitor(), "cache janitor")
+            self._spawn(chores.watch_store(lambda: self.settings, self.conditions), "store check")
+        if self.settings.upstream.socket_path is not None:
+            self._spawn(self._follow_upstream(), "upstream jobs follower")
         logger.info(
             "runner-agent %s serving probes and metrics on %s",
             __version__,
@@ -226,6 +237,8 @@ class Daemon:
         self.supervisor.start()
         if self.jobs is not None:
             self.jobs.resync_gate()  # a job that opened before the supervisor existed
+        if self.upstream is not None:
+            self.upstream.resync()  # and one open upstream
 
     def _services_changed(self) -> None:
         # The condition exists once services are configured: an agent without any keeps
@@ -235,6 +248,18 @@ class Daemon:
             return
         ok, message = sup.readiness()
         self.conditions.set("services", ok=ok, message=message)
+
+    async def _follow_upstream(self) -> None:
+        from agent.services import upstream as services_upstream
+
+        def gate() -> services_gating.StopGate | None:
+            return self.supervisor.gate if self.supervisor is not None else None
+
+        def on_state(ok: bool, message: str) -> None:
+            self.conditions.set("upstream", ok=ok, message=message)
+
+        self.upstream = services_upstream.Follower(lambda: self.settings.upstream, gate, on_state)
+        await self.upstream.run()
 
     async def _bind_probes(self, runner: web.AppRunner, address: str) -> bool:
         # A taken port may free up (an old agent still draining): retry with backoff
@@ -355,7 +380,7 @@ class Daemon:
             cache=lambda: self.cache,
         )
         runner = web.AppRunner(
-            api.make_app(ctx, m=self.metrics, inflight=self._inflight),
+            api.make_app(ctx, m=self.metrics, inflight=self._inflight, role=server.role),
             access_log=None,
             shutdown_timeout=0.25,  # requests are drained before cleanup; see _shutdown
         )
@@ -397,6 +422,24 @@ class Daemon:
         else:
             sup.gate.close(reason, holder="jobs")
 
+    async def _wait_jobs(self) -> None:
+        assert self.jobs is not None
+        limit = self.settings.runner.shutdown_wait_seconds
+        open_now = self.jobs.current()
+        if not open_now or limit <= 0:
+            return
+        logger.info(
+            "%d job(s) open: the API serves on until they complete, at most %.0f s",
+            len(open_now),
+            limit,
+        )
+        if not await self.jobs.wait_idle(limit):
+            logger.warning(
+                "%d job(s) still open after %.0f s; stopping anyway",
+                len(self.jobs.current()),
+                limit,
+            )
+
     async def _stop_engines(self) -> None:
         # The leases first: an install still running must not hold them. Then the
         # installs: workers go at once, and an install is crash-safe (the next finishes).
@@ -424,10 +467,15 @@ class Daemon:
             # after the shutdown has passed it by. What it built is stopped below.
             self._api_task.cancel()
             await asyncio.gather(self._api_task, return_exceptions=True)
+        # Before the grace starts, with the API still up: job tracking (or an operator)
+        # opens the gate through it, and open jobs complete through it (an engine
+        # container following them sees them end). Both bounded, waited at once.
+        waits: list[Coroutine[Any, Any, Any]] = []
         if self.supervisor is not None:
-            # Before the grace starts, with the API still up: job tracking (or an
-            # operator) opens the gate through it. Bounded by the gated services' wait.
-            await self.supervisor.wait_gate()
+            waits.append(self.supervisor.wait_gate())
+        if self.jobs is not None:
+            waits.append(self._wait_jobs())
+        await asyncio.gather(*waits)
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + self.settings.server.shutdown_grace_seconds

@@ -198,4 +198,4 @@ def preload_supervisor() -> None:
     """Import the supervisor (run it in a thread)."""
     # Run in a thread, like _preload_api: the supervisor's modules cost import time that
     # /healthz must not wait for.
-    from agent.services import supervisor  # noqa: F401
+    from agent.services import supervisor, upstream  # noqa: F401

@@ -107,8 +107,25 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(routing.openapi(request.app[ROUTES]))
 
 
-def routes() -> list[routing.Route]:
-    """The API's route table."""
+# What an agent of role ``services`` (the engine container's) serves: its own status and
+# configuration, the supervisor and the gate. No feature, job or cache route: nothing
+# there installs, and the container holds no store to serve.
+SERVICES_ROLE_PATHS = frozenset(
+    {"/v1/status", "/v1/config", "/v1/reload", "/v1/stop-gate", "/openapi.json"}
+)
+
+
+def routes(role: str = "full") -> list[routing.Route]:
+    """The API's route table for an agent of ``role`` (server.role)."""
+    table = _all_routes()
+    if role == "services":
+        return [
+            r for r in table if r.path in SERVICES_ROLE_PATHS or r.path.startswith("/v1/services")
+        ]
+    return table
+
+
+def _all_routes() -> list[routing.Route]:
     return [
         routing.Route(
             "GET", "/v1/status", get_status, "job", "Agent status", response=models.StatusResponse
@@ -284,7 +301,9 @@ def _guarded(route: routing.Route) -> Handler:
     return handler
 
 
-def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -> web.Application:
+def make_app(
+    ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight, role: str = "full"
+) -> web.Application:
     """Build the API application (served on the unix socket and, if set, on TCP)."""
     # Bodies are read by agent.http.bodies against the live limit; aiohttp's own limit
     # only guards its form parser, which no route uses.
@@ -295,7 +314,7 @@ def make_app(ctx: Context, *, m: metrics.Metrics, inflight: draining.InFlight) -
             errors.json_errors,
         ],
     )
-    table = routes()
+    table = routes(role)
     app[CONTEXT] = ctx
     app[ROUTES] = table
     for route in table:

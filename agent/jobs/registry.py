@@ -207,6 +207,8 @@ class Jobs:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._expiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # --- opening -------------------------------------------------------------------------
 
@@ -433,7 +435,20 @@ class Jobs:
         after a job did)."""
         self._sync_gate()
 
+    async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """At shutdown: wait until no job is open, at most ``timeout`` seconds; whether
+        none is."""
+        if not self._open:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
+        return not self._open
+
     def _sync_gate(self) -> None:
+        if self._open:
+            self._idle.clear()
+        else:
+            self._idle.set()
         if self._gate is None:
             return
         if self._open:

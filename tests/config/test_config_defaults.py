@@ -8,6 +8,7 @@ from agent.config import models
 def test_every_default_is_pinned() -> None:
     assert models.Settings().model_dump(mode="json") == {
         "server": {
+            "role": "full",
             "metrics_address": "127.0.0.1:9102",
             "socket_path": "/run/runner-agent/api.sock",
             "socket_group": None,
@@ -66,7 +67,9 @@ def test_every_default_is_pinned() -> None:
             "max_open_jobs": 64,
             "job_max_seconds": 21600.0,
             "history": 100,
+            "shutdown_wait_seconds": 300.0,
         },
+        "upstream": {"socket_path": None, "token_file": None, "poll_seconds": 1.0},
         "services": {},
     }
 
@@ -87,6 +90,7 @@ def test_every_field_is_documented() -> None:
 
 def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
     assert models.restart_required_paths() == [
+        "server.role",
         "server.metrics_address",
         "server.socket_path",
         "server.socket_group",
@@ -98,4 +102,5 @@ def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
         "server.fd_reserve",
         "cache.root",
         "cache.lock_backend",
+        "upstream.socket_path",
     ]

@@ -1,0 +1,180 @@
+"""Following another agent's open jobs, so this agent's stop gate closes for each job.
+
+Policy (see :mod:`agent.config.upstream`):
+- The engine container's agent polls the sidecar agent's ``GET /v1/jobs/current`` every
+  ``upstream.poll_seconds`` over its unix socket, and holds its stop gate closed (holder
+  ``upstream``) while any job is open there; it lets go when none is.
+- An upstream that cannot be reached, refuses, or answers nonsense changes nothing: the
+  last answer holds, so a job that was open keeps dockerd up (bounded, as every gate wait,
+  by the service's ``stop.gate_max_wait_seconds``), and the ``upstream`` condition says
+  why. Before the first answer the gate is not held: nothing runs yet.
+- Everything is bounded: each request by a timeout under the poll interval's reach, the
+  answer by :data:`MAX_ANSWER_BYTES`, the token file by :data:`MAX_TOKEN_BYTES`. The token
+  is never logged; an error names the setting, not the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from agent.config.upstream import UpstreamSettings
+from agent.services.gating import StopGate
+
+logger = logging.getLogger(__name__)
+
+HOLDER = "upstream"
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+MAX_TOKEN_BYTES = 4096
+
+
+class UpstreamError(Exception):
+    """The upstream agent's open jobs could not be read; the message says why and what to
+    set."""
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """One job open on the upstream agent, as much as the gate's reason needs."""
+
+    runner: str
+    repository: str
+    job: str
+
+    def describe(self) -> str:
+        """E.g. ``octo/app job build on runner-1``."""
+        return f"{self.repository or '?'} job {self.job or '?'} on {self.runner or '?'}"
+
+
+def parse_jobs(raw: bytes) -> list[OpenJob]:
+    """The jobs of a ``GET /v1/jobs/current`` answer; :class:`UpstreamError` if it is not
+    one."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise UpstreamError(f"the answer is not JSON ({exc})") from exc
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list):
+        raise UpstreamError('the answer has no "jobs" list; is the socket a runner-agent\'s?')
+    found = []
+    for item in jobs:
+        if not isinstance(item, dict):
+            raise UpstreamError(f"a job in the answer is {type(item).__name__}, not an object")
+        found.append(
+            OpenJob(
+                runner=str(item.get("runner_name", ""))[:200],
+                repository=str(item.get("repository", ""))[:200],
+                job=str(item.get("job", ""))[:200],
+            )
+        )
+    return found
+
+
+def _read_token(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise UpstreamError(
+            f"cannot read upstream.token_file {path}: {exc.strerror}; mount the job token "
+            "there or unset the setting"
+        ) from exc
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise UpstreamError(
+            f"upstream.token_file {path} is over {MAX_TOKEN_BYTES} bytes; expected one token"
+        )
+    token = raw.decode("utf-8", "replace").strip()
+    if not token:
+        raise UpstreamError(f"upstream.token_file {path} is empty; expected the job token")
+    return token
+
+
+class Follower:
+    """Polls the upstream agent and holds ``gate()`` closed while it has jobs open."""
+
+    def __init__(
+        self,
+        settings: Callable[[], UpstreamSettings],
+        gate: Callable[[], StopGate | None],
+        on_state: Callable[[bool, str], None],
+    ) -> None:
+        self._settings = settings
+        self._gate = gate
+        self._on_state = on_state
+        self.jobs: list[OpenJob] | None = None
+        """The last answer: ``None`` before the first one."""
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self._path())),
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as session:
+            while True:
+                try:
+                    jobs = await self.read(session)
+                except UpstreamError as exc:
+                    kept = "no job" if not self.jobs else f"{len(self.jobs)} open job(s)"
+                    self._on_state(False, f"{exc}; the stop gate keeps the last answer ({kept})")
+                else:
+                    self.jobs = jobs
+                    self.resync()
+                    self._on_state(
+                        True,
+                        f"{len(jobs)} job(s) open on the agent at {self._path()}",
+                    )
+                await asyncio.sleep(self._settings().poll_seconds)
+
+    def _path(self) -> Path:
+        path = self._settings().socket_path
+        assert path is not None, "a follower runs only with upstream.socket_path set"
+        return path
+
+    async def read(self, session: aiohttp.ClientSession) -> list[OpenJob]:
+        """One poll: the upstream's open jobs, or :class:`UpstreamError`."""
+        settings = self._settings()
+        headers = {}
+        if settings.token_file is not None:
+            token = await asyncio.to_thread(_read_token, settings.token_file)
+            headers["Authorization"] = f"Bearer {token}"
+        # A request may take the poll's time and a little more, never forever.
+        timeout = aiohttp.ClientTimeout(total=min(30.0, max(2.0, 2 * settings.poll_seconds)))
+        where = f"the agent at {settings.socket_path}"
+        try:
+            async with session.get(
+                "http://localhost/v1/jobs/current", headers=headers, timeout=timeout
+            ) as resp:
+                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                status = resp.status
+        except TimeoutError as exc:
+            raise UpstreamError(f"{where} did not answer within {timeout.total:.0f} s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach {where}: {exc}") from exc
+        if status in (401, 403):
+            raise UpstreamError(
+                f"{where} refused the request ({status}): set upstream.token_file to its "
+                "job token file"
+            )
+        if status != 200:
+            raise UpstreamError(f"{where} answered HTTP {status} to GET /v1/jobs/current")
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise UpstreamError(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
+        return parse_jobs(raw)
+
+    def resync(self) -> None:
+        """Hold or let go of the gate as the last answer says (also once the supervisor,
+        and so the gate, exists)."""
+        gate = self._gate()
+        if gate is None or self.jobs is None:
+            return
+        if self.jobs:
+            more = f" and {len(self.jobs) - 1} more" if len(self.jobs) > 1 else ""
+            gate.close(f"upstream job {self.jobs[0].describe()} is open{more}", holder=HOLDER)
+        elif HOLDER in gate.holders:
+            gate.open("no job is open upstream", holder=HOLDER)
