@@ -104,8 +104,10 @@ class RunnerSettings(Section):
             "At agent shutdown, while a job is open, the API keeps serving for up to this "
             "long so the job's completed hook still reaches the agent (and an engine "
             "container following this agent's jobs through upstream.socket_path sees the "
-            "job end before it stops dockerd). No new job opens meanwhile. On top of "
-            "server.shutdown_grace_seconds: a pod's terminationGracePeriodSeconds must "
-            "cover both. Range 0 s-1 day. Default 300 s, as stop.gate_max_wait_seconds."
+            "job end before it stops dockerd). No new job opens meanwhile. An agent with "
+            "gated services waits for its stop gate instead (jobs hold it), bounded by "
+            "their stop.gate_max_wait_seconds. On top of server.shutdown_grace_seconds: a "
+            "pod's terminationGracePeriodSeconds must cover both. Range 0 s-1 day. "
+            "Default 300 s, as stop.gate_max_wait_seconds."
         ),
     )

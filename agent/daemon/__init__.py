@@ -469,13 +469,12 @@ class Daemon:
             await asyncio.gather(self._api_task, return_exceptions=True)
         # Before the grace starts, with the API still up: job tracking (or an operator)
         # opens the gate through it, and open jobs complete through it (an engine
-        # container following them sees them end). Both bounded, waited at once.
-        waits: list[Coroutine[Any, Any, Any]] = []
-        if self.supervisor is not None:
-            waits.append(self.supervisor.wait_gate())
-        if self.jobs is not None:
-            waits.append(self._wait_jobs())
-        await asyncio.gather(*waits)
+        # container following them sees them end). With gated services the gate is the
+        # wait (jobs hold it), bounded by theirs; without, the open jobs, by the runner's.
+        if self.supervisor is not None and self.supervisor.gated():
+            await self.supervisor.wait_gate()
+        elif self.jobs is not None:
+            await self._wait_jobs()
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + self.settings.server.shutdown_grace_seconds

@@ -78,6 +78,7 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
         "installer",
         "logging",
         "runner",
+        "upstream",
         "services",
     }
     assert schema["additionalProperties"] is False
