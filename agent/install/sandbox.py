@@ -71,10 +71,13 @@ shift 4
 exec 3< "$envfile"
 # Every mount read-only (this namespace only), so a world-writable folder anywhere is
 # no way out; then the staging folder, bound afresh, is the one writable place.
-while read -r _ _ _ _ point _; do
+# A mount already read-only (a container runtime's /proc/sys, /proc/bus) is left as it
+# is: remounting it can fail, and it is no way out.
+while read -r _ _ _ _ point opts _; do
   case "$point" in
     *\\*) echo "sandbox: $point (an escaped name) stays writable" >&2; continue ;;
   esac
+  case ",$opts," in *,ro,*) continue ;; esac
   "$mount" -o remount,bind,ro "$point" 2>/dev/null || echo "sandbox: $point stays writable" >&2
 done < /proc/self/mountinfo
 "$mount" --bind "$stage" {MOUNT}

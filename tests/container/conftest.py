@@ -1,0 +1,103 @@
+"""The image tests' engine and images: one dockerd and one build of each image per
+session (see :mod:`tests.support.images`).
+
+Every test here that uses the engine is marked ``images`` (build and run the images:
+slower, and CI runs them) and ``root`` (dockerd needs it), with a timeout that covers
+the first build.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import docker, images
+
+HERE = Path(__file__).resolve().parent
+BUILD_TIMEOUT = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_engine = "engine" in getattr(item, "fixturenames", ())
+        if HERE in Path(str(item.path)).parents and uses_engine:
+            item.add_marker(pytest.mark.images)
+            item.add_marker(pytest.mark.root)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.Engine]:
+    try:
+        docker.check_available()
+    except docker.Unavailable as exc:
+        pytest.skip(str(exc))
+    with docker.engine() as eng:
+        yield eng
+
+
+@pytest.fixture(scope="session")
+def built(engine: docker.Engine) -> images.Images:
+    return images.Images(engine=engine, base=docker.base_image(engine))
+
+
+class Running:
+    """A container a test started."""
+
+    def __init__(self, engine: docker.Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+
+    def exec(self, *argv: str, user: str | None = None, timeout: float = 300) -> tuple[int, str]:
+        """Run ``argv`` in it: exit code and output (stdout then stderr)."""
+        extra = ["--user", user] if user else []
+        done = self.engine.docker("exec", *extra, self.name, *argv, check=False, timeout=timeout)
+        return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+    def logs(self) -> str:
+        done = self.engine.docker("logs", self.name, check=False)
+        return (done.stdout + done.stderr).decode(errors="replace")
+
+
+class Containers:
+    """Starts the test's containers; each is removed (with its anonymous volumes) after."""
+
+    def __init__(self, engine: docker.Engine) -> None:
+        self.engine = engine
+        self.names: list[str] = []
+
+    def __call__(self, image: str, *options: str, args: tuple[str, ...] = ()) -> Running:
+        name = f"ra-test-{len(self.names)}-{time.monotonic_ns() % 10**9}"
+        self.names.append(name)
+        self.engine.docker("run", "-d", "--name", name, *options, image, *args)
+        return Running(self.engine, name)
+
+    def remove_all(self) -> None:
+        for name in self.names:
+            self.engine.docker("rm", "-f", "-v", name, check=False)
+
+
+@pytest.fixture
+def run(engine: docker.Engine) -> Iterator[Containers]:
+    containers = Containers(engine)
+    yield containers
+    containers.remove_all()
+
+
+def wait(
+    predicate: Callable[[], object], what: str, container: Running, timeout: float = 60
+) -> None:
+    """Until ``predicate()`` is true (an OSError counts as false), or fail with the logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; logs:\n{container.logs()[-4000:]}")
