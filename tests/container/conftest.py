@@ -8,9 +8,11 @@ the first build.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,18 @@ def built(engine: docker.Engine) -> images.Images:
     return images.Images(engine=engine, base=docker.base_image(engine))
 
 
+# A GET over a unix socket with the image's own python3: argv path, socket.
+_GET = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[2])
+s.sendall(b"GET " + sys.argv[1].encode() + b" HTTP/1.0\\r\\nHost: a\\r\\n\\r\\n")
+head, _, body = b"".join(iter(lambda: s.recv(65536), b"")).partition(b"\\r\\n\\r\\n")
+print(head.split()[1].decode())
+print(body.decode())
+"""
+
+
 class Running:
     """A container a test started."""
 
@@ -57,6 +71,13 @@ class Running:
         extra = ["--user", user] if user else []
         done = self.engine.docker("exec", *extra, self.name, *argv, check=False, timeout=timeout)
         return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+    def get(self, path: str, sock: str) -> tuple[int, Any]:
+        """GET ``path`` from the agent API at ``sock`` inside the container: status, JSON."""
+        code, out = self.exec("python3", "-I", "-c", _GET, path, sock)
+        assert code == 0, out
+        status, _, body = out.partition("\n")
+        return int(status), json.loads(body)
 
     def logs(self) -> str:
         done = self.engine.docker("logs", self.name, check=False)

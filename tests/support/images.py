@@ -45,7 +45,8 @@ class BuildFailed(AssertionError):
     """``docker build`` failed; the message has the end of its output."""
 
 
-def _pip_index() -> str | None:
+def pip_index() -> str | None:
+    """The index this machine's pip is configured with, if it names one."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
         capture_output=True,
@@ -103,7 +104,7 @@ class Images:
         shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", CERTS / "test-machine-ca.crt")
         argv = ["build", "--network", "host", "-q", "-f", str(dockerfile), "--target", target]
         full = {"BASE_IMAGE": self.base, **args}
-        index = _pip_index()
+        index = pip_index()
         if index:
             full["PIP_INDEX_URL"] = index
         for key, value in full.items():
