@@ -232,3 +232,36 @@ def privileged() -> list[str]:
         "-v",
         "/sys/fs/cgroup:/sys/fs/cgroup",
     ]
+
+
+@dataclass(frozen=True)
+class AgentSizes:
+    """The agent image against its base and its venv, in bytes."""
+
+    image: int
+    base: int
+    venv: int
+
+    @property
+    def ratio(self) -> float:
+        """image / (base + venv): what the image costs beyond what it must hold."""
+        return self.image / (self.base + self.venv)
+
+    def describe(self) -> str:
+        mib = 1024 * 1024
+        return (
+            f"agent {self.image / mib:.1f} MiB, base {self.base / mib:.1f} MiB + venv "
+            f"{self.venv / mib:.1f} MiB = {(self.base + self.venv) / mib:.1f} MiB: "
+            f"{self.ratio:.2f}x"
+        )
+
+
+def agent_sizes(built: Images) -> AgentSizes:
+    """Measure the agent image, its base and its venv (built if need be)."""
+    agent = built.agent()
+    du = built.engine.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "du", agent, "-sb", "/opt/runner-agent"
+    )
+    return AgentSizes(
+        image=built.size(agent), base=built.size(built.base), venv=int(du.stdout.split()[0])
+    )
