@@ -27,7 +27,14 @@ RELEASE = WORKFLOWS / "release.yml"
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
 DOCKERFILES = ("container/agent/Dockerfile", "container/runner/Dockerfile")
 # Stages that only feed other stages: never released as images.
-INTERNAL_STAGES = {"build", "runtime", "docker-static", "docker-cli", "hook-build", "runner-download"}
+INTERNAL_STAGES = {
+    "build",
+    "runtime",
+    "docker-static",
+    "docker-cli",
+    "hook-build",
+    "runner-download",
+}
 PLATFORMS = {"linux/amd64", "linux/arm64"}
 IMAGES = {
     "agent": "runner-agent",
