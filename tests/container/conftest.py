@@ -34,11 +34,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.Engine]:
-    try:
-        docker.check_available()
-    except docker.Unavailable as exc:
-        pytest.skip(str(exc))
-    with docker.engine() as eng:
+    with docker.engine_or_skip() as eng:
         yield eng
 
 

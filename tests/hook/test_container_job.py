@@ -36,11 +36,7 @@ IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.Engine]:
-    try:
-        docker.check_available()
-    except docker.Unavailable as exc:
-        pytest.skip(str(exc))
-    with docker.engine() as eng:
+    with docker.engine_or_skip() as eng:
         yield eng
 
 
