@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 import stat
 from pathlib import Path
@@ -40,10 +41,22 @@ def _process(pid: int) -> tuple[str, str] | None:
 
 
 def _pid_file_stale(path: Path, names: list[str]) -> tuple[bool, str]:
+    # Not followed, and bounded: a pid file lives in a /run that a runner container may
+    # share (ARC's layout), where a link could name any file.
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return False, "absent"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # removed (the link, never its target)
+            return True, "is a link, which the service would write through"
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False, "is not a regular file (remove it)"
+        text = os.read(fd, 64).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
     if not text.isdigit() or int(text) <= 0:
         return True, f"holds {text[:20]!r}, not a pid"
     pid = int(text)

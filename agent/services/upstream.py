@@ -8,9 +8,17 @@ Policy (see :mod:`agent.config.upstream`):
   last answer holds, so a job that was open keeps dockerd up (bounded, as every gate wait,
   by the service's ``stop.gate_max_wait_seconds``), and the ``upstream`` condition says
   why. Before the first answer the gate is not held: nothing runs yet.
+- One exception: the socket file gone. An agent removes its socket only when it stops,
+  and it stops only once its open jobs completed (or ``runner.shutdown_wait_seconds``
+  passed); an agent that crashed leaves it behind (refused connections). So a vanished
+  socket lets go, and a pod's engine stops when its sidecar does, not a gate wait later.
+- The gate is held or let go when the answer changes (and when the supervisor starts),
+  not at every poll: an operator's ``force`` open stands until the upstream's jobs do
+  change.
 - Everything is bounded: each request by a timeout under the poll interval's reach, the
-  answer by :data:`MAX_ANSWER_BYTES`, the token file by :data:`MAX_TOKEN_BYTES`. The token
-  is never logged; an error names the setting, not the value.
+  answer by :data:`MAX_ANSWER_BYTES` and :data:`MAX_JOBS`, the token file by
+  :data:`MAX_TOKEN_BYTES`. The token is never logged; an error names the setting, not the
+  value. No failure of a poll ends the follower: it is logged and the next poll comes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 HOLDER = "upstream"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+MAX_JOBS = 1024
 MAX_TOKEN_BYTES = 4096
 
 
@@ -39,10 +48,16 @@ class UpstreamError(Exception):
     set."""
 
 
+class SocketGone(UpstreamError):
+    """The upstream's socket file is gone: that agent stopped (see the module)."""
+
+
 @dataclass(frozen=True)
 class OpenJob:
-    """One job open on the upstream agent, as much as the gate's reason needs."""
+    """One job open on the upstream agent: its id (a new job is a change), and what the
+    gate's reason says."""
 
+    id: str
     runner: str
     repository: str
     job: str
@@ -57,17 +72,20 @@ def parse_jobs(raw: bytes) -> list[OpenJob]:
     one."""
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        raise UpstreamError(f"the answer is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise UpstreamError(f"the answer is not JSON ({str(exc)[:200]})") from exc
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, list):
         raise UpstreamError('the answer has no "jobs" list; is the socket a runner-agent\'s?')
+    if len(jobs) > MAX_JOBS:
+        raise UpstreamError(f"the answer lists {len(jobs)} jobs, more than {MAX_JOBS}")
     found = []
     for item in jobs:
         if not isinstance(item, dict):
             raise UpstreamError(f"a job in the answer is {type(item).__name__}, not an object")
         found.append(
             OpenJob(
+                id=str(item.get("id", ""))[:200],
                 runner=str(item.get("runner_name", ""))[:200],
                 repository=str(item.get("repository", ""))[:200],
                 job=str(item.get("job", ""))[:200],
@@ -92,6 +110,11 @@ def _read_token(path: Path) -> str:
     token = raw.decode("utf-8", "replace").strip()
     if not token:
         raise UpstreamError(f"upstream.token_file {path} is empty; expected the job token")
+    if not (token.isascii() and token.isprintable()):
+        raise UpstreamError(
+            f"upstream.token_file {path} holds more than one printable line; expected the "
+            "job token alone"
+        )
     return token
 
 
@@ -118,18 +141,33 @@ class Follower:
         ) as session:
             while True:
                 try:
-                    jobs = await self.read(session)
-                except UpstreamError as exc:
-                    kept = "no job" if not self.jobs else f"{len(self.jobs)} open job(s)"
-                    self._on_state(False, f"{exc}; the stop gate keeps the last answer ({kept})")
-                else:
-                    self.jobs = jobs
-                    self.resync()
-                    self._on_state(
-                        True,
-                        f"{len(jobs)} job(s) open on the agent at {self._path()}",
-                    )
+                    await self.poll(session)
+                except Exception:  # a bug must not leave the gate unwatched: log, go on
+                    logger.exception("upstream poll failed; polling on")
+                    self._on_state(False, "the last poll failed (see the log); polling on")
                 await asyncio.sleep(self._settings().poll_seconds)
+
+    async def poll(self, session: aiohttp.ClientSession) -> None:
+        """Read the upstream once and act on the answer (see the module)."""
+        try:
+            jobs = await self.read(session)
+        except SocketGone as exc:
+            if self.jobs:
+                logger.info("%s: that agent stopped; letting go of the stop gate", exc)
+            self._answer([])
+            self._on_state(True, f"{exc} (that agent is not running): no job is held")
+        except UpstreamError as exc:
+            kept = "no job" if not self.jobs else f"{len(self.jobs)} open job(s)"
+            self._on_state(False, f"{exc}; the stop gate keeps the last answer ({kept})")
+        else:
+            self._answer(jobs)
+            self._on_state(True, f"{len(jobs)} job(s) open on the agent at {self._path()}")
+
+    def _answer(self, jobs: list[OpenJob]) -> None:
+        changed = jobs != self.jobs
+        self.jobs = jobs
+        if changed:
+            self.resync()
 
     def _path(self) -> Path:
         path = self._settings().socket_path
@@ -150,10 +188,18 @@ class Follower:
             async with session.get(
                 "http://localhost/v1/jobs/current", headers=headers, timeout=timeout
             ) as resp:
-                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
                 status = resp.status
+                raw = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise UpstreamError(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
         except TimeoutError as exc:
             raise UpstreamError(f"{where} did not answer within {timeout.total:.0f} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, FileNotFoundError):
+                raise SocketGone(f"no socket at {settings.socket_path}") from exc
+            raise UpstreamError(f"cannot reach {where}: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach {where}: {exc}") from exc
         if status in (401, 403):
@@ -163,9 +209,7 @@ class Follower:
             )
         if status != 200:
             raise UpstreamError(f"{where} answered HTTP {status} to GET /v1/jobs/current")
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise UpstreamError(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
-        return parse_jobs(raw)
+        return parse_jobs(bytes(raw))
 
     def resync(self) -> None:
         """Hold or let go of the gate as the last answer says (also once the supervisor,

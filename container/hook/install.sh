@@ -3,6 +3,8 @@
 # volume the runner container mounts, then exit. Run as an init container; the runner
 # then sets ACTIONS_RUNNER_HOOK_JOB_STARTED=DEST/job-started.sh and
 # ACTIONS_RUNNER_HOOK_JOB_COMPLETED=DEST/job-completed.sh.
+# Nothing already in DEST is followed: each file is written to a new temporary name of
+# its own (mktemp), then renamed over the old name (mv -T: never into a planted folder).
 set -eu
 dest=${1:-/runner-agent-hook}
 if [ ! -d "$dest" ] || [ ! -w "$dest" ]; then
@@ -10,9 +12,13 @@ if [ ! -d "$dest" ] || [ ! -w "$dest" ]; then
   exit 1
 fi
 for f in runner-agent-hook.pyz job-started.sh job-completed.sh runner-agent-hook; do
-  # Written beside, then renamed: a runner starting meanwhile never runs half a file.
-  cp "/opt/runner-agent/hook/$f" "$dest/.$f.tmp"
-  chmod 0755 "$dest/.$f.tmp"
-  mv -f "$dest/.$f.tmp" "$dest/$f"
+  tmp=$(mktemp "$dest/.$f.XXXXXX")
+  cat "/opt/runner-agent/hook/$f" > "$tmp"
+  chmod 0755 "$tmp"
+  if ! mv -fT "$tmp" "$dest/$f"; then
+    rm -f "$tmp"
+    echo "runner-agent-hook: cannot put $dest/$f in place (a folder there?)" >&2
+    exit 1
+  fi
 done
 echo "runner-agent-hook: copied the job hook into $dest"

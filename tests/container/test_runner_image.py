@@ -157,6 +157,23 @@ def test_the_hook_image_copies_the_hook_for_any_runner_image(
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert ran.returncode == 0, ran.stderr
+        # What was planted there is replaced, never followed or written into.
+        outside = Path(folder + "-outside")
+        outside.write_text("keep")
+        (dest / "runner-agent-hook.pyz").unlink()
+        (dest / "runner-agent-hook.pyz").symlink_to(outside)
+        (dest / "job-started.sh").unlink()
+        (dest / "job-started.sh").mkdir()
+        done = engine.docker(
+            "run", "--rm", "--network", "none", "-v", f"{dest}:/runner-agent-hook", hook,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert "cannot put /runner-agent-hook/job-started.sh in place" in done.stderr.decode()
+        assert outside.read_text() == "keep"
+        assert not (dest / "runner-agent-hook.pyz").is_symlink()
+        assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no leftovers
+        outside.unlink()
         # A folder it cannot write is named.
         os.chown(dest, 0, 0)
         os.chmod(dest, 0o700)

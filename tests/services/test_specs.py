@@ -223,3 +223,19 @@ def test_stale_cleanup_never_touches_a_live_daemons_files(tmp_path: Path) -> Non
     (tmp_path / "junk.pid").write_text("not a pid")
     removed = stale.clean("svc", specs.PreStart(pid_files=[pid_file, tmp_path / "junk.pid"]))
     assert len(removed) == 2
+
+
+def test_a_planted_link_at_a_pid_file_is_removed_never_followed(tmp_path: Path) -> None:
+    # In ARC's layout the runner shares dockerd's /run: a link there could make the
+    # service write its pid through it, or the cleanup read a file it names.
+    target = tmp_path / "precious"
+    target.write_text("4242\n")
+    link = tmp_path / "docker.pid"
+    link.symlink_to(target)
+    folder = tmp_path / "dir.pid"
+    folder.mkdir()
+    removed = stale.clean("svc", specs.PreStart(pid_files=[link, folder]))
+    assert removed == [f"{link} (is a link, which the service would write through)"]
+    assert not link.is_symlink()
+    assert target.read_text() == "4242\n"
+    assert folder.is_dir()  # not ours to remove: left, with a warning

@@ -6,15 +6,19 @@ gate closed for each; it serves no feature, job or cache route and never touches
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web as aioweb
 
 from agent.config import loading
+from agent.config.upstream import UpstreamSettings
 from agent.services import upstream
 from tests.services.conftest import Agents
 from tests.services.test_agent import call, conditions, service, wait_for_the_gate, web
@@ -33,8 +37,9 @@ def _engine_config(agents: Agents, sidecar: Agent, **upstream_extra: Any) -> dic
     return config
 
 
-def _open_job(sidecar: Agent, token: str | None = None) -> dict[str, Any]:
-    status, text = call(sidecar, "POST", "/v1/jobs", {**JOB, "claim": "c" * 40}, token=token)
+def _open_job(sidecar: Agent, token: str | None = None, run_id: str = "7") -> dict[str, Any]:
+    body = {**JOB, "run_id": run_id, "claim": run_id * 40}
+    status, text = call(sidecar, "POST", "/v1/jobs", body, token=token)
     assert status == 200, text
     return json.loads(text.splitlines()[0])
 
@@ -200,3 +205,125 @@ def test_an_answer_is_read_as_open_jobs() -> None:
         json.dumps({"jobs": [{"runner_name": "r", "repository": "o/a", "job": "j"}]}).encode()
     )
     assert [j.describe() for j in jobs] == ["o/a job j on r"]
+
+
+def test_a_pod_stop_ends_the_engine_when_the_job_ends(agents: Agents) -> None:
+    # SIGTERM to both, as a pod's deletion sends: the sidecar serves on until its job
+    # completes, then removes its socket and exits; the engine lets go at once.
+    sidecar = agents.start(agents.base_config())
+    engine = agents.start(_engine_config(agents, sidecar))
+    job = _open_job(sidecar)
+    engine.wait_for(lambda: not _gate(engine)["open"], what="the gate to close")
+    sidecar.signal(signal.SIGTERM)
+    engine.signal(signal.SIGTERM)
+    wait_for_the_gate(engine)
+    time.sleep(0.5)
+    assert engine.proc.poll() is None
+    status, _ = call(sidecar, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
+    assert status == 200
+    started = time.monotonic()
+    assert sidecar.wait(timeout=20) == 0
+    assert engine.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10  # not the gate's 60 s
+    assert not any("still closed after" in r["message"] for r in engine.log_records())
+
+
+def test_an_operators_force_stands_until_the_upstream_jobs_change(agents: Agents) -> None:
+    sidecar = agents.start(agents.base_config())
+    engine = agents.start(_engine_config(agents, sidecar))
+    job = _open_job(sidecar)
+    engine.wait_for(lambda: not _gate(engine)["open"], what="the gate to close")
+    call(engine, "POST", "/v1/stop-gate", {"open": True, "force": True, "reason": "ops"})
+    time.sleep(1.0)  # five polls with the same answer
+    assert _gate(engine)["open"] is True
+    status, _ = call(sidecar, "POST", f"/v1/jobs/{job['id']}/complete", {"secret": job["secret"]})
+    assert status == 200
+    _open_job(sidecar, run_id="8")  # a new job: the hold comes back
+    engine.wait_for(lambda: not _gate(engine)["open"], what="the gate to close again")
+    call(engine, "POST", "/v1/stop-gate", {"open": True, "force": True, "reason": "end"})
+
+
+class _Upstream:
+    """A loopback server on a unix socket that answers GET /v1/jobs/current with
+    ``body``, written in 8 KiB pieces."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def handle(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        response = aioweb.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(self.body), 8192):
+            await response.write(self.body[start : start + 8192])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+
+async def _poll(tmp_path: Path, body: bytes, token: bytes | None = None) -> tuple[Any, ...]:
+    app = aioweb.Application()
+    app.router.add_get("/v1/jobs/current", _Upstream(body).handle)
+    runner = aioweb.AppRunner(app)
+    await runner.setup()
+    sock = tmp_path / "up.sock"
+    await aioweb.UnixSite(runner, str(sock)).start()
+    token_file = None
+    if token is not None:
+        token_file = tmp_path / "token"
+        token_file.write_bytes(token)
+    settings = UpstreamSettings(socket_path=sock, token_file=token_file, poll_seconds=0.5)
+    states: list[tuple[bool, str]] = []
+    follower = upstream.Follower(
+        lambda: settings, lambda: None, lambda ok, m: states.append((ok, m))
+    )
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s:
+            await follower.poll(s)
+    finally:
+        await runner.cleanup()
+    return follower.jobs, states[-1]
+
+
+async def test_a_large_answer_in_pieces_is_read_whole(tmp_path: Path) -> None:
+    jobs = [
+        {"runner_name": f"r{i}", "repository": "o/a" + "x" * 150, "job": "j"} for i in range(900)
+    ]
+    body = json.dumps({"jobs": jobs}).encode()
+    assert len(body) > 100_000
+    found, (ok, _) = await _poll(tmp_path, body)
+    assert ok
+    assert len(found) == 900
+
+
+@pytest.mark.parametrize(
+    ("body", "token", "expected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, None, "the answer is not JSON"),
+        (json.dumps({"jobs": [{}] * 1025}).encode(), None, "lists 1025 jobs, more than 1024"),
+        (b"x" * (upstream.MAX_ANSWER_BYTES + 10), None, "answered more than"),
+        (b'{"jobs": []}', b"abc\ndef\n", "holds more than one printable line"),
+    ],
+)
+async def test_a_bad_answer_or_token_keeps_the_last_answer(
+    tmp_path: Path, body: bytes, token: bytes | None, expected: str
+) -> None:
+    found, (ok, message) = await _poll(tmp_path, body, token)
+    assert found is None  # nothing held, nothing let go
+    assert not ok
+    assert expected in message
+    assert "abc" not in message
+
+
+async def test_a_missing_socket_holds_nothing(tmp_path: Path) -> None:
+    settings = UpstreamSettings(socket_path=tmp_path / "none.sock", poll_seconds=0.5)
+    states: list[tuple[bool, str]] = []
+    follower = upstream.Follower(
+        lambda: settings, lambda: None, lambda ok, m: states.append((ok, m))
+    )
+    follower.jobs = [upstream.OpenJob("1", "r", "o/a", "j")]
+    connector = aiohttp.UnixConnector(path=str(tmp_path / "none.sock"))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await follower.poll(session)
+    assert follower.jobs == []
+    assert states[-1][0] is True
+    assert "no socket at" in states[-1][1]
