@@ -25,7 +25,9 @@ class UpstreamSettings(Section):
             "API socket of the agent that tracks the runner's jobs (the sidecar's "
             "server.socket_path). Set in the engine container: its stop gate is then held "
             "closed while that agent has a job open. Unreachable: the last answer holds "
-            "(a job that was open stays open) until it answers again. Default none."
+            "(a job that was open stays open) until it answers again; its socket removed "
+            "(an agent removes it only when it stops, after its open jobs): no job is "
+            "held. Default none."
         ),
         json_schema_extra=RESTART,
     )

@@ -265,6 +265,20 @@ def test_the_stack_runs_a_job_and_a_container_job(stack: Stack, built: images.Im
     code, _ = agent.exec("test", "-e", "/var/lib/runner-agent/store/planted")
     assert code == 1
 
+    # The socket's group is not the admin scope: the agent made a token of its own.
+    code, out = runner.exec(
+        "python3", "-I", "-c",
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        "s.connect('/run/runner-agent/api.sock'); "
+        "s.sendall(b'POST /v1/cache/gc HTTP/1.0\\r\\nHost: a\\r\\n'"
+        "          b'Content-Length: 2\\r\\n\\r\\n{}'); "
+        "print(s.recv(100).split()[1].decode())",
+    )  # fmt: skip
+    assert (code, out.strip()) == (0, "401"), out
+    code, out = runner.exec("rm", "-f", "/run/runner-agent/api.sock")
+    assert code != 0
+    assert "Read-only file system" in out
+
     hook(runner, "job-completed.sh")
     wait(
         lambda: engine.get("/v1/stop-gate", ENGINE_API)[1]["open"],
