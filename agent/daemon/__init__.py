@@ -345,7 +345,11 @@ class Daemon:
         logger.warning("%s received again: exiting now without draining", sig.name)
         if self.supervisor is not None:
             self.supervisor.kill_now()  # no service outlives the agent, even now
-        self._remove_socket()
+        if self.jobs is None or not self.jobs.current():
+            # With jobs open the socket stays, as after a crash: an engine following this
+            # agent reads a removed socket as "it stopped after its jobs" (and the next
+            # start clears it).
+            self._remove_socket()
         logging.shutdown()
         os._exit(EXIT_OK)
 

@@ -107,8 +107,15 @@ def _clear_stale(path: Path) -> None:
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)  # nobody answers: left over from a killed agent
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)  # nobody listens: left over from a killed agent
+    except OSError as exc:
+        # A live agent too busy to accept (a full backlog: a timeout) must keep its
+        # socket: an engine following it reads a removed socket as "that agent stopped".
+        raise BindError(
+            f"cannot tell whether another agent serves the API on {path} ({exc}); stop it, "
+            "or remove the socket if none does"
+        ) from exc
     else:
         raise BindError(f"another process is already serving the API on {path}; stop it first")
     finally:

@@ -44,12 +44,14 @@ def _pid_file_stale(path: Path, names: list[str]) -> tuple[bool, str]:
     # Not followed, and bounded: a pid file lives in a /run that a runner container may
     # share (ARC's layout), where a link could name any file.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False, "absent"
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # removed (the link, never its target)
             return True, "is a link, which the service would write through"
+        if exc.errno == errno.ENXIO:  # a socket
+            return False, "is not a regular file (remove it)"
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -57,7 +59,7 @@ def _pid_file_stale(path: Path, names: list[str]) -> tuple[bool, str]:
         text = os.read(fd, 64).decode("utf-8", "replace").strip()
     finally:
         os.close(fd)
-    if not text.isdigit() or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         return True, f"holds {text[:20]!r}, not a pid"
     pid = int(text)
     found = _process(pid)

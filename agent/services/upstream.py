@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +97,17 @@ def parse_jobs(raw: bytes) -> list[OpenJob]:
 
 
 def _read_token(path: Path) -> str:
+    # Non-blocking and regular files only: a FIFO there must not hang the follower.
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_TOKEN_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UpstreamError(
+                    f"upstream.token_file {path} is not a regular file; mount the job token"
+                )
+            raw = os.read(fd, MAX_TOKEN_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UpstreamError(
             f"cannot read upstream.token_file {path}: {exc.strerror}; mount the job token "
@@ -132,6 +142,9 @@ class Follower:
         self._on_state = on_state
         self.jobs: list[OpenJob] | None = None
         """The last answer: ``None`` before the first one."""
+        self.answered = False
+        """Whether the upstream ever answered: a socket missing before that is more likely
+        a wrong path or a volume not mounted than an agent that stopped."""
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -155,11 +168,19 @@ class Follower:
             if self.jobs:
                 logger.info("%s: that agent stopped; letting go of the stop gate", exc)
             self._answer([])
-            self._on_state(True, f"{exc} (that agent is not running): no job is held")
+            if self.answered:
+                self._on_state(True, f"{exc} (that agent stopped): no job is held")
+            else:
+                self._on_state(
+                    False,
+                    f"{exc} yet: is upstream.socket_path right, and the agent's socket "
+                    "folder mounted here?",
+                )
         except UpstreamError as exc:
             kept = "no job" if not self.jobs else f"{len(self.jobs)} open job(s)"
             self._on_state(False, f"{exc}; the stop gate keeps the last answer ({kept})")
         else:
+            self.answered = True
             self._answer(jobs)
             self._on_state(True, f"{len(jobs)} job(s) open on the agent at {self._path()}")
 
@@ -179,7 +200,14 @@ class Follower:
         settings = self._settings()
         headers = {}
         if settings.token_file is not None:
-            token = await asyncio.to_thread(_read_token, settings.token_file)
+            try:
+                token = await asyncio.wait_for(
+                    asyncio.to_thread(_read_token, settings.token_file), timeout=5
+                )
+            except TimeoutError as exc:
+                raise UpstreamError(
+                    f"reading upstream.token_file {settings.token_file} took over 5 s"
+                ) from exc
             headers["Authorization"] = f"Bearer {token}"
         # A request may take the poll's time and a little more, never forever.
         timeout = aiohttp.ClientTimeout(total=min(30.0, max(2.0, 2 * settings.poll_seconds)))

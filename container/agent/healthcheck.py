@@ -13,8 +13,10 @@ address = os.environ.get("RUNNER_AGENT_SERVER__METRICS_ADDRESS") or sys.argv[1]
 host, _, port = address.rpartition(":")
 if host in ("", "0.0.0.0", "[::]"):  # noqa: S104 - a wildcard to reach, not to bind
     host = "127.0.0.1"
+# No proxy: a container's HTTP_PROXY must not carry a loopback probe away.
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 try:
-    with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=4) as answer:
+    with opener.open(f"http://{host}:{port}/healthz", timeout=4) as answer:
         sys.exit(0 if answer.status == 200 else 1)
 except OSError as exc:
     print(f"healthcheck: http://{host}:{port}/healthz: {exc}", file=sys.stderr)

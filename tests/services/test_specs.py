@@ -234,8 +234,17 @@ def test_a_planted_link_at_a_pid_file_is_removed_never_followed(tmp_path: Path) 
     link.symlink_to(target)
     folder = tmp_path / "dir.pid"
     folder.mkdir()
-    removed = stale.clean("svc", specs.PreStart(pid_files=[link, folder]))
-    assert removed == [f"{link} (is a link, which the service would write through)"]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(tmp_path / "sock.pid"))
+    sock.close()
+    (tmp_path / "digits.pid").write_text("\u00b2\n")  # isdigit(), yet no int()
+    pre = specs.PreStart(pid_files=[link, folder, tmp_path / "sock.pid", tmp_path / "digits.pid"])
+    removed = stale.clean("svc", pre)
+    assert removed == [
+        f"{link} (is a link, which the service would write through)",
+        f"{tmp_path / 'digits.pid'} (holds '\u00b2', not a pid)",
+    ]
     assert not link.is_symlink()
     assert target.read_text() == "4242\n"
     assert folder.is_dir()  # not ours to remove: left, with a warning
+    assert (tmp_path / "sock.pid").exists()
