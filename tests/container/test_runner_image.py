@@ -137,13 +137,15 @@ def test_the_hook_image_copies_the_hook_for_any_runner_image(
     built: images.Images, engine: docker.Engine
 ) -> None:
     hook = built.hook()
+
+    def copy_into(dest: Path) -> subprocess.CompletedProcess[bytes]:
+        mount = f"{dest}:/runner-agent-hook"
+        return engine.docker("run", "--rm", "--network", "none", "-v", mount, hook, check=False)
+
     with tempfile.TemporaryDirectory(prefix="ra-hook-") as folder:
         dest = Path(folder)
         os.chown(dest, 1001, 123)
-        done = engine.docker(
-            "run", "--rm", "--network", "none", "-v", f"{dest}:/runner-agent-hook", hook,
-            check=False,
-        )  # fmt: skip
+        done = copy_into(dest)
         assert done.returncode == 0, done.stderr.decode()
         assert "copied the job hook into /runner-agent-hook" in done.stdout.decode()
         assert sorted(p.name for p in dest.iterdir()) == sorted(
@@ -164,10 +166,7 @@ def test_the_hook_image_copies_the_hook_for_any_runner_image(
         (dest / "runner-agent-hook.pyz").symlink_to(outside)
         (dest / "job-started.sh").unlink()
         (dest / "job-started.sh").mkdir()
-        done = engine.docker(
-            "run", "--rm", "--network", "none", "-v", f"{dest}:/runner-agent-hook", hook,
-            check=False,
-        )  # fmt: skip
+        done = copy_into(dest)
         assert done.returncode == 1
         assert "cannot put /runner-agent-hook/job-started.sh in place" in done.stderr.decode()
         assert outside.read_text() == "keep"
@@ -177,9 +176,6 @@ def test_the_hook_image_copies_the_hook_for_any_runner_image(
         # A folder it cannot write is named.
         os.chown(dest, 0, 0)
         os.chmod(dest, 0o700)
-        done = engine.docker(
-            "run", "--rm", "--network", "none", "-v", f"{dest}:/runner-agent-hook", hook,
-            check=False,
-        )  # fmt: skip
+        done = copy_into(dest)
         assert done.returncode == 1
         assert "/runner-agent-hook is not a writable folder" in done.stderr.decode()
