@@ -5,9 +5,9 @@ agent runs (a listen address, the store root) carry ``x-restart-required`` in th
 JSON Schema; a reload that changes them keeps the running value and reports the field
 as needing a restart.
 
-Group names reserved for later features, so nothing else may take them: ``gpu`` and
-``github``. ``runner`` is :mod:`agent.config.runner`, ``upstream``
-:mod:`agent.config.upstream`; ``services`` holds supervised services
+Group names reserved for later features, so nothing else may take them: ``gpu``.
+``runner`` is :mod:`agent.config.runner`, ``upstream`` :mod:`agent.config.upstream`,
+``github`` :mod:`agent.config.github`; ``services`` holds supervised services
 (:mod:`agent.config.services`).
 """
 
@@ -36,11 +36,18 @@ from agent.config.fields import (
     SocketPath,
     split_address,
 )
+from agent.config.github import GitHubSettings
 from agent.config.installer import InstallerSettings
 from agent.config.runner import RunnerSettings
 from agent.config.upstream import UpstreamSettings
 
-__all__ = ["InstallerSettings", "RunnerSettings", "UpstreamSettings", "split_address"]
+__all__ = [
+    "GitHubSettings",
+    "InstallerSettings",
+    "RunnerSettings",
+    "UpstreamSettings",
+    "split_address",
+]
 
 
 class ServerSettings(Section):
@@ -387,6 +394,7 @@ class Settings(Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
     services: Annotated[
         dict[services_specs.ServiceName, services_specs.ServiceSpec],
         AfterValidator(_check_services),

@@ -79,6 +79,7 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
         "logging",
         "runner",
         "upstream",
+        "github",
         "services",
     }
     assert schema["additionalProperties"] is False

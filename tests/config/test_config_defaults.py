@@ -70,6 +70,16 @@ def test_every_default_is_pinned() -> None:
             "shutdown_wait_seconds": 300.0,
         },
         "upstream": {"socket_path": None, "token_file": None, "poll_seconds": 1.0},
+        "github": {
+            "api_url": "https://api.github.com",
+            "token_file": None,
+            "app_id": None,
+            "client_id": None,
+            "installation_id": None,
+            "private_key_file": None,
+            "request_timeout_seconds": 10.0,
+            "max_attempts": 4,
+        },
         "services": {},
     }
 

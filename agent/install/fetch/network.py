@@ -16,7 +16,6 @@ Policy:
 from __future__ import annotations
 
 import base64
-import functools
 import ssl
 import urllib.parse
 import urllib.request
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.kits import tls
 from agent.store import layout
 
 
@@ -150,15 +150,11 @@ class _Proxies(urllib.request.ProxyHandler):
         return self.parent.open(req, timeout=req.timeout)
 
 
-@functools.lru_cache(maxsize=8)
 def _context(ca_bundle: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_bundle:
-        try:
-            context.load_verify_locations(cafile=ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise NetworkError(
-                f"installer.ca_bundle {ca_bundle!r} cannot be loaded ({exc}); give a readable "
-                "PEM file holding the extra CA certificates"
-            ) from exc
-    return context
+    try:
+        return tls.context(ca_bundle)
+    except tls.TrustError as exc:
+        raise NetworkError(
+            f"installer.ca_bundle {ca_bundle!r} cannot be loaded ({exc}); give a readable "
+            "PEM file holding the extra CA certificates"
+        ) from exc

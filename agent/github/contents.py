@@ -1,0 +1,111 @@
+"""The team config at a job's commit, read through the contents API and cached.
+
+Policy:
+- ``GET /repos/{owner}/{repo}/contents/{path}?ref={sha}``: at the job's commit, so the
+  config a job gets is the one its commit carries, not the default branch's;
+- a missing file (404) is no config, not an error; anything else that fails is an error
+  the job sees (the permission to grant is ``contents: read``);
+- the answer must be a file, base64, at most :data:`MAX_CONFIG_BYTES` decoded, and UTF-8;
+- cached per (repository, sha, path), found or missing, up to :data:`CACHE_ENTRIES`
+  (oldest out first): a commit's file never changes, so a matrix's legs and later jobs at
+  the same commit make no request. Concurrent asks for one key share one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import re
+import urllib.parse
+
+from agent.github import client, errors
+
+TEAM_CONFIG = ".github/runner-config.yml"
+MAX_CONFIG_BYTES = 256 * 1024
+CACHE_ENTRIES = 4096
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+class TeamConfigs:
+    """Team config files by (repository, sha), fetched once each."""
+
+    def __init__(self, api: client.Client) -> None:
+        self.api = api
+        self._cache: collections.OrderedDict[tuple[str, str, str], str | None] = (
+            collections.OrderedDict()
+        )
+        self._pending: dict[tuple[str, str, str], asyncio.Future[str | None]] = {}
+
+    async def get(
+        self, repository: str, sha: str, *, path: str = TEAM_CONFIG, deadline: float | None = None
+    ) -> str | None:
+        """The file's text at ``sha``, or ``None`` when the commit has none."""
+        if not _REPOSITORY.fullmatch(repository) or repository.split("/")[0] in (".", ".."):
+            raise errors.GitHubError(f"{repository!r} is not owner/name")
+        if not _SHA.fullmatch(sha):
+            raise errors.GitHubError(f"{sha!r} is not a commit sha (40 or 64 hex digits)")
+        key = (repository, sha, path)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            text = await self._fetch(repository, sha, path, deadline)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a lone caller must not leave it unread
+            raise
+        finally:
+            self._pending.pop(key, None)
+        future.set_result(text)
+        self._cache[key] = text
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return text
+
+    async def _fetch(
+        self, repository: str, sha: str, path: str, deadline: float | None
+    ) -> str | None:
+        quoted = urllib.parse.quote(path)
+        try:
+            answer = await self.api.request(
+                "GET",
+                f"/repos/{repository}/contents/{quoted}",
+                params={"ref": sha},
+                need="contents: read",
+                deadline=deadline,
+            )
+        except errors.NotFound:
+            return None
+        data = answer.data
+        where = f"{repository}/{path} at {sha[:12]}"
+        if not isinstance(data, dict) or data.get("type") != "file":
+            kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+            raise errors.BadAnswer(f"{where} is a {kind}, not a file")
+        if data.get("encoding") != "base64" or not isinstance(data.get("content"), str):
+            raise errors.BadAnswer(
+                f"{where}: the contents API gave no base64 content (a file over 1 MB?)"
+            )
+        encoded = data["content"]
+        if len(encoded) > MAX_CONFIG_BYTES * 2:
+            raise errors.BadAnswer(f"{where} is over {MAX_CONFIG_BYTES} bytes")
+        try:
+            raw = base64.b64decode(encoded.replace("\n", ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise errors.BadAnswer(f"{where}: its content is not base64 ({exc})") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise errors.BadAnswer(f"{where} is over {MAX_CONFIG_BYTES} bytes")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.BadAnswer(f"{where} is not UTF-8 text ({exc.reason})") from exc

@@ -1,0 +1,61 @@
+"""The GitHub stub on a free loopback port, and clients pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.config import models
+from agent.github import client
+from tests.github.stub import Stub
+
+
+@pytest.fixture(params=["", "/api/v3"], ids=["github.com", "ghes"])
+async def stub(request: pytest.FixtureRequest) -> AsyncIterator[Stub]:
+    """The stub at the root (github.com's shape) and under /api/v3 (GHES's)."""
+    served = Stub(base=request.param)
+    runner = web.AppRunner(served.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    served.url = f"http://127.0.0.1:{port}{served.base}"
+    yield served
+    await runner.cleanup()
+
+
+MakeClient = Callable[..., client.Client]
+
+
+@pytest.fixture
+async def make_client(stub: Stub, tmp_path: Path) -> AsyncIterator[MakeClient]:
+    """``make_client(app=False, **github)``: a client for the stub with a token file (or
+    the App's key and ids), extra github settings as keywords."""
+    made: list[client.Client] = []
+
+    def make(app: bool = False, **github: Any) -> client.Client:
+        if app:
+            key = tmp_path / "app.pem"
+            key.write_bytes(stub.key_pem())
+            creds: dict[str, Any] = {
+                "app_id": int(stub.app_id),
+                "installation_id": 99,
+                "private_key_file": str(key),
+            }
+        else:
+            token = tmp_path / "token"
+            token.write_text(stub.job_token + "\n")
+            creds = {"token_file": str(token)}
+        settings = models.Settings.model_validate(
+            {"github": {"api_url": stub.url, **creds, **github}}
+        )
+        made.append(client.Client(lambda: settings))
+        return made[-1]
+
+    yield make
+    for c in made:
+        await c.close()

@@ -1,0 +1,78 @@
+"""The team config at a job's commit: found, missing, bad, cached."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.github import contents, errors
+from tests.github.conftest import MakeClient
+from tests.github.stub import SHA, Failure, Stub
+
+PATH = "/repos/octo/app/contents/.github/runner-config.yml"
+CONFIG = "extends: [base]\nfeatures:\n  - node@20\n  - python@3.12\n"
+
+
+async def test_found_then_cached(stub: Stub, make_client: MakeClient) -> None:
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = CONFIG
+    configs = contents.TeamConfigs(make_client())
+    assert await configs.get("octo/app", SHA) == CONFIG
+    assert await configs.get("octo/app", SHA) == CONFIG  # a second job at the same sha
+    assert stub.requests[PATH] == 1
+
+
+async def test_missing_is_no_config_and_cached(stub: Stub, make_client: MakeClient) -> None:
+    configs = contents.TeamConfigs(make_client())
+    assert await configs.get("octo/app", SHA) is None
+    assert await configs.get("octo/app", SHA) is None
+    assert stub.requests[PATH] == 1
+
+
+async def test_concurrent_legs_share_one_request(stub: Stub, make_client: MakeClient) -> None:
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = CONFIG
+    stub.fail(PATH, Failure(502, delay=0.3))  # slow enough that all 20 wait together
+    configs = contents.TeamConfigs(make_client())
+    found = await asyncio.gather(*(configs.get("octo/app", SHA) for _ in range(20)))
+    assert found == [CONFIG] * 20
+    assert stub.requests[PATH] == 2  # the 502, then the one that answered
+
+
+async def test_another_sha_is_another_file(stub: Stub, make_client: MakeClient) -> None:
+    other = "b" * 40
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = CONFIG
+    stub.files[("octo/app", other, ".github/runner-config.yml")] = "features: [go@1.22]\n"
+    configs = contents.TeamConfigs(make_client())
+    assert await configs.get("octo/app", other) == "features: [go@1.22]\n"
+    assert await configs.get("octo/app", SHA) == CONFIG
+
+
+@pytest.mark.parametrize(
+    ("repository", "sha", "expected"),
+    [("octo", SHA, "is not owner/name"), ("../x", SHA, "is not owner/name"),
+     ("octo/app", "main", "is not a commit sha"), ("octo/app", "A" * 40, "is not a commit sha")],
+)  # fmt: skip
+async def test_bad_names_are_refused_before_any_request(
+    stub: Stub, make_client: MakeClient, repository: str, sha: str, expected: str
+) -> None:
+    with pytest.raises(errors.GitHubError, match=expected):
+        await contents.TeamConfigs(make_client()).get(repository, sha)
+    assert sum(stub.requests.values()) == 0
+
+
+async def test_a_folder_or_a_huge_file_is_named(stub: Stub, make_client: MakeClient) -> None:
+    stub.fail(PATH, Failure(200, body=b'[{"type": "file", "name": "a"}]'))
+    configs = contents.TeamConfigs(make_client())
+    with pytest.raises(errors.BadAnswer, match="is a list, not a file"):
+        await configs.get("octo/app", SHA)
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = "#" * (300 * 1024)
+    with pytest.raises(errors.BadAnswer, match="is over 262144 bytes"):
+        await configs.get("octo/app", SHA)
+
+
+async def test_no_permission_is_an_error_not_a_missing_file(
+    stub: Stub, make_client: MakeClient
+) -> None:
+    stub.fail(PATH, Failure(403, body=b'{"message": "Resource not accessible by integration"}'))
+    with pytest.raises(errors.PermissionDenied, match="grant contents: read"):
+        await contents.TeamConfigs(make_client()).get("octo/app", SHA)
