@@ -49,6 +49,7 @@ from agent.store import exporting as cache_exporting
 
 if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
+    from agent.github import client as github_client
     from agent.install import coordinator
     from agent.jobs import registry as jobs_registry
     from agent.services import gating as services_gating
@@ -106,6 +107,8 @@ class Daemon:
         """The install coordinator, once the API is built."""
         self.jobs: jobs_registry.Jobs | None = None
         """The jobs engine (open jobs, their leases), once the API is built."""
+        self.github: github_client.Client | None = None
+        """GitHub's REST client (idle unless github credentials are set)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._catalog_loaded = asyncio.Event()
@@ -373,7 +376,12 @@ class Daemon:
             max_open=lambda: self.settings.runner.max_open_jobs,
             runners=lambda: self.settings.runner.names,
         )
+        from agent.github import client as github_client
+        from agent.github import contents as github_contents
+
+        self.github = github_client.Client(lambda: self.settings)
         ctx = context.Context(
+            team_configs=github_contents.TeamConfigs(self.github),
             reloader=self.reloader,
             conditions=self.conditions,
             started=self.started,
@@ -451,6 +459,8 @@ class Daemon:
             await self.jobs.close()
         if self.installs is not None:
             await self.installs.close()
+        if self.github is not None:
+            await self.github.close()
 
     def _remove_socket(self) -> None:
         # Only the socket this process bound: never another agent's.

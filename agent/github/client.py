@@ -32,6 +32,7 @@ import aiohttp
 import tenacity
 
 from agent.config import models
+from agent.config.github import GitHubSettings
 from agent.github import credentials, errors
 from agent.kits import tls
 
@@ -88,6 +89,7 @@ class Client:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._credentials: credentials.Credentials | None = None
+        self._credentials_for: GitHubSettings | None = None
         self.requests = 0
         """Requests sent (every attempt, every page): the benches count them."""
 
@@ -108,9 +110,12 @@ class Client:
             await self._session.close()
 
     def credentials(self) -> credentials.Credentials:
-        """The configured credentials (built once)."""
-        if self._credentials is None:
-            self._credentials = credentials.from_settings(self._settings().github, self._exchange)
+        """The configured credentials, rebuilt when a reload changed github's settings
+        (an App's cached token is kept otherwise)."""
+        github = self._settings().github
+        if self._credentials is None or self._credentials_for != github:
+            self._credentials = credentials.from_settings(github, self._exchange)
+            self._credentials_for = github
         return self._credentials
 
     async def _exchange(self, path: str, jwt: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
+from agent.github import contents
 from agent.install import coordinator
 from agent.jobs import registry
 from agent.observe import conditions
@@ -33,6 +34,8 @@ class Context:
     """The service supervisor, or ``None`` before it starts."""
     cache: Callable[[], janitor.Janitor | None] = lambda: None
     """The store's janitor (cache management), or ``None`` before it starts."""
+    team_configs: contents.TeamConfigs | None = None
+    """Team configs at a job's commit, from GitHub (used when github credentials are set)."""
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -19,8 +19,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from agent.config import loading as config_loading
-from agent.http import bodies, errors, features, jobs, models, streaming
+from agent.http import bodies, errors, features, jobs, models, streaming, teamfiles
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
@@ -116,7 +115,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     if body.team_yaml is not None:
         if team_doc is not None:
             raise errors.ApiError(400, "give team or team_yaml, not both", code="validation_error")
-        team_doc = await asyncio.to_thread(_team_from_yaml, body.team_yaml)
+        team_doc = await asyncio.to_thread(teamfiles.team_from_yaml, body.team_yaml)
     if not body.requests and not body.labels and team_doc is None:
         raise errors.ApiError(
             400, "nothing to ensure: give requests, labels or team", code="validation_error"
@@ -157,26 +156,3 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
 
 def _feature_labels(labels: list[str]) -> list[str]:
     return [label.removeprefix("feature:") for label in labels if label.startswith("feature:")]
-
-
-def _team_from_yaml(text: str) -> wire.JsonObject:
-    """The team document of ``team_yaml``; a 400 that quotes each problem with its line."""
-    try:
-        data, _ = config_loading.parse_yaml(text, source="team_yaml")
-    except config_loading.ConfigError as exc:
-        raise errors.ApiError(
-            400,
-            f"team_yaml is not a valid team file: {exc}",
-            code="validation_error",
-            details={"problems": [str(p) for p in exc.problems]},
-        ) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise errors.ApiError(
-            400,
-            "team_yaml must hold a mapping (features:, extends:, ...), not a "
-            f"{type(data).__name__}",
-            code="validation_error",
-        )
-    return data

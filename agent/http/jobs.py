@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
-from agent.http import auth, bodies, errors, features, models, streaming
+from agent.http import auth, bodies, errors, features, models, streaming, teamfiles
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
@@ -228,8 +228,19 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     else:
         target = await ctx.installs.local()
     menu = list(settings.runner.labels)
+    team_doc = None
+    github = settings.github
+    if ctx.team_configs is not None and github.configured and body.repository and body.sha:
+        team_doc = await teamfiles.at_commit(
+            ctx.team_configs,
+            body.repository,
+            body.sha,
+            seconds=github.request_timeout_seconds * github.max_attempts,
+        )
     # Resolved before the job opens: a bad request leaves nothing open behind it.
-    plan = (await features.resolve(request, target, labels=menu, extra=body.requests)).to_data()
+    plan = (
+        await features.resolve(request, target, labels=menu, extra=body.requests, team_doc=team_doc)
+    ).to_data()
     spec = registry.JobSpec(
         runner_name=body.runner_name,
         run_id=body.run_id,

@@ -1,0 +1,66 @@
+"""Team files for a job: a YAML body's, and the one at the job's commit on GitHub.
+
+Policy: a team file with errors fails the request with each problem quoted with its
+source and line (the catalog engine's parser); at a job's start the file is read from
+GitHub at the job's commit when github credentials are set, a missing one being no team
+file, and a GitHub error failing the job with what to fix (502 ``github_error``): a job
+must not silently run without the features its repository asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from agent.config import loading as config_loading
+from agent.github import contents
+from agent.github import errors as github_errors
+from agent.http import errors
+from agent.platform import plans as wire
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def team_from_yaml(text: str, source: str = "team_yaml") -> wire.JsonObject:
+    """The team document in ``text``; a 400 that quotes each problem with ``source`` and
+    its line."""
+    try:
+        data, _ = config_loading.parse_yaml(text, source=source)
+    except config_loading.ConfigError as exc:
+        raise errors.ApiError(
+            400,
+            f"{source} is not a valid team file: {exc}",
+            code="validation_error",
+            details={"problems": [str(p) for p in exc.problems]},
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise errors.ApiError(
+            400,
+            f"{source} must hold a mapping (features:, extends:, ...), not a {type(data).__name__}",
+            code="validation_error",
+        )
+    return data
+
+
+async def at_commit(
+    configs: contents.TeamConfigs, repository: str, sha: str, *, seconds: float
+) -> wire.JsonObject | None:
+    """The team document of ``repository`` at ``sha`` on GitHub, or ``None`` when the
+    commit has none (or no full sha was given: nothing can be read at a short one)."""
+    if not _FULL_SHA.fullmatch(sha):
+        return None
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        text = await configs.get(repository, sha, deadline=deadline)
+    except github_errors.GitHubError as exc:
+        raise errors.ApiError(
+            502,
+            f"cannot read {contents.TEAM_CONFIG} of {repository} at {sha[:12]} from GitHub: {exc}",
+            code="github_error",
+        ) from exc
+    if text is None:
+        return None
+    source = f"{repository}@{sha[:12]}:{contents.TEAM_CONFIG}"
+    return await asyncio.to_thread(team_from_yaml, text, source)
