@@ -378,10 +378,12 @@ class Daemon:
         )
         from agent.github import client as github_client
         from agent.github import contents as github_contents
+        from agent.github import joblabels as github_joblabels
 
         self.github = github_client.Client(lambda: self.settings)
         ctx = context.Context(
             team_configs=github_contents.TeamConfigs(self.github),
+            job_labels=github_joblabels.JobLabels(self.github),
             reloader=self.reloader,
             conditions=self.conditions,
             started=self.started,

@@ -13,14 +13,13 @@ Policy:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import collections
 import re
 import urllib.parse
 
-from agent.github import client, errors
+from agent.github import client, errors, sharing
 
 TEAM_CONFIG = ".github/runner-config.yml"
 MAX_CONFIG_BYTES = 256 * 1024
@@ -37,7 +36,7 @@ class TeamConfigs:
         self._cache: collections.OrderedDict[tuple[str, str, str], str | None] = (
             collections.OrderedDict()
         )
-        self._pending: dict[tuple[str, str, str], asyncio.Future[str | None]] = {}
+        self._shared: sharing.Shared[tuple[str, str, str], str | None] = sharing.Shared()
 
     async def get(
         self, repository: str, sha: str, *, path: str = TEAM_CONFIG, deadline: float | None = None
@@ -51,23 +50,7 @@ class TeamConfigs:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            text = await self._fetch(repository, sha, path, deadline)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a lone caller must not leave it unread
-            raise
-        finally:
-            self._pending.pop(key, None)
-        future.set_result(text)
+        text = await self._shared.run(key, lambda: self._fetch(repository, sha, path, deadline))
         self._cache[key] = text
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)

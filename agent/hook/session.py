@@ -58,6 +58,7 @@ def follow(
                     outcome.job = event
                     if on_job is not None:
                         on_job(event)
+                    _tell_sources(event, reporter)
                 elif kind == "result":
                     outcome.result = event
                     return outcome
@@ -71,3 +72,16 @@ def follow(
                 f"the agent broke off the stream ({exc}); waiting for it and asking again "
                 "(the request is safe to repeat)"
             )
+
+
+def _tell_sources(event: Mapping[str, Any], reporter: report.Reporter) -> None:
+    """Where the job's features came from, and the agent's warnings, in the job's log."""
+    sources = event.get("sources")
+    if isinstance(sources, dict):
+        for source, items in list(sources.items())[:10]:
+            names = [str(i) for i in items][:50] if isinstance(items, list) else []
+            reporter.say("features from the {}: {}".format(source, ", ".join(names) or "none"))
+    warnings = event.get("warnings")
+    if isinstance(warnings, list):
+        for text in warnings[:20]:
+            reporter.warn(str(text))

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
-from agent.github import contents
+from agent.github import contents, joblabels
 from agent.install import coordinator
 from agent.jobs import registry
 from agent.observe import conditions
@@ -36,6 +36,8 @@ class Context:
     """The store's janitor (cache management), or ``None`` before it starts."""
     team_configs: contents.TeamConfigs | None = None
     """Team configs at a job's commit, from GitHub (used when github credentials are set)."""
+    job_labels: joblabels.JobLabels | None = None
+    """The labels a job asked for, from GitHub's jobs API (when credentials are set)."""
 
 
 CONTEXT = web.AppKey("context", Context)

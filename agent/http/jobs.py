@@ -111,6 +111,16 @@ class JobEvent(models.ApiModel):
         default_factory=dict,
         description="Per feature, the writable-home variables and the folders below each for PATH.",
     )
+    sources: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "POST /v1/jobs: where the job's requests came from (runner menu, job labels, "
+            "team config, requests), for the job's log."
+        ),
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What the job's log should warn of."
+    )
 
 
 class JobCompleteRequest(models.ApiRequest):
@@ -228,15 +238,26 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     else:
         target = await ctx.installs.local()
     menu = list(settings.runner.labels)
+    sources: dict[str, list[str]] = {"runner menu": _menu(menu)}
+    warnings: list[str] = []
     team_doc = None
     github = settings.github
+    budget = github.request_timeout_seconds * github.max_attempts
+    if ctx.job_labels is not None and github.configured and body.repository:
+        asked = await teamfiles.job_labels(ctx.job_labels, body, seconds=budget, warn=warnings)
+        if asked is not None and _menu(asked):
+            # The job named its features: it gets those, not the whole menu.
+            menu = asked
+            sources = {"job labels": _menu(asked)}
     if ctx.team_configs is not None and github.configured and body.repository and body.sha:
         team_doc = await teamfiles.at_commit(
-            ctx.team_configs,
-            body.repository,
-            body.sha,
-            seconds=github.request_timeout_seconds * github.max_attempts,
+            ctx.team_configs, body.repository, body.sha, seconds=budget
         )
+        named = team_doc.get("features") if team_doc is not None else None
+        if team_doc is not None:
+            sources["team config"] = [str(f) for f in named][:50] if isinstance(named, list) else []
+    if body.requests:
+        sources["requests"] = list(body.requests)
     # Resolved before the job opens: a bad request leaves nothing open behind it.
     plan = (
         await features.resolve(request, target, labels=menu, extra=body.requests, team_doc=team_doc)
@@ -264,6 +285,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     store = settings.cache.root
     stream = await streaming.open_stream(request)
     event = job_event(ctx.catalog(), str(store), plan, job, secret=True, resumed=opened.resumed)
+    event = event.model_copy(update={"sources": sources, "warnings": warnings})
     await stream.send_model(event)
     try:
         # Before any lookup: an entry found after the lease exists is never evicted. After

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Protocol
 
 from agent.config import loading as config_loading
-from agent.github import contents
+from agent.github import contents, joblabels
 from agent.github import errors as github_errors
 from agent.http import errors
 from agent.platform import plans as wire
@@ -64,3 +65,34 @@ async def at_commit(
         return None
     source = f"{repository}@{sha[:12]}:{contents.TEAM_CONFIG}"
     return await asyncio.to_thread(team_from_yaml, text, source)
+
+
+class _JobStart(Protocol):
+    repository: str | None
+    run_id: str
+    run_attempt: int
+    runner_name: str
+
+
+async def job_labels(
+    labels: joblabels.JobLabels, body: _JobStart, *, seconds: float, warn: list[str]
+) -> list[str] | None:
+    """The labels the job asked for, from GitHub; ``None`` (with a warning in ``warn``)
+    when they cannot be known in time: the runner's menu applies then."""
+    assert body.repository is not None
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        found = await labels.labels(
+            body.repository, body.run_id, body.run_attempt, body.runner_name, deadline=deadline
+        )
+    except github_errors.GitHubError as exc:
+        warn.append(
+            f"the job's labels could not be read from GitHub ({exc}); the runner's menu applies"
+        )
+        return None
+    if found is None:
+        warn.append(
+            f"GitHub lists no job of run {body.run_id} on runner {body.runner_name}; the "
+            "runner's menu applies"
+        )
+    return found

@@ -94,3 +94,33 @@ async def test_a_github_that_refuses_fails_the_job_naming_the_permission(
     assert error["error"]["code"] == "github_error"
     assert "grant contents: read" in error["error"]["message"]
     assert stub.job_token not in agent.logs()
+
+
+JOBS = "/repos/octo/repo/actions/runs/17/attempts/1/jobs"
+
+
+async def test_a_job_that_names_its_features_gets_those_not_the_menu(
+    agent: Agent, stub: Stub
+) -> None:
+    from tests.github.stub import job
+
+    stub.jobs[("octo/repo", "17", "1")] = [job("runner-1", 5, ["self-hosted", "feature:tool"])]
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert events[0]["sources"] == {"job labels": ["tool"]}
+    assert [f["id"] for f in events[-1]["features"]] == ["tool"]
+    assert stub.requests[JOBS] == 1
+    await complete(agent, events[0])
+
+
+async def test_labels_github_cannot_give_fall_back_to_the_menu_with_a_warning(
+    agent: Agent, stub: Stub
+) -> None:
+    stub.fail(JOBS, Failure(403, body=b'{"message": "Resource not accessible by integration"}'))
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert events[0]["sources"] == {"runner menu": []}
+    [warning] = events[0]["warnings"]
+    assert "grant actions: read" in warning
+    assert "the runner's menu applies" in warning
+    await complete(agent, events[0])
