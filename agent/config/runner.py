@@ -8,6 +8,7 @@ A job's other requests come from explicit ``ensure`` steps and the team file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -38,9 +39,46 @@ def _printable(what: str, example: str) -> Callable[[str], str]:
 
 
 Label = Annotated[str, AfterValidator(_printable("a runner label", "feature:node@20"))]
+_FEATURE_RE = re.compile(r"\*|[a-z0-9][a-z0-9._-]{0,63}")
+_GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,100}/[A-Za-z0-9_.*?\[\]!-]{1,100}")
+
+
+def _feature(value: str) -> str:
+    if not _FEATURE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a feature id (such as node or python) or *")
+    return value
+
+
+def _glob(value: str) -> str:
+    if not _GLOB_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a repository glob: expected owner/name with * ? [...], "
+            "e.g. octo/* or */infra-*"
+        )
+    return value
+
+
+PolicyFeature = Annotated[str, AfterValidator(_feature)]
+RepositoryGlob = Annotated[str, AfterValidator(_glob)]
 RunnerName = Annotated[
     str, AfterValidator(_printable("a runner name (its RUNNER_NAME)", "build-host-1"))
 ]
+
+
+class PolicyRule(Section):
+    """One rule of runner.policy: these repositories may request these features."""
+
+    repositories: list[RepositoryGlob] = Field(
+        min_length=1,
+        max_length=64,
+        description="Repository globs, e.g. [octo/infra-*]. Range 1 to 64 globs.",
+    )
+    features: list[PolicyFeature] = Field(
+        max_length=256,
+        description=(
+            "Feature ids they may request, e.g. [terraform, kubectl]; * for any. Range 0 to 256."
+        ),
+    )
 
 
 class RunnerSettings(Section):
@@ -94,6 +132,27 @@ class RunnerSettings(Section):
         description=(
             "How many completed jobs the agent remembers, so a repeated job-completed call "
             "is answered as done. Range 1 to 10000. Default 100."
+        ),
+    )
+    policy: list[PolicyRule] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Which features each repository may request: rules of repository globs "
+            "(octo/*, */infra-*; case-insensitive, as GitHub's names) and feature ids (* "
+            "for any). The first rule, in order, with a glob that matches a job's "
+            "repository decides; a repository no rule matches gets allowed_features. "
+            "Enforced on every path (the job's start, its explicit steps, a direct "
+            "/v1/ensure); an admin token bypasses it. Range 0 to 256 rules. Default none."
+        ),
+    )
+    allowed_features: Annotated[list[PolicyFeature], Field(max_length=256)] | None = Field(
+        default=None,
+        description=(
+            "The features a repository that matches no runner.policy glob may request "
+            "(and a request that names no repository). Default none: any feature; with "
+            "both unset nothing is restricted. Set [] to allow only what policy lists. "
+            "Range 0 to 256 features."
         ),
     )
     shutdown_wait_seconds: Seconds = Field(

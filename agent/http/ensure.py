@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import bodies, errors, features, jobs, models, streaming, teamfiles
+from agent.http import auth, bodies, errors, features, jobs, models, streaming, teamfiles
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
@@ -52,6 +52,14 @@ class EnsureRequest(models.ApiRequest):
         default=None,
         max_length=256 * 1024,
         description="A .github/runner-config.yml document as its YAML text (instead of team).",
+    )
+    repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$",
+        description=(
+            "The repository whose runner.policy applies (owner/name): that of the job "
+            "given, or, without one, of a job open now."
+        ),
     )
     job: jobs.JobRef | None = Field(
         default=None,
@@ -124,6 +132,14 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
         target = features.to_platform(body.target_platform)
     else:
         target = await ctx.installs.local()
+    job: registry.Job | None = None
+    if body.job is not None:
+        try:
+            job = ctx.jobs.running(body.job.id, body.job.secret)
+        except registry.JobError as exc:
+            raise jobs.job_error(exc) from exc
+    admin = auth.presents(request, "admin", lambda: ctx.reloader.current)
+    repository = _repository(ctx.jobs, job, body.repository)
     plan = (
         await features.resolve(
             request,
@@ -132,16 +148,13 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             extra=body.requests,
             team_doc=team_doc,
             options=body.options,
+            policy_for=features.UNCHECKED if admin else repository,
         )
     ).to_data()
-    job: registry.Job | None = None
-    if body.job is not None:
+    if job is not None:
         try:
-            job = ctx.jobs.running(body.job.id, body.job.secret)
             # Before any lookup: an entry found after the lease exists is never evicted.
             await ctx.jobs.lease(job, layout.Store(settings.cache.root), plan)
-        except registry.JobError as exc:
-            raise jobs.job_error(exc) from exc
         except leases.LeaseRefused as exc:
             raise errors.ApiError(503, str(exc)) from exc
         ctx.jobs.add_requests(job, body.requests + _feature_labels(body.labels))
@@ -152,6 +165,31 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     await streaming.run_plan(ctx.installs, plan, stream, started)
     await stream.close()
     return stream.response
+
+
+def _repository(engine: registry.Jobs, job: registry.Job | None, named: str | None) -> str | None:
+    """The repository whose policy applies: the job's; one named without a job only while
+    a job of that repository is open (job code holds the shared job token and could
+    otherwise name any repository to pass another's policy)."""
+    if job is not None:
+        own = job.spec.repository
+        if named is not None and (own or "").lower() != named.lower():
+            raise errors.ApiError(
+                403,
+                f"job {job.id} is of {own or 'no repository'}, not {named}",
+                code="policy",
+            )
+        return own
+    if named is not None and not any(
+        (j.spec.repository or "").lower() == named.lower() for j in engine.current()
+    ):
+        raise errors.ApiError(
+            403,
+            f"no open job is of {named}: ensure on behalf of your job (job: {{id, secret}}), "
+            "or present an admin token",
+            code="policy",
+        )
+    return named
 
 
 def _feature_labels(labels: list[str]) -> list[str]:

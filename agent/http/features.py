@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
-from agent.catalog import requests, resolver, team
+from agent.catalog import policy, requests, resolver, team
 from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.http import bodies, errors, models
@@ -210,6 +210,13 @@ def _check_team_size(doc: wire.JsonObject) -> None:
         )
 
 
+class _Unchecked:
+    """No policy check (a plan only shows what would be installed)."""
+
+
+UNCHECKED = _Unchecked()
+
+
 async def resolve(
     request: web.Request,
     target: model.Platform,
@@ -218,13 +225,15 @@ async def resolve(
     extra: list[str],
     team_doc: wire.JsonObject | None = None,
     options: dict[str, dict[str, str]] | None = None,
+    policy_for: str | _Unchecked | None = UNCHECKED,
 ) -> resolver.Plan:
     """Merge labels, requests (with ``options`` per requested feature) and team
     configuration and resolve them for ``target``, in a thread; errors become 400 (bad
-    input) or 422 (nothing satisfies it)."""
+    input), 403 (outside ``runner.policy`` for the repository ``policy_for``, when one is
+    given: ``None`` is a request that names none) or 422 (nothing satisfies it)."""
     catalog = _catalog(request)
     settings = request.app[CONTEXT].reloader.current.settings
-    args = (catalog, settings, target, labels, extra, team_doc, options or {})
+    args = (catalog, settings, target, labels, extra, team_doc, options or {}, policy_for)
     if team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS:
         return _resolve(*args)  # a fraction of a millisecond: a thread hop costs more
     if team_doc is not None:
@@ -240,6 +249,7 @@ def _resolve(
     extra: list[str],
     team_doc: wire.JsonObject | None,
     options: dict[str, dict[str, str]],
+    policy_for: str | _Unchecked | None = UNCHECKED,
 ) -> resolver.Plan:
     try:
         team_config = team.parse(team_doc, source="team") if team_doc is not None else None
@@ -259,6 +269,14 @@ def _resolve(
         raise errors.ApiError(
             400, str(exc).splitlines()[0], code="invalid_request", details=str(exc).splitlines()
         ) from exc
+    if not isinstance(policy_for, _Unchecked):
+        runner = settings.runner
+        try:
+            policy.check(
+                runner.policy, runner.allowed_features, policy_for, [r.id for r in merged.requests]
+            )
+        except policy.PolicyError as exc:
+            raise errors.ApiError(403, str(exc), code="policy") from exc
     for note in merged.notes:
         # An override is easy to miss in a plan: the agent's log says it too.
         logger.info("request merge: %s", note)

@@ -260,7 +260,14 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         sources["requests"] = list(body.requests)
     # Resolved before the job opens: a bad request leaves nothing open behind it.
     plan = (
-        await features.resolve(request, target, labels=menu, extra=body.requests, team_doc=team_doc)
+        await features.resolve(
+            request,
+            target,
+            labels=menu,
+            extra=body.requests,
+            team_doc=team_doc,
+            policy_for=body.repository,
+        )
     ).to_data()
     spec = registry.JobSpec(
         runner_name=body.runner_name,

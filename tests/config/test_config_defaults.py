@@ -67,6 +67,8 @@ def test_every_default_is_pinned() -> None:
             "max_open_jobs": 64,
             "job_max_seconds": 21600.0,
             "history": 100,
+            "policy": [],
+            "allowed_features": None,
             "shutdown_wait_seconds": 300.0,
         },
         "upstream": {"socket_path": None, "token_file": None, "poll_seconds": 1.0},
