@@ -17,9 +17,9 @@ import ipaddress
 import urllib.parse
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ByteSize, Field, model_validator
 
-from agent.config.fields import AbsolutePath, Seconds, Section
+from agent.config.fields import AbsolutePath, Seconds, Section, Size
 
 
 def _check_api_url(value: str) -> str:
@@ -109,6 +109,45 @@ class GitHubSettings(Section):
             "Attempts of one request through 5xx answers, timeouts and rate limits (with "
             "backoff, and Retry-After or X-RateLimit-Reset honoured within the deadline). "
             "Range 1-10. Default 4."
+        ),
+    )
+
+    webhook_secret_file: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "File holding the webhook's secret: deliveries to server.webhook_address must "
+            "carry X-Hub-Signature-256 made with it, or get 401. Re-read on reload. "
+            "Default none (the webhook listener refuses every delivery)."
+        ),
+    )
+    webhook_max_bytes: Size = Field(
+        default=ByteSize(1024 * 1024),
+        ge=1024,
+        le=25 * 1024 * 1024,
+        description=(
+            "Largest webhook delivery accepted, in bytes. Default 1 MiB (a workflow_job "
+            "delivery is ~10 KB). Range 1 KiB-25 MiB (GitHub's own cap)."
+        ),
+    )
+    scale_sets: dict[
+        Annotated[str, Field(min_length=1, max_length=100)],
+        Annotated[list[str], Field(max_length=64)],
+    ] = Field(
+        default_factory=dict,
+        max_length=256,
+        description=(
+            "Pre-warming: a scale set's (or runner label's) menu, by the label a queued "
+            "job's runs-on names, e.g. {arc-gpu: ['feature:cuda@12']}. Range 0 to 256 sets "
+            "of 64 labels. Default none."
+        ),
+    )
+    prewarm_queue: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description=(
+            "Queued jobs waiting to be pre-warmed at most; a delivery beyond it is "
+            "answered 503 (GitHub shows it failed). Range 1 to 4096. Default 64."
         ),
     )
 

@@ -103,6 +103,15 @@ class ServerSettings(Section):
         ),
         json_schema_extra=RESTART,
     )
+    webhook_address: Address | None = Field(
+        default=None,
+        description=(
+            "Optional host:port of a listener for GitHub webhooks alone "
+            "(POST /v1/webhooks/github, signed with github.webhook_secret_file): queued "
+            "workflow_job deliveries pre-warm the store. Off by default."
+        ),
+        json_schema_extra=RESTART,
+    )
     job_token_file: AbsolutePath | None = Field(
         default=None,
         description=(

@@ -50,6 +50,7 @@ from agent.store import exporting as cache_exporting
 if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
     from agent.github import client as github_client
+    from agent.http import context as http_context
     from agent.install import coordinator
     from agent.jobs import registry as jobs_registry
     from agent.services import gating as services_gating
@@ -114,6 +115,7 @@ class Daemon:
         self._catalog_loaded = asyncio.Event()
         self._signals = 0
         self._api_runner: web.AppRunner | None = None
+        self._webhook_runner: web.AppRunner | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._inflight = draining.InFlight()
         self._socket: Path | None = None
@@ -423,7 +425,36 @@ class Daemon:
             except listeners.BindError as exc:
                 self.conditions.set("api", ok=False, message=str(exc))
                 return
+        if server.webhook_address:
+            try:
+                await self._serve_webhooks(ctx, server.webhook_address)
+                where += f"; webhooks on {server.webhook_address}"
+            except listeners.BindError as exc:
+                self.conditions.set("api", ok=False, message=str(exc))
+                return
         self.conditions.set("api", ok=True, message=f"serving on {where}")
+
+    async def _serve_webhooks(self, ctx: http_context.Context, address: str) -> None:
+        # A listener of its own: GitHub reaches it from outside, the API never is.
+        from agent.http import prewarm, webhooks
+
+        assert self.installs is not None
+        assert ctx.team_configs is not None
+        prewarmer = prewarm.Prewarmer(
+            lambda: self.settings,
+            lambda: self.catalog,
+            self.installs,
+            ctx.team_configs,
+            prewarm.PrewarmMetrics(self.metrics.registry),
+        )
+        hooks = webhooks.Webhooks(
+            lambda: self.settings, prewarmer, webhooks.WebhookMetrics(self.metrics.registry)
+        )
+        runner = web.AppRunner(hooks.app(), access_log=None, shutdown_timeout=0.25)
+        await runner.setup()
+        self._webhook_runner = runner
+        await listeners.start_tcp(runner, address, self._limits)
+        self._spawn(prewarmer.run(), "pre-warmer")
 
     def _job_gate(self, reason: str | None) -> None:
         # Closed while a job is open: dockerd outlives the job when the agent is told to
@@ -506,6 +537,8 @@ class Daemon:
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
+        if self._webhook_runner is not None:
+            await self._webhook_runner.cleanup()
         try:
             # Bounded: a host package install runs in a thread, to its own timeout.
             await asyncio.wait_for(

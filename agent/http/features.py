@@ -235,13 +235,13 @@ async def resolve(
     settings = request.app[CONTEXT].reloader.current.settings
     args = (catalog, settings, target, labels, extra, team_doc, options or {}, policy_for)
     if team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS:
-        return _resolve(*args)  # a fraction of a millisecond: a thread hop costs more
+        return resolve_now(*args)  # a fraction of a millisecond: a thread hop costs more
     if team_doc is not None:
         _check_team_size(team_doc)
-    return await asyncio.to_thread(_resolve, *args)
+    return await asyncio.to_thread(resolve_now, *args)
 
 
-def _resolve(
+def resolve_now(
     catalog: catalog_loading.Catalog,
     settings: config_models.Settings,
     target: model.Platform,

@@ -1,0 +1,155 @@
+"""GitHub webhooks on a listener of their own (``server.webhook_address``).
+
+Policy:
+- ``POST /v1/webhooks/github`` only. The body is read up to ``github.webhook_max_bytes``
+  (413 beyond, before any of it is used) and its ``X-Hub-Signature-256`` (``sha256=`` and
+  the HMAC-SHA256 of the raw body with ``github.webhook_secret_file``) is compared in
+  constant time; a missing or bad signature, or no secret configured, is 401, and nothing
+  of the body is parsed before the check passes;
+- a delivery id (``X-GitHub-Delivery``) seen before is answered 200 ``duplicate`` and
+  not acted on again (the last :data:`DELIVERIES` are remembered);
+- ``ping`` is answered; a ``workflow_job`` delivery with action ``queued`` is offered to
+  the pre-warmer (:mod:`agent.http.prewarm`): 202, or 503 when its queue is full; every
+  other event or action is 202 ``ignored``;
+- ``runner_agent_webhook_deliveries_total{event,result}``, with ``event`` one of the
+  known names or ``other``, so a sender cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from agent.config import models
+from agent.github import credentials
+from agent.github import errors as github_errors
+from agent.http import prewarm
+
+logger = logging.getLogger(__name__)
+
+DELIVERIES = 10_000
+_EVENTS = frozenset({"ping", "workflow_job", "workflow_run", "push", "pull_request"})
+
+
+class WebhookMetrics:
+    """``runner_agent_webhook_deliveries_total{event,result}``."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.deliveries = Counter(
+            "runner_agent_webhook_deliveries",
+            "GitHub webhook deliveries, by event (ping, workflow_job, ..., other) and result "
+            "(accepted, ignored, duplicate, unauthorized, too_large, bad_body, queue_full).",
+            ["event", "result"],
+            registry=registry,
+        )
+
+
+class Webhooks:
+    """The webhook listener's state: the delivery ids seen, the pre-warmer, metrics."""
+
+    def __init__(
+        self,
+        settings: Callable[[], models.Settings],
+        prewarmer: prewarm.Prewarmer,
+        metrics: WebhookMetrics,
+    ) -> None:
+        self._settings = settings
+        self.prewarmer = prewarmer
+        self.metrics = metrics
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def app(self) -> web.Application:
+        """The listener's application."""
+        app = web.Application(client_max_size=25 * 1024 * 1024 + 1024)
+        app.router.add_post("/v1/webhooks/github", self.post)
+        return app
+
+    def _answer(self, event: str, result: str, status: int, text: str) -> web.Response:
+        shown = event if event in _EVENTS else "other"
+        self.metrics.deliveries.labels(shown, result).inc()
+        return web.json_response({"result": result, "message": text}, status=status)
+
+    async def _secret(self) -> bytes | None:
+        path = self._settings().github.webhook_secret_file
+        if path is None:
+            return None
+        try:
+            return await asyncio.to_thread(
+                credentials.read_secret, path, "github.webhook_secret_file"
+            )
+        except github_errors.BadCredentials as exc:
+            logger.error("webhook deliveries refused: %s", exc)
+            return None
+
+    async def _body(self, request: web.Request, limit: int) -> bytes | None:
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        raw = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            raw += chunk
+            if len(raw) > limit:
+                return None
+        return bytes(raw)
+
+    async def post(self, request: web.Request) -> web.Response:
+        """One delivery (see the module)."""
+        event = request.headers.get("X-GitHub-Event", "")[:100]
+        limit = int(self._settings().github.webhook_max_bytes)
+        raw = await self._body(request, limit)
+        if raw is None:
+            return self._answer(event, "too_large", 413, f"a delivery is at most {limit} bytes")
+        secret = await self._secret()
+        given = request.headers.get("X-Hub-Signature-256", "")
+        expected = "sha256=" + hmac.new(secret or b"", raw, hashlib.sha256).hexdigest()
+        if secret is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            return self._answer(
+                event, "unauthorized", 401, "X-Hub-Signature-256 is missing or wrong"
+            )
+        delivery = request.headers.get("X-GitHub-Delivery", "")[:100]
+        if delivery:
+            if delivery in self._seen:
+                return self._answer(event, "duplicate", 200, f"delivery {delivery} was seen")
+            self._seen[delivery] = None
+            while len(self._seen) > DELIVERIES:
+                self._seen.popitem(last=False)
+        if event == "ping":
+            return self._answer(event, "accepted", 200, "pong")
+        if event != "workflow_job":
+            return self._answer(event, "ignored", 202, f"{event or 'no'} event: nothing to do")
+        try:
+            payload = json.loads(raw)
+            job = _queued(payload, delivery)
+        except (ValueError, RecursionError, KeyError, TypeError) as exc:
+            return self._answer(event, "bad_body", 400, f"not a workflow_job delivery: {exc}")
+        if job is None:
+            return self._answer(event, "ignored", 202, "only queued jobs are pre-warmed")
+        if not self.prewarmer.offer(job):
+            return self._answer(event, "queue_full", 503, "the pre-warm queue is full")
+        return self._answer(event, "accepted", 202, f"pre-warming {job.name}")
+
+
+def _queued(payload: object, delivery: str) -> prewarm.Queued | None:
+    if not isinstance(payload, dict):
+        raise TypeError("the body is not a JSON object")
+    if payload.get("action") != "queued":
+        return None
+    job, repository = payload["workflow_job"], payload["repository"]
+    labels = job.get("labels") or []
+    if not isinstance(labels, list):
+        raise TypeError("workflow_job.labels is not a list")
+    sha = job.get("head_sha")
+    return prewarm.Queued(
+        delivery=delivery,
+        repository=str(repository["full_name"])[:201],
+        head_sha=str(sha) if isinstance(sha, str) else None,
+        labels=tuple(str(label)[:200] for label in labels[:64]),
+        name=str(job.get("name", ""))[:200],
+    )
