@@ -4,9 +4,10 @@
 Policy of the policy: the rules are tried in the order they are written and the first
 with a glob that matches the repository (case-insensitively: GitHub's names are) gives
 the allowed feature ids, ``*`` meaning any; a repository no glob matches, or a request that names
-no repository, gets ``allowed_features``; ``None`` there means any. So with nothing set
-nothing is restricted. Only what a request names is checked, not the features those
-require: a feature's own dependencies come with it.
+no repository, gets ``allowed_features``; ``None`` there means any, except for a request
+that names no repository while rules exist: that one is refused (it must not slip past
+them). So with nothing set nothing is restricted. Only what a request names is checked,
+not the features those require: a feature's own dependencies come with it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def check(
             if glob is not None:
                 rule, allowed = f"runner.policy[{index}] ({glob})", each.features
                 break
+    if repository is None and policy and default is None:
+        # Rules restrict repositories; a request that names none must not slip past them.
+        raise PolicyError(
+            "a request that names no repository is outside runner.policy; set "
+            "runner.allowed_features for such requests, or ensure on behalf of a job"
+        )
     if allowed is None or "*" in allowed:
         return
     for feature in requested:

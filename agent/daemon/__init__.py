@@ -509,6 +509,10 @@ class Daemon:
         self.conditions.set("lifecycle", ok=False, message="shutting down")
         if self.jobs is not None:
             self.jobs.stop_accepting()  # the API serves on for open jobs, opens no new one
+        if self._webhook_runner is not None:
+            # No more pre-warming: a stopping agent takes no new work from outside.
+            await self._webhook_runner.cleanup()
+            self._webhook_runner = None
         if self._api_task is not None and not self._api_task.done():
             # Still importing or binding: it must not bind a socket (or start installs)
             # after the shutdown has passed it by. What it built is stopped below.
@@ -537,8 +541,6 @@ class Daemon:
                     self._inflight.count,
                 )
             await self._api_runner.cleanup()
-        if self._webhook_runner is not None:
-            await self._webhook_runner.cleanup()
         try:
             # Bounded: a host package install runs in a thread, to its own timeout.
             await asyncio.wait_for(

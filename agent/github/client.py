@@ -24,6 +24,7 @@ import logging
 import re
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ from agent.kits import tls
 logger = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
+EXCHANGE_SECONDS = 30.0
+"""Longest an App's installation token exchange may take, retries included."""
 ACCEPT = "application/vnd.github+json"
 API_VERSION = "2022-11-28"
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
@@ -60,6 +63,7 @@ class _Transient(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.delay: float | None = None
 
 
 def _rate_limit_wait(status: int, headers: Mapping[str, str]) -> float | None:
@@ -88,6 +92,7 @@ class Client:
     def __init__(self, settings: Callable[[], models.Settings]) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._credentials: credentials.Credentials | None = None
         self._credentials_for: GitHubSettings | None = None
         self.requests = 0
@@ -98,14 +103,17 @@ class Client:
         return self._settings().github.api_url
 
     def _session_for_use(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # trust_env: the environment's proxies (and netrc-free), unless the
-            # installer's settings name one (see _proxy).
-            self._session = aiohttp.ClientSession(trust_env=True)
+        if self._closed:
+            raise errors.Unavailable("the agent is stopping: no more GitHub requests")
+        if self._session is None:
+            # Not trust_env: it would also read ~/.netrc and add its credentials. The
+            # environment's proxies are read by _proxy instead.
+            self._session = aiohttp.ClientSession()
         return self._session
 
     async def close(self) -> None:
-        """Close the session (the daemon's shutdown)."""
+        """Close the session for good (the daemon's shutdown)."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
@@ -119,7 +127,11 @@ class Client:
         return self._credentials
 
     async def _exchange(self, path: str, jwt: str) -> dict[str, Any]:
-        answer = await self.request("POST", path, authorization=f"Bearer {jwt}", need="")
+        # Bounded: every request waits behind it (one exchange at a time).
+        deadline = asyncio.get_running_loop().time() + EXCHANGE_SECONDS
+        answer = await self.request(
+            "POST", path, authorization=f"Bearer {jwt}", need="", deadline=deadline
+        )
         if not isinstance(answer.data, dict):
             raise errors.BadAnswer(f"POST {path} answered no JSON object")
         return answer.data
@@ -137,9 +149,14 @@ class Client:
     def _proxy(self, url: str) -> str | None:
         installer = self._settings().installer
         proxy = installer.https_proxy if url.startswith("https:") else installer.http_proxy
-        if not proxy:
-            return None  # the environment's (trust_env), or none
         host = urllib.parse.urlsplit(url).hostname or ""
+        if proxy is None:  # the environment's, with its no_proxy
+            env = urllib.request.getproxies_environment()
+            if urllib.request.proxy_bypass_environment(host, env):  # type: ignore[attr-defined]
+                return None
+            return env.get("https" if url.startswith("https:") else "http") or None
+        if not proxy:
+            return None  # '': none
         for entry in (installer.no_proxy or "").split(","):
             entry = entry.strip().lstrip(".")
             if entry and (host == entry or host.endswith("." + entry)):
@@ -171,23 +188,26 @@ class Client:
         loop = asyncio.get_running_loop()
         waits = tenacity.wait_random_exponential(multiplier=0.5, max=30)
 
-        def wait(state: tenacity.RetryCallState) -> float:
+        def delay(state: tenacity.RetryCallState) -> float:
+            # Computed once per failure, so stop() and wait() agree on the same sleep.
             exc = state.outcome.exception() if state.outcome else None
-            hint = exc.retry_after if isinstance(exc, _Transient) else None
-            return max(hint or 0.0, waits(state))
+            if not isinstance(exc, _Transient):
+                return 0.0
+            if exc.delay is None:
+                exc.delay = max(exc.retry_after or 0.0, waits(state))
+            return exc.delay
 
         def stop(state: tenacity.RetryCallState) -> bool:
             if state.attempt_number >= settings.max_attempts:
                 return True
-            exc = state.outcome.exception() if state.outcome else None
-            hint = exc.retry_after if isinstance(exc, _Transient) else None
-            return deadline is not None and loop.time() + (hint or 0.0) > deadline
+            # No sleep that ends past the deadline, and no request sent after it.
+            return deadline is not None and loop.time() + delay(state) + 0.1 >= deadline
 
         retried = 0
         try:
             async for attempt in tenacity.AsyncRetrying(
                 stop=stop,
-                wait=wait,
+                wait=delay,
                 retry=tenacity.retry_if_exception_type(_Transient),
                 reraise=True,
             ):
@@ -223,11 +243,23 @@ class Client:
         url = self.url(path)
         if not self._same_origin(url):
             raise errors.BadAnswer(f"{url} is not on github.api_url; the token stays home")
+        if authorization is None:
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            try:
+                authorization = await asyncio.wait_for(
+                    self.credentials().authorization(),
+                    timeout=EXCHANGE_SECONDS + 5 if left is None else max(0.1, left),
+                )
+            except TimeoutError:
+                raise errors.Unavailable(
+                    "no GitHub App installation token in time (the exchange is slow or "
+                    "rate-limited)"
+                ) from None
         headers = {
             "Accept": accept,
             "X-GitHub-Api-Version": API_VERSION,
             "User-Agent": "runner-agent",
-            "Authorization": authorization or await self.credentials().authorization(),
+            "Authorization": authorization,
         }
         timeout = settings.request_timeout_seconds
         if deadline is not None:
@@ -258,8 +290,11 @@ class Client:
                 errors.Unavailable(f"{method} {shown}: no answer within {timeout:.0f} s")
             ) from None
         except aiohttp.ClientError as exc:
+            # Not str(exc): it can carry a proxy's URL with its user and password.
             raise _Transient(
-                errors.Unavailable(f"{method} {shown}: cannot reach {self.api_url}: {exc}")
+                errors.Unavailable(
+                    f"{method} {shown}: cannot reach {self.api_url} ({type(exc).__name__})"
+                )
             ) from None
         try:
             data = json.loads(raw) if raw else None

@@ -17,15 +17,30 @@ import base64
 import binascii
 import collections
 import re
+import time
 import urllib.parse
 
 from agent.github import client, errors, sharing
 
 TEAM_CONFIG = ".github/runner-config.yml"
 MAX_CONFIG_BYTES = 256 * 1024
-CACHE_ENTRIES = 4096
+CACHE_ENTRIES = 1024
+CACHE_BYTES = 16 * 1024 * 1024
+"""The cache holds at most this much text in all (oldest out first)."""
+MISSING_SECONDS = 300.0
+"""A "no file" answer is kept this long: GitHub answers 404 for no access too, and a
+permission granted later must apply without a restart."""
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def check_repository(repository: str) -> str:
+    """``repository`` if it is owner/name (no ``.`` or ``..`` part: it goes into URLs)."""
+    if not _REPOSITORY.fullmatch(repository) or any(
+        part in (".", "..") for part in repository.split("/")
+    ):
+        raise errors.GitHubError(f"{repository!r} is not owner/name")
+    return repository
 
 
 class TeamConfigs:
@@ -33,27 +48,34 @@ class TeamConfigs:
 
     def __init__(self, api: client.Client) -> None:
         self.api = api
-        self._cache: collections.OrderedDict[tuple[str, str, str], str | None] = (
+        self._cache: collections.OrderedDict[tuple[str, str, str], tuple[float, str | None]] = (
             collections.OrderedDict()
         )
+        self._bytes = 0
         self._shared: sharing.Shared[tuple[str, str, str], str | None] = sharing.Shared()
 
     async def get(
         self, repository: str, sha: str, *, path: str = TEAM_CONFIG, deadline: float | None = None
     ) -> str | None:
         """The file's text at ``sha``, or ``None`` when the commit has none."""
-        if not _REPOSITORY.fullmatch(repository) or repository.split("/")[0] in (".", ".."):
-            raise errors.GitHubError(f"{repository!r} is not owner/name")
+        check_repository(repository)
         if not _SHA.fullmatch(sha):
             raise errors.GitHubError(f"{sha!r} is not a commit sha (40 or 64 hex digits)")
         key = (repository, sha, path)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        cached = self._cache.get(key)
+        if cached is not None:
+            at, text = cached
+            if text is not None or time.monotonic() - at < MISSING_SECONDS:
+                self._cache.move_to_end(key)
+                return text
+            del self._cache[key]
         text = await self._shared.run(key, lambda: self._fetch(repository, sha, path, deadline))
-        self._cache[key] = text
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+        if key not in self._cache:
+            self._cache[key] = (time.monotonic(), text)
+            self._bytes += len(text or "")
+        while len(self._cache) > CACHE_ENTRIES or self._bytes > CACHE_BYTES:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._bytes -= len(old or "")
         return text
 
     async def _fetch(

@@ -145,7 +145,11 @@ class App:
             when = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00"))
         except ValueError as exc:
             raise errors.BadAnswer(f"expires_at {expires[:40]!r} is not a time") from exc
-        self._token, self._expires = token, when.timestamp()
+        # Replaced REFRESH_BEFORE ahead, or at half its life when it is shorter (a skewed
+        # clock must not mint a token per request).
+        life = when.timestamp() - time.time()
+        self._token = token
+        self._expires = when.timestamp() - max(0.0, min(REFRESH_BEFORE, life / 2)) + REFRESH_BEFORE
         self.exchanges += 1
 
 

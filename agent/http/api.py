@@ -181,7 +181,7 @@ def _all_routes() -> list[routing.Route]:
             "Install what the requests need and is missing; NDJSON progress, then the result",
             request=ensure.EnsureRequest,
             response=ensure.EnsureEvent,
-            errors=(422, 503),
+            errors=(403, 404, 422, 503),
             media_type="application/x-ndjson",
         ),
         routing.Route(
@@ -193,7 +193,7 @@ def _all_routes() -> list[routing.Route]:
             "job event, the ensure events, then the result",
             request=jobs.JobStartRequest,
             response=jobs.JobEvent,
-            errors=(403, 409, 422, 503),
+            errors=(403, 409, 422, 502, 503),
             media_type="application/x-ndjson",
         ),
         routing.Route(

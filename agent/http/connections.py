@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 
 SOFT_LIMIT_CEILING = 65536
 """The soft open-files limit is raised to the hard limit, but never past this."""
-LISTENERS = 3
-"""Listeners the descriptors are shared among: probe, API socket, API TCP."""
+LISTENERS = 4
+"""Listeners the descriptors are shared among: probe, API socket, API TCP, webhooks."""
 MIN_CONNECTIONS = 16
 """A listener's cap never goes below this, however low the open-files limit."""
 MAX_LINE = 8190

@@ -57,8 +57,8 @@ class EnsureRequest(models.ApiRequest):
         default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$",
         description=(
-            "The repository whose runner.policy applies (owner/name): that of the job "
-            "given, or, without one, of a job open now."
+            "The repository whose runner.policy applies (owner/name): only with the job "
+            "given, and only its own."
         ),
     )
     job: jobs.JobRef | None = Field(
@@ -139,7 +139,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
         except registry.JobError as exc:
             raise jobs.job_error(exc) from exc
     admin = auth.presents(request, "admin", lambda: ctx.reloader.current)
-    repository = _repository(ctx.jobs, job, body.repository)
+    repository = _repository(job, body.repository)
     plan = (
         await features.resolve(
             request,
@@ -167,10 +167,10 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
     return stream.response
 
 
-def _repository(engine: registry.Jobs, job: registry.Job | None, named: str | None) -> str | None:
-    """The repository whose policy applies: the job's; one named without a job only while
-    a job of that repository is open (job code holds the shared job token and could
-    otherwise name any repository to pass another's policy)."""
+def _repository(job: registry.Job | None, named: str | None) -> str | None:
+    """The repository whose policy applies: the job's (when policy trusts it). One named
+    without its job is refused: job code holds the shared job token and could otherwise
+    name any repository to pass under another's rule."""
     if job is not None:
         own = job.spec.repository
         if named is not None and (own or "").lower() != named.lower():
@@ -179,17 +179,15 @@ def _repository(engine: registry.Jobs, job: registry.Job | None, named: str | No
                 f"job {job.id} is of {own or 'no repository'}, not {named}",
                 code="policy",
             )
-        return own
-    if named is not None and not any(
-        (j.spec.repository or "").lower() == named.lower() for j in engine.current()
-    ):
+        return own if job.spec.trusted else None
+    if named is not None:
         raise errors.ApiError(
             403,
-            f"no open job is of {named}: ensure on behalf of your job (job: {{id, secret}}), "
-            "or present an admin token",
+            f"a request may name {named} only with its job: ensure on behalf of your job "
+            "(job: {id, secret}), or present an admin token",
             code="policy",
         )
-    return named
+    return None
 
 
 def _feature_labels(labels: list[str]) -> list[str]:

@@ -62,7 +62,9 @@ class JobStartRequest(models.ApiRequest):
     run_id: str = Field(pattern=r"^[0-9]{1,20}$", description="GITHUB_RUN_ID")
     run_attempt: int = Field(default=1, ge=1, le=10000, description="GITHUB_RUN_ATTEMPT")
     job: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE, description="GITHUB_JOB")
-    repository: str | None = Field(default=None, max_length=200, pattern=_PRINTABLE)
+    repository: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
+    )
     workflow: str | None = Field(default=None, max_length=300, pattern=_PRINTABLE)
     workflow_ref: str | None = Field(default=None, max_length=1000, pattern=_PRINTABLE)
     sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,64}$")
@@ -224,7 +226,7 @@ def job_event(
 
 
 def _menu(labels: list[str]) -> list[str]:
-    return [label.removeprefix("feature:") for label in labels if label.startswith("feature:")]
+    return [label[len("feature:") :] for label in labels if label.lower().startswith("feature:")]
 
 
 async def post_job(request: web.Request) -> web.StreamResponse:
@@ -237,18 +239,26 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         target = features.to_platform(body.platform)
     else:
         target = await ctx.installs.local()
+    try:
+        ctx.jobs.admits(body.runner_name)  # before any GitHub request is spent on it
+    except registry.JobError as exc:
+        raise job_error(exc) from exc
     menu = list(settings.runner.labels)
     sources: dict[str, list[str]] = {"runner menu": _menu(menu)}
     warnings: list[str] = []
     team_doc = None
     github = settings.github
     budget = github.request_timeout_seconds * github.max_attempts
+    # Without GitHub the repository is the hook's word (docs/jobs.md: one trust domain
+    # per agent); with it, only a job GitHub shows running here in it is trusted.
+    trusted = True
     if ctx.job_labels is not None and github.configured and body.repository:
-        asked = await teamfiles.job_labels(ctx.job_labels, body, seconds=budget, warn=warnings)
-        if asked is not None and _menu(asked):
+        running = await teamfiles.running_job(ctx.job_labels, body, seconds=budget, warn=warnings)
+        trusted = running is not None
+        if running is not None and _menu(list(running.labels)):
             # The job named its features: it gets those, not the whole menu.
-            menu = asked
-            sources = {"job labels": _menu(asked)}
+            menu = list(running.labels)
+            sources = {"job labels": _menu(menu)}
     if ctx.team_configs is not None and github.configured and body.repository and body.sha:
         team_doc = await teamfiles.at_commit(
             ctx.team_configs, body.repository, body.sha, seconds=budget
@@ -266,7 +276,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
             labels=menu,
             extra=body.requests,
             team_doc=team_doc,
-            policy_for=body.repository,
+            policy_for=body.repository if trusted else None,
         )
     ).to_data()
     spec = registry.JobSpec(
@@ -279,6 +289,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         workflow_ref=body.workflow_ref,
         sha=body.sha,
         event_name=body.event_name,
+        trusted=trusted,
         gpus=registry.Gpus(body.gpus.kind, tuple(body.gpus.devices)) if body.gpus else None,
     )
     supersede = (body.supersede.id, body.supersede.secret) if body.supersede else None

@@ -7,8 +7,8 @@ Policy:
 - one worker takes them in order: the requests are the team config at the job's
   ``head_sha`` (when github credentials are set), the menu of each label that
   ``github.scale_sets`` maps, and the job's own ``feature:`` labels; policy applies first,
-  for the job's repository, as it would at the job's start: a refused request is dropped
-  and counted, the rest installed;
+  for the job's repository, as it would at the job's start: a job with a refused request
+  is not pre-warmed at all (its start will be refused the same way), and is counted;
 - installs go through the same coordinator as every ensure, so a job that starts while
   its features are being pre-warmed waits for that install, never a second one;
 - every outcome is counted in ``runner_agent_prewarm_installs_total{result}`` and logged;
@@ -105,7 +105,7 @@ class Prewarmer:
         labels: list[str] = []
         for label in job.labels:
             labels.extend(github.scale_sets.get(label, []))
-        labels.extend(label for label in job.labels if label.startswith("feature:"))
+        labels.extend(label for label in job.labels if label.lower().startswith("feature:"))
         return labels
 
     async def warm(self, job: Queued) -> None:

@@ -74,15 +74,16 @@ class _JobStart(Protocol):
     runner_name: str
 
 
-async def job_labels(
+async def running_job(
     labels: joblabels.JobLabels, body: _JobStart, *, seconds: float, warn: list[str]
-) -> list[str] | None:
-    """The labels the job asked for, from GitHub; ``None`` (with a warning in ``warn``)
-    when they cannot be known in time: the runner's menu applies then."""
+) -> joblabels.RunningJob | None:
+    """The job GitHub says this runner runs now; ``None`` (with a warning in ``warn``)
+    when GitHub lists none or cannot say in time: the runner's menu applies then, and
+    policy does not trust the repository the hook named."""
     assert body.repository is not None
     deadline = asyncio.get_running_loop().time() + seconds
     try:
-        found = await labels.labels(
+        found = await labels.running(
             body.repository, body.run_id, body.run_attempt, body.runner_name, deadline=deadline
         )
     except github_errors.GitHubError as exc:
@@ -92,7 +93,8 @@ async def job_labels(
         return None
     if found is None:
         warn.append(
-            f"GitHub lists no job of run {body.run_id} on runner {body.runner_name}; the "
-            "runner's menu applies"
+            f"GitHub lists no job of run {body.run_id} in progress on runner "
+            f"{body.runner_name}; the runner's menu applies, and {body.repository}'s "
+            "policy rule does not"
         )
     return found

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 
 from aiohttp import web
@@ -36,6 +37,9 @@ from agent.http import prewarm
 logger = logging.getLogger(__name__)
 
 DELIVERIES = 10_000
+READERS = 4
+"""Deliveries whose bodies are read at once (each up to github.webhook_max_bytes)."""
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 _EVENTS = frozenset({"ping", "workflow_job", "workflow_run", "push", "pull_request"})
 
 
@@ -65,6 +69,7 @@ class Webhooks:
         self.prewarmer = prewarmer
         self.metrics = metrics
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._reading = asyncio.Semaphore(READERS)
 
     def app(self) -> web.Application:
         """The listener's application."""
@@ -102,24 +107,33 @@ class Webhooks:
     async def post(self, request: web.Request) -> web.Response:
         """One delivery (see the module)."""
         event = request.headers.get("X-GitHub-Event", "")[:100]
+        given = request.headers.get("X-Hub-Signature-256", "")
+        unauthorized = "X-Hub-Signature-256 is missing or wrong"
+        if not _SIGNATURE.fullmatch(given):  # before a byte of the body is read
+            return self._answer(event, "unauthorized", 401, unauthorized)
         limit = int(self._settings().github.webhook_max_bytes)
-        raw = await self._body(request, limit)
+        async with self._reading:  # bounded: bodies are held in memory until checked
+            raw = await self._body(request, limit)
         if raw is None:
             return self._answer(event, "too_large", 413, f"a delivery is at most {limit} bytes")
         secret = await self._secret()
-        given = request.headers.get("X-Hub-Signature-256", "")
         expected = "sha256=" + hmac.new(secret or b"", raw, hashlib.sha256).hexdigest()
         if secret is None or not hmac.compare_digest(given.encode(), expected.encode()):
-            return self._answer(
-                event, "unauthorized", 401, "X-Hub-Signature-256 is missing or wrong"
-            )
+            return self._answer(event, "unauthorized", 401, unauthorized)
         delivery = request.headers.get("X-GitHub-Delivery", "")[:100]
-        if delivery:
-            if delivery in self._seen:
-                return self._answer(event, "duplicate", 200, f"delivery {delivery} was seen")
-            self._seen[delivery] = None
+        # Replays: by id, and by the signed body itself (an id is not signed).
+        marks = [m for m in (delivery, "sha256:" + hashlib.sha256(raw).hexdigest()) if m]
+        if any(m in self._seen for m in marks):
+            return self._answer(event, "duplicate", 200, f"delivery {delivery} was seen")
+        answer = self._act(event, raw, delivery)
+        if answer.status < 300:  # a refused delivery may come again (GitHub redelivers)
+            for mark in marks:
+                self._seen[mark] = None
             while len(self._seen) > DELIVERIES:
                 self._seen.popitem(last=False)
+        return answer
+
+    def _act(self, event: str, raw: bytes, delivery: str) -> web.Response:
         if event == "ping":
             return self._answer(event, "accepted", 200, "pong")
         if event != "workflow_job":
@@ -127,8 +141,10 @@ class Webhooks:
         try:
             payload = json.loads(raw)
             job = _queued(payload, delivery)
-        except (ValueError, RecursionError, KeyError, TypeError) as exc:
-            return self._answer(event, "bad_body", 400, f"not a workflow_job delivery: {exc}")
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+            return self._answer(
+                event, "bad_body", 400, f"not a workflow_job delivery: {str(exc)[:200]}"
+            )
         if job is None:
             return self._answer(event, "ignored", 202, "only queued jobs are pre-warmed")
         if not self.prewarmer.offer(job):

@@ -110,6 +110,9 @@ class JobSpec:
     sha: str | None = None
     event_name: str | None = None
     gpus: Gpus | None = None
+    trusted: bool = True
+    """Whether policy trusts ``repository``: with GitHub credentials, only when GitHub
+    showed this runner running a job of it."""
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -225,13 +228,7 @@ class Jobs:
         id and that job's secret) does not end."""
         digest = _digest(claim)
         superseded: Job | None = None
-        allowed = self._runners()
-        if allowed and spec.runner_name not in allowed:
-            raise UnknownRunner(
-                f"runner {spec.runner_name!r} is not one this agent serves "
-                f"(runner.names: {', '.join(allowed)}); add it there, or point this runner's "
-                "RUNNER_AGENT_SOCKET at its own agent"
-            )
+        self.admits(spec.runner_name)
         async with self._lock:
             current = self._by_runner.get(spec.runner_name)
             if (
@@ -425,6 +422,17 @@ class Jobs:
     def stop_accepting(self) -> None:
         """Shutdown began: no new job opens (the API serves on for the open ones)."""
         self._stopping = True
+
+    def admits(self, runner_name: str) -> None:
+        """:class:`UnknownRunner` unless ``runner.names`` allows ``runner_name`` (checked
+        before a job costs anything, GitHub requests included)."""
+        allowed = self._runners()
+        if allowed and runner_name not in allowed:
+            raise UnknownRunner(
+                f"runner {runner_name!r} is not one this agent serves "
+                f"(runner.names: {', '.join(allowed)}); add it there, or point this runner's "
+                "RUNNER_AGENT_SOCKET at its own agent"
+            )
 
     def current(self) -> list[Job]:
         """The open jobs, oldest first."""

@@ -48,3 +48,10 @@ def test_no_repository_gets_the_default() -> None:
 def test_nothing_set_restricts_nothing() -> None:
     policy.check([], None, "octo/app", ["cuda"])
     policy.check([], None, None, ["cuda"])
+
+
+def test_rules_without_a_default_refuse_a_request_naming_no_repository() -> None:
+    # A catch-all rule must not be escaped by leaving the repository out.
+    rules = [PolicyRule(repositories=["*/*"], features=["node"])]
+    with pytest.raises(policy.PolicyError, match=r"names no repository is outside runner\.policy"):
+        policy.check(rules, None, None, ["cuda"])

@@ -165,8 +165,10 @@ class Stub:
         return web.json_response({"total_count": len(jobs), "jobs": chunk}, headers=headers)
 
 
-def job(runner_name: str, job_id: int, labels: list[str]) -> dict[str, Any]:
-    """The published job payload with this runner, id and labels."""
+def job(
+    runner_name: str, job_id: int, labels: list[str], status: str = "in_progress"
+) -> dict[str, Any]:
+    """The published job payload with this runner, id, labels and status."""
     item = copy.deepcopy(fixture("list-jobs-for-workflow-run-attempt.json")["jobs"][0])
-    item.update(id=job_id, runner_name=runner_name, labels=labels)
+    item.update(id=job_id, runner_name=runner_name, labels=labels, status=status)
     return item

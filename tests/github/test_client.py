@@ -114,3 +114,24 @@ async def test_a_stalled_answer_times_out_and_is_retried(
     api = make_client(request_timeout_seconds=1)
     assert len(await api.get_all(JOBS, key="jobs", need="actions: read")) == 1
     assert stub.requests[JOBS] == 2
+
+
+async def test_a_proxys_password_never_reaches_an_error(
+    stub: Stub, make_client: MakeClient
+) -> None:
+    from tests.support.agentproc import free_port
+
+    api = make_client()
+    settings = api._settings()
+    proxied = settings.model_copy(
+        update={
+            "installer": settings.installer.model_copy(
+                update={"http_proxy": f"http://user:s3cretpw@127.0.0.1:{free_port()}"}
+            )
+        }
+    )
+    api._settings = lambda: proxied
+    with pytest.raises(errors.Unavailable) as info:
+        await api.get_all(JOBS, key="jobs", need="actions: read")
+    assert "s3cretpw" not in str(info.value)
+    assert "ClientProxyConnectionError" in str(info.value) or "cannot reach" in str(info.value)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.github.stub import SHA, Failure, Stub
+from tests.github.stub import SHA, Failure, Stub, job
 from tests.http.test_ensure_api import ARCHIVE, BODY, _config, post_ndjson
 from tests.support.agentproc import Agent, Starter
 from tests.support.server import Reply, Server
@@ -102,8 +102,6 @@ JOBS = "/repos/octo/repo/actions/runs/17/attempts/1/jobs"
 async def test_a_job_that_names_its_features_gets_those_not_the_menu(
     agent: Agent, stub: Stub
 ) -> None:
-    from tests.github.stub import job
-
     stub.jobs[("octo/repo", "17", "1")] = [job("runner-1", 5, ["self-hosted", "feature:tool"])]
     status, events = await post_ndjson(agent, "/v1/jobs", start())
     assert status == 200, events
@@ -124,3 +122,27 @@ async def test_labels_github_cannot_give_fall_back_to_the_menu_with_a_warning(
     assert "grant actions: read" in warning
     assert "the runner's menu applies" in warning
     await complete(agent, events[0])
+
+
+async def test_a_repository_github_does_not_confirm_gets_no_rule_of_its_own(
+    start_agent: Starter, http_server: Server, stub: Stub, tmp_path: Path
+) -> None:
+    # Job code claims a trusted repository for a job GitHub shows nowhere: that
+    # repository's rule does not apply; the default (nothing) does.
+    token = tmp_path / "github.token"
+    token.write_text(stub.job_token)
+    config = _config(start_agent, http_server)
+    config["github"] = {"api_url": stub.url, "token_file": str(token), "max_attempts": 1}
+    config["runner"] = {
+        "policy": [{"repositories": ["octo/repo"], "features": ["tool"]}],
+        "allowed_features": [],
+    }
+    agent = start_agent.start(config)
+    status, [error] = await post_ndjson(agent, "/v1/jobs", start(requests=["tool"]))
+    assert status == 403, error
+    assert "runner.allowed_features" in error["error"]["message"]
+    stub.jobs[("octo/repo", "18", "1")] = [job("runner-1", 5, ["self-hosted"])]
+    http_server.route(ARCHIVE, Reply(body=BODY))
+    status, events = await post_ndjson(agent, "/v1/jobs", start(run_id="18", requests=["tool"]))
+    assert status == 200, events
+    assert events[-1]["ok"] is True

@@ -72,7 +72,8 @@ def deliver(
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        with exc:
+            return exc.code, json.loads(exc.read() or b"{}")
 
 
 def queued(labels: list[str] | None = None) -> dict[str, Any]:
@@ -102,14 +103,16 @@ async def test_a_queued_job_is_prewarmed_and_its_ensure_is_a_hit(agent: Agent, s
     status, answer = deliver(agent, queued())
     assert (status, answer["result"]) == (202, "accepted"), answer
     store = agent.config.parent / "store"  # type: ignore[union-attr]
+    # Done when the pre-warmer counted all three (an entry is complete on disk a moment
+    # before its install has ended: an ensure then would join it, not hit it).
     await until(
-        lambda: all((store / f / "1.0.0" / "x64.complete").exists() for f in FEATURES),
+        lambda: metric(agent, 'runner_agent_prewarm_installs_total{result="installed"} 3.0'),
         "the three features pre-warmed",
         agent,
     )
+    assert all((store / f / "1.0.0" / "x64.complete").exists() for f in FEATURES)
     _, events = await ensure(agent, {"requests": list(FEATURES)})
     assert [f["result"] for f in events[-1]["features"]] == ["hit", "hit", "hit"]
-    assert metric(agent, 'runner_agent_prewarm_installs_total{result="installed"} 3.0')
     assert metric(
         agent, 'runner_agent_webhook_deliveries_total{event="workflow_job",result="accepted"} 1.0'
     )
@@ -159,3 +162,23 @@ def test_other_events_and_actions_are_ignored(agent: Agent) -> None:
     assert (status, answer["result"]) == (202, "ignored")
     status, answer = deliver(agent, None, raw=b"[1, 2", delivery="d-5")
     assert (status, answer["result"]) == (400, "bad_body")
+
+
+def test_a_malformed_signature_is_refused_before_the_body_is_read(agent: Agent) -> None:
+    body = json.dumps(queued()).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        agent.extra["webhooks"] + "/v1/webhooks/github",
+        data=body,
+        headers={"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": "sha256=zz\u00e9"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback
+    info.value.close()
+    assert info.value.code == 401
+
+
+def test_a_signed_body_replayed_under_a_new_id_is_a_duplicate(agent: Agent) -> None:
+    payload = {"zen": "Keep it logically awesome."}
+    assert deliver(agent, payload, event="ping", delivery="d-10")[0] == 200
+    status, answer = deliver(agent, payload, event="ping", delivery="d-11")
+    assert (status, answer["result"]) == (200, "duplicate")

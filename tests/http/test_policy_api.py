@@ -55,7 +55,7 @@ async def test_a_direct_ensure_naming_another_repository_is_refused(agent: Agent
     # Job code of octo/app asks as if it were octo/tools-ci, with or without its job.
     status, [error] = await ensure(agent, {"requests": ["tool"], "repository": "octo/tools-ci"})
     assert status == 403
-    assert "no open job is of octo/tools-ci" in error["error"]["message"]
+    assert "may name octo/tools-ci only with its job" in error["error"]["message"]
     status, [error] = await ensure(
         agent, {"requests": ["tool"], "repository": "octo/tools-ci", "job": job}
     )
