@@ -85,7 +85,7 @@ def test_the_image_is_what_it_says(built: images.Images, agent_image: str) -> No
         "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "sh", agent_image,
         "-c",
         "command -v gcc cc make; "
-        "ls -d /root/.cache /opt/runner-agent/lib/*/site-packages/setuptools; "
+        "ls -d ~root/.cache /opt/runner-agent/lib/*/site-packages/setuptools; "
         "ls -A /var/lib/apt/lists; ls -A /var/cache/apt; python -m pip --version | cut -c1-4",
         check=False,
     )  # fmt: skip
