@@ -160,6 +160,11 @@ def stack(built: images.Images, engine: docker.Engine, tmp_path: Path) -> Iterat
              "down", "-v", "--timeout", "20"],
             env=up.env, capture_output=True, timeout=300, check=False,
         )  # fmt: skip
+    # The teardown leaves no container and no volume of the stack behind.
+    containers = engine.docker("ps", "-a", "--format", "{{.Names}}").stdout.decode()
+    volumes = engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.decode()
+    assert up.project not in containers
+    assert up.project not in volumes
 
 
 JOB_ENV = {
@@ -288,12 +293,3 @@ def test_the_stack_runs_a_job_and_a_container_job(stack: Stack, built: images.Im
     )
     _, jobs = agent.get("/v1/jobs/current", "/run/runner-agent/api.sock")
     assert jobs == {"jobs": []}
-
-
-def test_the_stack_leaves_nothing_behind(engine: docker.Engine) -> None:
-    # After the stack's teardown (the test above): no container and no volume of it.
-    project = f"ratest{os.getpid()}"
-    containers = engine.docker("ps", "-a", "--format", "{{.Names}}").stdout.decode()
-    volumes = engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.decode()
-    assert project not in containers
-    assert project not in volumes
