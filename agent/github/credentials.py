@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Protocol
 
 from agent.config.github import GitHubSettings
 from agent.github import errors
+from agent.kits import secretfiles
 
 MAX_SECRET_BYTES = 16 * 1024
 REFRESH_BEFORE = 300.0
@@ -32,26 +31,12 @@ JWT_BACKDATE = 60
 JWT_LIFETIME = 540
 
 
-def read_secret(path: Path, setting: str) -> bytes:
+def read_secret(path: Path, setting: str, *, single_line: bool = False) -> bytes:
     """The file's bytes, stripped; :class:`errors.BadCredentials` naming ``setting``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise errors.BadCredentials(f"{setting} {path} is not a regular file")
-            raw = os.read(fd, MAX_SECRET_BYTES + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise errors.BadCredentials(
-            f"cannot read {setting} {path}: {exc.strerror}; mount the secret there"
-        ) from exc
-    if len(raw) > MAX_SECRET_BYTES:
-        raise errors.BadCredentials(f"{setting} {path} is over {MAX_SECRET_BYTES} bytes")
-    value = raw.strip()
-    if not value:
-        raise errors.BadCredentials(f"{setting} {path} is empty")
-    return value
+        return secretfiles.read(path, setting, limit=MAX_SECRET_BYTES, single_line=single_line)
+    except secretfiles.SecretFileError as exc:
+        raise errors.BadCredentials(str(exc)) from exc
 
 
 class Credentials(Protocol):
@@ -72,13 +57,8 @@ class TokenFile:
         self.path = path
 
     async def authorization(self) -> str:
-        raw = await asyncio.to_thread(read_secret, self.path, "github.token_file")
-        token = raw.decode("utf-8", "replace")
-        if not (token.isascii() and token.isprintable()):
-            raise errors.BadCredentials(
-                f"github.token_file {self.path} holds more than one printable line"
-            )
-        return f"Bearer {token}"
+        raw = await asyncio.to_thread(read_secret, self.path, "github.token_file", single_line=True)
+        return f"Bearer {raw.decode()}"
 
     def forget(self) -> None:
         """Nothing is cached."""

@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from agent.config.upstream import UpstreamSettings
+from agent.kits import secretfiles
 from agent.services.gating import StopGate
 
 logger = logging.getLogger(__name__)
@@ -97,35 +96,11 @@ def parse_jobs(raw: bytes) -> list[OpenJob]:
 
 
 def _read_token(path: Path) -> str:
-    # Non-blocking and regular files only: a FIFO there must not hang the follower.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UpstreamError(
-                    f"upstream.token_file {path} is not a regular file; mount the job token"
-                )
-            raw = os.read(fd, MAX_TOKEN_BYTES + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise UpstreamError(
-            f"cannot read upstream.token_file {path}: {exc.strerror}; mount the job token "
-            "there or unset the setting"
-        ) from exc
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise UpstreamError(
-            f"upstream.token_file {path} is over {MAX_TOKEN_BYTES} bytes; expected one token"
-        )
-    token = raw.decode("utf-8", "replace").strip()
-    if not token:
-        raise UpstreamError(f"upstream.token_file {path} is empty; expected the job token")
-    if not (token.isascii() and token.isprintable()):
-        raise UpstreamError(
-            f"upstream.token_file {path} holds more than one printable line; expected the "
-            "job token alone"
-        )
-    return token
+        raw = secretfiles.read(path, "upstream.token_file", limit=MAX_TOKEN_BYTES, single_line=True)
+    except secretfiles.SecretFileError as exc:
+        raise UpstreamError(f"{exc}; expected the upstream agent's job token") from exc
+    return raw.decode()
 
 
 class Follower:
