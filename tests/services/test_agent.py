@@ -278,7 +278,9 @@ def test_a_planned_stop_is_info_and_reads_stopping_to_stopped(agents: Agents) ->
                 "interval_seconds": 0.1,
                 "timeout_seconds": 0.1,
                 "failure_threshold": 5,
-                "start_period_seconds": 0,
+                # The first check can run before sh has touched the flag: a start period
+                # keeps that miss from reading as a warning (it was flaky in CI).
+                "start_period_seconds": 10,
             },
             "stop": {"grace_seconds": 5, "kill_group": False},
         }
