@@ -436,7 +436,8 @@ class Daemon:
 
     async def _serve_webhooks(self, ctx: http_context.Context, address: str) -> None:
         # A listener of its own: GitHub reaches it from outside, the API never is.
-        from agent.http import prewarm, webhooks
+        from agent.http import webhooks
+        from agent.sources import prewarm
 
         assert self.installs is not None
         assert ctx.team_configs is not None

@@ -19,10 +19,11 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import auth, bodies, errors, features, jobs, models, streaming, teamfiles
+from agent.http import auth, bodies, errors, features, jobs, models, streaming
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
+from agent.sources import resolution, teamfiles
 from agent.store import layout
 
 
@@ -148,7 +149,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             extra=body.requests,
             team_doc=team_doc,
             options=body.options,
-            policy_for=features.UNCHECKED if admin else repository,
+            policy_for=resolution.UNCHECKED if admin else repository,
         )
     ).to_data()
     if job is not None:

@@ -1,12 +1,13 @@
 """API errors and the middleware that renders every error as JSON.
 
 Policy: handlers raise :class:`ApiError` (or aiohttp's HTTP exceptions, e.g. the
-router's 404/405); the middleware turns each into ``{"error": {...}}`` with the matching
-status. Anything else is a bug: it is logged with its traceback and answered as a
-500 that says where to look, never with the traceback itself. A client that went away
-mid-request (:class:`ClientGone`, or any connection error once its connection is
-closed) is no error of the agent's: it is logged at debug level and counted as 499,
-nginx's "client closed request".
+router's 404/405, or the resolution engine's :class:`agent.sources.errors.SourceError`,
+whose status :data:`SOURCE_STATUS` gives); the middleware turns each into
+``{"error": {...}}`` with the matching status. Anything else is a bug: it is logged
+with its traceback and answered as a 500 that says where to look, never with the
+traceback itself. A client that went away mid-request (:class:`ClientGone`, or any
+connection error once its connection is closed) is no error of the agent's: it is
+logged at debug level and counted as 499, nginx's "client closed request".
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from agent.sources import errors as source_errors
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,24 @@ _CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+SOURCE_STATUS: dict[type[source_errors.SourceError], int] = {
+    source_errors.Invalid: 400,
+    source_errors.InvalidRequest: 400,
+    source_errors.Refused: 403,
+    source_errors.Unresolvable: 422,
+    source_errors.GitHubUnavailable: 502,
+}
+"""The status answering each way a request's features cannot be resolved."""
+
+
+def source_status(exc: source_errors.SourceError) -> int:
+    """The status of ``exc``: its class's, or its nearest base's in the table."""
+    for cls in type(exc).__mro__:
+        if cls in SOURCE_STATUS:
+            return SOURCE_STATUS[cls]
+    return 400
 
 
 class ApiError(Exception):
@@ -101,6 +122,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except source_errors.SourceError as exc:
+        return error_response(source_status(exc), exc.code, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

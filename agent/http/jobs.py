@@ -22,10 +22,11 @@ from aiohttp import web
 from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
-from agent.http import auth, bodies, errors, features, models, streaming, teamfiles
+from agent.http import auth, bodies, errors, features, models, streaming
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
+from agent.sources import teamfiles
 from agent.store import layout
 
 _PRINTABLE = r"^[\x20-\x7e]+$"

@@ -9,7 +9,7 @@ Policy:
 - a delivery id (``X-GitHub-Delivery``) seen before is answered 200 ``duplicate`` and
   not acted on again (the last :data:`DELIVERIES` are remembered);
 - ``ping`` is answered; a ``workflow_job`` delivery with action ``queued`` is offered to
-  the pre-warmer (:mod:`agent.http.prewarm`): 202, or 503 when its queue is full; every
+  the pre-warmer (:mod:`agent.sources.prewarm`): 202, or 503 when its queue is full; every
   other event or action is 202 ``ignored``;
 - ``runner_agent_webhook_deliveries_total{event,result}``, with ``event`` one of the
   known names or ``other``, so a sender cannot grow the label set.
@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter
 from agent.config import models
 from agent.github import credentials
 from agent.github import errors as github_errors
-from agent.http import prewarm
+from agent.sources import prewarm
 
 logger = logging.getLogger(__name__)
 

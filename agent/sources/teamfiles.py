@@ -3,8 +3,10 @@
 Policy: a team file with errors fails the request with each problem quoted with its
 source and line (the catalog engine's parser); at a job's start the file is read from
 GitHub at the job's commit when github credentials are set, a missing one being no team
-file, and a GitHub error failing the job with what to fix (502 ``github_error``): a job
-must not silently run without the features its repository asks for.
+file, and a GitHub error failing the job with what to fix
+(:class:`errors.GitHubUnavailable`): a job must not silently run without the features its
+repository asks for. The job GitHub shows running on this runner is looked up here too;
+when GitHub cannot say, the job runs on the runner's menu with a warning instead.
 """
 
 from __future__ import annotations
@@ -16,31 +18,27 @@ from typing import Protocol
 from agent.config import loading as config_loading
 from agent.github import contents, joblabels
 from agent.github import errors as github_errors
-from agent.http import errors
 from agent.platform import plans as wire
+from agent.sources import errors
 
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def team_from_yaml(text: str, source: str = "team_yaml") -> wire.JsonObject:
-    """The team document in ``text``; a 400 that quotes each problem with ``source`` and
-    its line."""
+    """The team document in ``text``; :class:`errors.InvalidTeam` quotes each problem with
+    ``source`` and its line."""
     try:
         data, _ = config_loading.parse_yaml(text, source=source)
     except config_loading.ConfigError as exc:
-        raise errors.ApiError(
-            400,
+        raise errors.InvalidTeam(
             f"{source} is not a valid team file: {exc}",
-            code="validation_error",
             details={"problems": [str(p) for p in exc.problems]},
         ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise errors.ApiError(
-            400,
-            f"{source} must hold a mapping (features:, extends:, ...), not a {type(data).__name__}",
-            code="validation_error",
+        raise errors.InvalidTeam(
+            f"{source} must hold a mapping (features:, extends:, ...), not a {type(data).__name__}"
         )
     return data
 
@@ -56,10 +54,8 @@ async def at_commit(
     try:
         text = await configs.get(repository, sha, deadline=deadline)
     except github_errors.GitHubError as exc:
-        raise errors.ApiError(
-            502,
-            f"cannot read {contents.TEAM_CONFIG} of {repository} at {sha[:12]} from GitHub: {exc}",
-            code="github_error",
+        raise errors.GitHubUnavailable(
+            f"cannot read {contents.TEAM_CONFIG} of {repository} at {sha[:12]} from GitHub: {exc}"
         ) from exc
     if text is None:
         return None

@@ -28,10 +28,10 @@ from agent.catalog import loading as catalog_loading
 from agent.config import models
 from agent.github import contents
 from agent.github import errors as github_errors
-from agent.http import errors, features, teamfiles
 from agent.install import coordinator, plans
 from agent.platform import detect
 from agent.platform import plans as wire
+from agent.sources import errors, resolution, teamfiles
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Prewarmer:
                     job.head_sha,
                     seconds=settings.github.request_timeout_seconds * settings.github.max_attempts,
                 )
-            except errors.ApiError as exc:
+            except errors.SourceError as exc:
                 logger.warning("pre-warm of %s: no team config (%s)", job.name, exc.message)
         labels = self._requests(job)
         if not labels and team_doc is None:
@@ -133,7 +133,7 @@ class Prewarmer:
         try:
             plan = (
                 await asyncio.to_thread(
-                    features.resolve_now,
+                    resolution.resolve_now,
                     catalog,
                     settings,
                     target,
@@ -144,8 +144,8 @@ class Prewarmer:
                     job.repository,
                 )
             ).to_data()
-        except errors.ApiError as exc:
-            result = "refused" if exc.code == "policy" else "unresolvable"
+        except errors.SourceError as exc:
+            result = "refused" if isinstance(exc, errors.Refused) else "unresolvable"
             self.metrics.installs.labels(result).inc()
             logger.warning("pre-warm of %s %s: %s", job.name, result, exc.message)
             return
