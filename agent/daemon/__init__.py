@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.services import supervisor as services_supervisor
     from agent.services import upstream as services_upstream
     from agent.store import janitor
+    from agent.store import notes as store_notes
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class Daemon:
         """The jobs engine (open jobs, their leases), once the API is built."""
         self.github: github_client.Client | None = None
         """GitHub's REST client (idle unless github credentials are set)."""
+        self.notes: store_notes.Notes | None = None
+        """Answers left on the store for the other agents (GitHub's, today)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._catalog_loaded = asyncio.Event()
@@ -381,11 +384,19 @@ class Daemon:
         from agent.github import client as github_client
         from agent.github import contents as github_contents
         from agent.github import joblabels as github_joblabels
+        from agent.store import layout as store_layout
+        from agent.store import locks as store_locks
+        from agent.store import notes as store_notes
 
+        cache = self.settings.cache  # root and lock backend: restart-required
+        self.notes = store_notes.Notes(
+            store_layout.Store(cache.root),
+            store_locks.backend(cache.lock_backend, lease_ttl=cache.lease_seconds),
+        )
         self.github = github_client.Client(lambda: self.settings)
         ctx = context.Context(
-            team_configs=github_contents.TeamConfigs(self.github),
-            job_labels=github_joblabels.JobLabels(self.github),
+            team_configs=github_contents.TeamConfigs(self.github, self.notes),
+            job_labels=github_joblabels.JobLabels(self.github, self.notes),
             reloader=self.reloader,
             conditions=self.conditions,
             started=self.started,
@@ -449,7 +460,10 @@ class Daemon:
             prewarm.PrewarmMetrics(self.metrics.registry),
         )
         hooks = webhooks.Webhooks(
-            lambda: self.settings, prewarmer, webhooks.WebhookMetrics(self.metrics.registry)
+            lambda: self.settings,
+            prewarmer,
+            webhooks.WebhookMetrics(self.metrics.registry),
+            self.notes,
         )
         runner = web.AppRunner(hooks.app(), access_log=None, shutdown_timeout=0.25)
         await runner.setup()

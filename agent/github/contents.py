@@ -8,14 +8,20 @@ Policy:
 - the answer must be a file, base64, at most :data:`MAX_CONFIG_BYTES` decoded, and UTF-8;
 - cached per (repository, sha, path), found or missing, up to :data:`CACHE_ENTRIES`
   (oldest out first): a commit's file never changes, so a matrix's legs and later jobs at
-  the same commit make no request. Concurrent asks for one key share one request.
+  the same commit make no request. Concurrent asks for one key share one request;
+- with the store's notes (:class:`sharing.Notes`), the answer is left there for every
+  agent on the store (a found file for :data:`NOTE_SECONDS`, a missing one for
+  :data:`MISSING_SECONDS`), and one agent at a time fetches a key while the others wait
+  for its note: a matrix's legs on many pods cost one request per (repository, sha).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
+import json
 import re
 import time
 import urllib.parse
@@ -30,6 +36,9 @@ CACHE_BYTES = 16 * 1024 * 1024
 MISSING_SECONDS = 300.0
 """A "no file" answer is kept this long: GitHub answers 404 for no access too, and a
 permission granted later must apply without a restart."""
+NOTE_SECONDS = 3600.0
+"""A found file's note answers this long (the file at a commit never changes)."""
+NOTE_WAIT = 30.0
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -46,8 +55,9 @@ def check_repository(repository: str) -> str:
 class TeamConfigs:
     """Team config files by (repository, sha), fetched once each."""
 
-    def __init__(self, api: client.Client) -> None:
+    def __init__(self, api: client.Client, notes: sharing.Notes | None = None) -> None:
         self.api = api
+        self.notes = notes
         self._cache: collections.OrderedDict[tuple[str, str, str], tuple[float, str | None]] = (
             collections.OrderedDict()
         )
@@ -69,7 +79,7 @@ class TeamConfigs:
                 self._cache.move_to_end(key)
                 return text
             del self._cache[key]
-        text = await self._shared.run(key, lambda: self._fetch(repository, sha, path, deadline))
+        text = await self._shared.run(key, lambda: self._noted(repository, sha, path, deadline))
         if key not in self._cache:
             self._cache[key] = (time.monotonic(), text)
             self._bytes += len(text or "")
@@ -77,6 +87,25 @@ class TeamConfigs:
             _, (_, old) = self._cache.popitem(last=False)
             self._bytes -= len(old or "")
         return text
+
+    async def _noted(
+        self, repository: str, sha: str, path: str, deadline: float | None
+    ) -> str | None:
+        if self.notes is None:
+            return await self._fetch(repository, sha, path, deadline)
+        key = f"{repository}@{sha}:{path}"
+        wait = NOTE_WAIT
+        if deadline is not None:  # half the time left: the rest is for fetching itself
+            wait = max(0.0, deadline - asyncio.get_running_loop().time()) / 2
+        async with self.notes.exclusive("team", key, wait=wait):
+            kept = _team_note(await self.notes.read("team", key, max_age=NOTE_SECONDS))
+            if kept is not None and kept[1]:
+                return kept[0]
+            if kept is not None and await self.notes.read("team", key, max_age=MISSING_SECONDS):
+                return None  # "no file", and recent enough to believe
+            text = await self._fetch(repository, sha, path, deadline)
+            await self.notes.write("team", key, json.dumps({"text": text}).encode())
+            return text
 
     async def _fetch(
         self, repository: str, sha: str, path: str, deadline: float | None
@@ -114,3 +143,19 @@ class TeamConfigs:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise errors.BadAnswer(f"{where} is not UTF-8 text ({exc.reason})") from exc
+
+
+def _team_note(raw: bytes | None) -> tuple[str | None, bool] | None:
+    """(text, found) of a note another agent left, or ``None`` for none or a bad one."""
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "text" not in data:
+        return None
+    text = data["text"]
+    if text is None:
+        return None, False
+    if not isinstance(text, str) or len(text.encode()) > MAX_CONFIG_BYTES:
+        return None
+    return text, True

@@ -3,13 +3,17 @@
 A matrix's legs start together and ask GitHub the same questions (the team config at one
 commit, one run's job list); the first ask sends the request, the others await its
 result or its error. A cancelled first ask cancels the shared one; the others see that.
+
+Agents on other pods that share the store ask the same questions: :class:`Notes` is how
+the answers are left for them (``agent.store.notes`` implements it; the daemon wires it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -41,3 +45,25 @@ class Shared(Generic[K, V]):
             self._pending.pop(key, None)
         future.set_result(value)
         return value
+
+
+class Notes(Protocol):
+    """Small answers left on the shared store for the other agents (see the module)."""
+
+    async def read(self, kind: str, key: str, *, max_age: float) -> bytes | None:
+        """The note, if one at most ``max_age`` seconds old is there."""
+        ...
+
+    async def write(self, kind: str, key: str, data: bytes) -> None:
+        """Leave a note (never fails: a note only saves requests)."""
+        ...
+
+    async def forget(self, kind: str, key: str) -> None:
+        """Remove a note, if it is there."""
+        ...
+
+    def exclusive(
+        self, kind: str, key: str, *, wait: float
+    ) -> contextlib.AbstractAsyncContextManager[bool]:
+        """One agent at a time for ``key``, waiting up to ``wait``; says if it is held."""
+        ...

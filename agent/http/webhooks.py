@@ -9,8 +9,11 @@ Policy:
 - a delivery id (``X-GitHub-Delivery``) seen before is answered 200 ``duplicate`` and
   not acted on again (the last :data:`DELIVERIES` are remembered);
 - ``ping`` is answered; a ``workflow_job`` delivery with action ``queued`` is offered to
-  the pre-warmer (:mod:`agent.sources.prewarm`): 202, or 503 when its queue is full; every
-  other event or action is 202 ``ignored``;
+  the pre-warmer (:mod:`agent.sources.prewarm`): 202, or 503 when its queue is full; one
+  with ``in_progress`` or ``completed`` that names its runner is left as (or removes) a
+  note on the store (:func:`agent.github.joblabels.note_delivery`), which the job's start
+  on that runner reads instead of listing the run; every other event or action is 202
+  ``ignored``;
 - ``runner_agent_webhook_deliveries_total{event,result}``, with ``event`` one of the
   known names or ``other``, so a sender cannot grow the label set.
 """
@@ -25,12 +28,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.config import models
-from agent.github import credentials
+from agent.github import credentials, joblabels, sharing
 from agent.github import errors as github_errors
 from agent.sources import prewarm
 
@@ -64,10 +68,12 @@ class Webhooks:
         settings: Callable[[], models.Settings],
         prewarmer: prewarm.Prewarmer,
         metrics: WebhookMetrics,
+        notes: sharing.Notes | None = None,
     ) -> None:
         self._settings = settings
         self.prewarmer = prewarmer
         self.metrics = metrics
+        self.notes = notes
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._reading = asyncio.Semaphore(READERS)
 
@@ -125,7 +131,7 @@ class Webhooks:
         marks = [m for m in (delivery, "sha256:" + hashlib.sha256(raw).hexdigest()) if m]
         if any(m in self._seen for m in marks):
             return self._answer(event, "duplicate", 200, f"delivery {delivery} was seen")
-        answer = self._act(event, raw, delivery)
+        answer = await self._act(event, raw, delivery)
         if answer.status < 300:  # a refused delivery may come again (GitHub redelivers)
             for mark in marks:
                 self._seen[mark] = None
@@ -133,7 +139,7 @@ class Webhooks:
                 self._seen.popitem(last=False)
         return answer
 
-    def _act(self, event: str, raw: bytes, delivery: str) -> web.Response:
+    async def _act(self, event: str, raw: bytes, delivery: str) -> web.Response:
         if event == "ping":
             return self._answer(event, "accepted", 200, "pong")
         if event != "workflow_job":
@@ -141,15 +147,46 @@ class Webhooks:
         try:
             payload = json.loads(raw)
             job = _queued(payload, delivery)
+            delivered = _delivered(payload) if job is None else None
         except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
             return self._answer(
                 event, "bad_body", 400, f"not a workflow_job delivery: {str(exc)[:200]}"
             )
+        if delivered is not None and self.notes is not None:
+            try:
+                noted = await joblabels.note_delivery(self.notes, delivered)
+            except github_errors.GitHubError as exc:
+                return self._answer(event, "bad_body", 400, str(exc)[:300])
+            if noted:
+                what = f"runner {delivered.runner_name} {delivered.action}"
+                return self._answer(event, "accepted", 202, f"noted {what}")
         if job is None:
             return self._answer(event, "ignored", 202, "only queued jobs are pre-warmed")
         if not self.prewarmer.offer(job):
             return self._answer(event, "queue_full", 503, "the pre-warm queue is full")
         return self._answer(event, "accepted", 202, f"pre-warming {job.name}")
+
+
+def _delivered(payload: dict[str, Any]) -> joblabels.Delivered | None:
+    """The runner an ``in_progress`` or ``completed`` delivery names, if it names one."""
+    if payload.get("action") not in ("in_progress", "completed"):
+        return None
+    job, repository = payload["workflow_job"], payload["repository"]
+    runner, labels = job.get("runner_name"), job.get("labels") or []
+    if not isinstance(runner, str) or not runner or not isinstance(labels, list):
+        return None
+    job_id, attempt = job.get("id"), job.get("run_attempt", 1)
+    if not isinstance(job_id, int) or not isinstance(attempt, int):
+        raise TypeError("workflow_job.id and run_attempt must be numbers")
+    return joblabels.Delivered(
+        action=str(payload["action"]),
+        repository=str(repository["full_name"])[:201],
+        run_id=str(job.get("run_id", ""))[:21],
+        run_attempt=attempt,
+        job_id=job_id,
+        runner_name=runner[:200],
+        labels=tuple(str(label)[:200] for label in labels[:64]),
+    )
 
 
 def _queued(payload: object, delivery: str) -> prewarm.Queued | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from agent.github import contents, errors
+from agent.store import layout, locks, notes
 from tests.github.conftest import MakeClient
 from tests.github.stub import SHA, Failure, Stub
 
@@ -76,3 +78,23 @@ async def test_no_permission_is_an_error_not_a_missing_file(
     stub.fail(PATH, Failure(403, body=b'{"message": "Resource not accessible by integration"}'))
     with pytest.raises(errors.PermissionDenied, match="grant contents: read"):
         await contents.TeamConfigs(make_client()).get("octo/app", SHA)
+
+
+async def test_agents_sharing_a_store_fetch_a_commits_file_once(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = CONFIG
+    stub.fail(PATH, Failure(502, delay=0.3))  # slow: every agent asks while it is out
+
+    def agent() -> contents.TeamConfigs:
+        shelf = notes.Notes(layout.Store(tmp_path), locks.PosixLocks())
+        return contents.TeamConfigs(make_client(), shelf)
+
+    agents = [agent() for _ in range(6)]
+    found = await asyncio.gather(*(a.get("octo/app", SHA) for a in agents for _ in range(4)))
+    assert found == [CONFIG] * 24
+    assert stub.requests[PATH] == 2  # the 502, then the one answer every agent read
+    # A missing file is noted too, for MISSING_SECONDS.
+    other = "0" * 40
+    assert [await a.get("octo/app", other) for a in agents] == [None] * 6
+    assert stub.requests[f"{PATH}"] == 3

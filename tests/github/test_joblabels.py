@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from agent.github import errors, joblabels
+from agent.store import layout, locks, notes
 from tests.github.conftest import MakeClient
 from tests.github.stub import Stub, job
 
@@ -88,3 +90,68 @@ async def test_a_path_in_a_name_is_refused_before_any_request(
     with pytest.raises(errors.GitHubError):
         await joblabels.JobLabels(make_client()).running(repository, run_id, 1, "r")
     assert sum(stub.requests.values()) == 0
+
+
+def shelf(root: object) -> notes.Notes:
+    return notes.Notes(layout.Store(root), locks.PosixLocks())  # type: ignore[arg-type]
+
+
+async def test_agents_sharing_a_store_list_a_run_once(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    # Eight agents (one store, eight clients), 32 legs each, all starting together.
+    stub.jobs[("octo/app", "7", "1")] = legs(256)
+    agents = [joblabels.JobLabels(make_client(), shelf(tmp_path)) for _ in range(8)]
+    found = await asyncio.gather(
+        *(agents[i % 8].running("octo/app", "7", 1, f"leg-{i}") for i in range(256))
+    )
+    assert all(f is not None for f in found)
+    assert found[200] == joblabels.RunningJob(("self-hosted", "feature:tool@200"))
+    assert stub.requests[JOBS] == 3  # one listing of three pages, for every agent
+    # A ninth agent starting later reads the note: no request.
+    late = joblabels.JobLabels(make_client(), shelf(tmp_path))
+    assert await late.running("octo/app", "7", 1, "leg-9") is not None
+    assert stub.requests[JOBS] == 3
+
+
+async def test_a_note_listed_before_the_leg_was_assigned_is_listed_again(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    stub.jobs[("octo/app", "7", "1")] = legs(2)
+    await joblabels.JobLabels(make_client(), shelf(tmp_path)).running("octo/app", "7", 1, "leg-0")
+    stub.jobs[("octo/app", "7", "1")] = legs(3)
+    other = joblabels.JobLabels(make_client(), shelf(tmp_path))
+    assert await other.running("octo/app", "7", 1, "leg-2") is not None
+    assert stub.requests[JOBS] == 2
+    # Not on the list at all, in a listing taken after the ask began: None, no third.
+    assert await other.running("octo/app", "7", 1, "nobody") is None
+    assert stub.requests[JOBS] == 3
+
+
+async def test_a_damaged_note_is_no_note(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    stub.jobs[("octo/app", "7", "1")] = legs(2)
+    store = shelf(tmp_path)
+    await store.write("jobs", "octo/app/7/1", b'{"began": 0, "runners": {"leg-0": [["x"]]}}')
+    await store.write("running", "octo/app/7/1/leg-1", b"[not json")
+    labels = joblabels.JobLabels(make_client(), store)
+    assert await labels.running("octo/app", "7", 1, "leg-1") is not None
+    assert stub.requests[JOBS] == 1
+
+
+async def test_an_in_progress_delivery_answers_without_a_request(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    store = shelf(tmp_path)
+    delivered = joblabels.Delivered(
+        "in_progress", "octo/app", "7", 1, 42, "leg-5", ("self-hosted", "feature:go")
+    )
+    assert await joblabels.note_delivery(store, delivered) is True
+    found = await joblabels.JobLabels(make_client(), store).running("octo/app", "7", 1, "leg-5")
+    assert found == joblabels.RunningJob(("self-hosted", "feature:go"))
+    assert stub.requests[JOBS] == 0
+    with pytest.raises(errors.GitHubError, match="not owner/name"):
+        await joblabels.note_delivery(
+            store, joblabels.Delivered("in_progress", "../x", "7", 1, 1, "r", ())
+        )

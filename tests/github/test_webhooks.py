@@ -157,8 +157,9 @@ def test_a_10_mib_body_is_refused_before_it_is_read(agent: Agent) -> None:
 
 def test_other_events_and_actions_are_ignored(agent: Agent) -> None:
     assert deliver(agent, {"ref": "x"}, event="push", delivery="d-3")[1]["result"] == "ignored"
-    in_progress = fixture("workflow-job-in-progress.json")
-    status, answer = deliver(agent, in_progress, delivery="d-4")
+    unassigned = fixture("workflow-job-in-progress.json")
+    unassigned["workflow_job"]["runner_name"] = None  # names no runner: nothing to note
+    status, answer = deliver(agent, unassigned, delivery="d-4")
     assert (status, answer["result"]) == (202, "ignored")
     status, answer = deliver(agent, None, raw=b"[1, 2", delivery="d-5")
     assert (status, answer["result"]) == (400, "bad_body")
@@ -182,3 +183,42 @@ def test_a_signed_body_replayed_under_a_new_id_is_a_duplicate(agent: Agent) -> N
     assert deliver(agent, payload, event="ping", delivery="d-10")[0] == 200
     status, answer = deliver(agent, payload, event="ping", delivery="d-11")
     assert (status, answer["result"]) == (200, "duplicate")
+
+
+def in_progress(action: str = "in_progress", job_id: int = 289782451) -> dict[str, Any]:
+    payload = copy.deepcopy(fixture("workflow-job-in-progress.json"))
+    payload["action"] = action
+    payload["repository"]["full_name"] = "octo/repo"
+    payload["workflow_job"].update(
+        id=job_id, run_id=17, runner_name="runner-1", labels=["arc", "feature:tool"]
+    )
+    return payload
+
+
+async def test_an_in_progress_delivery_names_the_runner_so_its_job_lists_nothing(
+    agent: Agent, stub: Stub
+) -> None:
+    from tests.github.test_job_team import JOBS, complete, start
+    from tests.http.test_ensure_api import post_ndjson
+
+    status, answer = deliver(agent, in_progress(), delivery="d-20")
+    assert (status, answer["result"]) == (202, "accepted"), answer
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert events[0]["sources"] == {"job labels": ["tool"]}
+    assert events[0].get("warnings", []) == []  # trusted: GitHub said it runs here
+    assert stub.requests[JOBS] == 0
+    await complete(agent, events[0])
+    # Another job's completion leaves the note; this job's own removes it, and the
+    # next start on the runner lists the run again.
+    assert deliver(agent, in_progress("completed", job_id=1), delivery="d-21")[0] == 202
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert stub.requests[JOBS] == 0
+    await complete(agent, events[0])
+    assert deliver(agent, in_progress("completed"), delivery="d-22")[0] == 202
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert stub.requests[JOBS] == 1
+    assert events[0]["sources"] == {"runner menu": []}
+    await complete(agent, events[0])
