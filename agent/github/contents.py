@@ -97,12 +97,24 @@ class TeamConfigs:
         wait = NOTE_WAIT
         if deadline is not None:  # half the time left: the rest is for fetching itself
             wait = max(0.0, deadline - asyncio.get_running_loop().time()) / 2
-        async with self.notes.exclusive("team", key, wait=wait):
-            kept = _team_note(await self.notes.read("team", key, max_age=NOTE_SECONDS))
-            if kept is not None and kept[1]:
-                return kept[0]
-            if kept is not None and await self.notes.read("team", key, max_age=MISSING_SECONDS):
-                return None  # "no file", and recent enough to believe
+        notes = self.notes
+
+        async def kept() -> tuple[str | None] | None:
+            note = _team_note(await notes.read("team", key, max_age=NOTE_SECONDS))
+            if note is not None and note[1]:
+                return (note[0],)
+            if note is not None and await notes.read("team", key, max_age=MISSING_SECONDS):
+                return (None,)  # "no file", and recent enough to believe
+            return None
+
+        # Read first, lock only to fetch: a matrix's legs mostly find the note there.
+        found = await kept()
+        if found is not None:
+            return found[0]
+        async with notes.exclusive("team", key, wait=wait):
+            found = await kept()
+            if found is not None:
+                return found[0]
             text = await self._fetch(repository, sha, path, deadline)
             await self.notes.write("team", key, json.dumps({"text": text}).encode())
             return text

@@ -172,19 +172,31 @@ class JobLabels:
         async def fetch_shared() -> _Listing:
             if self.notes is None:
                 return await fetch()
+            shelf = self.notes
             note_key = "/".join((repository, run_id, str(attempt)))
             wait = NOTE_WAIT
             if deadline is not None:  # half the time left: the rest is for listing itself
                 wait = max(0.0, deadline - asyncio.get_running_loop().time()) / 2
-            async with self.notes.exclusive("jobs", note_key, wait=wait):
-                kept = _listing_note(await self.notes.read("jobs", note_key, max_age=CACHE_SECONDS))
-                if kept is not None and (
-                    kept.began >= asked or _find(kept.runners, runner_name) is not None
+
+            async def kept() -> _Listing | None:
+                note = _listing_note(await shelf.read("jobs", note_key, max_age=CACHE_SECONDS))
+                if note is not None and (
+                    note.began >= asked or _find(note.runners, runner_name) is not None
                 ):
-                    return kept
+                    return note
+                return None
+
+            # Read first, lock only to list: a matrix's legs mostly find the note there.
+            found = await kept()
+            if found is not None:
+                return found
+            async with shelf.exclusive("jobs", note_key, wait=wait):
+                found = await kept()
+                if found is not None:
+                    return found
                 listing = await fetch()
                 note = {"began": listing.began, "runners": listing.runners}
-                await self.notes.write("jobs", note_key, json.dumps(note).encode())
+                await shelf.write("jobs", note_key, json.dumps(note).encode())
                 return listing
 
         listing = await self._shared.run(key, fetch_shared)

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +48,7 @@ SHARDS = 64
 """Lock files per kind: keys share them by their hash."""
 SWEEP_EVERY = 60.0
 POLL = 0.05
-"""How often a waiter tries the lock again."""
+"""How often a waiter tries the lock again (on average: each pause is jittered)."""
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
@@ -169,7 +170,9 @@ class Notes:
             except locks.LockTimeout:
                 if time.monotonic() >= deadline:
                     break
-                await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+                # Jittered: waiters that started together do not all retry together.
+                pause = POLL * random.uniform(0.5, 1.5)  # noqa: S311 - not a secret
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             except (locks.LockUnavailable, OSError) as exc:
                 logger.debug("going on without the %s note lock: %s", kind, exc)
                 break
