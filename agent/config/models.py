@@ -5,10 +5,9 @@ agent runs (a listen address, the store root) carry ``x-restart-required`` in th
 JSON Schema; a reload that changes them keeps the running value and reports the field
 as needing a restart.
 
-Group names reserved for later features, so nothing else may take them: ``gpu``.
 ``runner`` is :mod:`agent.config.runner`, ``upstream`` :mod:`agent.config.upstream`,
-``github`` :mod:`agent.config.github`; ``services`` holds supervised services
-(:mod:`agent.config.services`).
+``github`` :mod:`agent.config.github`, ``gpu`` :mod:`agent.config.gpu`; ``services``
+holds supervised services (:mod:`agent.config.services`).
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from agent.config.fields import (
     split_address,
 )
 from agent.config.github import GitHubSettings
+from agent.config.gpu import GpuSettings
 from agent.config.installer import InstallerSettings
 from agent.config.runner import RunnerSettings
 from agent.config.upstream import UpstreamSettings
@@ -404,6 +404,7 @@ class Settings(Section):
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
     services: Annotated[
         dict[services_specs.ServiceName, services_specs.ServiceSpec],
         AfterValidator(_check_services),

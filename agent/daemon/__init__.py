@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ from agent.store import exporting as cache_exporting
 if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.catalog import loading as catalog_loading
     from agent.github import client as github_client
+    from agent.gpu import engine as gpu_engine
     from agent.http import context as http_context
     from agent.install import coordinator
     from agent.jobs import registry as jobs_registry
@@ -110,6 +112,7 @@ class Daemon:
         self.jobs: jobs_registry.Jobs | None = None
         """The jobs engine (open jobs, their leases), once the API is built."""
         self.github: github_client.Client | None = None
+        self.gpu: gpu_engine.Gpu | None = None
         """GitHub's REST client (idle unless github credentials are set)."""
         self.notes: store_notes.Notes | None = None
         """Answers left on the store for the other agents (GitHub's, today)."""
@@ -215,6 +218,7 @@ class Daemon:
             self._spawn(self._load_catalog(), "catalog loader", forever=False)
             self._spawn(self._run_janitor(), "cache janitor")
             self._spawn(chores.watch_store(lambda: self.settings, self.conditions), "store check")
+            self._spawn(self._start_gpu(), "GPU engine start", forever=False)
         if self.settings.upstream.socket_path is not None:
             self._spawn(self._follow_upstream(), "upstream jobs follower")
         logger.info(
@@ -317,6 +321,17 @@ class Daemon:
         if disabled:
             message += f"; disabled: {', '.join(disabled)} (see /v1/features)"
         self.conditions.set("catalog", ok=True, message=message)
+
+    async def _start_gpu(self) -> None:
+        # Imported in a thread after the bind, as the API is: startup pays nothing for it.
+        await asyncio.to_thread(importlib.import_module, "agent.gpu.engine")
+        from agent.gpu import engine as gpu_engine
+
+        gpu = self.gpu = gpu_engine.Gpu(lambda: self.settings.gpu, self.metrics.registry)
+        self.metrics.before_scrape.append(gpu.refresh)
+        await gpu.start()
+        if gpu.running:
+            self._spawn(gpu.run(), "GPU sampler")
 
     async def _run_janitor(self) -> None:
         await chores.run_janitor(lambda: self.settings, self._set_cache)
@@ -509,6 +524,8 @@ class Daemon:
             await self.installs.close()
         if self.github is not None:
             await self.github.close()
+        if self.gpu is not None:
+            await self.gpu.close()
 
     def _remove_socket(self) -> None:
         # Only the socket this process bound: never another agent's.

@@ -7,7 +7,8 @@ Policy:
 - /readyz is readiness: 200 only when every registered condition holds; the body lists
   each condition, so ``kubectl describe`` and humans see why not;
 - /metrics is the agent's own registry with content negotiation (text 0.0.4 / 1.0.0 /
-  OpenMetrics) by prometheus_client's aiohttp handler;
+  OpenMetrics) by prometheus_client's aiohttp handler, after the engines that read per
+  scrape (the GPU's) have read, each within its own deadline;
 - /openapi.json is not served here: it answers 404 with the ``curl`` line that reads it
   from the API socket. The document describes routes this port does not serve (a client
   built from it would send its requests here and get 404s), and the port is the one
@@ -93,6 +94,13 @@ def make_app(
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(m.registry))
+    render = make_aiohttp_handler(m.registry)
+
+    async def scrape(request: web.Request) -> web.StreamResponse:
+        for refresh in m.before_scrape:  # each bounds its own wait
+            await refresh()
+        return await render(request)
+
+    app.router.add_get("/metrics", scrape)
     app.router.add_get("/openapi.json", openapi_elsewhere)
     return app

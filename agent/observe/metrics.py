@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,6 +35,9 @@ class Metrics:
         # start time is exported once); this is process-wide, as the agent is one process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
+        self.before_scrape: list[Callable[[], Awaitable[None]]] = []
+        """Awaited before /metrics renders: engines whose values are read per scrape
+        (the GPU's) read them here, off the loop and within their own deadline."""
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         r = self.registry
