@@ -12,7 +12,7 @@ Policy:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -40,27 +40,36 @@ FieldName = Literal[
 ]
 
 
+_AT = "Seconds after the agent starts. Range 0-86400 (a day)."
+_GPU = "The GPU's index. Range 0-15 (16 GPUs at most)."
+GpuIndex = Annotated[int, Field(ge=0, le=15)]
+
+
 class FakeEvent(Section):
     """An event the replay backend raises at a time."""
 
-    at_seconds: Seconds = Field(ge=0, le=86400, description="Seconds after the agent starts.")
-    gpu: int = Field(ge=0, le=15, description="The GPU's index.")
-    xid: int = Field(default=79, ge=1, le=1023, description="The XID. Default 79 (off the bus).")
+    at_seconds: Seconds = Field(ge=0, le=86400, description=_AT)
+    gpu: int = Field(ge=0, le=15, description=_GPU)
+    xid: int = Field(
+        default=79, ge=1, le=1023, description="The XID. Default 79 (off the bus). Range 1-1023."
+    )
 
 
 class FakeLost(Section):
     """A GPU the replay backend loses (it falls off the bus) at a time."""
 
-    at_seconds: Seconds = Field(ge=0, le=86400, description="Seconds after the agent starts.")
-    gpu: int = Field(ge=0, le=15, description="The GPU's index.")
+    at_seconds: Seconds = Field(ge=0, le=86400, description=_AT)
+    gpu: int = Field(ge=0, le=15, description=_GPU)
 
 
 class FakeEcc(Section):
     """Uncorrectable ECC errors the replay backend adds at a time."""
 
-    at_seconds: Seconds = Field(ge=0, le=86400, description="Seconds after the agent starts.")
-    gpu: int = Field(ge=0, le=15, description="The GPU's index.")
-    errors: int = Field(default=1, ge=1, le=1_000_000, description="Errors added. Default 1.")
+    at_seconds: Seconds = Field(ge=0, le=86400, description=_AT)
+    gpu: int = Field(ge=0, le=15, description=_GPU)
+    errors: int = Field(
+        default=1, ge=1, le=1_000_000, description="Errors added. Default 1. Range 1-1000000."
+    )
 
 
 class FakeGpuSettings(Section):
@@ -75,8 +84,8 @@ class FakeGpuSettings(Section):
     trace: Literal["replay", "idle", "load"] = Field(
         default="replay",
         description=(
-            "replay (default): loop the H200's load trace (idle, ~28 s at 99 % and ~690 W, "
-            "idle); idle or load: hold its first or its middle sample."
+            "replay (default): loop the H200's load trace (idle ~10 s, ~20 s at 99 % and "
+            "~690 W, idle); idle or load: hold its first or its middle sample."
         ),
     )
     offset_seconds: Seconds = Field(
@@ -89,9 +98,12 @@ class FakeGpuSettings(Section):
         default_factory=list,
         description="Fields every replayed GPU answers NotSupported. Default none.",
     )
-    mig: list[int] = Field(
+    mig: list[GpuIndex] = Field(
         default_factory=list,
-        description="Indexes of GPUs in MIG mode (utilisation NotSupported). Default none.",
+        max_length=16,
+        description=(
+            "Indexes of GPUs in MIG mode (utilisation NotSupported). Default none. Range 0-15 each."
+        ),
     )
     lost: list[FakeLost] = Field(
         default_factory=list,
@@ -102,7 +114,9 @@ class FakeGpuSettings(Section):
         ),
     )
     xids: list[FakeEvent] = Field(
-        default_factory=list, max_length=1000, description="XID events. Default none."
+        default_factory=list,
+        max_length=1000,
+        description="XID events ({gpu: 0, xid: 79, at_seconds: 30}). Default none.",
     )
     ecc: list[FakeEcc] = Field(
         default_factory=list,

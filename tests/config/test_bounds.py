@@ -77,6 +77,11 @@ def descriptions() -> dict[str, str]:
             walk(sub, f"{path}.*")
         if isinstance(node.get("additionalProperties"), dict):
             walk(node["additionalProperties"], f"{path}.*")
+        if isinstance(node.get("items"), dict):  # a list's item: its own words, or the list's
+            item = node["items"]
+            if "description" in item or path in out:
+                out[f"{path}[]"] = item.get("description", out.get(path, ""))
+            walk(item, f"{path}[]")
 
     walk(schema, "")
     return out

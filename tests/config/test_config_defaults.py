@@ -87,6 +87,22 @@ def test_every_default_is_pinned() -> None:
             "scale_sets": {},
             "prewarm_queue": 64,
         },
+        "gpu": {
+            "backend": "auto",
+            "scrape_deadline_seconds": 0.25,
+            "slow_interval_seconds": 15.0,
+            "fake": {
+                "gpus": 1,
+                "trace": "replay",
+                "offset_seconds": 0.0,
+                "not_supported": [],
+                "mig": [],
+                "lost": [],
+                "xids": [],
+                "ecc": [],
+                "events": True,
+            },
+        },
         "services": {},
     }
 
@@ -121,4 +137,6 @@ def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
         "cache.root",
         "cache.lock_backend",
         "upstream.socket_path",
+        "gpu.backend",
+        "gpu.fake",
     ]
