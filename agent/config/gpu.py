@@ -153,7 +153,8 @@ class GpuSettings(Section):
         description=(
             "auto (default): NVML where a driver is, nothing (one info line) where none "
             "is. nvml: NVML, and a warning where it cannot be loaded. fake: replay a real "
-            "H200 (gpu.fake), labelled backend=fake. off: no GPU metrics."
+            "H200 (gpu.fake, whose knobs also need a restart), labelled backend=fake. "
+            "off: no GPU metrics."
         ),
         json_schema_extra=RESTART,
     )
