@@ -102,6 +102,18 @@ class Client:
     def api_url(self) -> str:
         return self._settings().github.api_url
 
+    @property
+    def identity(self) -> str:
+        """Which API, as whom: agents that share a store share an answer that depends on
+        access (a file "missing" may be one these credentials cannot see) only with
+        agents of the same identity."""
+        github = self._settings().github
+        if github.token_file is not None:
+            who = f"token {github.token_file}"
+        else:
+            who = f"app {github.app_id or github.client_id}/{github.installation_id}"
+        return f"{github.api_url} {who}"
+
     def _session_for_use(self) -> aiohttp.ClientSession:
         if self._closed:
             raise errors.Unavailable("the agent is stopping: no more GitHub requests")

@@ -93,30 +93,37 @@ class TeamConfigs:
     ) -> str | None:
         if self.notes is None:
             return await self._fetch(repository, sha, path, deadline)
-        key = f"{repository}@{sha}:{path}"
+        key = f"{self.api.identity} {repository}@{sha}:{path}"
         wait = NOTE_WAIT
         if deadline is not None:  # half the time left: the rest is for fetching itself
             wait = max(0.0, deadline - asyncio.get_running_loop().time()) / 2
         notes = self.notes
 
         async def kept() -> tuple[str | None] | None:
-            note = _team_note(await notes.read("team", key, max_age=NOTE_SECONDS))
-            if note is not None and note[1]:
+            aged = await notes.read_aged("team", key, max_age=NOTE_SECONDS)
+            note = _team_note(aged[0]) if aged is not None else None
+            if note is None or aged is None:
+                return None
+            if note[1]:
                 return (note[0],)
-            if note is not None and await notes.read("team", key, max_age=MISSING_SECONDS):
+            if aged[1] <= MISSING_SECONDS:
                 return (None,)  # "no file", and recent enough to believe
             return None
+
+        async def ready() -> bool:
+            return await kept() is not None
 
         # Read first, lock only to fetch: a matrix's legs mostly find the note there.
         found = await kept()
         if found is not None:
             return found[0]
-        async with notes.exclusive("team", key, wait=wait):
+        async with notes.exclusive("team", key, wait=wait, ready=ready):
             found = await kept()
             if found is not None:
                 return found[0]
             text = await self._fetch(repository, sha, path, deadline)
-            await self.notes.write("team", key, json.dumps({"text": text}).encode())
+            note = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8", "replace")
+            await self.notes.write("team", key, note)
             return text
 
     async def _fetch(
@@ -168,6 +175,10 @@ def _team_note(raw: bytes | None) -> tuple[str | None, bool] | None:
     text = data["text"]
     if text is None:
         return None, False
-    if not isinstance(text, str) or len(text.encode()) > MAX_CONFIG_BYTES:
+    if not isinstance(text, str):
         return None
-    return text, True
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate: no file GitHub served
+        return None
+    return (text, True) if size <= MAX_CONFIG_BYTES else None

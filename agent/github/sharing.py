@@ -62,8 +62,18 @@ class Notes(Protocol):
         """Remove a note, if it is there."""
         ...
 
+    async def read_aged(self, kind: str, key: str, *, max_age: float) -> tuple[bytes, float] | None:
+        """The note and its age in seconds, if one at most ``max_age`` old is there."""
+        ...
+
     def exclusive(
-        self, kind: str, key: str, *, wait: float
+        self,
+        kind: str,
+        key: str,
+        *,
+        wait: float,
+        ready: Callable[[], Awaitable[bool]] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[bool]:
-        """One agent at a time for ``key``, waiting up to ``wait``; says if it is held."""
+        """One agent at a time for ``key``, waiting up to ``wait`` (or until ``ready()``
+        says the answer is there); says if it is held."""
         ...

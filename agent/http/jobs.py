@@ -23,7 +23,7 @@ from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
 from agent.http import auth, bodies, errors, features, models, streaming
-from agent.http.context import CONTEXT
+from agent.http.context import CONTEXT, Context
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
 from agent.sources import teamfiles
@@ -253,9 +253,11 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     # Without GitHub the repository is the hook's word (docs/jobs.md: one trust domain
     # per agent); with it, only a job GitHub shows running here in it is trusted.
     trusted = True
+    github_job_id = 0
     if ctx.job_labels is not None and github.configured and body.repository:
         running = await teamfiles.running_job(ctx.job_labels, body, seconds=budget, warn=warnings)
         trusted = running is not None
+        github_job_id = running.job_id if running is not None else 0
         if running is not None and _menu(list(running.labels)):
             # The job named its features: it gets those, not the whole menu.
             menu = list(running.labels)
@@ -291,6 +293,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         sha=body.sha,
         event_name=body.event_name,
         trusted=trusted,
+        github_job_id=github_job_id,
         gpus=registry.Gpus(body.gpus.kind, tuple(body.gpus.devices)) if body.gpus else None,
     )
     supersede = (body.supersede.id, body.supersede.secret) if body.supersede else None
@@ -300,6 +303,8 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         )
     except registry.JobError as exc:
         raise job_error(exc) from exc
+    if opened.superseded is not None:
+        await _finished(ctx, opened.superseded)
     job = opened.job
     store = settings.cache.root
     stream = await streaming.open_stream(request)
@@ -338,6 +343,7 @@ async def complete_job(request: web.Request) -> web.Response:
         )
     except registry.JobError as exc:
         raise job_error(exc) from exc
+    await _finished(ctx, done.job)
     return bodies.json_response(
         JobCompleted(
             id=done.job.id,
@@ -346,6 +352,16 @@ async def complete_job(request: web.Request) -> web.Response:
             already=done.already,
         )
     )
+
+
+async def _finished(ctx: Context, job: registry.Job) -> None:
+    """Tell the GitHub sources the runner finished its GitHub job: a reused runner's next
+    job of the same run must not be answered with it."""
+    spec = job.spec
+    if ctx.job_labels is not None and spec.github_job_id and spec.repository:
+        await ctx.job_labels.finished(
+            spec.repository, spec.run_id, spec.run_attempt, spec.runner_name, spec.github_job_id
+        )
 
 
 async def current_jobs(request: web.Request) -> web.Response:

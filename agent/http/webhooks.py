@@ -154,7 +154,9 @@ class Webhooks:
             )
         if delivered is not None and self.notes is not None:
             try:
-                noted = await joblabels.note_delivery(self.notes, delivered)
+                noted = await joblabels.note_delivery(
+                    self.notes, delivered, scope=self._settings().github.api_url
+                )
             except github_errors.GitHubError as exc:
                 return self._answer(event, "bad_body", 400, str(exc)[:300])
             if noted:
@@ -175,6 +177,8 @@ def _delivered(payload: dict[str, Any]) -> joblabels.Delivered | None:
     runner, labels = job.get("runner_name"), job.get("labels") or []
     if not isinstance(runner, str) or not runner or not isinstance(labels, list):
         return None
+    if job.get("runner_group_name") == "GitHub Actions":
+        return None  # a GitHub-hosted runner: no agent of this store serves it
     job_id, attempt = job.get("id"), job.get("run_attempt", 1)
     if not isinstance(job_id, int) or not isinstance(attempt, int):
         raise TypeError("workflow_job.id and run_attempt must be numbers")
@@ -185,7 +189,7 @@ def _delivered(payload: dict[str, Any]) -> joblabels.Delivered | None:
         run_attempt=attempt,
         job_id=job_id,
         runner_name=runner[:200],
-        labels=tuple(str(label)[:200] for label in labels[:64]),
+        labels=tuple(str(label)[:200] for label in labels[: joblabels.MAX_LABELS]),
     )
 
 
@@ -203,6 +207,6 @@ def _queued(payload: object, delivery: str) -> prewarm.Queued | None:
         delivery=delivery,
         repository=str(repository["full_name"])[:201],
         head_sha=str(sha) if isinstance(sha, str) else None,
-        labels=tuple(str(label)[:200] for label in labels[:64]),
+        labels=tuple(str(label)[:200] for label in labels[: joblabels.MAX_LABELS]),
         name=str(job.get("name", ""))[:200],
     )

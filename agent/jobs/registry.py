@@ -113,6 +113,8 @@ class JobSpec:
     trusted: bool = True
     """Whether policy trusts ``repository``: with GitHub credentials, only when GitHub
     showed this runner running a job of it."""
+    github_job_id: int = 0
+    """GitHub's id of the job GitHub showed running (0: not asked or not known)."""
 
     @property
     def key(self) -> tuple[str, str, int, str]:

@@ -98,3 +98,20 @@ async def test_agents_sharing_a_store_fetch_a_commits_file_once(
     other = "0" * 40
     assert [await a.get("octo/app", other) for a in agents] == [None] * 6
     assert stub.requests[f"{PATH}"] == 3
+
+
+async def test_a_missing_file_is_shared_only_with_agents_of_the_same_credentials(
+    stub: Stub, make_client: MakeClient, tmp_path: Path
+) -> None:
+    # 404 is "missing" or "not yours to see": an App that cannot see the repository must
+    # not make it missing for a token that can.
+    def agent(app: bool) -> contents.TeamConfigs:
+        shelf = notes.Notes(layout.Store(tmp_path), locks.PosixLocks())
+        return contents.TeamConfigs(make_client(app=app), shelf)
+
+    assert await agent(app=True).get("octo/app", SHA) is None
+    stub.files[("octo/app", SHA, ".github/runner-config.yml")] = CONFIG
+    assert await agent(app=False).get("octo/app", SHA) == CONFIG
+    assert stub.requests[PATH] == 2
+    assert await agent(app=False).get("octo/app", SHA) == CONFIG  # its own: shared
+    assert stub.requests[PATH] == 2

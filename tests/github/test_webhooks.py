@@ -185,12 +185,18 @@ def test_a_signed_body_replayed_under_a_new_id_is_a_duplicate(agent: Agent) -> N
     assert (status, answer["result"]) == (200, "duplicate")
 
 
-def in_progress(action: str = "in_progress", job_id: int = 289782451) -> dict[str, Any]:
+def in_progress(
+    action: str = "in_progress", job_id: int = 289782451, labels: tuple[str, ...] = ("arc",)
+) -> dict[str, Any]:
     payload = copy.deepcopy(fixture("workflow-job-in-progress.json"))
     payload["action"] = action
     payload["repository"]["full_name"] = "octo/repo"
     payload["workflow_job"].update(
-        id=job_id, run_id=17, runner_name="runner-1", labels=["arc", "feature:tool"]
+        id=job_id,
+        run_id=17,
+        runner_name="runner-1",
+        runner_group_name="arc-runners",  # the published one ran on GitHub's own runners
+        labels=[*labels, "feature:tool"],
     )
     return payload
 
@@ -209,16 +215,31 @@ async def test_an_in_progress_delivery_names_the_runner_so_its_job_lists_nothing
     assert events[0].get("warnings", []) == []  # trusted: GitHub said it runs here
     assert stub.requests[JOBS] == 0
     await complete(agent, events[0])
-    # Another job's completion leaves the note; this job's own removes it, and the
-    # next start on the runner lists the run again.
-    assert deliver(agent, in_progress("completed", job_id=1), delivery="d-21")[0] == 202
-    status, events = await post_ndjson(agent, "/v1/jobs", start())
-    assert status == 200, events
-    assert stub.requests[JOBS] == 0
-    await complete(agent, events[0])
-    assert deliver(agent, in_progress("completed"), delivery="d-22")[0] == 202
+    # The runner finished that job. Its next start (a reused runner, the same run) is not
+    # answered with it, even after a late in_progress of it: GitHub is asked, and lists
+    # nothing running there.
+    late = in_progress(labels=("arc", "late"))
+    assert deliver(agent, late, delivery="d-21")[0] == 202
     status, events = await post_ndjson(agent, "/v1/jobs", start())
     assert status == 200, events
     assert stub.requests[JOBS] == 1
     assert events[0]["sources"] == {"runner menu": []}
     await complete(agent, events[0])
+    # The run's next job on the runner, noted by its delivery: answered with no listing,
+    # and another job's completion does not take its note away.
+    assert deliver(agent, in_progress(job_id=289782452), delivery="d-22")[0] == 202
+    assert deliver(agent, in_progress("completed", job_id=1), delivery="d-23")[0] == 202
+    status, events = await post_ndjson(agent, "/v1/jobs", start())
+    assert status == 200, events
+    assert events[0]["sources"] == {"job labels": ["tool"]}
+    assert stub.requests[JOBS] == 1
+    await complete(agent, events[0])
+
+
+def test_a_github_hosted_runners_delivery_is_not_noted(agent: Agent) -> None:
+    hosted = in_progress()
+    hosted["workflow_job"]["runner_group_name"] = "GitHub Actions"
+    status, answer = deliver(agent, hosted, delivery="d-30")
+    assert (status, answer["result"]) == (202, "ignored"), answer
+    store = agent.config.parent / "store"  # type: ignore[union-attr]
+    assert not (store / ".runner-agent" / "notes" / "running").exists()

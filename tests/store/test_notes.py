@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,11 +74,15 @@ async def test_a_linked_notes_folder_is_refused_and_a_write_only_logged(
 async def test_a_folder_someone_else_owns_is_not_used(tmp_path: Path) -> None:
     folder = tmp_path / ".runner-agent" / "notes" / "jobs"
     folder.mkdir(parents=True)
+    # Whoever owns it could have left a note that reads well: it is not read.
+    (folder / notes._name("k")).write_bytes(b"jobs\0k\nplanted")
+    (folder / notes._name("k")).chmod(0o600)  # a note as the agent would leave it
     os.chown(folder, 12345, 12345)
     folder.chmod(0o700)
     shelf = make(tmp_path)
+    assert await shelf.read("jobs", "k", max_age=60) is None
     await shelf.write("jobs", "k", b"x")
-    assert list(folder.iterdir()) == []
+    assert [p.read_bytes() for p in folder.iterdir()] == [b"jobs\0k\nplanted"]
 
 
 async def test_bad_sizes_and_kinds_are_refused(tmp_path: Path) -> None:
@@ -138,3 +144,121 @@ async def test_many_waiters_tie_up_no_threads(tmp_path: Path) -> None:
 
     await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(64))), 30)
     assert sorted(done) == list(range(64))
+
+
+def _planted(tmp_path: Path, shelf: notes.Notes) -> Path:
+    folder = tmp_path / ".runner-agent" / "notes" / "team"
+    [note] = [p for p in folder.iterdir() if not p.name.startswith("lock-")]
+    return note
+
+
+@pytest.mark.parametrize("how", ["loose bits", "two links", "dated ahead", "another uid"])
+async def test_a_note_not_the_agents_own_is_not_read_and_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "another uid" and os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another uid")
+    shelf = make(tmp_path)
+    await shelf.write("team", "a@1:f", b"text")
+    note = _planted(tmp_path, shelf)
+    if how == "loose bits":  # a folder once loosened: job code could have written it
+        note.chmod(0o644)
+    elif how == "two links":
+        os.link(note, tmp_path / "hardlink")
+    elif how == "dated ahead":  # would never grow old, nor be swept
+        ahead = time.time() + 10 * 365 * 86400
+        os.utime(note, (ahead, ahead))
+    else:
+        os.chown(note, 1001, 1001)
+    assert await shelf.read("team", "a@1:f", max_age=60) is None
+    monkeypatch.setattr(notes, "SWEEP_EVERY", 0.0)
+    await shelf.write("team", "other", b"x")
+    assert not note.exists()
+
+
+class Hanging(locks.PosixLocks):
+    """A lock backend on a sick volume: every attempt hangs."""
+
+    def hold(self, path: Path, *, what: str, timeout: float) -> Any:
+        inner = super().hold(path, what=what, timeout=timeout)
+
+        class Slow:
+            def __enter__(self) -> None:
+                time.sleep(2)
+                inner.__enter__()
+
+            def __exit__(self, *exc: object) -> None:
+                inner.__exit__(*exc)
+
+        return Slow()
+
+
+async def test_a_hanging_lock_attempt_is_bounded_by_the_wait(tmp_path: Path) -> None:
+    shelf = notes.Notes(layout.Store(tmp_path), Hanging())
+    began = time.monotonic()
+    async with shelf.exclusive("jobs", "run", wait=0.2) as held:
+        assert held is False
+    assert time.monotonic() - began < 1.5
+
+
+async def test_a_cancelled_holder_lets_go(tmp_path: Path) -> None:
+    shelf = make(tmp_path)
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with shelf.exclusive("jobs", "run", wait=5) as held:
+            assert held
+            inside.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(holder())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with make(tmp_path).exclusive("jobs", "run", wait=2) as held:
+        assert held is True
+
+
+async def test_a_waiter_leaves_when_the_answer_is_ready(tmp_path: Path) -> None:
+    shelf = make(tmp_path)
+    asked = 0
+
+    async def ready() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked >= 2
+
+    async with shelf.exclusive("jobs", "run", wait=5):
+        began = time.monotonic()
+        async with make(tmp_path).exclusive("jobs", "run", wait=10, ready=ready) as held:
+            assert held is False
+        assert time.monotonic() - began < 3
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from agent.store import locks
+with locks.PosixLocks().hold(Path(sys.argv[1]), what="the test", timeout=5):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+async def test_another_process_holding_the_lock_is_waited_for(tmp_path: Path) -> None:
+    # Agents are processes: the lock must exclude across them, not only across tasks.
+    shelf = make(tmp_path)
+    await shelf.write("jobs", "seed", b"x")  # the folder exists
+    shard = int(notes._name("run")[:8], 16) % notes.SHARDS
+    path = tmp_path / ".runner-agent" / "notes" / "jobs" / f"lock-{shard:04d}"
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD, str(path), "1.5", stdout=asyncio.subprocess.PIPE
+    )
+    assert other.stdout is not None
+    assert await asyncio.wait_for(other.stdout.readline(), 20) == b"held\n"
+    async with shelf.exclusive("jobs", "run", wait=0.3) as held:
+        assert held is False
+    async with shelf.exclusive("jobs", "run", wait=10) as held:
+        assert held is True
+    assert await other.wait() == 0
