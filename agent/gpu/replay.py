@@ -3,8 +3,9 @@ on machines without one.
 
 Policy:
 - its values come from two captures of a real H200 shipped with the package
-  (``data/``): the static answers of every call, and a ~30 s trace recorded while a
-  bf16 matmul loop ran (idle 3 s, ~28 s at 99 % and ~690 W, idle again). ``trace``
+  (``data/``): the static answers of every call, and a ~35 s trace recorded while a
+  bf16 matmul loop ran (idle ~10 s while it started, ~20 s at 99 % and ~690 W, idle
+  again). ``trace``
   chooses the timeline: ``replay`` loops the trace from ``offset`` seconds in, ``idle``
   holds its first sample and ``load`` holds the middle of the load;
 - the slow calls cost what they cost there, as sleeps (PCIe throughput 21 ms each, total
@@ -274,7 +275,9 @@ class Replay:
 
     def wait(self, timeout_ms: int) -> backend.Event | None:
         self._calls.record()
-        deadline = self._now() + max(0, timeout_ms) / 1000
+        seconds = max(0, timeout_ms) / 1000
+        deadline = self._now() + seconds
+        real_deadline = time.monotonic() + seconds  # a test's clock may stand still
         with self._cond:
             while True:
                 now = self._now()
@@ -285,7 +288,7 @@ class Replay:
                     if index in self._watched:
                         wall = time.time() - (now - at)
                         return backend.Event(index=index, kind=kind, xid=xid, at=wall)
-                if now >= deadline:
+                if now >= deadline or time.monotonic() >= real_deadline:
                     return None
                 upcoming = [s[0] for s in self._scheduled if s[1] in self._watched]
                 until = min([deadline, *upcoming])
