@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from agent.config.fields import RESTART, Seconds, Section
+from agent.config.fields import RESTART, AbsolutePath, Seconds, Section
 
 FieldName = Literal[
     "memory",
@@ -176,5 +176,42 @@ class GpuSettings(Section):
             "energy; BAR1) and the device list are sampled, in the background. "
             "Default 15 s. Range 1 s-1 h."
         ),
+    )
+    devices: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "The GPUs this runner uses, as indexes or GPU UUIDs: only these make it "
+            "unhealthy. Default none: the GPUs the latest job's runner sees (its "
+            "NVIDIA_VISIBLE_DEVICES), else the agent's own NVIDIA_VISIBLE_DEVICES, else "
+            "every GPU."
+        ),
+    )
+    application_xids: list[Annotated[int, Field(ge=1, le=1023)]] = Field(
+        default_factory=lambda: [13, 31, 43, 45, 68, 109],
+        max_length=256,
+        description=(
+            "XIDs that are the job's own faults (a bad kernel, a memory fault), not the "
+            "GPU's: counted, never fatal. Every other XID is. Default 13, 31, 43, 45, "
+            "68, 109 (as the NVIDIA device plugin). Range 1-1023 each."
+        ),
+    )
+    ecc_threshold: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Uncorrectable ECC errors a GPU may add, after the agent first saw it, before "
+            "it is unhealthy. Default 0: the first new one. Range 0-1000000."
+        ),
+    )
+    state_file: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "Where GPU verdicts are kept, so a restarted agent does not forget an XID 79: "
+            "a pod-local path (an emptyDir). Default gpu-health.json beside "
+            "server.socket_path."
+        ),
+        json_schema_extra=RESTART,
     )
     fake: FakeGpuSettings = Field(default_factory=FakeGpuSettings, json_schema_extra=RESTART)

@@ -327,7 +327,17 @@ class Daemon:
         await asyncio.to_thread(importlib.import_module, "agent.gpu.engine")
         from agent.gpu import engine as gpu_engine
 
-        gpu = self.gpu = gpu_engine.Gpu(lambda: self.settings.gpu, self.metrics.registry)
+        def on_health(ok: bool, message: str) -> None:
+            self.conditions.set("gpu", ok=ok, message=message)
+
+        gpu = self.gpu = gpu_engine.Gpu(
+            lambda: self.settings.gpu,
+            self.metrics.registry,
+            # Pod-local (the socket's folder is the pod's emptyDir): a verdict survives a
+            # restart of this container, never the pod.
+            state_file=self.settings.server.socket_path.parent / "gpu-health.json",
+            on_health=on_health,
+        )
         self.metrics.before_scrape.append(gpu.refresh)
         await gpu.start()
         if gpu.running:
@@ -420,6 +430,7 @@ class Daemon:
             catalog=lambda: self.catalog,
             services=lambda: self.supervisor,
             cache=lambda: self.cache,
+            gpu=lambda: self.gpu,
         )
         runner = web.AppRunner(
             api.make_app(ctx, m=self.metrics, inflight=self._inflight, role=server.role),

@@ -95,6 +95,8 @@ class Collector:
         self._misses = 0
         self._inflight: asyncio.Future[_Sweep] | None = None
         self._stale = False
+        self.on_sweep: list[Callable[[Snapshot], None]] = []
+        """Called on the loop after each sweep lands (health reads the snapshot)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Collector:
                 self._slow = sweep.readings
                 if devices is not None:
                     self.devices = tuple(devices)
+                self._landing()
             await asyncio.sleep(self._slow_interval())
 
     async def close(self) -> None:
@@ -180,6 +183,15 @@ class Collector:
         self._fast = sweep.readings
         self._errors += sweep.errors
         self._fast_at = time.time()
+        self._landing()
+
+    def _landing(self) -> None:
+        snap = self.snapshot()
+        for call in self.on_sweep:
+            try:
+                call(snap)
+            except Exception:  # one observer's bug must not stop collection
+                logger.exception("a GPU sweep observer failed")
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

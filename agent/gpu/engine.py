@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from agent.config import gpu as gpu_config
-from agent.gpu import backend, collector, metrics, nvml, replay
+from agent.gpu import backend, collector, health, metrics, nvml, replay
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +44,51 @@ def make_backend(settings: gpu_config.GpuSettings) -> backend.Backend | None:
 
 
 class Gpu:
-    """The engine: owns the collector; the daemon starts, runs and closes it."""
+    """The engine: owns the collector and health; the daemon starts, runs and closes it.
+    ``on_health(ok, message)`` is told each change of this runner's GPU health."""
 
     def __init__(
         self,
         settings: Callable[[], gpu_config.GpuSettings],
         registry: CollectorRegistry,
         *,
+        state_file: Path,
+        on_health: Callable[[bool, str], None],
         source: backend.Backend | None = None,
     ) -> None:
         self._settings = settings
         chosen = settings()
         self.source = source if source is not None else make_backend(chosen)
         self.collector: collector.Collector | None = None
+        self.health: health.Health | None = None
         if self.source is not None:
-            self.collector = collector.Collector(
+            gpus = self.collector = collector.Collector(
                 self.source,
                 deadline=lambda: settings().scrape_deadline_seconds,
                 slow_interval=lambda: settings().slow_interval_seconds,
             )
+            self.health = health.Health(
+                gpus,
+                devices=lambda: settings().devices,
+                application_xids=lambda: settings().application_xids,
+                ecc_threshold=lambda: settings().ecc_threshold,
+                state_file=chosen.state_file or state_file,
+                on_change=on_health,
+            )
+            gpus.on_sweep.append(self.health.observe)
         self._explicit = chosen.backend == "nvml"
-        registry.register(metrics.GpuMetrics(self.snapshot))
+        registry.register(metrics.GpuMetrics(self.snapshot, self.health_status))
 
     def snapshot(self) -> collector.Snapshot | None:
         return self.collector.snapshot() if self.collector is not None else None
 
+    def health_status(self) -> tuple[health.Status, dict[tuple[int, int], int]] | None:
+        if self.health is None:
+            return None
+        return self.health.status(), dict(self.health.xids)
+
     async def start(self) -> None:
-        if self.collector is None:
+        if self.collector is None or self.health is None:
             logger.info("GPU metrics are off (gpu.backend: off)")
             return
         await self.collector.start()
@@ -78,6 +97,7 @@ class Gpu:
                 "gpu.backend is nvml but NVML cannot be loaded here: install the NVIDIA "
                 "driver (and nvidia-ml-py), or set gpu.backend: auto"
             )
+        await self.health.start()
 
     async def run(self) -> None:
         """The background sampling (a guarded task, after :meth:`start`)."""
@@ -93,6 +113,21 @@ class Gpu:
         if self.collector is not None:
             await self.collector.refresh()
 
+    def refusal(self, kind: str | None, devices: list[str]) -> str | None:
+        """Why a job whose runner sees ``devices`` (of ``kind``, as its hook parsed
+        NVIDIA_VISIBLE_DEVICES) must not start here, or ``None``. A job that sees no GPU
+        is never refused for one."""
+        if self.health is None:
+            return None
+        if kind is not None:
+            self.health.job_devices(kind, devices)
+        if kind in ("none", "void"):
+            return None
+        status = self.health.status(devices if kind == "list" else None)
+        return status.message if status.state == "unhealthy" else None
+
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.close()
         if self.collector is not None:
             await self.collector.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 
-from agent.gpu import backend, collector
+from agent.gpu import backend, collector, health
 from agent.gpu.backend import Field
 
 LABELS = ["gpu", "uuid", "pci_bus_id", "model"]
@@ -67,8 +67,13 @@ def _scalar(name: str, value: backend.Value) -> float | None:
 class GpuMetrics(PromCollector):
     """A prometheus_client collector over a :class:`~agent.gpu.collector.Collector`."""
 
-    def __init__(self, source: Callable[[], collector.Snapshot | None]) -> None:
+    def __init__(
+        self,
+        source: Callable[[], collector.Snapshot | None],
+        health_of: Callable[[], tuple[health.Status, dict[tuple[int, int], int]] | None],
+    ) -> None:
         self._source = source
+        self._health = health_of
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what the devices support
@@ -89,6 +94,49 @@ class GpuMetrics(PromCollector):
             return
         yield from self._devices(snap)
         yield from self._collection(snap)
+        found = self._health()
+        if found is not None:
+            yield from self._health_families(snap, *found)
+
+    def _health_families(
+        self, snap: collector.Snapshot, status: health.Status, xids: dict[tuple[int, int], int]
+    ) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "runner_agent_gpu_health_info",
+            "Always 1; state is this runner's GPU health (healthy, unhealthy, unknown) and "
+            "events how XIDs are seen (watching, unsupported: polled only, failed).",
+            labels=["state", "events"],
+        )
+        state.add_metric([status.state, status.events], 1)
+        yield state
+        healthy = GaugeMetricFamily(
+            "runner_agent_gpu_healthy",
+            "1 while the GPU has no verdict (an XID, a loss, ECC errors), 0 after one, until "
+            "an admin clears it.",
+            labels=LABELS,
+        )
+        scoped = GaugeMetricFamily(
+            "runner_agent_gpu_in_scope",
+            "1 for the GPUs this runner uses: only their health counts for it.",
+            labels=LABELS,
+        )
+        counted = CounterMetricFamily(
+            "runner_agent_gpu_xid_errors",
+            "XID events seen since the agent started, by XID (a counter: unlike a last-XID "
+            "gauge, it says how many and never hides one behind the next).",
+            labels=[*LABELS, "xid"],
+        )
+        sick = {v.uuid for v in status.verdicts}
+        for device in snap.devices:
+            if device.error is not None:
+                continue
+            labels = [str(device.index), device.uuid, device.pci_bus_id, device.name]
+            healthy.add_metric(labels, 0 if device.uuid in sick or "*" in sick else 1)
+            scoped.add_metric(labels, 1 if device.uuid in status.scope else 0)
+            for (index, xid), count in sorted(xids.items()):
+                if index == device.index:
+                    counted.add_metric([*labels, str(xid)], count)
+        yield from (healthy, scoped, counted)
 
     def _devices(self, snap: collector.Snapshot) -> Iterator[Metric]:
         system = snap.system

@@ -10,6 +10,7 @@ from aiohttp import web
 from agent.catalog import loading as catalog_loading
 from agent.config import reloading
 from agent.github import contents, joblabels
+from agent.gpu import engine as gpu_engine
 from agent.install import coordinator
 from agent.jobs import registry
 from agent.observe import conditions
@@ -38,6 +39,8 @@ class Context:
     """Team configs at a job's commit, from GitHub (used when github credentials are set)."""
     job_labels: joblabels.JobLabels | None = None
     """The labels a job asked for, from GitHub's jobs API (when credentials are set)."""
+    gpu: Callable[[], gpu_engine.Gpu | None] = lambda: None
+    """The GPU engine, or ``None`` before it starts."""
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -244,6 +244,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         ctx.jobs.admits(body.runner_name)  # before any GitHub request is spent on it
     except registry.JobError as exc:
         raise job_error(exc) from exc
+    _gpu_check(ctx, body)
     menu = list(settings.runner.labels)
     sources: dict[str, list[str]] = {"runner menu": _menu(menu)}
     warnings: list[str] = []
@@ -352,6 +353,23 @@ async def complete_job(request: web.Request) -> web.Response:
             already=done.already,
         )
     )
+
+
+def _gpu_check(ctx: Context, body: JobStartRequest) -> None:
+    """A job does not start on a GPU with a verdict: it would fail in confusing ways."""
+    gpu = ctx.gpu()
+    if gpu is None:
+        return
+    kind = body.gpus.kind if body.gpus is not None else None
+    reason = gpu.refusal(kind, list(body.gpus.devices) if body.gpus is not None else [])
+    if reason is not None:
+        raise errors.ApiError(
+            503,
+            f"this runner's GPU is unhealthy, so the job does not start here: {reason}. "
+            "Replace the node or reset the GPU, then an admin clears the verdict "
+            "(POST /v1/gpu/health/clear)",
+            code="gpu_unhealthy",
+        )
 
 
 async def _finished(ctx: Context, job: registry.Job) -> None:

@@ -5,7 +5,8 @@ Policy:
   reports the loop's lag; it never depends on configuration or services, so a kubelet
   never restarts the agent for something a restart cannot fix;
 - /readyz is readiness: 200 only when every registered condition holds; the body lists
-  each condition, so ``kubectl describe`` and humans see why not;
+  each condition, so ``kubectl describe`` and humans see why not. ``?exclude=gpu`` leaves
+  named conditions out (a startup probe must not wait on a sick GPU);
 - /metrics is the agent's own registry with content negotiation (text 0.0.4 / 1.0.0 /
   OpenMetrics) by prometheus_client's aiohttp handler, after the engines that read per
   scrape (the GPU's) have read, each within its own deadline;
@@ -20,6 +21,7 @@ Policy:
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from agent.http import errors, instrument, models
 from agent.observe import conditions, looplag, metrics
 
 CONDITIONS = web.AppKey("conditions", conditions.Conditions)
+_CONDITION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 LOOP_LAG = web.AppKey("loop_lag", looplag.LoopLag)
 STARTED = web.AppKey("started", float)
 API_SOCKET = web.AppKey("api_socket", str)
@@ -50,13 +53,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 when every condition holds, else 503; lists each condition."""
+    """Readiness: 200 when every condition holds, else 503; lists each condition.
+    ``?exclude=gpu`` (repeatable, or comma-separated) leaves conditions out: a startup
+    probe that must not wait on a sick GPU."""
     conds = request.app[CONDITIONS]
+    exclude = frozenset(
+        name.strip() for value in request.query.getall("exclude", []) for name in value.split(",")
+    )
+    bad = sorted(n for n in exclude if not _CONDITION_NAME.fullmatch(n))
+    if bad:
+        raise errors.ApiError(
+            400,
+            f"exclude={bad[0][:64]!r} is not a condition name; expected names such as gpu "
+            f"(this agent's: {', '.join(sorted(conds.names()))})",
+        )
     items = [
-        {"name": c.name, "ok": c.ok, "message": c.message, "since": models.rfc3339(c.since)}
+        {
+            "name": c.name,
+            "ok": c.ok,
+            "message": c.message,
+            "since": models.rfc3339(c.since),
+            **({"excluded": True} if c.name in exclude else {}),
+        }
         for c in conds.snapshot()
     ]
-    ready = conds.ready
+    ready = conds.ready_without(exclude)
     return web.json_response({"ready": ready, "conditions": items}, status=200 if ready else 503)
 
 

@@ -67,7 +67,14 @@ class Conditions:
     @property
     def ready(self) -> bool:
         """Whether every condition holds (an agent with none registered is not ready)."""
-        return bool(self._items) and all(c.ok for c in self._items.values())
+        return self.ready_without(frozenset())
+
+    def ready_without(self, exclude: frozenset[str]) -> bool:
+        """:attr:`ready`, leaving the conditions named in ``exclude`` out (a startup probe
+        leaves ``gpu`` out, so a sick GPU cannot wedge the pod's start)."""
+        return bool(self._items) and all(
+            c.ok for c in self._items.values() if c.name not in exclude
+        )
 
     def names(self) -> frozenset[str]:
         """The names of the registered conditions."""

@@ -1,0 +1,365 @@
+"""GPU health, scoped to this runner's GPUs, and verdicts that never flap back.
+
+Policy:
+- **scope.** A sidecar often sees every GPU of the node; health counts only the GPUs
+  this runner uses: ``gpu.devices`` when set; else those the runner's latest job reported
+  (its ``NVIDIA_VISIBLE_DEVICES``); else the agent's own ``NVIDIA_VISIBLE_DEVICES`` when it
+  is a list; else every GPU. Other GPUs are watched and reported, and never make this
+  runner unhealthy;
+- **what is fatal.** An XID event, unless it is one of ``gpu.application_xids`` (13, 31,
+  43, 45, 68, 109 by default: the job's own faults); a double-bit ECC event; a GPU that
+  answers GpuIsLost; a GPU gone from the device list; uncorrectable ECC errors grown by
+  more than ``gpu.ecc_threshold`` since the GPU was first seen;
+- **no flapping.** A verdict stays until an admin clears it (:meth:`Health.clear`). It is
+  kept per GPU UUID in a pod-local state file, so a liveness restart of the agent does
+  not forget an XID 79;
+- **the watcher** is a thread of its own that waits on NVML events a second at a time. A
+  driver or sandbox that cannot deliver events (NotSupported) leaves health to what the
+  collector sees (lost GPUs, the device list, ECC counters), and says so. A watcher that
+  fails makes health ``unknown``, never ``healthy``;
+- every change is reported through ``on_change(ok, message)`` (the daemon's readiness
+  condition ``gpu``) on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.gpu import backend, collector
+from agent.gpu.backend import Field
+
+logger = logging.getLogger(__name__)
+
+WAIT_MS = 1000
+"""One event wait; the watcher checks for its stop between waits."""
+MAX_VERDICTS = 64
+STATE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a GPU is unhealthy."""
+
+    uuid: str
+    index: int
+    reason: str
+    at: float
+    """Wall-clock time of the event."""
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at))
+        return f"gpu {self.index} ({self.uuid}) {self.reason} at {when}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What readiness, the job hook and ``runner-agent gpu`` are told."""
+
+    state: str
+    """``healthy``, ``unhealthy``, ``unknown`` (the watcher failed or has not started)
+    or ``off`` (no GPU here)."""
+    verdicts: tuple[Verdict, ...]
+    """Every verdict, scoped GPUs' and others'."""
+    scope: tuple[str, ...]
+    """UUIDs health counts."""
+    events: str
+    """``watching``, ``unsupported`` (no events here: polled only), ``failed``, ``off``."""
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("healthy", "off")
+
+
+def parse_devices(devices: Iterable[str], known: tuple[backend.Device, ...]) -> set[str] | None:
+    """The UUIDs that ``devices`` (indexes, GPU UUIDs, MIG devices) name among ``known``;
+    ``None`` when one cannot be placed (then every GPU counts: safer than none)."""
+    by_index = {str(d.index): d.uuid for d in known}
+    uuids = {d.uuid for d in known}
+    found: set[str] = set()
+    for item in devices:
+        if item in by_index:
+            found.add(by_index[item])
+        elif item in uuids:
+            found.add(item)
+        elif item.split(":")[0] in by_index and ":" in item:  # GPU:MIG indices
+            found.add(by_index[item.split(":")[0]])
+        elif item.startswith("MIG-GPU-") and item[4:].split("/")[0] in uuids:
+            found.add(item[4:].split("/")[0])
+        else:
+            return None
+    return found
+
+
+class Health:
+    """This runner's GPU health (see the module)."""
+
+    def __init__(
+        self,
+        gpus: collector.Collector,
+        *,
+        devices: Callable[[], list[str]],
+        application_xids: Callable[[], list[int]],
+        ecc_threshold: Callable[[], int],
+        state_file: Path | None,
+        on_change: Callable[[bool, str], None],
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.gpus = gpus
+        self._devices = devices
+        self._application = application_xids
+        self._ecc_threshold = ecc_threshold
+        self.state_file = state_file
+        self._on_change = on_change
+        env = os.environ if environ is None else environ
+        self._own_visible = [d for d in env.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if d]
+        self._job_scope: list[str] | None = None
+        self.verdicts: dict[str, Verdict] = self._load()
+        self.xids: collections.Counter[tuple[int, int]] = collections.Counter()
+        self.events = "off"
+        self._ecc_base: dict[str, int] = {}
+        self._seen: dict[str, backend.Device] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last: tuple[bool, str] | None = None
+
+    # -- state -------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Verdict]:
+        if self.state_file is None:
+            return {}
+        try:
+            with self.state_file.open("rb") as f:
+                data = json.loads(f.read(STATE_BYTES))
+            items = data["verdicts"] if isinstance(data, dict) else []
+            verdicts = {
+                str(v["uuid"]): Verdict(
+                    str(v["uuid"]), int(v["index"]), str(v["reason"]), float(v["at"])
+                )
+                for v in items[:MAX_VERDICTS]
+            }
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Unreadable state must not read as healthy: say so; an admin clears it.
+            logger.error(
+                "GPU health state %s is unreadable (%s): every GPU counts as unhealthy "
+                "until an admin clears it (POST /v1/gpu/health/clear)",
+                self.state_file,
+                exc,
+            )
+            return {"*": Verdict("*", -1, f"health state unreadable ({exc})", time.time())}
+        if verdicts:
+            logger.warning(
+                "GPU verdicts kept from before the restart: %s",
+                "; ".join(v.describe() for v in verdicts.values()),
+            )
+        return verdicts
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        data = {"verdicts": [asdict(v) for v in list(self.verdicts.values())[:MAX_VERDICTS]]}
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            logger.error("cannot keep the GPU verdicts in %s: %s", self.state_file, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    # -- scope -------------------------------------------------------------------------
+
+    def job_devices(self, kind: str, devices: Iterable[str]) -> None:
+        """What the latest job's runner sees (its NVIDIA_VISIBLE_DEVICES, as parsed)."""
+        if kind == "list":
+            self._job_scope = list(devices)
+        elif kind in ("all", "unset"):
+            self._job_scope = None
+        else:  # none, void: the runner sees no GPU
+            self._job_scope = []
+        self._report()
+
+    def scope(self, devices: list[str] | None = None) -> set[str]:
+        """The UUIDs health counts (``devices``: a job's own list, when it gave one)."""
+        known = self.gpus.devices
+        every = {d.uuid for d in known}
+        for source in (
+            self._devices() or None,
+            devices,
+            self._job_scope,
+            self._own_visible or None,
+        ):
+            if source is not None:
+                found = parse_devices(source, known)
+                return every if found is None else found
+        return every
+
+    # -- verdicts ----------------------------------------------------------------------
+
+    def _fatal(self, device: backend.Device | None, index: int, reason: str, at: float) -> None:
+        uuid = device.uuid if device is not None else f"index-{index}"
+        if uuid in self.verdicts or len(self.verdicts) >= MAX_VERDICTS:
+            return
+        verdict = Verdict(uuid, index, reason, at)
+        self.verdicts[uuid] = verdict
+        logger.error("GPU unhealthy: %s", verdict.describe(), extra={"uuid": uuid})
+        self._save()
+        self._report()
+
+    def _device(self, index: int) -> backend.Device | None:
+        return next((d for d in self.gpus.devices if d.index == index), None)
+
+    def on_event(self, event: backend.Event) -> None:
+        """An NVML event (on the loop)."""
+        device = self._device(event.index)
+        if event.kind == "ecc":
+            self._fatal(device, event.index, "double-bit ECC error", event.at)
+            return
+        self.xids[(event.index, event.xid)] += 1
+        if event.xid in self._application():
+            logger.warning(
+                "GPU %d: XID %d (an application error: the job's own, not the GPU's)",
+                event.index,
+                event.xid,
+            )
+            return
+        self._fatal(device, event.index, f"XID {event.xid}", event.at)
+
+    def observe(self, snap: collector.Snapshot) -> None:
+        """After a sweep: lost GPUs, GPUs gone from the list, uncorrectable ECC growth."""
+        now = time.time()
+        listed = {d.uuid: d for d in snap.devices if d.error is None}
+        for uuid, gone in self._seen.items():
+            if uuid not in listed:
+                self._fatal(gone, gone.index, "gone from the device list", now)
+        self._seen.update(listed)
+        for readings in (snap.fast, snap.slow):
+            for index, read in readings.items():
+                device = self._device(index)
+                if read.lost:
+                    self._fatal(device, index, "lost (GpuIsLost: off the bus)", now)
+                ecc = read.values.get(Field.ECC_AGGREGATE)
+                if device is not None and isinstance(ecc, backend.Ecc):
+                    base = self._ecc_base.setdefault(device.uuid, ecc.uncorrected)
+                    grown = ecc.uncorrected - base
+                    if grown > self._ecc_threshold():
+                        self._fatal(device, index, f"{grown} new uncorrectable ECC errors", now)
+
+    def clear(self, uuid: str | None = None) -> list[Verdict]:
+        """Drop the verdict of ``uuid`` (every verdict when ``None``); what was dropped."""
+        if uuid is None:
+            dropped = list(self.verdicts.values())
+            self.verdicts.clear()
+        else:
+            dropped = [self.verdicts.pop(uuid)] if uuid in self.verdicts else []
+        if dropped:
+            for verdict in dropped:
+                logger.warning("GPU verdict cleared by an admin: %s", verdict.describe())
+                self._ecc_base.pop(verdict.uuid, None)  # counted again from now
+            self._save()
+            self._report()
+        return dropped
+
+    def status(self, devices: list[str] | None = None) -> Status:
+        """Health for readiness (``devices``: a job's own GPUs, for its start)."""
+        if self.gpus.state != "ready":
+            return Status("off", (), (), "off", "no GPU health: " + self.gpus.state)
+        scope = self.scope(devices)
+        verdicts = tuple(self.verdicts.values())
+        counted = [v for v in verdicts if v.uuid in scope or v.uuid == "*"]
+        if counted:
+            message = "; ".join(v.describe() for v in counted)
+            return Status("unhealthy", verdicts, tuple(sorted(scope)), self.events, message)
+        if self.events == "failed" or self.events == "starting":
+            message = f"GPU health unknown: the XID event watcher is {self.events}"
+            return Status("unknown", verdicts, tuple(sorted(scope)), self.events, message)
+        note = (
+            " (no XID events on this machine: polled only)" if self.events == "unsupported" else ""
+        )
+        message = f"{len(scope)} GPU(s) healthy{note}"
+        return Status("healthy", verdicts, tuple(sorted(scope)), self.events, message)
+
+    def _report(self) -> None:
+        status = self.status()
+        now = (status.ok, status.message)
+        if now != self._last:
+            self._last = now
+            self._on_change(*now)
+
+    # -- the watcher -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register events (in a thread) and start the watcher thread."""
+        if self.gpus.state != "ready":
+            return  # no GPU here: no readiness condition either
+        self._loop = asyncio.get_running_loop()
+        self.events = "starting"
+        indexes = [d.index for d in self.gpus.devices if d.error is None]
+        self._seen = {d.uuid: d for d in self.gpus.devices if d.error is None}
+        try:
+            await asyncio.to_thread(self.gpus.source.watch, indexes)
+        except backend.NotSupported as exc:
+            self.events = "unsupported"
+            logger.warning(
+                "XID events cannot be watched here (%s): GPU health sees lost GPUs, the "
+                "device list and ECC counters only",
+                exc,
+            )
+            self._report()
+            return
+        except backend.GpuError as exc:
+            self.events = "failed"
+            logger.error("the GPU event watcher failed to start: %s", exc)
+            self._report()
+            return
+        self.events = "watching"
+        self._thread = threading.Thread(target=self._watch, name="gpu-events", daemon=True)
+        self._thread.start()
+        self._report()
+
+    def _watch(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                event = self.gpus.source.wait(WAIT_MS)
+            except backend.GpuError as exc:
+                failures += 1
+                if failures >= 3:
+                    logger.error("the GPU event watcher failed: %s", exc)
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        loop.call_soon_threadsafe(self._watch_failed)
+                    return
+                self._stop.wait(1.0)
+                continue
+            failures = 0
+            if event is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self.on_event, event)
+
+    def _watch_failed(self) -> None:
+        self.events = "failed"
+        self._report()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, (WAIT_MS / 1000) * 2)
