@@ -141,6 +141,7 @@ async def matrix(
                 joblabels.Delivered(
                     "in_progress", REPO, RUN, 1, 10_000 + i, f"leg-{i}", ("self-hosted",)
                 ),
+                scope=stub.url,
             )
     size = {"all": count, "waves": wave, "sequential": 1, "webhook": count}[mode]
     for first in range(0, count, size):
