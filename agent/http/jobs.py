@@ -363,8 +363,9 @@ def _gpu_check(ctx: Context, body: JobStartRequest) -> None:
     kind = body.gpus.kind if body.gpus is not None else None
     reason = gpu.refusal(kind, list(body.gpus.devices) if body.gpus is not None else [])
     if reason is not None:
+        # 409, not 503: the hook waits out a 503 (an agent starting); this is an answer.
         raise errors.ApiError(
-            503,
+            409,
             f"this runner's GPU is unhealthy, so the job does not start here: {reason}. "
             "Replace the node or reset the GPU, then an admin clears the verdict "
             "(POST /v1/gpu/health/clear)",

@@ -91,6 +91,10 @@ def test_every_default_is_pinned() -> None:
             "backend": "auto",
             "scrape_deadline_seconds": 0.25,
             "slow_interval_seconds": 15.0,
+            "devices": [],
+            "application_xids": [13, 31, 43, 45, 68, 109],
+            "ecc_threshold": 0,
+            "state_file": None,
             "fake": {
                 "gpus": 1,
                 "trace": "replay",
@@ -138,5 +142,6 @@ def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
         "cache.lock_backend",
         "upstream.socket_path",
         "gpu.backend",
+        "gpu.state_file",
         "gpu.fake",
     ]

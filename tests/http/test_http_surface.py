@@ -143,6 +143,8 @@ async def test_openapi_documents_every_route_from_the_models(start_agent: Starte
         "/v1/services",
         "/v1/services/{name}/logs",
         "/v1/services/{name}/start",
+        "/v1/gpu",
+        "/v1/gpu/health/clear",
         "/v1/services/{name}/stop",
         "/v1/services/{name}/restart",
         "/v1/stop-gate",
