@@ -167,6 +167,16 @@ class GpuSettings(Section):
             "previous values are served, marked stale. Default 0.25 s. Range 0.01-10 s."
         ),
     )
+    collect_interval_seconds: Seconds = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "A scrape within this long of the last per-scrape read is served that read: "
+            "NVML averages utilisation and power over about a second, so reading faster "
+            "adds nothing. Default 1 s. Range 0 (every scrape reads) to 60 s."
+        ),
+    )
     slow_interval_seconds: Seconds = Field(
         default=15.0,
         ge=1,

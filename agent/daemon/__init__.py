@@ -332,13 +332,13 @@ class Daemon:
 
         gpu = self.gpu = gpu_engine.Gpu(
             lambda: self.settings.gpu,
-            self.metrics.registry,
             # Pod-local (the socket's folder is the pod's emptyDir): a verdict survives a
             # restart of this container, never the pod.
             state_file=self.settings.server.socket_path.parent / "gpu-health.json",
             on_health=on_health,
         )
         self.metrics.before_scrape.append(gpu.refresh)
+        self.metrics.blocks.append(gpu.render)
         await gpu.start()
         if gpu.running:
             self._spawn(gpu.run(), "GPU sampler")

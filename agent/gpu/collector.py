@@ -6,7 +6,9 @@ Policy:
   ``gpu-slow`` (in the background, every ``gpu.slow_interval_seconds``). A slow sweep of
   8 GPUs takes ~350 ms of PCIe windows, so it never shares a thread with a scrape's;
 - a scrape asks :meth:`Collector.refresh`, which starts a fast sweep unless one is under
-  way (concurrent scrapes share it) and waits at most ``gpu.scrape_deadline_seconds``.
+  way (concurrent scrapes share it) or one landed less than ``gpu.collect_interval_seconds``
+  ago (NVML averages utilisation and power over about a second: reading faster adds
+  nothing), and waits at most ``gpu.scrape_deadline_seconds``.
   Past the deadline the scrape is served the previous values, marked stale; the sweep
   lands when it lands and the next scrape gets it. Never an error;
 - a field a device answered NotSupported is remembered for that device and not asked
@@ -76,10 +78,14 @@ class Collector:
         *,
         deadline: Callable[[], float],
         slow_interval: Callable[[], float],
+        interval: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.source = source
         self._deadline = deadline
         self._slow_interval = slow_interval
+        self._interval = interval
+        self.generation = 0
+        """+1 each time a sweep lands: renderings keyed on it are current."""
         self.state = "starting"
         self.system: backend.System | None = None
         self.devices: tuple[backend.Device, ...] = ()
@@ -157,6 +163,8 @@ class Collector:
         """Take the fast reads for a scrape, within the deadline (see the module)."""
         if self.state != "ready":
             return
+        if not self._stale and time.time() - self._fast_at < self._interval():
+            return  # read moments ago: NVML averages utilisation and power over ~1 s
         if self._inflight is None or self._inflight.done():
             loop = asyncio.get_running_loop()
             self._inflight = loop.run_in_executor(self._fast_pool, self._sweep_fast)
@@ -186,6 +194,7 @@ class Collector:
         self._landing()
 
     def _landing(self) -> None:
+        self.generation += 1
         snap = self.snapshot()
         for call in self.on_sweep:
             try:

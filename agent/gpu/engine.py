@@ -1,5 +1,6 @@
 """The GPU engine as the daemon sees it: the backend ``gpu.backend`` names, its
-collector, and its families on the agent's registry.
+collector and health, and its families, rendered once per sweep for the scrape to append
+to the agent's own.
 
 Policy: ``off`` builds nothing but the backend info series; ``auto`` and ``nvml`` build
 the real backend (``auto`` takes "no GPU support" as the normal case, ``nvml`` warns);
@@ -50,7 +51,6 @@ class Gpu:
     def __init__(
         self,
         settings: Callable[[], gpu_config.GpuSettings],
-        registry: CollectorRegistry,
         *,
         state_file: Path,
         on_health: Callable[[bool, str], None],
@@ -66,6 +66,7 @@ class Gpu:
                 self.source,
                 deadline=lambda: settings().scrape_deadline_seconds,
                 slow_interval=lambda: settings().slow_interval_seconds,
+                interval=lambda: settings().collect_interval_seconds,
             )
             self.health = health.Health(
                 gpus,
@@ -77,7 +78,29 @@ class Gpu:
             )
             gpus.on_sweep.append(self.health.observe)
         self._explicit = chosen.backend == "nvml"
-        registry.register(metrics.GpuMetrics(self.snapshot, self.health_status))
+        # A registry of its own, rendered once per sweep (see render), not per scrape.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(metrics.GpuMetrics(self.snapshot, self.health_status))
+        self._rendered: dict[str, tuple[tuple[int, int, str, bool, int, int], bytes]] = {}
+
+    def render(self, encoder: Callable[..., bytes], content_type: str) -> bytes:
+        """The GPU families as exposition text, rendered again only when a sweep landed
+        or health changed (the scrape appends it to the agent's registry's text)."""
+        snap = self.snapshot()
+        key = (
+            self.collector.generation if self.collector is not None else -1,
+            self.health.version if self.health is not None else -1,
+            snap.state if snap is not None else "off",
+            snap.stale if snap is not None else False,
+            snap.errors if snap is not None else 0,
+            snap.deadline_misses if snap is not None else 0,
+        )
+        kept = self._rendered.get(content_type)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        body = encoder(self.registry)
+        self._rendered[content_type] = (key, body)
+        return body
 
     def snapshot(self) -> collector.Snapshot | None:
         return self.collector.snapshot() if self.collector is not None else None

@@ -133,6 +133,8 @@ class Health:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last: tuple[bool, str] | None = None
+        self.version = 0
+        """+1 on every change a scrape shows (a verdict, an XID, the watcher's state)."""
 
     # -- state -------------------------------------------------------------------------
 
@@ -233,6 +235,7 @@ class Health:
             self._fatal(device, event.index, "double-bit ECC error", event.at)
             return
         self.xids[(event.index, event.xid)] += 1
+        self.version += 1
         if event.xid in self._application():
             logger.warning(
                 "GPU %d: XID %d (an application error: the job's own, not the GPU's)",
@@ -297,6 +300,7 @@ class Health:
         return Status("healthy", verdicts, tuple(sorted(scope)), self.events, message)
 
     def _report(self) -> None:
+        self.version += 1
         status = self.status()
         now = (status.ok, status.message)
         if now != self._last:

@@ -8,8 +8,9 @@ Policy:
   each condition, so ``kubectl describe`` and humans see why not. ``?exclude=gpu`` leaves
   named conditions out (a startup probe must not wait on a sick GPU);
 - /metrics is the agent's own registry with content negotiation (text 0.0.4 / 1.0.0 /
-  OpenMetrics) by prometheus_client's aiohttp handler, after the engines that read per
-  scrape (the GPU's) have read, each within its own deadline;
+  OpenMetrics, by prometheus_client's encoders; gzip when asked), after the engines that
+  read per scrape (the GPU's) have read, each within its own deadline, with the blocks
+  those engines render and cache themselves appended;
 - /openapi.json is not served here: it answers 404 with the ``curl`` line that reads it
   from the API socket. The document describes routes this port does not serve (a client
   built from it would send its requests here and get 404s), and the port is the one
@@ -26,8 +27,8 @@ import shlex
 import time
 from pathlib import Path
 
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
+from prometheus_client import exposition
 
 from agent.http import errors, instrument, models
 from agent.observe import conditions, looplag, metrics
@@ -92,6 +93,16 @@ async def openapi_elsewhere(request: web.Request) -> web.Response:
     )
 
 
+_EOF = b"# EOF\n"
+
+
+def _splice(body: bytes, block: bytes) -> bytes:
+    """``block`` appended to ``body``: OpenMetrics ends once, with ``# EOF``."""
+    if body.endswith(_EOF):
+        return body[: -len(_EOF)] + block.removesuffix(_EOF) + _EOF
+    return body + block
+
+
 def make_app(
     *,
     m: metrics.Metrics,
@@ -115,12 +126,18 @@ def make_app(
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    render = make_aiohttp_handler(m.registry)
 
     async def scrape(request: web.Request) -> web.StreamResponse:
         for refresh in m.before_scrape:  # each bounds its own wait
             await refresh()
-        return await render(request)
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        encoder, content_type = exposition.choose_encoder(accept)
+        body = encoder(m.registry)
+        for block in m.blocks:
+            body = _splice(body, block(encoder, content_type))
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
 
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/openapi.json", openapi_elsewhere)

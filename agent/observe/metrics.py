@@ -38,6 +38,10 @@ class Metrics:
         self.before_scrape: list[Callable[[], Awaitable[None]]] = []
         """Awaited before /metrics renders: engines whose values are read per scrape
         (the GPU's) read them here, off the loop and within their own deadline."""
+        self.blocks: list[Callable[[Callable[..., bytes], str], bytes]] = []
+        """Exposition text that engines render (and cache) themselves, appended to the
+        registry's: ``block(encoder, content_type)``. The GPU's hundreds of series would
+        cost a scrape ~5 us each to format anew."""
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         r = self.registry

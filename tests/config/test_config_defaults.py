@@ -90,6 +90,7 @@ def test_every_default_is_pinned() -> None:
         "gpu": {
             "backend": "auto",
             "scrape_deadline_seconds": 0.25,
+            "collect_interval_seconds": 1.0,
             "slow_interval_seconds": 15.0,
             "devices": [],
             "application_xids": [13, 31, 43, 45, 68, 109],

@@ -30,7 +30,8 @@ def start(start_agent: Starter, **gpu: Any) -> Agent:
     config = start_agent.base_config()
     config["gpu"] = gpu
     agent = start_agent.start(config)
-    agent.wait_for(lambda: agent.get("/readyz")[0] == 200, timeout=30, what="ready")
+    # A lost GPU makes the runner unready: its GPU condition is not what these test.
+    agent.wait_for(lambda: agent.get("/readyz?exclude=gpu")[0] == 200, timeout=30, what="ready")
     return agent
 
 
@@ -71,6 +72,8 @@ def test_the_replayed_h200_under_load_through_a_scrape(start_agent: Starter) -> 
     assert "runner_agent_gpu_encoder_utilization_ratio" not in m
     assert "runner_agent_gpu_decoder_utilization_ratio" in m
     assert by_gpu(m["runner_agent_gpu_lost"]) == {str(i): float(i == 3) for i in range(8)}
+    assert by_gpu(m["runner_agent_gpu_healthy"]) == {str(i): float(i != 3) for i in range(8)}
+    assert agent.get("/readyz")[0] == 503
     assert "3" not in power
     energy = by_gpu(m["runner_agent_gpu_energy_joules_total"])["0"]
     time.sleep(2.2)  # two more slow samples
@@ -109,3 +112,21 @@ def test_off_reads_nothing(start_agent: Starter) -> None:
         what="the backend info",
     )
     assert m["runner_agent_gpu_backend_info"] == [({"backend": "off", "state": "off"}, 1)]
+
+
+def test_openmetrics_scrapes_carry_the_gpu_block_before_one_eof(start_agent: Starter) -> None:
+    import urllib.request
+
+    agent = start(start_agent, backend="fake")
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        agent.base + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+        assert answer.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = answer.read().decode()
+    assert text.count("# EOF") == 1
+    assert text.endswith("# EOF\n")
+    assert "runner_agent_gpu_power_watts{" in text
+    assert "runner_agent_build_info{" in text
+    # The same sweep's block is served again as it was rendered (no new read within 1 s).
+    assert http_get(agent.base + "/metrics")[0] == 200

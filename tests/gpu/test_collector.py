@@ -142,3 +142,19 @@ async def test_no_gpu_support_is_one_info_line(caplog: pytest.LogCaptureFixture)
     lines = [r for r in caplog.records if r.name.startswith("agent.gpu")]
     assert [(r.levelname, "no GPU support" in r.getMessage()) for r in lines] == [("INFO", True)]
     await gpus.close()
+
+
+async def test_a_scrape_soon_after_a_read_is_served_that_read() -> None:
+    source = Counting(replay.Knobs(gpus=1))
+    gpus = collector.Collector(
+        source, deadline=lambda: 1.0, slow_interval=lambda: 60, interval=lambda: 0.3
+    )
+    await gpus.start()
+    for _ in range(5):
+        await gpus.refresh()
+    assert source.reads[Field.MEMORY] == 1
+    assert gpus.generation == 1
+    await asyncio.sleep(0.35)
+    await gpus.refresh()
+    assert source.reads[Field.MEMORY] == 2
+    await gpus.close()
