@@ -405,6 +405,7 @@ class Daemon:
             history=lambda: self.settings.runner.history,
             max_open=lambda: self.settings.runner.max_open_jobs,
             runners=lambda: self.settings.runner.names,
+            gpu_meter=lambda: self.gpu.meter if self.gpu is not None else None,
         )
         from agent.github import client as github_client
         from agent.github import contents as github_contents

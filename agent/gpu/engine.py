@@ -11,6 +11,7 @@ each use, so a reload changes them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from agent.config import gpu as gpu_config
-from agent.gpu import backend, collector, health, metrics, nvml, replay
+from agent.gpu import backend, collector, health, meter, metrics, nvml, replay
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Gpu:
         self.source = source if source is not None else make_backend(chosen)
         self.collector: collector.Collector | None = None
         self.health: health.Health | None = None
+        self.meter: meter.Meter | None = None
         if self.source is not None:
             gpus = self.collector = collector.Collector(
                 self.source,
@@ -77,6 +79,7 @@ class Gpu:
                 on_change=on_health,
             )
             gpus.on_sweep.append(self.health.observe)
+            self.meter = meter.Meter(gpus, self.health)
         self._explicit = chosen.backend == "nvml"
         # A registry of its own, rendered once per sweep (see render), not per scrape.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -124,8 +127,10 @@ class Gpu:
 
     async def run(self) -> None:
         """The background sampling (a guarded task, after :meth:`start`)."""
-        if self.collector is not None and self.collector.state == "ready":
-            await self.collector.run_slow()
+        if self.collector is not None and self.meter is not None and self.running:
+            async with asyncio.TaskGroup() as group:  # one fails: both stop, and say why
+                group.create_task(self.collector.run_slow())
+                group.create_task(self.meter.run())
 
     @property
     def running(self) -> bool:

@@ -33,8 +33,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
+from agent.gpu import meter as gpu_meter
 from agent.jobs import leases
 from agent.jobs import metrics as job_metrics
 from agent.kits import aiotasks
@@ -178,6 +179,16 @@ Gate = Callable[[str | None], None]
 """Closes the stop gate with a reason, or opens it with ``None``."""
 
 
+class GpuMeter(Protocol):
+    """What a job used of its GPUs (the GPU engine's :class:`agent.gpu.meter.Meter`)."""
+
+    async def begin(self, job_id: str, kind: str | None, devices: list[str]) -> None: ...
+
+    async def end(self, job_id: str) -> gpu_meter.GpuUse | None: ...
+
+    def discard(self, job_id: str) -> None: ...
+
+
 def _digest(claim: str) -> bytes:
     return hashlib.sha256(claim.encode()).digest()
 
@@ -196,8 +207,10 @@ class Jobs:
         history: Callable[[], int] = lambda: 100,
         max_open: Callable[[], int] = lambda: 64,
         runners: Callable[[], list[str]] = list,
+        gpu_meter: Callable[[], GpuMeter | None] = lambda: None,
     ) -> None:
         self.leases = leases_ if leases_ is not None else leases.Leases()
+        self._gpu_meter = gpu_meter
         self._metrics = metrics or job_metrics.JobMetrics(None)
         self._gate = gate
         self._max_seconds = max_seconds
@@ -294,6 +307,15 @@ class Jobs:
             spec.describe(),
             extra={"job": job.id, "runner": spec.runner_name},
         )
+        meter = self._gpu_meter()
+        if meter is not None:
+            gpus = spec.gpus
+            try:
+                await meter.begin(
+                    job.id, gpus.kind if gpus else None, list(gpus.devices) if gpus else []
+                )
+            except Exception:  # a meter never fails a job
+                logger.exception("the GPU meter of job %s failed to start", job.id)
         return Started(job, resumed=False, superseded=superseded)
 
     def _busy_message(self, current: Job, spec: JobSpec) -> str:
@@ -365,15 +387,37 @@ class Jobs:
             self._end(job, result)
         released = await self.leases.release(job.id)
         took = f" after {seconds:.0f} s" if seconds is not None else ""
+        extra: dict[str, object] = {"job": job.id, "result": result, "seconds": seconds}
+        used = ""
+        use = await self._gpu_use(job.id)
+        if use is not None:
+            extra |= {"gpus": use.gpus, "gpu_busy_seconds": use.busy_seconds}
+            self._metrics.gpu_busy.observe(use.busy_seconds)
+            used = f", {use.gpus} GPU(s) busy {use.busy_seconds:.1f} s"
+            if use.energy_joules is not None:
+                extra["gpu_energy_joules"] = round(use.energy_joules, 1)
+                self._metrics.gpu_energy.observe(use.energy_joules)
+                used += f", {use.energy_joules:.0f} J"
         logger.info(
-            "job %s completed (%s)%s: %s",
+            "job %s completed (%s)%s%s: %s",
             job.id,
             result,
             took,
+            used,
             job.spec.describe(),
-            extra={"job": job.id, "result": result, "seconds": seconds},
+            extra=extra,
         )
         return Completed(job, released=released, already=False)
+
+    async def _gpu_use(self, job_id: str) -> gpu_meter.GpuUse | None:
+        meter = self._gpu_meter()
+        if meter is None:
+            return None
+        try:
+            return await meter.end(job_id)
+        except Exception:  # a meter never fails a job's completion
+            logger.exception("the GPU meter of job %s failed", job_id)
+            return None
 
     def _end(self, job: Job, result: Result) -> None:
         # Under the lock; the caller releases the leases after.
@@ -385,6 +429,9 @@ class Jobs:
         if deadline is not None:
             deadline.cancel()
         self._done[job.id] = job
+        meter = self._gpu_meter()
+        if meter is not None and result in ("abandoned", "expired"):
+            meter.discard(job.id)  # no completion will read it
         while len(self._done) > self._history():
             self._done.popitem(last=False)
         self._metrics.jobs.labels(result).inc()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,23 @@ def test_a_restarted_agent_keeps_the_verdict_until_an_admin_clears_it(
     assert f"cleared: gpu 0 ({UUID0}) XID 79" in cleared.stdout
     again.wait_for(lambda: readyz(again)[0] == 200, timeout=10, what="ready again")
     assert gpu_cli(again).returncode == 0
+
+
+def test_a_jobs_gpu_energy_and_busy_seconds_are_in_its_completion(start_agent: Starter) -> None:
+    # The replay is inside its matmul loop (~690 W, 99 %) for the whole job.
+    agent = start(start_agent, fake={"gpus": 2, "trace": "load"}, slow_interval_seconds=60)
+    pod = Pod(start_agent.workdir / "pod", agent)
+    assert pod.hook("job-started.sh", NVIDIA_VISIBLE_DEVICES=UUID1).returncode == 0
+    time.sleep(2.5)
+    assert pod.hook("job-completed.sh").returncode == 0
+    [done] = [
+        r
+        for r in agent.log_records()
+        if r["message"].startswith("job ") and "completed" in r["message"]
+    ]
+    assert done["gpus"] == 1  # the runner saw one of the two
+    assert 2.0 < done["gpu_busy_seconds"] < 4.0
+    assert 1200 < done["gpu_energy_joules"] < 3200  # ~690 W for ~2.5-4 s
+    metrics = http_get(agent.base + "/metrics")[1].decode()
+    assert "runner_agent_job_gpu_energy_joules_count 1.0" in metrics
+    assert "runner_agent_job_gpu_busy_seconds_count 1.0" in metrics
