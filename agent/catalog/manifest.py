@@ -153,6 +153,14 @@ class Gpu(_Strict):
     cuda: str = Field(
         description="Driver CUDA version needed, templated, e.g. '{major}.{minor}' or '12.1'."
     )
+    variant_option: str | None = Field(
+        default=None,
+        description=(
+            "A string option whose enum lists build variants (cpu, cu118, cu124, ...): "
+            "unless a request sets it, the resolver picks the highest cuXY variant at or "
+            "below the driver's CUDA, and cpu without a GPU (pytorch's wheels)."
+        ),
+    )
 
 
 class Feature(_Strict):

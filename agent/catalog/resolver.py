@@ -25,9 +25,17 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from packaging.version import Version
-
-from agent.catalog import loading, manifest, methods, patterns, requests, steps, templates, versions
+from agent.catalog import (
+    cuda,
+    loading,
+    manifest,
+    methods,
+    patterns,
+    requests,
+    steps,
+    templates,
+    versions,
+)
 from agent.platform import model
 from agent.platform import plans as wire
 
@@ -65,6 +73,8 @@ class Plan:
 class _Want:
     request: requests.Request | None
     constraints: list[tuple[versions.Spec | None, str, bool]] = field(default_factory=list)
+    variant: str | None = None
+    """The build variant CUDA-aware resolution chose (agent.catalog.cuda)."""
     """(spec, why, direct): direct constraints come from the user, the rest from requires."""
     requested_by: list[str] = field(default_factory=list)
 
@@ -104,11 +114,14 @@ def resolve(
     for ident in sorted(wants):
         feature = catalog.features[ident]
         method = _method_for(feature, target, problems)
-        version = _version_for(feature, wants[ident], problems)
+        version = _version_for(feature, wants[ident], target, problems)
         if method is None or version is None:
             continue
         if feature.gpu:
-            _check_gpu(feature, version, target, problems, warnings)
+            build = cuda.variant(feature, wants[ident].request, target)
+            if build is not None:
+                wants[ident].variant = build
+            cuda.check(feature, version, wants[ident].variant, target, problems, warnings)
         chosen[ident] = (version, method)
     if problems:
         raise ResolutionError(sorted(problems))
@@ -170,7 +183,9 @@ def _collect(
     return wants
 
 
-def _version_for(feature: manifest.Feature, want: _Want, problems: list[str]) -> str | None:
+def _version_for(
+    feature: manifest.Feature, want: _Want, target: model.Platform, problems: list[str]
+) -> str | None:
     if not feature.versioned:
         asked = [(s, why) for s, why, _ in want.constraints if s is not None and s.text != "latest"]
         if asked:
@@ -199,8 +214,12 @@ def _version_for(feature: manifest.Feature, want: _Want, problems: list[str]) ->
             )
             return None
     if default is not None:
-        # Nobody asked for a version: the manifest's default, unless what the dependents
-        # require rules it out (then the highest version they all accept).
+        # Nobody asked for a version: the manifest's default, unless the driver cannot
+        # run it (then the highest the driver runs), or what the dependents require rules
+        # it out (then the highest version they all accept).
+        runnable = cuda.default_version(feature, known, default, [s for s, _ in specs], target)
+        if runnable is not None:
+            return runnable
         preferred = versions.best_match(known, [default, *(s for s, _ in specs)])
         if preferred is not None:
             return preferred
@@ -249,42 +268,6 @@ def _method_for(
     return None
 
 
-def _check_gpu(
-    feature: manifest.Feature,
-    version: str,
-    target: model.Platform,
-    problems: list[str],
-    warnings: list[str],
-) -> None:
-    gpu = feature.gpu
-    assert gpu is not None
-    values = templates.version_fields(version) if version != "system" else {}
-    needed = templates.render(
-        gpu.cuda, {**values, "os": target.os, "arch": target.arch, "libc": target.libc or ""}
-    )
-    if not gpu.runtime:
-        return
-    if target.cuda_driver is None:
-        warnings.append(
-            f"{feature.id} {version} needs an NVIDIA GPU with a driver for CUDA {needed} at run "
-            "time; the target declares none (installing anyway: compiling needs no GPU)"
-        )
-        return
-    need, have = (*Version(needed).release, 0), (*Version(target.cuda_driver).release, 0)
-    if have[0] < need[0]:
-        problems.append(
-            f"{feature.id} {version} needs a driver for CUDA {needed}; the target's driver "
-            f"supports CUDA {target.cuda_driver} (an older major version): upgrade the driver "
-            f"or pick an older {feature.id}"
-        )
-    elif have[:2] < need[:2]:
-        warnings.append(
-            f"{feature.id} {version} is built for CUDA {needed}; the driver supports "
-            f"{target.cuda_driver}: this works through CUDA minor-version compatibility, "
-            "except for features that need the newer driver"
-        )
-
-
 def _rounds(chosen: Mapping[str, object], catalog: loading.Catalog) -> list[tuple[int, str]]:
     graph: dict[str, set[str]] = {}
     for ident in chosen:
@@ -320,7 +303,7 @@ def _step(
     python: tuple[str, str] | None = None,
 ) -> wire.Step:
     feature = catalog.features[ident]
-    option_env = _options(feature, want.request)
+    option_env = _options(feature, want.request, want.variant)
     values = {
         **(templates.version_fields(version) if version != "system" else {"version": version}),
         "os": target.os,
@@ -399,8 +382,12 @@ def _check(check: methods.Check | None, fill: dict[str, str]) -> wire.Check | No
     return {"argv": list(check.command), "expect": templates.render(check.expect, fill)}
 
 
-def _options(feature: manifest.Feature, request: requests.Request | None) -> dict[str, str]:
+def _options(
+    feature: manifest.Feature, request: requests.Request | None, variant: str | None = None
+) -> dict[str, str]:
     chosen = {name: opt.default_text() for name, opt in feature.options.items()}
+    if variant is not None and feature.gpu is not None and feature.gpu.variant_option:
+        chosen[feature.gpu.variant_option] = variant
     for name, value in request.options if request else ():
         option = feature.options.get(name)
         if option is None:

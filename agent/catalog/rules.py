@@ -219,6 +219,20 @@ def _env_and_check(feature: Feature, found: findings.Findings) -> None:
 def _gpu(feature: Feature, found: findings.Findings) -> None:
     if feature.gpu is None:
         return
+    name = feature.gpu.variant_option
+    if name is not None:
+        option = feature.options.get(name)
+        enum = option.enum if option is not None and option.type == "string" else None
+        if (
+            not enum
+            or "cpu" not in enum
+            or any(v != "cpu" and not re.fullmatch(r"cu(?a:\d{2,3})", v) for v in enum)
+        ):
+            found.add(
+                ("gpu", "variant_option"),
+                f"gpu.variant_option {name!r} must name a string option whose enum is cpu "
+                "and cuXY variants (cu118, cu124, ...)",
+            )
     known = feature.version_list()
     cuda = feature.gpu.cuda
     allowed = set(templates.BUILTIN) if known else {"os", "arch", "libc"}
@@ -253,6 +267,6 @@ RULES: tuple[tuple[frozenset[str], Rule], ...] = (
     (frozenset({"install", "versions"}), _methods),
     (frozenset({"install", "versions"}), _relocatable),
     (frozenset({"env", "check", "install", "versions"}), _env_and_check),
-    (frozenset({"gpu", "versions"}), _gpu),
+    (frozenset({"gpu", "versions", "options"}), _gpu),
 )
 """Each rule with the fields it reads: it runs when all of them passed the schema."""

@@ -396,7 +396,9 @@ class Daemon:
 
         server = self.settings.server
         installs = self.installs = coordinator.Coordinator(
-            lambda: self.settings, chores.install_metrics(self.metrics.registry)
+            lambda: self.settings,
+            chores.install_metrics(self.metrics.registry),
+            cuda_driver=lambda: self.gpu.cuda_driver() if self.gpu is not None else None,
         )
         self.jobs = jobs_registry.Jobs(
             metrics=chores.job_metrics(self.metrics.registry),

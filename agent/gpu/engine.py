@@ -132,6 +132,12 @@ class Gpu:
                 group.create_task(self.collector.run_slow())
                 group.create_task(self.meter.run())
 
+    def cuda_driver(self) -> str | None:
+        """The CUDA version the driver runs, e.g. ``13.0`` (``None``: no GPU here)."""
+        if self.collector is None or self.collector.system is None or not self.running:
+            return None
+        return "{}.{}".format(*self.collector.system.cuda)
+
     @property
     def running(self) -> bool:
         return self.collector is not None and self.collector.state == "ready"

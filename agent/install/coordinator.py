@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -178,13 +179,16 @@ class Coordinator:
         pool: Callable[[], Pool] | None = None,
         host_system: bool | None = None,
         options: Callable[[bool], protocol.Options] | None = None,
+        cuda_driver: Callable[[], str | None] = lambda: None,
     ) -> None:
         """``pool`` makes the pool on first use (default: worker processes, as many as
         ``installer.parallelism`` may ever allow, spawned on demand); ``host_system``
         overrides ``installer.system_packages == "host"`` (the CLI decides per target);
         ``options`` (given whether the target is this machine) overrides those of the
-        ``installer`` settings (tests and benches)."""
+        ``installer`` settings (tests and benches); ``cuda_driver`` is the CUDA version
+        this machine's NVIDIA driver runs (the GPU engine's; ``None``: no GPU)."""
         self._settings = settings
+        self._cuda_driver = cuda_driver
         self._metrics = metrics
         self._make_pool = pool or _worker_pool
         self._host_system = host_system
@@ -320,9 +324,13 @@ class Coordinator:
         return self._pool
 
     async def local(self) -> model.Platform:
-        """The platform the agent runs on (detected once, in a thread)."""
+        """The platform the agent runs on (detected once, in a thread), with the driver's
+        CUDA as the GPU engine reads it now."""
         if self._local is None:
             self._local = await asyncio.to_thread(detect.detect)
+        driver = self._cuda_driver()
+        if driver != self._local.cuda_driver:
+            return dataclasses.replace(self._local, cuda_driver=driver)
         return self._local
 
     async def _native(self, platform: wire.PlatformData) -> bool:
