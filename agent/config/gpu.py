@@ -215,6 +215,14 @@ class GpuSettings(Section):
             "it is unhealthy. Default 0: the first new one. Range 0-1000000."
         ),
     )
+    drain_runner: bool = Field(
+        default=False,
+        description=(
+            "Host mode: when one of this runner's GPUs turns unhealthy, SIGINT the "
+            "Runner.Listener (it finishes its job, then takes no new one). Default false: "
+            "an ephemeral pod runs one job, and the hook's refusal and readiness do."
+        ),
+    )
     state_file: AbsolutePath | None = Field(
         default=None,
         description=(

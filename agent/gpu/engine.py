@@ -77,6 +77,7 @@ class Gpu:
                 ecc_threshold=lambda: settings().ecc_threshold,
                 state_file=chosen.state_file or state_file,
                 on_change=on_health,
+                drain_runner=lambda: settings().drain_runner,
             )
             gpus.on_sweep.append(self.health.observe)
             self.meter = meter.Meter(gpus, self.health)

@@ -18,7 +18,8 @@ Policy:
   collector sees (lost GPUs, the device list, ECC counters), and says so. A watcher that
   fails makes health ``unknown``, never ``healthy``;
 - every change is reported through ``on_change(ok, message)`` (the daemon's readiness
-  condition ``gpu``) on the event loop.
+  condition ``gpu``) on the event loop; with ``gpu.drain_runner`` (host mode) a verdict
+  on a GPU in scope also drains the runner (:mod:`agent.gpu.drain`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.gpu import backend, collector
+from agent.gpu import backend, collector, drain
 from agent.gpu.backend import Field
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,11 @@ def parse_devices(devices: Iterable[str], known: tuple[backend.Device, ...]) -> 
     return found
 
 
+def _logged(done: asyncio.Future[list[int]]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("draining the runner failed: %s", done.exception())
+
+
 class Health:
     """This runner's GPU health (see the module)."""
 
@@ -114,6 +120,7 @@ class Health:
         state_file: Path | None,
         on_change: Callable[[bool, str], None],
         environ: dict[str, str] | None = None,
+        drain_runner: Callable[[], bool] = lambda: False,
     ) -> None:
         self.gpus = gpus
         self._devices = devices
@@ -121,6 +128,7 @@ class Health:
         self._ecc_threshold = ecc_threshold
         self.state_file = state_file
         self._on_change = on_change
+        self._drain_runner = drain_runner
         env = os.environ if environ is None else environ
         self._own_visible = [d for d in env.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if d]
         self._job_scope: list[str] | None = None
@@ -224,6 +232,10 @@ class Health:
         logger.error("GPU unhealthy: %s", verdict.describe(), extra={"uuid": uuid})
         self._save()
         self._report()
+        if self._drain_runner() and uuid in self.scope():
+            # /proc is read in a thread; nothing waits for it.
+            done = asyncio.get_running_loop().run_in_executor(None, drain.drain, verdict.describe())
+            done.add_done_callback(_logged)
 
     def _device(self, index: int) -> backend.Device | None:
         return next((d for d in self.gpus.devices if d.index == index), None)

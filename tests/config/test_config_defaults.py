@@ -95,6 +95,7 @@ def test_every_default_is_pinned() -> None:
             "devices": [],
             "application_xids": [13, 31, 43, 45, 68, 109],
             "ecc_threshold": 0,
+            "drain_runner": False,
             "state_file": None,
             "fake": {
                 "gpus": 1,

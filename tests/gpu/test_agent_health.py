@@ -6,7 +6,9 @@ verdict until ``runner-agent gpu clear``."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,27 @@ def test_a_jobs_gpu_energy_and_busy_seconds_are_in_its_completion(start_agent: S
     metrics = http_get(agent.base + "/metrics")[1].decode()
     assert "runner_agent_job_gpu_energy_joules_count 1.0" in metrics
     assert "runner_agent_job_gpu_busy_seconds_count 1.0" in metrics
+
+
+def test_a_host_mode_runner_is_drained_when_its_gpu_turns_unhealthy(
+    start_agent: Starter, tmp_path: Path
+) -> None:
+    # A stand-in listener: the kernel names a process after its executable's file.
+    listener = tmp_path / "Runner.Listener"
+    shutil.copy("/bin/sleep", listener)
+    proc = subprocess.Popen([str(listener), "60"])
+    try:
+        agent = start(
+            start_agent,
+            drain_runner=True,
+            fake={"xids": [{"at_seconds": 1, "gpu": 0, "xid": 79}]},
+        )
+        assert proc.wait(timeout=20) == -signal.SIGINT
+        drained = [r for r in agent.log_records() if r["message"].startswith("drained the runner")]
+        assert len(drained) == 1
+        assert f"pid {proc.pid}" in drained[0]["message"]
+        assert "XID 79" in drained[0]["message"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
