@@ -80,6 +80,7 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
         "runner",
         "upstream",
         "github",
+        "gpu",
         "services",
     }
     assert schema["additionalProperties"] is False
