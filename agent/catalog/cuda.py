@@ -7,8 +7,8 @@ the GPU engine puts it in the local platform as ``cuda_driver``):
   driver's is an error at resolution (the job's start), not at install; a minor above
   the driver's, within its major, is a warning (minor-version compatibility);
 - with no version asked, a GPU feature takes the highest catalog version whose CUDA the
-  driver can run without that warning, when the manifest's default is newer than that;
-  without a driver (no GPU: compiling needs none) the catalog default stands;
+  driver runs without that warning (within what its dependents require); without a
+  driver (no GPU: compiling needs none) the catalog default stands;
 - a feature whose ``gpu.variant_option`` names a string option of build variants
   (``cpu``, ``cu118``, ``cu124``, ...) gets, unless the request set that option, the
   highest ``cuXY[Z]`` variant at or below the driver's CUDA, and ``cpu`` without a GPU;
@@ -72,37 +72,36 @@ def default_version(
         return None
     if feature.gpu.variant_option is not None:
         return None  # the variant, not the version, follows the driver
-    preferred = versions.best_match(known, [default, *specs])
-    if preferred is not None and _runs(needed(feature, preferred, target), driver):
-        return None
     runnable = [v for v in known if _runs(needed(feature, v, target), driver)]
     return versions.best_match(runnable, list(specs)) if runnable else None
 
 
 def variant(
     feature: manifest.Feature, request: requests.Request | None, target: model.Platform
-) -> str | None:
-    """The build variant to install (``None``: the feature has no variants, or the
-    request chose one itself)."""
+) -> tuple[str, bool] | None:
+    """The build variant to install and whether the request named it: the request's,
+    else the one the driver runs best (``None``: the feature has no variants)."""
     gpu = feature.gpu
     if gpu is None or gpu.variant_option is None:
         return None
-    if request is not None and any(name == gpu.variant_option for name, _ in request.options):
-        return None
+    if request is not None:
+        for name, value in request.options:
+            if name == gpu.variant_option:
+                return str(value), True  # the request's own: checked against the driver
     option = feature.options[gpu.variant_option]
     choices = option.enum or ()
     driver = _driver(target)
     if driver is None:
-        return "cpu"
+        return "cpu", False
     builds = [(cuda, v) for v in choices if (cuda := variant_cuda(v)) is not None]
     fitting = [b for b in builds if b[0] <= driver]
-    return max(fitting)[1] if fitting else "cpu"
+    return (max(fitting)[1] if fitting else "cpu"), False
 
 
 def check(
     feature: manifest.Feature,
     version: str,
-    chosen_variant: str | None,
+    chosen_variant: tuple[str, bool] | None,
     target: model.Platform,
     problems: list[str],
     warnings: list[str],
@@ -113,16 +112,17 @@ def check(
     if not gpu.runtime:
         return
     if gpu.variant_option is not None and chosen_variant is not None:
-        if chosen_variant == "cpu":
-            if target.cuda_driver is not None:
+        build, asked = chosen_variant
+        if build == "cpu":
+            if target.cuda_driver is not None and not asked:
                 warnings.append(
                     f"{feature.id} {version}: no {gpu.variant_option} build runs on the "
                     f"driver's CUDA {target.cuda_driver}; installing the cpu build"
                 )
             return
-        cuda = variant_cuda(chosen_variant)
+        cuda = variant_cuda(build)
         need = f"{cuda[0]}.{cuda[1]}" if cuda else needed(feature, version, target)
-        what = f"{feature.id} {version} ({gpu.variant_option} {chosen_variant})"
+        what = f"{feature.id} {version} ({gpu.variant_option} {build})"
     else:
         need = needed(feature, version, target)
         what = f"{feature.id} {version}"

@@ -73,8 +73,9 @@ class Plan:
 class _Want:
     request: requests.Request | None
     constraints: list[tuple[versions.Spec | None, str, bool]] = field(default_factory=list)
-    variant: str | None = None
-    """The build variant CUDA-aware resolution chose (agent.catalog.cuda)."""
+    variant: tuple[str, bool] | None = None
+    """The build variant CUDA-aware resolution chose, and whether the request named it
+    (agent.catalog.cuda)."""
     """(spec, why, direct): direct constraints come from the user, the rest from requires."""
     requested_by: list[str] = field(default_factory=list)
 
@@ -303,7 +304,7 @@ def _step(
     python: tuple[str, str] | None = None,
 ) -> wire.Step:
     feature = catalog.features[ident]
-    option_env = _options(feature, want.request, want.variant)
+    option_env = _options(feature, want.request, want.variant[0] if want.variant else None)
     values = {
         **(templates.version_fields(version) if version != "system" else {"version": version}),
         "os": target.os,

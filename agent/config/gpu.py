@@ -218,9 +218,18 @@ class GpuSettings(Section):
     drain_runner: bool = Field(
         default=False,
         description=(
-            "Host mode: when one of this runner's GPUs turns unhealthy, SIGINT the "
-            "Runner.Listener (it finishes its job, then takes no new one). Default false: "
-            "an ephemeral pod runs one job, and the hook's refusal and readiness do."
+            "Host mode: when one of this runner's GPUs turns unhealthy, SIGINT every "
+            "process named gpu.drain_process the agent can see: the runner stops and "
+            "takes no new job (a job still running on the sick GPU is cancelled). Default "
+            "false: an ephemeral pod runs one job, and the hook's refusal and readiness do."
+        ),
+    )
+    drain_process: str = Field(
+        default="Runner.Listener",
+        pattern=r"^[A-Za-z0-9._-]{1,15}$",
+        description=(
+            "The process name (as in /proc/PID/comm, 15 characters at most) that "
+            "gpu.drain_runner signals. Default Runner.Listener, the runner's listener."
         ),
     )
     state_file: AbsolutePath | None = Field(

@@ -199,6 +199,8 @@ class Daemon:
             self.conditions.set("upstream", ok=False, message="waiting for its first answer")
         if self.settings.services:  # the supervisor starts after the bind, in a task
             self.conditions.set("services", ok=False, message="starting")
+        if full and self.settings.gpu.backend != "off":  # kept verdicts count from the start
+            self.conditions.set("gpu", ok=False, message="starting")
         if self.settings.features.preinstall:  # it waits for the catalog and the API
             self.conditions.set("preinstall", ok=False, message="waiting for the catalog")
         if not await self._bind_probes(probe_runner, server.metrics_address):

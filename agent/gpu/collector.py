@@ -34,6 +34,9 @@ from agent.gpu.backend import Field
 
 logger = logging.getLogger(__name__)
 
+START_SECONDS = 30.0
+"""The longest NVML's start and first device list may take (a sick driver hangs)."""
+
 
 @dataclass(frozen=True)
 class Readings:
@@ -97,6 +100,7 @@ class Collector:
         self._fast: dict[int, Readings] = {}
         self._slow: dict[int, Readings] = {}
         self._fast_at = 0.0
+        self._fast_mono = -1e9  # monotonic: a clock step never freezes the values
         self._errors = 0
         self._misses = 0
         self._inflight: asyncio.Future[_Sweep] | None = None
@@ -110,15 +114,22 @@ class Collector:
         """Initialise the backend and list its devices (in the slow thread)."""
         loop = asyncio.get_running_loop()
         try:
-            self.system = await loop.run_in_executor(self._slow_pool, self.source.init)
-            self.devices = tuple(await loop.run_in_executor(self._slow_pool, self.source.devices))
+            self.system = await asyncio.wait_for(
+                loop.run_in_executor(self._slow_pool, self.source.init), START_SECONDS
+            )
+            self.devices = tuple(
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._slow_pool, self.source.devices), START_SECONDS
+                )
+            )
         except backend.NoGpuSupport as exc:
             self.state = "unavailable"
             logger.info("no GPU support on this machine (%s): GPU metrics are off", exc)
             return
-        except backend.GpuError as exc:
+        except (backend.GpuError, TimeoutError) as exc:
             self.state = "failed"
-            logger.error("GPU backend %s failed to start: %s", self.source.name, exc)
+            why = exc if str(exc) else f"no answer in {START_SECONDS:g} s"
+            logger.error("GPU backend %s failed to start: %s", self.source.name, why)
             return
         self.state = "ready"
         logger.info(
@@ -143,10 +154,11 @@ class Collector:
                 self._landing()
             await asyncio.sleep(self._slow_interval())
 
-    async def close(self) -> None:
-        """Let the threads go and shut NVML down (bounded: a hung call is left behind)."""
+    async def close(self, *, shutdown: bool = True) -> None:
+        """Let the threads go and shut NVML down (bounded: a hung call is left behind;
+        ``shutdown`` False leaves NVML up for a thread still inside it)."""
         loop = asyncio.get_running_loop()
-        if self.state == "ready":
+        if self.state == "ready" and shutdown:
             try:
                 await asyncio.wait_for(
                     loop.run_in_executor(self._slow_pool, self.source.shutdown), timeout=2
@@ -163,7 +175,7 @@ class Collector:
         """Take the fast reads for a scrape, within the deadline (see the module)."""
         if self.state != "ready":
             return
-        if not self._stale and time.time() - self._fast_at < self._interval():
+        if not self._stale and time.monotonic() - self._fast_mono < self._interval():
             return  # read moments ago: NVML averages utilisation and power over ~1 s
         if self._inflight is None or self._inflight.done():
             loop = asyncio.get_running_loop()
@@ -191,6 +203,7 @@ class Collector:
         self._fast = sweep.readings
         self._errors += sweep.errors
         self._fast_at = time.time()
+        self._fast_mono = time.monotonic()
         self._landing()
 
     def _landing(self) -> None:

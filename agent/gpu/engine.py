@@ -78,6 +78,7 @@ class Gpu:
                 state_file=chosen.state_file or state_file,
                 on_change=on_health,
                 drain_runner=lambda: settings().drain_runner,
+                drain_process=lambda: settings().drain_process,
             )
             gpus.on_sweep.append(self.health.observe)
             self.meter = meter.Meter(gpus, self.health)
@@ -118,6 +119,7 @@ class Gpu:
         if self.collector is None or self.health is None:
             logger.info("GPU metrics are off (gpu.backend: off)")
             return
+        await self.health.load()
         await self.collector.start()
         if self.collector.state == "unavailable" and self._explicit:
             logger.warning(
@@ -151,12 +153,8 @@ class Gpu:
     def refusal(self, kind: str | None, devices: list[str]) -> str | None:
         """Why a job whose runner sees ``devices`` (of ``kind``, as its hook parsed
         NVIDIA_VISIBLE_DEVICES) must not start here, or ``None``. A job that sees no GPU
-        is never refused for one."""
-        if self.health is None:
-            return None
-        if kind is not None:
-            self.health.job_devices(kind, devices)
-        if kind in ("none", "void"):
+        is never refused for one. Nothing changes: the job is not open yet."""
+        if self.health is None or kind in ("none", "void"):
             return None
         status = self.health.status(devices if kind == "list" else None)
         return status.message if status.state == "unhealthy" else None
@@ -165,4 +163,6 @@ class Gpu:
         if self.health is not None:
             await self.health.close()
         if self.collector is not None:
-            await self.collector.close()
+            # A watcher still inside an event wait would have its event set freed under it.
+            busy = self.health is not None and self.health.watching
+            await self.collector.close(shutdown=not busy)

@@ -27,39 +27,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from agent.gpu import backend, collector, drain
+from agent.gpu import backend, collector, drain, verdicts
 from agent.gpu.backend import Field
+from agent.gpu.verdicts import EVERY, Verdict
 
 logger = logging.getLogger(__name__)
 
 WAIT_MS = 1000
 """One event wait; the watcher checks for its stop between waits."""
-MAX_VERDICTS = 64
-STATE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Why a GPU is unhealthy."""
-
-    uuid: str
-    index: int
-    reason: str
-    at: float
-    """Wall-clock time of the event."""
-
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at))
-        return f"gpu {self.index} ({self.uuid}) {self.reason} at {when}"
+MAX_RUNNERS = 64
 
 
 @dataclass(frozen=True)
@@ -102,9 +87,9 @@ def parse_devices(devices: Iterable[str], known: tuple[backend.Device, ...]) -> 
     return found
 
 
-def _logged(done: asyncio.Future[list[int]]) -> None:
+def _logged(done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
-        logger.error("draining the runner failed: %s", done.exception())
+        logger.error("a GPU health chore failed: %s", done.exception())
 
 
 class Health:
@@ -121,6 +106,7 @@ class Health:
         on_change: Callable[[bool, str], None],
         environ: dict[str, str] | None = None,
         drain_runner: Callable[[], bool] = lambda: False,
+        drain_process: Callable[[], str] = lambda: drain.NAME,
     ) -> None:
         self.gpus = gpus
         self._devices = devices
@@ -129,10 +115,15 @@ class Health:
         self.state_file = state_file
         self._on_change = on_change
         self._drain_runner = drain_runner
+        self._drain_process = drain_process
         env = os.environ if environ is None else environ
         self._own_visible = [d for d in env.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if d]
-        self._job_scope: list[str] | None = None
-        self.verdicts: dict[str, Verdict] = self._load()
+        # The GPUs each runner's latest job saw (None: every GPU), by runner name.
+        self._runners: collections.OrderedDict[str, list[str] | None] = collections.OrderedDict()
+        self.verdicts: dict[str, Verdict] = {}
+        self._saves = 0
+        self._save_lock = threading.Lock()
+        self._saving: asyncio.Future[None] | None = None
         self.xids: collections.Counter[tuple[int, int]] = collections.Counter()
         self.events = "off"
         self._ecc_base: dict[str, int] = {}
@@ -146,86 +137,75 @@ class Health:
 
     # -- state -------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, Verdict]:
-        if self.state_file is None:
-            return {}
-        try:
-            with self.state_file.open("rb") as f:
-                data = json.loads(f.read(STATE_BYTES))
-            items = data["verdicts"] if isinstance(data, dict) else []
-            verdicts = {
-                str(v["uuid"]): Verdict(
-                    str(v["uuid"]), int(v["index"]), str(v["reason"]), float(v["at"])
-                )
-                for v in items[:MAX_VERDICTS]
-            }
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Unreadable state must not read as healthy: say so; an admin clears it.
-            logger.error(
-                "GPU health state %s is unreadable (%s): every GPU counts as unhealthy "
-                "until an admin clears it (POST /v1/gpu/health/clear)",
-                self.state_file,
-                exc,
-            )
-            return {"*": Verdict("*", -1, f"health state unreadable ({exc})", time.time())}
-        if verdicts:
-            logger.warning(
-                "GPU verdicts kept from before the restart: %s",
-                "; ".join(v.describe() for v in verdicts.values()),
-            )
-        return verdicts
+    async def load(self) -> None:
+        """The verdicts kept from before a restart (read in a thread)."""
+        if self.state_file is not None:
+            self.verdicts = await asyncio.to_thread(verdicts.load, self.state_file)
 
     def _save(self) -> None:
+        """Keep the verdicts, in a thread: the newest save wins, none runs on the loop."""
         if self.state_file is None:
             return
-        data = {"verdicts": [asdict(v) for v in list(self.verdicts.values())[:MAX_VERDICTS]]}
-        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)
-        except OSError as exc:
-            logger.error("cannot keep the GPU verdicts in %s: %s", self.state_file, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        self._saves += 1
+        number, path, kept = self._saves, self.state_file, list(self.verdicts.values())
+
+        def write() -> None:
+            with self._save_lock:
+                if number == self._saves:  # a later save has the later verdicts
+                    verdicts.save(path, kept)
+
+        done = asyncio.get_running_loop().run_in_executor(None, write)
+        done.add_done_callback(_logged)
+        self._saving = done
 
     # -- scope -------------------------------------------------------------------------
 
-    def job_devices(self, kind: str, devices: Iterable[str]) -> None:
-        """What the latest job's runner sees (its NVIDIA_VISIBLE_DEVICES, as parsed)."""
-        if kind == "list":
-            self._job_scope = list(devices)
-        elif kind in ("all", "unset"):
-            self._job_scope = None
-        else:  # none, void: the runner sees no GPU
-            self._job_scope = []
+    def job_devices(self, runner: str, kind: str | None, devices: Iterable[str]) -> None:
+        """What a runner's job, now open, sees (its NVIDIA_VISIBLE_DEVICES, as parsed);
+        ``kind`` None (not reported) changes nothing."""
+        if kind is None:
+            return
+        seen: list[str] | None = list(devices) if kind == "list" else None
+        if kind in ("none", "void"):
+            seen = []
+        self._runners[runner] = seen
+        self._runners.move_to_end(runner)
+        while len(self._runners) > MAX_RUNNERS:
+            self._runners.popitem(last=False)
         self._report()
 
     def scope(self, devices: list[str] | None = None) -> set[str]:
-        """The UUIDs health counts (``devices``: a job's own list, when it gave one)."""
+        """The UUIDs health counts: ``devices`` (a job's own list) with ``gpu.devices``;
+        else ``gpu.devices``; else what the runners' jobs saw; else the agent's own
+        NVIDIA_VISIBLE_DEVICES; else every GPU."""
         known = self.gpus.devices
         every = {d.uuid for d in known}
-        for source in (
-            self._devices() or None,
-            devices,
-            self._job_scope,
-            self._own_visible or None,
-        ):
-            if source is not None:
-                found = parse_devices(source, known)
-                return every if found is None else found
+        configured = self._devices()
+
+        def place(items: list[str]) -> set[str]:
+            found = parse_devices([i.strip() for i in items], known)
+            return every if found is None else found
+
+        if devices is not None:
+            return place(devices) | (place(configured) if configured else set())
+        if configured:
+            return place(configured)
+        if self._runners:
+            lists = list(self._runners.values())
+            return (
+                every
+                if any(x is None for x in lists)
+                else place([d for x in lists for d in x or []])
+            )
+        if self._own_visible:
+            return place(self._own_visible)
         return every
 
     # -- verdicts ----------------------------------------------------------------------
 
     def _fatal(self, device: backend.Device | None, index: int, reason: str, at: float) -> None:
         uuid = device.uuid if device is not None else f"index-{index}"
-        if uuid in self.verdicts or len(self.verdicts) >= MAX_VERDICTS:
+        if uuid in self.verdicts or len(self.verdicts) >= verdicts.MAX_VERDICTS:
             return
         verdict = Verdict(uuid, index, reason, at)
         self.verdicts[uuid] = verdict
@@ -234,7 +214,9 @@ class Health:
         self._report()
         if self._drain_runner() and uuid in self.scope():
             # /proc is read in a thread; nothing waits for it.
-            done = asyncio.get_running_loop().run_in_executor(None, drain.drain, verdict.describe())
+            done = asyncio.get_running_loop().run_in_executor(
+                None, drain.drain, verdict.describe(), self._drain_process()
+            )
             done.add_done_callback(_logged)
 
     def _device(self, index: int) -> backend.Device | None:
@@ -258,7 +240,9 @@ class Health:
         self._fatal(device, event.index, f"XID {event.xid}", event.at)
 
     def observe(self, snap: collector.Snapshot) -> None:
-        """After a sweep: lost GPUs, GPUs gone from the list, uncorrectable ECC growth."""
+        """After a sweep: lost GPUs, GPUs gone from the list, uncorrectable ECC growth;
+        and readiness again (a reload may have moved the scope)."""
+        self._report_if_changed()
         now = time.time()
         listed = {d.uuid: d for d in snap.devices if d.error is None}
         for uuid, gone in self._seen.items():
@@ -294,11 +278,20 @@ class Health:
 
     def status(self, devices: list[str] | None = None) -> Status:
         """Health for readiness (``devices``: a job's own GPUs, for its start)."""
+        kept = tuple(self.verdicts.values())
         if self.gpus.state != "ready":
-            return Status("off", (), (), "off", "no GPU health: " + self.gpus.state)
+            # Kept verdicts count whatever NVML does now: a GPU that broke NVML's start
+            # is no healthier for it.
+            if kept:
+                message = "; ".join(v.describe() for v in kept)
+                return Status("unhealthy", kept, (), self.events, message)
+            if self.gpus.state in ("failed", "starting"):
+                message = f"GPU health unknown: the GPU backend is {self.gpus.state}"
+                return Status("unknown", kept, (), "off", message)
+            return Status("off", (), (), "off", "no GPU here: " + self.gpus.state)
         scope = self.scope(devices)
-        verdicts = tuple(self.verdicts.values())
-        counted = [v for v in verdicts if v.uuid in scope or v.uuid == "*"]
+        verdicts = kept
+        counted = [v for v in verdicts if v.uuid in scope or v.uuid == EVERY]
         if counted:
             message = "; ".join(v.describe() for v in counted)
             return Status("unhealthy", verdicts, tuple(sorted(scope)), self.events, message)
@@ -313,10 +306,14 @@ class Health:
 
     def _report(self) -> None:
         self.version += 1
+        self._report_if_changed()
+
+    def _report_if_changed(self) -> None:
         status = self.status()
         now = (status.ok, status.message)
         if now != self._last:
             self._last = now
+            self.version += 1
             self._on_change(*now)
 
     # -- the watcher -------------------------------------------------------------------
@@ -324,7 +321,8 @@ class Health:
     async def start(self) -> None:
         """Register events (in a thread) and start the watcher thread."""
         if self.gpus.state != "ready":
-            return  # no GPU here: no readiness condition either
+            self._report()  # no GPU here (ok), or kept verdicts, or a failed backend
+            return
         self._loop = asyncio.get_running_loop()
         self.events = "starting"
         indexes = [d.index for d in self.gpus.devices if d.error is None]
@@ -357,6 +355,16 @@ class Health:
         while not self._stop.is_set():
             try:
                 event = self.gpus.source.wait(WAIT_MS)
+            except backend.NotSupported as exc:
+                # A sandboxed kernel may register events and still not deliver them.
+                logger.warning("XID events cannot be waited for here (%s): polled only", exc)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._events_unsupported)
+                return
+            except backend.GpuLost:
+                # A GPU off the bus (the collector gives it its verdict): go on watching.
+                self._stop.wait(1.0)
+                continue
             except backend.GpuError as exc:
                 failures += 1
                 if failures >= 3:
@@ -371,11 +379,28 @@ class Health:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self.on_event, event)
 
+    def _events_unsupported(self) -> None:
+        self.events = "unsupported"
+        self._report()
+
     def _watch_failed(self) -> None:
         self.events = "failed"
         self._report()
 
+    async def flush(self) -> None:
+        """Wait (a little) for the latest save: a verdict must be on disk at shutdown."""
+        if self._saving is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._saving), 5)
+
     async def close(self) -> None:
+        await self.flush()
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, (WAIT_MS / 1000) * 2)
+
+    @property
+    def watching(self) -> bool:
+        """The watcher thread is still inside NVML (shutting NVML down would free what
+        it waits on)."""
+        return self._thread is not None and self._thread.is_alive()

@@ -24,6 +24,8 @@ from agent.gpu.backend import Field
 
 SAMPLE_SECONDS = 1.0
 MAX_METERS = 64
+READ_SECONDS = 2.0
+"""The longest a job's start or end waits for its energy reading (else: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -68,19 +70,18 @@ class Meter:
         indexes = tuple(d.index for d in self.gpus.devices if d.uuid in uuids)
         if not indexes:
             return
-        readings = await self.gpus.read_now((Field.ENERGY,))
-        self._open[job_id] = _Open(indexes, _energy(readings, indexes))
+        meter = self._open[job_id] = _Open(indexes, {})
         while len(self._open) > MAX_METERS:
             self._open.popitem(last=False)
+        meter.energy = _energy(await self._read(Field.ENERGY), indexes)
         self._wake.set()
 
     async def end(self, job_id: str) -> GpuUse | None:
         meter = self._open.pop(job_id, None)
         if meter is None:
             return None
-        await self._sample_one(meter)
-        readings = await self.gpus.read_now((Field.ENERGY,))
-        after = _energy(readings, meter.indexes)
+        self._add(meter, await self._read(Field.UTILIZATION))
+        after = _energy(await self._read(Field.ENERGY), meter.indexes)
         energy: float | None = None
         if set(after) == set(meter.energy) == set(meter.indexes):
             energy = sum(max(0.0, after[i] - meter.energy[i]) for i in meter.indexes)
@@ -89,9 +90,13 @@ class Meter:
     def discard(self, job_id: str) -> None:
         self._open.pop(job_id, None)
 
-    async def _sample_one(self, meter: _Open) -> None:
-        readings = await self.gpus.read_now((Field.UTILIZATION,))
-        self._add(meter, readings)
+    async def _read(self, what: Field) -> dict[int, collector.Readings]:
+        """``what`` of every GPU now, or nothing past :data:`READ_SECONDS`: a job's start
+        and end never wait on a sick GPU."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.gpus.read_now((what,))), READ_SECONDS)
+        except TimeoutError:
+            return {}
 
     def _add(self, meter: _Open, readings: dict[int, collector.Readings]) -> None:
         now = time.monotonic()
@@ -109,6 +114,6 @@ class Meter:
                 await self._wake.wait()
             await asyncio.sleep(SAMPLE_SECONDS)
             if self._open:
-                readings = await self.gpus.read_now((Field.UTILIZATION,))
+                readings = await self._read(Field.UTILIZATION)
                 for meter in list(self._open.values()):
                     self._add(meter, readings)

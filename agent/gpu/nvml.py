@@ -15,6 +15,7 @@ Policy:
 
 from __future__ import annotations
 
+import ctypes
 import time
 from typing import Any
 
@@ -42,8 +43,8 @@ class Nvml:
 
     def _wrap(self, exc: Exception) -> backend.GpuError:
         kind = type(exc).__name__
-        if kind == "NVMLError_NotSupported":
-            return backend.NotSupported(str(exc))
+        if kind in ("NVMLError_NotSupported", "NVMLError_FunctionNotFound"):
+            return backend.NotSupported(str(exc))  # an older driver lacks the call
         if kind == "NVMLError_GpuIsLost":
             return backend.GpuLost(str(exc))
         return backend.CallFailed(f"{kind}: {exc}")
@@ -199,9 +200,30 @@ class Nvml:
         n = self._nvml
         if self._events is None:
             self._events = self._call("nvmlEventSetCreate")
-        kinds = n.nvmlEventTypeXidCriticalError | n.nvmlEventTypeDoubleBitEccError
+        wanted = n.nvmlEventTypeXidCriticalError | n.nvmlEventTypeDoubleBitEccError
+        watched = 0
         for index in indexes:
-            self._call("nvmlDeviceRegisterEvents", self._handle(index), kinds, self._events)
+            # Per device, what it supports: a board without ECC events would refuse the
+            # pair, and must still get its XIDs watched.
+            try:
+                handle = self._handle(index)
+                kinds = int(self._call("nvmlDeviceGetSupportedEventTypes", handle)) & wanted
+                if kinds & n.nvmlEventTypeXidCriticalError:
+                    self._call("nvmlDeviceRegisterEvents", handle, kinds, self._events)
+                    watched += 1
+            except (backend.NotSupported, backend.GpuLost):
+                continue
+        if indexes and not watched:
+            raise backend.NotSupported("no GPU here can deliver XID events")
+
+    def _index_of(self, handle: Any) -> int:
+        """The index of an event's device, from the handles already known: asking NVML
+        about a GPU that just fell off the bus fails."""
+        wanted = _address(handle)
+        for index, known in self._handles.items():
+            if wanted is not None and _address(known) == wanted:
+                return index
+        return int(self._call("nvmlDeviceGetIndex", handle))
 
     def wait(self, timeout_ms: int) -> backend.Event | None:
         if self._events is None:
@@ -214,10 +236,17 @@ class Nvml:
             if type(exc).__name__ == "NVMLError_Timeout":
                 return None
             raise self._wrap(exc) from exc
-        index = int(self._call("nvmlDeviceGetIndex", data.device))
+        index = self._index_of(data.device)
         xid = int(data.eventData) if data.eventType == n.nvmlEventTypeXidCriticalError else 48
         kind = "xid" if data.eventType == n.nvmlEventTypeXidCriticalError else "ecc"
         return backend.Event(index=index, kind=kind, xid=xid, at=time.time())
+
+
+def _address(handle: Any) -> int | None:
+    try:
+        return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
+    except (TypeError, ctypes.ArgumentError):
+        return None
 
 
 def _memory(value: Any) -> int | None:

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from agent.http import auth, bodies, errors, features, jobs, models, streaming
+from agent.http import auth, bodies, errors, features, gpu, jobs, models, streaming
 from agent.http.context import CONTEXT
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
@@ -139,6 +139,8 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             job = ctx.jobs.running(body.job.id, body.job.secret)
         except registry.JobError as exc:
             raise jobs.job_error(exc) from exc
+    seen = job.spec.gpus if job is not None else None
+    target = await gpu.with_driver(ctx, target, seen.kind if seen is not None else None)
     admin = auth.presents(request, "admin", lambda: ctx.reloader.current)
     repository = _repository(job, body.repository)
     plan = (

@@ -3,14 +3,16 @@ clear a GPU verdict once the GPU is fixed (a verdict never clears itself)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from agent.gpu import engine, health
+from agent.gpu import engine, verdicts
 from agent.http import bodies, errors, models
-from agent.http.context import CONTEXT
+from agent.http.context import CONTEXT, Context
+from agent.platform import model
 
 _UUID = re.compile(r"GPU-[0-9a-fA-F-]{8,64}|index-[0-9]{1,4}|\*")
 
@@ -76,7 +78,7 @@ def _engine(request: web.Request) -> engine.Gpu:
     return gpu
 
 
-def _verdict(v: health.Verdict) -> GpuVerdict:
+def _verdict(v: verdicts.Verdict) -> GpuVerdict:
     return GpuVerdict(uuid=v.uuid, index=v.index, reason=v.reason, at=v.at, message=v.describe())
 
 
@@ -133,3 +135,37 @@ async def post_clear(request: web.Request) -> web.Response:
         )
     cleared = gpu.health.clear(body.uuid)
     return bodies.json_response(ClearResponse(cleared=[_verdict(v) for v in cleared]))
+
+
+def refuse_if_unhealthy(ctx: Context, kind: str | None, devices: list[str]) -> None:
+    """A job does not start on a GPU with a verdict: it would fail in confusing ways.
+    409, not 503: the hook waits out a 503 (an agent starting); this is an answer."""
+    found = ctx.gpu()
+    reason = found.refusal(kind, devices) if found is not None else None
+    if reason is not None:
+        raise errors.ApiError(
+            409,
+            f"this runner's GPU is unhealthy, so the job does not start here: {reason}. "
+            "Replace the node or reset the GPU, then an admin clears the verdict "
+            "(POST /v1/gpu/health/clear)",
+            code="gpu_unhealthy",
+        )
+
+
+def job_opened(ctx: Context, runner: str, kind: str | None, devices: list[str]) -> None:
+    """The job is open: its runner's GPUs are what health counts for that runner."""
+    found = ctx.gpu()
+    if found is not None and found.health is not None:
+        found.health.job_devices(runner, kind, devices)
+
+
+async def with_driver(ctx: Context, target: model.Platform, kind: str | None) -> model.Platform:
+    """``target`` with this node's driver CUDA, when it is this machine and its runner sees
+    GPUs (the hook cannot read the driver; the runner shares the node's)."""
+    found = ctx.gpu()
+    if target.cuda_driver is not None or found is None or kind in ("none", "void"):
+        return target
+    driver = found.cuda_driver()
+    if driver is None or not model.same_machine(target, await ctx.installs.local()):
+        return target
+    return dataclasses.replace(target, cuda_driver=driver)

@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
-from agent.http import auth, bodies, errors, features, models, streaming
+from agent.http import auth, bodies, errors, features, gpu, models, streaming
 from agent.http.context import CONTEXT, Context
 from agent.jobs import leases, registry
 from agent.platform import plans as wire
@@ -240,11 +240,14 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         target = features.to_platform(body.platform)
     else:
         target = await ctx.installs.local()
+    target = await gpu.with_driver(ctx, target, body.gpus.kind if body.gpus else None)
     try:
         ctx.jobs.admits(body.runner_name)  # before any GitHub request is spent on it
     except registry.JobError as exc:
         raise job_error(exc) from exc
-    _gpu_check(ctx, body)
+    gpus = body.gpus
+    kind, devices = (gpus.kind, list(gpus.devices)) if gpus is not None else (None, [])
+    gpu.refuse_if_unhealthy(ctx, kind, devices)
     menu = list(settings.runner.labels)
     sources: dict[str, list[str]] = {"runner menu": _menu(menu)}
     warnings: list[str] = []
@@ -304,6 +307,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         )
     except registry.JobError as exc:
         raise job_error(exc) from exc
+    gpu.job_opened(ctx, body.runner_name, kind, devices)
     if opened.superseded is not None:
         await _finished(ctx, opened.superseded)
     job = opened.job
@@ -353,24 +357,6 @@ async def complete_job(request: web.Request) -> web.Response:
             already=done.already,
         )
     )
-
-
-def _gpu_check(ctx: Context, body: JobStartRequest) -> None:
-    """A job does not start on a GPU with a verdict: it would fail in confusing ways."""
-    gpu = ctx.gpu()
-    if gpu is None:
-        return
-    kind = body.gpus.kind if body.gpus is not None else None
-    reason = gpu.refusal(kind, list(body.gpus.devices) if body.gpus is not None else [])
-    if reason is not None:
-        # 409, not 503: the hook waits out a 503 (an agent starting); this is an answer.
-        raise errors.ApiError(
-            409,
-            f"this runner's GPU is unhealthy, so the job does not start here: {reason}. "
-            "Replace the node or reset the GPU, then an admin clears the verdict "
-            "(POST /v1/gpu/health/clear)",
-            code="gpu_unhealthy",
-        )
 
 
 async def _finished(ctx: Context, job: registry.Job) -> None:

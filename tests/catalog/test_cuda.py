@@ -47,8 +47,8 @@ def plan(catalog: loading.Catalog, label: str, driver: str | None) -> dict[str, 
 
 @pytest.mark.parametrize(
     ("driver", "version"),
-    [(None, "12.8.0"), ("13.0", "12.8.0"), ("12.6", "12.4.1"), ("12.4", "12.4.1"),
-     ("11.8", "11.8.0")],
+    [(None, "12.8.0"), ("13.0", "13.0.1"), ("13.2", "13.0.1"), ("12.9", "12.8.0"),
+     ("12.6", "12.4.1"), ("12.4", "12.4.1"), ("11.8", "11.8.0")],
 )  # fmt: skip
 def test_an_unversioned_toolkit_is_the_highest_the_driver_runs(
     catalog: loading.Catalog, driver: str | None, version: str
@@ -104,9 +104,16 @@ def test_an_old_driver_gets_the_cpu_build_with_a_warning(catalog: loading.Catalo
 
 
 def test_a_variant_the_request_names_is_kept_and_checked(catalog: loading.Catalog) -> None:
+    # Checked against the variant's own CUDA, not the manifest's gpu.cuda (12.8).
     data = plan(catalog, "feature:torch;cuda=cu128", "12.4")
     assert data["features"][0]["options"]["CUDA"] == "cu128"
     assert "minor-version compatibility" in data["warnings"][0]
+    assert plan(catalog, "feature:torch;cuda=cu118", "11.8")["warnings"] == []
+    assert plan(catalog, "feature:torch;cuda=cpu", "11.8")["warnings"] == []
+    assert plan(catalog, "feature:torch;cuda=cpu", None)["warnings"] == []
+    with pytest.raises(resolver.ResolutionError) as info:
+        plan(catalog, "feature:torch;cuda=cu130", "12.4")
+    assert "needs a driver for CUDA 13.0" in info.value.problems[0]
 
 
 def test_variant_names() -> None:

@@ -96,6 +96,7 @@ def test_every_default_is_pinned() -> None:
             "application_xids": [13, 31, 43, 45, 68, 109],
             "ecc_threshold": 0,
             "drain_runner": False,
+            "drain_process": "Runner.Listener",
             "state_file": None,
             "fake": {
                 "gpus": 1,

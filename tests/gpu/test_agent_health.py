@@ -150,14 +150,16 @@ def test_a_jobs_gpu_energy_and_busy_seconds_are_in_its_completion(start_agent: S
 def test_a_host_mode_runner_is_drained_when_its_gpu_turns_unhealthy(
     start_agent: Starter, tmp_path: Path
 ) -> None:
-    # A stand-in listener: the kernel names a process after its executable's file.
-    listener = tmp_path / "Runner.Listener"
+    # A stand-in listener: the kernel names a process after its executable's file. Not
+    # named Runner.Listener: a self-hosted runner running this suite must not be drained.
+    listener = tmp_path / "ra-test-listen"
     shutil.copy("/bin/sleep", listener)
     proc = subprocess.Popen([str(listener), "60"])
     try:
         agent = start(
             start_agent,
             drain_runner=True,
+            drain_process="ra-test-listen",
             fake={"xids": [{"at_seconds": 1, "gpu": 0, "xid": 79}]},
         )
         assert proc.wait(timeout=20) == -signal.SIGINT

@@ -44,6 +44,7 @@ async def watched(
         environ=environ or {},
     )
     gpus.on_sweep.append(watcher.observe)
+    await watcher.load()
     await watcher.start()
     return watcher, changes
 
@@ -92,9 +93,9 @@ async def test_the_scope_follows_the_jobs_gpus_then_the_agents_own(tmp_path: Pat
     await until(lambda: watcher.verdicts)
     assert watcher.status().state == "healthy"  # the agent's own list: 0 and 1
     uuid2 = watcher.gpus.devices[2].uuid
-    watcher.job_devices("list", [uuid2])  # the runner's job sees GPU 2
+    watcher.job_devices("runner-1", "list", [uuid2])  # the runner's job sees GPU 2
     assert watcher.status().state == "unhealthy"
-    watcher.job_devices("none", [])
+    watcher.job_devices("runner-1", "none", [])
     assert watcher.status().state == "healthy"
     assert watcher.status(["2"]).state == "unhealthy"  # a job's own list decides for it
     assert health.parse_devices(["0:1", f"MIG-{uuid2}/1/0"], watcher.gpus.devices) is not None
@@ -158,16 +159,46 @@ async def test_a_verdict_survives_a_restart_until_an_admin_clears_it(tmp_path: P
     assert cleared.index == 1
     assert again.status().state == "healthy"
     assert changes.seen[-1] == (True, "2 GPU(s) healthy")
+    await again.flush()
     assert json.loads((tmp_path / "gpu-health.json").read_text()) == {"verdicts": []}
     await stop(again)
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"verdicts": [{"uuid": 1}]}'])
-async def test_unreadable_state_is_unhealthy_until_cleared(tmp_path: Path, content: bytes) -> None:
-    (tmp_path / "gpu-health.json").write_bytes(content)
+@pytest.mark.parametrize(
+    ("content", "mode", "why"),
+    [
+        (b"{not json", 0o600, "is unreadable"),
+        (b'{"verdicts": [{"uuid": 1}]}', 0o600, "is unreadable"),
+        (b'{"verdicts": [{"uuid": "u", "index": 0, "reason": "r", "at": 1e400}]}', 0o600,
+         "is not a time"),
+        (b'{"verdicts": []}', 0o666, "is linked, shared or too big"),  # job code could write it
+    ],
+)  # fmt: skip
+async def test_unreadable_state_is_unhealthy_until_cleared(
+    tmp_path: Path, content: bytes, mode: int, why: str
+) -> None:
+    state = tmp_path / "gpu-health.json"
+    state.write_bytes(content)
+    state.chmod(mode)
     watcher, _ = await watched(tmp_path, replay.Knobs())
     assert watcher.status().state == "unhealthy"
-    assert "health state unreadable" in watcher.status().message
+    assert why in watcher.status().message
+    assert watcher.status().message.startswith("every GPU: health state ")
     watcher.clear()
     assert watcher.status().state == "healthy"
     await stop(watcher)
+
+
+async def test_a_fifo_or_a_link_as_state_cannot_wedge_or_mislead(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "gpu-health.json")
+    watcher, _ = await asyncio.wait_for(watched(tmp_path, replay.Knobs()), 10)
+    assert "is not the agent's own file" in watcher.status().message
+    await stop(watcher)
+    (tmp_path / "gpu-health.json").unlink()
+    (tmp_path / "elsewhere.json").write_text('{"verdicts": []}')
+    (tmp_path / "gpu-health.json").symlink_to(tmp_path / "elsewhere.json")
+    linked, _ = await watched(tmp_path, replay.Knobs())
+    assert "cannot be opened" in linked.status().message
+    await stop(linked)

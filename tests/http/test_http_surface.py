@@ -38,6 +38,7 @@ async def test_readyz_lists_every_condition(start_agent: Starter) -> None:
         "api": True,
         "catalog": True,
         "config": True,
+        "gpu": True,  # no GPU here: nothing to be unhealthy
         "lifecycle": True,
         "store": True,
         "tasks": True,
@@ -110,6 +111,7 @@ async def test_status_over_the_unix_socket(start_agent: Starter) -> None:
         "api",
         "catalog",
         "config",
+        "gpu",
         "lifecycle",
         "store",
         "tasks",
