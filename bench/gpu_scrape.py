@@ -254,7 +254,11 @@ def real(args: argparse.Namespace, work: Path) -> list[tuple[str, ...]]:
     starter = Starter(work)
     rows: list[tuple[str, ...]] = []
     try:
-        agent = start(starter, {"backend": "auto", "slow_interval_seconds": 1})
+        # Every scrape reads NVML (collect_interval 0): the ratio is against real reads,
+        # not the cached block.
+        agent = start(
+            starter, {"backend": "auto", "slow_interval_seconds": 1, "collect_interval_seconds": 0}
+        )
         scraper = Scraper(agent)
         for _ in range(10):
             scraper.scrape()
