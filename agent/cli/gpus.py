@@ -1,4 +1,4 @@
-"""``runner-agent gpu [clear [UUID]]``: the GPUs a running agent sees, this runner's
+"""``runner-agent gpu [clear UUID | clear --all]``: the GPUs a running agent sees, this runner's
 scope, their health and the driver's CUDA; ``clear`` drops a GPU's verdict (admin) once
 the GPU is fixed. Exit codes: 0 healthy (or no GPU), 1 unhealthy or unknown (or the
 agent refused), 3 the agent could not be reached, 4 the token was refused.
@@ -28,10 +28,12 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     gsub = gpu.add_subparsers(dest="gpu_command", metavar="SUBCOMMAND")
     clear = gsub.add_parser(
         "clear",
-        help="clear a GPU's verdict once it is fixed (admin; every verdict without UUID)",
+        help="clear a GPU's verdict once it is fixed (admin; --all for every verdict)",
         description="Clear a GPU's verdict (admin): it counts as healthy again.",
     )
-    clear.add_argument("uuid", nargs="?", default=None, help="the GPU's UUID (GPU-...)")
+    which = clear.add_mutually_exclusive_group(required=True)
+    which.add_argument("uuid", nargs="?", default=None, help="the GPU's UUID (GPU-...)")
+    which.add_argument("--all", action="store_true", help="clear every verdict")
     client.add_arguments(clear)
     config_arg(clear)
     clear.set_defaults(run=run_clear)

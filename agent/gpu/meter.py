@@ -34,7 +34,8 @@ class GpuUse:
 
     gpus: int
     energy_joules: float | None
-    busy_seconds: float
+    busy_seconds: float | None
+    """``None`` when no utilisation could be read (a MIG device has none)."""
 
 
 @dataclass
@@ -42,6 +43,7 @@ class _Open:
     indexes: tuple[int, ...]
     energy: dict[int, float]
     busy: float = 0.0
+    sampled: bool = False
     last: float = field(default_factory=time.monotonic)
 
 
@@ -85,7 +87,8 @@ class Meter:
         energy: float | None = None
         if set(after) == set(meter.energy) == set(meter.indexes):
             energy = sum(max(0.0, after[i] - meter.energy[i]) for i in meter.indexes)
-        return GpuUse(len(meter.indexes), energy, round(meter.busy, 3))
+        busy = round(meter.busy, 3) if meter.sampled else None
+        return GpuUse(len(meter.indexes), energy, busy)
 
     def discard(self, job_id: str) -> None:
         self._open.pop(job_id, None)
@@ -105,6 +108,7 @@ class Meter:
             util = readings.get(index, collector.Readings()).values.get(Field.UTILIZATION)
             if isinstance(util, backend.Utilization):
                 meter.busy += util.gpu * dt
+                meter.sampled = True
 
     async def run(self) -> None:
         """Sample utilisation for the open meters, forever (a guarded task)."""

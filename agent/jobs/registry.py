@@ -391,9 +391,12 @@ class Jobs:
         used = ""
         use = await self._gpu_use(job.id)
         if use is not None:
-            extra |= {"gpus": use.gpus, "gpu_busy_seconds": use.busy_seconds}
-            self._metrics.gpu_busy.observe(use.busy_seconds)
-            used = f", {use.gpus} GPU(s) busy {use.busy_seconds:.1f} s"
+            extra["gpus"] = use.gpus
+            used = f", {use.gpus} GPU(s)"
+            if use.busy_seconds is not None:
+                extra["gpu_busy_seconds"] = use.busy_seconds
+                self._metrics.gpu_busy.observe(use.busy_seconds)
+                used += f" busy {use.busy_seconds:.1f} s"
             if use.energy_joules is not None:
                 extra["gpu_energy_joules"] = round(use.energy_joules, 1)
                 self._metrics.gpu_energy.observe(use.energy_joules)

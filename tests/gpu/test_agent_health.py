@@ -117,6 +117,7 @@ def test_a_restarted_agent_keeps_the_verdict_until_an_admin_clears_it(
     assert "XID 79" in conditions["gpu"]["message"]
     state = Path(config["server"]["socket_path"]).parent / "gpu-health.json"
     assert state.exists()
+    assert gpu_cli(again, "clear").returncode == 2  # a UUID, or --all: never by accident
     bad = gpu_cli(again, "clear", "GPU-not-a-gpu")
     assert bad.returncode == 1
     assert "has no verdict to clear" in bad.stderr or "not a GPU UUID" in bad.stderr
