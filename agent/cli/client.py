@@ -124,3 +124,32 @@ def request(
         return response.status, json.loads(raw)
     except ValueError:
         return response.status, raw.decode(errors="replace")
+
+
+def call(
+    args: argparse.Namespace,
+    method: str,
+    target: str,
+    scope: Scope = "job",
+    body: Any = None,
+) -> tuple[int, Any] | int:
+    """One request with the socket and token ``args`` name (``body`` as JSON): the
+    status and JSON answer, or an exit code after printing why it failed (unreachable,
+    the token refused, an error answer)."""
+    token_value = token(args, scope)
+    path = socket_path(args)
+    raw = json.dumps(body).encode() if body is not None else None
+    try:
+        status, answer = request(path, method, target, token=token_value, body=raw)
+    except OSError as exc:
+        return common.fail(
+            f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
+        )
+    denied = refused(status, answer, scope)
+    if denied is not None:
+        return denied
+    if status >= 300:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        message = error.get("message", answer) if isinstance(error, dict) else answer
+        return common.fail(f"{method} {target} failed ({status}): {message}")
+    return status, answer

@@ -42,22 +42,8 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
 def _call(
     args: argparse.Namespace, method: str, target: str, scope: client.Scope, body: Any = None
 ) -> Any | int:
-    token = client.token(args, scope)
-    path = client.socket_path(args)
-    raw = json.dumps(body).encode() if body is not None else None
-    try:
-        status, answer = client.request(path, method, target, token=token, body=raw)
-    except OSError as exc:
-        return common.fail(
-            f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
-        )
-    denied = client.refused(status, answer, scope)
-    if denied is not None:
-        return denied
-    if status >= 300:
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        return common.fail(f"{method} {target} failed ({status}): {error.get('message', answer)}")
-    return answer
+    answer = client.call(args, method, target, scope, body)
+    return answer if isinstance(answer, int) else answer[1]
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -55,27 +55,6 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         command.set_defaults(run=run_command, verb=verb)
 
 
-def _call(
-    args: argparse.Namespace, method: str, target: str, scope: client.Scope = "job"
-) -> tuple[int, Any] | int:
-    """The status and JSON body, or an exit code after printing why it failed."""
-    token = client.token(args, scope)
-    path = client.socket_path(args)
-    try:
-        status, body = client.request(path, method, target, token=token)
-    except OSError as exc:
-        return common.fail(
-            f"cannot reach the agent at {path}: {exc.strerror or exc}", common.EXIT_UNREACHABLE
-        )
-    denied = client.refused(status, body, scope)
-    if denied is not None:
-        return denied
-    if status >= 300:
-        message = body.get("error", {}).get("message", body) if isinstance(body, dict) else body
-        return common.fail(f"{method} {target} failed ({status}): {message}")
-    return status, body
-
-
 def _ago(when: float | None) -> str:
     if when is None:
         return "-"
@@ -89,7 +68,7 @@ def _ago(when: float | None) -> str:
 
 def run_ls(args: argparse.Namespace) -> int:
     """List services."""
-    answer = _call(args, "GET", "/v1/services")
+    answer = client.call(args, "GET", "/v1/services")
     if isinstance(answer, int):
         return answer
     _, body = answer
@@ -112,7 +91,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 def run_logs(args: argparse.Namespace) -> int:
     """Print a service's last lines."""
-    answer = _call(args, "GET", f"/v1/services/{args.name}/logs?lines={args.lines}")
+    answer = client.call(args, "GET", f"/v1/services/{args.name}/logs?lines={args.lines}")
     if isinstance(answer, int):
         return answer
     for line in answer[1]["lines"]:
@@ -125,7 +104,7 @@ def run_logs(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """restart, stop or start a service."""
-    answer = _call(args, "POST", f"/v1/services/{args.name}/{args.verb}", "admin")
+    answer = client.call(args, "POST", f"/v1/services/{args.name}/{args.verb}", "admin")
     if isinstance(answer, int):
         return answer
     svc = answer[1]
