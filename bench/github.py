@@ -82,17 +82,7 @@ class Legs:
     def __init__(self, stub: Stub, work: Path, *, app: bool) -> None:
         self.stub = stub
         self.work = work
-        if app:
-            key = work / "app.pem"
-            key.write_bytes(stub.key_pem())
-            creds: dict[str, Any] = {
-                "app_id": int(stub.app_id),
-                "installation_id": 99,
-                "private_key_file": str(key),
-            }
-        else:
-            (work / "token").write_text(stub.job_token + "\n")
-            creds = {"token_file": str(work / "token")}
+        creds = stub.credentials(work, app=app)
         self.settings = models.Settings.model_validate({"github": {"api_url": stub.url, **creds}})
         self.clients: list[client.Client] = []
 

@@ -38,18 +38,7 @@ async def make_client(stub: Stub, tmp_path: Path) -> AsyncIterator[MakeClient]:
     made: list[client.Client] = []
 
     def make(app: bool = False, **github: Any) -> client.Client:
-        if app:
-            key = tmp_path / "app.pem"
-            key.write_bytes(stub.key_pem())
-            creds: dict[str, Any] = {
-                "app_id": int(stub.app_id),
-                "installation_id": 99,
-                "private_key_file": str(key),
-            }
-        else:
-            token = tmp_path / "token"
-            token.write_text(stub.job_token + "\n")
-            creds = {"token_file": str(token)}
+        creds = stub.credentials(tmp_path, app=app)
         settings = models.Settings.model_validate(
             {"github": {"api_url": stub.url, **creds, **github}}
         )

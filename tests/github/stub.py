@@ -76,6 +76,17 @@ class Stub:
             serialization.NoEncryption(),
         )
 
+    def credentials(self, folder: Path, *, app: bool = False) -> dict[str, Any]:
+        """``github`` settings for this stub: a token file, or the App's key and ids,
+        written into ``folder``."""
+        if app:
+            key = folder / "app.pem"
+            key.write_bytes(self.key_pem())
+            return {"app_id": int(self.app_id), "installation_id": 99, "private_key_file": str(key)}
+        token = folder / "token"
+        token.write_text(self.job_token + "\n")
+        return {"token_file": str(token)}
+
     def fail(self, path: str, *failures: Failure) -> None:
         self.failures[path].extend(failures)
 
