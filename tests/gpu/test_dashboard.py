@@ -1,4 +1,4 @@
-"""The example Grafana dashboard (examples/grafana/gpu-dashboard.json) against a real agent:
+"""The example Grafana dashboard (charts/runner-agent/dashboards/gpu.json) against a real agent:
 every metric its queries use is in one real scrape of the replay backend (the job families
 declared, as they have samples only after a job), every query selects the $instance and,
 where the metric has a gpu label, the $gpu variables, and its panels have unique ids and
@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.agentproc import Agent, Starter, http_get
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "grafana" / "gpu-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "runner-agent" / "dashboards" / "gpu.json"
 METRIC = re.compile(r"runner_agent_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 # Families that have samples only once a job has run on a runner this agent serves.
