@@ -15,7 +15,6 @@ import yaml
 
 from tests.charts import support
 
-
 MOUNTED = "/etc/runner-agent/"
 
 

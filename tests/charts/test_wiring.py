@@ -114,7 +114,8 @@ def test_the_store_and_the_socket_are_where_they_belong(config: str, pod: str) -
     agent_mounts = mounts(agent)
     assert agent_mounts[STORE]["name"] == "store"
     assert not agent_mounts[STORE].get("readOnly")
-    assert agent_mounts[SOCKET]["name"] == "socket" and not agent_mounts[SOCKET].get("readOnly")
+    assert agent_mounts[SOCKET]["name"] == "socket"
+    assert not agent_mounts[SOCKET].get("readOnly")
     assert "persistentVolumeClaim" in volume_of(spec, "store")
     assert "emptyDir" in volume_of(spec, "socket")
     assert spec["securityContext"]["fsGroup"] == 123
@@ -122,13 +123,17 @@ def test_the_store_and_the_socket_are_where_they_belong(config: str, pod: str) -
     assert not spec.get("shareProcessNamespace")
     runner, engine = container(spec, "runner"), container(spec, "engine")
     if pod == "runner-agent-warmer":
-        assert runner is None and engine is None
+        assert runner is None
+        assert engine is None
         return
-    assert runner is not None and engine is not None
+    assert runner is not None
+    assert engine is not None
     for c in (runner, engine):
         m = mounts(c)
-        assert m[STORE_IN_TOOL_CACHE]["name"] == "store" and m[STORE_IN_TOOL_CACHE]["readOnly"]
-        assert m[SOCKET]["name"] == "socket" and m[SOCKET]["readOnly"]
+        assert m[STORE_IN_TOOL_CACHE]["name"] == "store"
+        assert m[STORE_IN_TOOL_CACHE]["readOnly"]
+        assert m[SOCKET]["name"] == "socket"
+        assert m[SOCKET]["readOnly"]
         assert STORE not in m
         # Nothing else of the store, read-write, anywhere.
         assert all(x["readOnly"] for x in c["volumeMounts"] if x["name"] == "store")
@@ -142,7 +147,8 @@ def test_tool_cache_and_work_are_pod_local_at_one_path_in_runner_and_engine(
 ) -> None:
     spec = spec_of(config, pod)
     runner, engine = container(spec, "runner"), container(spec, "engine")
-    assert runner is not None and engine is not None
+    assert runner is not None
+    assert engine is not None
     for path in (WORK, TOOL_CACHE, "/run"):
         assert mounts(runner)[path]["name"] == mounts(engine)[path]["name"], path
     assert "emptyDir" in volume_of(spec, mounts(runner)[TOOL_CACHE]["name"])
@@ -188,7 +194,8 @@ def test_gpu_values_reach_the_runner_and_the_agent_sees_every_gpu() -> None:
     spec = spec_of("gpu", "runner-agent-runner")
     runner = container(spec, "runner")
     agent = container(spec, "runner-agent")
-    assert runner is not None and agent is not None
+    assert runner is not None
+    assert agent is not None
     assert runner["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert runner["image"].endswith("/runner-agent-runner-gpu:0.1.0")
     assert "nvidia.com/gpu" not in agent["resources"].get("limits", {})
