@@ -16,7 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.agentproc import Agent, Starter, http_get
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "runner-agent" / "dashboards" / "gpu.json"
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "charts" / "runner-agent" / "dashboards" / "gpu.json"
+)
 METRIC = re.compile(r"runner_agent_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 # Families that have samples only once a job has run on a runner this agent serves.
