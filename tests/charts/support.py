@@ -134,12 +134,17 @@ def render(name: str) -> Rendered:
     return Rendered(name, documents)
 
 
+def arc_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(ARC_VALUES.read_text())
+    return values
+
+
 def arc_pod() -> dict[str, Any]:
-    """The example's template.spec as the Pod gha-runner-scale-set makes of it."""
-    values = yaml.safe_load(ARC_VALUES.read_text())
+    """The example's template as the Pod gha-runner-scale-set makes of it."""
+    template = arc_values()["template"]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "arc-runners-runner-x"},
-        "spec": {**values["template"]["spec"], "restartPolicy": "Never"},
+        "metadata": {"name": "arc-runners-runner-x", "labels": template["metadata"]["labels"]},
+        "spec": {**template["spec"], "restartPolicy": "Never"},
     }

@@ -60,8 +60,8 @@ def test_a_wrong_expectation_fails_promtool(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules()))
     (tmp_path / "alerts_test.yaml").write_text(
         TESTS.read_text().replace(
-            'severity: critical, instance: "pod-a:9102", gpu: "0"',
-            'severity: critical, instance: "pod-a:9102", gpu: "1"',
+            'pod: gpu-a, instance: "10.0.0.1:9102", gpu: "0"',
+            'pod: gpu-a, instance: "10.0.0.1:9102", gpu: "1"',
         )
     )
     tested = promtool("test", "rules", "alerts_test.yaml", cwd=tmp_path)

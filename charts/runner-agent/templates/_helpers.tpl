@@ -60,7 +60,6 @@ the tokens, GitHub's secrets), with .Values.config merged over it.
 {{- if $v.github.app.clientId }}{{- $_ := set $github "client_id" $v.github.app.clientId -}}{{- end -}}
 {{- if $v.github.app.installationId }}{{- $_ := set $github "installation_id" $v.github.app.installationId -}}{{- end -}}
 {{- if $v.github.app.privateKey.secretName }}{{- $_ := set $github "private_key_file" "/etc/runner-agent/github/private-key" -}}{{- end -}}
-{{- if $v.github.webhookSecret.secretName }}{{- $_ := set $github "webhook_secret_file" "/etc/runner-agent/github/webhook-secret" -}}{{- end -}}
 {{- if $v.github.scaleSets }}{{- $_ := set $github "scale_sets" $v.github.scaleSets -}}{{- end -}}
 {{- $base := dict
   "server" (dict
@@ -132,12 +131,16 @@ restartPolicy: Always
 {{- end }}
 args: [serve, --config, /etc/runner-agent/config/config.yaml]
 env:
+  # The CLI in this container (kubectl exec ... runner-agent status) reads the same file.
+  - {name: RUNNER_AGENT_CONFIG, value: /etc/runner-agent/config/config.yaml}
   - {name: RUNNER_AGENT_ON_CONFIG_ERROR, value: {{ $v.onConfigError | quote }}}
   - {name: RUNNER_AGENT_SERVER__METRICS_ADDRESS, value: "0.0.0.0:9102"}
   {{- if eq $role "warmer" }}
+  # The webhook listener and its secret are the warmer's alone: runner pods hold neither.
   - {name: RUNNER_AGENT_SERVER__WEBHOOK_ADDRESS, value: "0.0.0.0:8080"}
+  - {name: RUNNER_AGENT_GITHUB__WEBHOOK_SECRET_FILE, value: /etc/runner-agent/webhook/secret}
   {{- end }}
-  {{- if and $v.gpu.agentSeesAllGpus (ne $v.gpu.backend "off") }}
+  {{- if and (eq $role "runner") $v.gpu.agentSeesAllGpus (ne $v.gpu.backend "off") (gt (int $v.runners.gpus) 0) }}
   - {name: NVIDIA_VISIBLE_DEVICES, value: all}
   - {name: NVIDIA_DRIVER_CAPABILITIES, value: utility}
   {{- end }}
@@ -166,11 +169,14 @@ volumeMounts:
   {{- if include "ra.githubVolume" $root }}
   - {name: github, mountPath: /etc/runner-agent/github, readOnly: true}
   {{- end }}
+  {{- if and (eq $role "warmer") $v.github.webhookSecret.secretName }}
+  - {name: webhook-secret, mountPath: /etc/runner-agent/webhook, readOnly: true}
+  {{- end }}
 {{- end -}}
 
 {{- define "ra.githubVolume" -}}
 {{- $g := .Values.github -}}
-{{- if or $g.token.secretName $g.app.privateKey.secretName $g.webhookSecret.secretName -}}true{{- end -}}
+{{- if or $g.token.secretName $g.app.privateKey.secretName -}}true{{- end -}}
 {{- end -}}
 
 {{/* The agent's volumes (the store and the socket are the pod's). */}}
@@ -201,9 +207,6 @@ volumeMounts:
       {{- end }}
       {{- with $v.github.app.privateKey.secretName }}
       - secret: {name: {{ . }}, items: [{key: {{ $v.github.app.privateKey.key }}, path: private-key}]}
-      {{- end }}
-      {{- with $v.github.webhookSecret.secretName }}
-      - secret: {name: {{ . }}, items: [{key: {{ $v.github.webhookSecret.key }}, path: webhook-secret}]}
       {{- end }}
 {{- end }}
 {{- end -}}

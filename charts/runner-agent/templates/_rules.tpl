@@ -9,37 +9,39 @@ groups:
     rules:
       - alert: RunnerAgentGpuUnhealthy
         # In scope: this runner's GPUs. A verdict stays until an admin clears it.
-        expr: (runner_agent_gpu_healthy == 0) and on(instance, gpu) (runner_agent_gpu_in_scope == 1)
+        expr: (runner_agent_gpu_healthy == 0) and on(namespace, pod, instance, gpu) (runner_agent_gpu_in_scope == 1)
         for: 1m
         labels: {severity: critical}
         annotations:
-          summary: "GPU {{`{{ $labels.gpu }}`}} ({{`{{ $labels.uuid }}`}}) on {{`{{ $labels.instance }}`}} is unhealthy"
+          summary: "GPU {{`{{ $labels.gpu }}`}} ({{`{{ $labels.uuid }}`}}) of {{`{{ $labels.namespace }}`}}/{{`{{ $labels.pod }}`}} is unhealthy"
           description: "runner-agent took the runner out of rotation. See runner_agent_gpu_health_info and `runner-agent gpu`; clear with `runner-agent gpu clear UUID` once the GPU is fixed."
       - alert: RunnerAgentServiceCrashLooping
         expr: increase(runner_agent_service_restarts_total[15m]) >= 3
         labels: {severity: warning}
         annotations:
-          summary: "service {{`{{ $labels.service }}`}} on {{`{{ $labels.instance }}`}} restarted {{`{{ $value | humanize }}`}} times in 15 minutes"
+          summary: "service {{`{{ $labels.service }}`}} in {{`{{ $labels.namespace }}`}}/{{`{{ $labels.pod }}`}} restarted {{`{{ $value | humanize }}`}} times in 15 minutes"
           description: "Reason: {{`{{ $labels.reason }}`}}. See `runner-agent services` and the service's log."
+      # One store per namespace, reported by every pod that mounts it: pods come and go
+      # (ARC's are ephemeral), so the alert follows the namespace, not an instance.
       - alert: RunnerAgentCacheNearBudget
-        expr: max by (instance) (runner_agent_cache_bytes) > {{ $r.cacheBudgetRatio }} * max by (instance) (runner_agent_cache_budget_bytes)
+        expr: max by (namespace) (runner_agent_cache_bytes) > {{ $r.cacheBudgetRatio }} * max by (namespace) (runner_agent_cache_budget_bytes)
         for: 30m
         labels: {severity: warning}
         annotations:
-          summary: "the store behind {{`{{ $labels.instance }}`}} is over {{ mulf $r.cacheBudgetRatio 100 }} % of its budget"
+          summary: "the store of namespace {{`{{ $labels.namespace }}`}} is over {{ mulf $r.cacheBudgetRatio 100 }} % of its budget"
           description: "Evictions will remove least recently used entries. Raise cache.size_budget (and the volume) or trim features."
       - alert: RunnerAgentJobSetupSlow
-        expr: histogram_quantile(0.95, sum by (le) (rate(runner_agent_job_setup_seconds_bucket[30m]))) > {{ $r.jobSetupSeconds }}
+        expr: histogram_quantile(0.95, sum by (namespace, le) (rate(runner_agent_job_setup_seconds_bucket[30m]))) > {{ $r.jobSetupSeconds }}
         for: 15m
         labels: {severity: warning}
         annotations:
-          summary: "95 % of job setups take over {{ $r.jobSetupSeconds }} s"
+          summary: "95 % of job setups in {{`{{ $labels.namespace }}`}} take over {{ $r.jobSetupSeconds }} s"
           description: "Jobs wait on installs: pre-warm (the warmer) or add preinstall features; check runner_agent_install_duration_seconds."
       - alert: RunnerAgentWebhookDeliveriesFailing
-        expr: sum by (instance) (rate(runner_agent_webhook_deliveries_total{result=~"unauthorized|bad_body|too_large|queue_full"}[15m])) > 0
+        expr: sum by (namespace, pod) (rate(runner_agent_webhook_deliveries_total{result=~"unauthorized|bad_body|too_large|queue_full"}[15m])) > 0
         for: 15m
         labels: {severity: warning}
         annotations:
-          summary: "webhook deliveries to {{`{{ $labels.instance }}`}} are failing"
+          summary: "webhook deliveries to {{`{{ $labels.namespace }}`}}/{{`{{ $labels.pod }}`}} are failing"
           description: "unauthorized: the webhook secret differs from GitHub's; queue_full: raise github.prewarm_queue. See runner_agent_webhook_deliveries_total by result."
 {{- end -}}
