@@ -77,7 +77,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serving.add_parsers(sub, config_arg)
     if command == "serve":
         return parser
-    from agent.cli import cache, catalogs, configs, ensuring, gpus, hooking, servicing
+    from agent.cli import (
+        cache,
+        catalogs,
+        configs,
+        ensuring,
+        gpus,
+        hooking,
+        registering,
+        servicing,
+    )
 
     configs.add_parsers(sub, config_arg)
     catalogs.add_parsers(sub, config_arg)
@@ -86,6 +95,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cache.add_parsers(sub, config_arg)
     hooking.add_parsers(sub, config_arg)
     gpus.add_parsers(sub, config_arg)
+    registering.add_parsers(sub, config_arg)
     sub.add_parser("version", help="print the version", description="Print the version.")
     return parser
 

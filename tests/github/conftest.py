@@ -7,25 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from agent.config import models
 from agent.github import client
-from tests.github.stub import Stub
+from tests.github.stub import Stub, serve
 
 
 @pytest.fixture(params=["", "/api/v3"], ids=["github.com", "ghes"])
 async def stub(request: pytest.FixtureRequest) -> AsyncIterator[Stub]:
     """The stub at the root (github.com's shape) and under /api/v3 (GHES's)."""
-    served = Stub(base=request.param)
-    runner = web.AppRunner(served.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    served.url = f"http://127.0.0.1:{port}{served.base}"
-    yield served
-    await runner.cleanup()
+    async with serve(Stub(base=request.param)) as served:
+        yield served
 
 
 MakeClient = Callable[..., client.Client]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,19 @@ class Stub:
         app.router.add_get(
             b + "/repos/{owner}/{repo}/actions/runs/{run}/attempts/{attempt}/jobs", self._jobs
         )
+        for scope in ("/orgs/{org}", "/repos/{owner}/{repo}", "/enterprises/{enterprise}"):
+            app.router.add_post(
+                b + scope + "/actions/runners/registration-token", self._registration_token
+            )
         return app
+
+    async def _registration_token(self, request: web.Request) -> web.Response:
+        failed = await self._failure(request)
+        if failed is not None:
+            return failed
+        if not self._authorized(request):
+            return web.json_response({"message": "Bad credentials"}, status=401)
+        return web.json_response(fixture("create-registration-token.json"), status=201)
 
     async def _failure(self, request: web.Request) -> web.Response | None:
         path = request.path[len(self.base) :]
@@ -183,3 +197,18 @@ def job(
     item = copy.deepcopy(fixture("list-jobs-for-workflow-run-attempt.json")["jobs"][0])
     item.update(id=job_id, runner_name=runner_name, labels=labels, status=status)
     return item
+
+
+@contextlib.asynccontextmanager
+async def serve(served: Stub) -> AsyncIterator[Stub]:
+    """``served`` on a free loopback port (its ``url`` set) until the block ends."""
+    runner = web.AppRunner(served.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    served.url = f"http://127.0.0.1:{port}{served.base}"
+    try:
+        yield served
+    finally:
+        await runner.cleanup()
