@@ -54,7 +54,8 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "everything": {
-        **STANDALONE,
+        # Runners that mint their registration tokens with the App.
+        "runners": {"enabled": True, "url": "https://github.com/octo"},
         "warmer": {"enabled": True},
         "agent": {"sandbox": {"enabled": True}},
         "github": {

@@ -5,6 +5,7 @@ out as the pod has them, below a temporary root instead of /etc/runner-agent."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from tests.charts import support
+from tests.github import stub
 
 MOUNTED = "/etc/runner-agent/"
 
@@ -77,3 +79,39 @@ def test_a_bad_setting_in_values_config_is_caught_by_validate(tmp_path: Path) ->
     )
     assert done.returncode == 1
     assert "cache.size_budget" in done.stdout + done.stderr
+
+
+async def test_the_registration_init_container_mints_with_the_rendered_config(
+    tmp_path: Path,
+) -> None:
+    """The standalone runners' registration-token container, its args as rendered (the
+    App of "everything"), against the GitHub stub with its published answer."""
+    rendered = support.render("everything")
+    [runners] = rendered.of("StatefulSet")
+    init = {c["name"]: c for c in runners["spec"]["template"]["spec"]["initContainers"]}
+    minting = init["registration-token"]
+    assert {m["name"] for m in minting["volumeMounts"]} == {"registration", "config", "github"}
+    config = rendered.one("ConfigMap", "-config")["data"]["config.yaml"]
+    path = lay_out(rendered, config, tmp_path)
+    async with stub.serve(stub.Stub()) as github:
+        github.app_id = str(yaml.safe_load(config)["github"]["app_id"])
+        (tmp_path / "github" / "private-key").write_bytes(github.key_pem())
+        (tmp_path / "registration").mkdir()
+        args = [
+            str(path) if a.endswith("config.yaml") else a.replace("/run/", f"{tmp_path}/")
+            for a in minting["args"]
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "RUNNER_AGENT_GITHUB__API_URL": github.url},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, out.decode() + err.decode()
+        assert github.requests["/orgs/octo/actions/runners/registration-token"] == 1
+    published = stub.fixture("create-registration-token.json")["token"]
+    assert (tmp_path / "registration" / "token").read_text() == published + "\n"

@@ -98,7 +98,7 @@ def pod_labels() -> dict[str, dict[str, str]]:
     rendered = support.render("everything")
     labels = {
         doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"]
-        for doc in rendered.of("Deployment")
+        for doc in rendered.of("Deployment") + rendered.of("StatefulSet")
     }
     example = support.arc_values()["template"]["metadata"]["labels"]
     labels["arc-runner"] = example

@@ -41,9 +41,10 @@ def test_every_builtin_manifest_is_valid_kubernetes(name: str, version: str) -> 
 def test_the_configurations_render_what_they_turn_on() -> None:
     base = {"ConfigMap", "Secret", "PersistentVolumeClaim", "NetworkPolicy", "ServiceAccount"}
     assert support.render("defaults").kinds() == base
-    assert support.render("gpu").kinds() == base | {"Deployment"}
+    assert support.render("gpu").kinds() == base | {"StatefulSet", "Service"}
     assert support.render("warmer").kinds() == base | {"Deployment", "Service"}
     assert support.render("everything").kinds() == base | {
+        "StatefulSet",
         "Deployment",
         "Service",
         "PodMonitor",
@@ -76,6 +77,11 @@ def test_lint_is_clean() -> None:
         ({"monitoring": {"rules": {"cacheBudgetRatio": 1.5}}}, "cacheBudgetRatio"),
         ({"github": {"apiUrl": "http://github.example"}}, "at '/github/apiUrl'"),
         ({"onConfigError": "crash"}, "at '/onConfigError'"),
+        ({"engine": {"extraArgs": ["--mtu=1400"]}}, "at '/engine/extraArgs/0'"),
+        ({"engine": {"extraArgs": ["-H", "tcp://0.0.0.0:2375"]}}, "at '/engine/extraArgs/0'"),
+        ({"engine": {"extraArgs": ["registry-mirror"]}}, "at '/engine/extraArgs/0'"),
+        ({"engine": {"mtu": 40}}, "at '/engine/mtu'"),
+        ({"agent": {"livenessProbe": {"successThreshold": 2}}}, "livenessProbe/successThreshold"),
     ],
 )
 def test_the_schema_refuses_bad_values_naming_the_key(values: dict[str, Any], message: str) -> None:
@@ -89,7 +95,16 @@ def test_the_schema_refuses_bad_values_naming_the_key(values: dict[str, Any], me
         ({"runners": {"enabled": True}}, "runners.url is required"),
         (
             {"runners": {"enabled": True, "url": "https://github.com/octo"}},
-            "runners.registrationToken.secretName is required",
+            "runners.enabled needs a way to register: github.token.secretName or github.app",
+        ),
+        (
+            {
+                "github": {
+                    "token": {"secretName": "t"},
+                    "app": {"id": 1, "installationId": 2, "privateKey": {"secretName": "k"}},
+                }
+            },
+            "are both set: choose one",
         ),
         ({"warmer": {"enabled": True}}, "warmer.enabled needs github.webhookSecret.secretName"),
         ({"catalog": {"Bad_Id": {}}}, 'feature id "Bad_Id"'),

@@ -179,10 +179,13 @@ def test_job_code_gets_no_admin_token_and_no_github_credential(config: str, pod:
         if c is None:
             continue
         keys = secret_keys(spec, c)
-        assert keys & {"runner-agent-tokens/admin", "runner-agent-tokens/*"} == set(), (name, keys)
-        assert not any(k.startswith("github-") for k in keys), (name, keys)
+        # The job token, and no other secret: not the admin token, not GitHub's, not
+        # the registration token.
+        assert keys <= {"runner-agent-tokens/job"}, (name, keys)
         if name == "engine":
             assert keys == {"runner-agent-tokens/job"}
+        # Nor what an init container minted or registered with.
+        assert not {m["name"] for m in c["volumeMounts"]} & {"registration", "github"}
     github = {k for k in agent_keys if k.startswith("github-")}
     if config in ("warmer", "everything"):
         assert github
@@ -261,3 +264,61 @@ def test_the_arc_example_names_what_the_chart_makes() -> None:
         "securityContext",
     ):
         assert example_agent[key] == chart_agent[key], key
+
+
+@pytest.mark.parametrize(("config", "pod"), [p for p in PODS if p[1] == "runner-agent-runner"])
+def test_standalone_runners_register_in_an_init_container(config: str, pod: str) -> None:
+    [runners] = support.render(config).of("StatefulSet")
+    assert runners["spec"]["serviceName"] in {
+        s["metadata"]["name"] for s in support.render(config).of("Service")
+    }
+    spec = spec_of(config, pod)
+    names = [c["name"] for c in spec["initContainers"]]
+    minting = config == "everything"  # the App mints; gpu reads a registration Secret
+    expected = ["register", "externals", "runner-agent", "engine"]
+    assert names == (["registration-token", *expected] if minting else expected)
+    registration = volume_of(spec, "registration")
+    if minting:
+        assert registration["emptyDir"]["medium"] == "Memory"
+        token = container(spec, "registration-token")
+        assert token is not None
+        assert token["args"][:2] == ["github", "registration-token"]
+        assert "github" in {m["name"] for m in token["volumeMounts"]}
+    else:
+        assert registration["secret"]["secretName"] == "runner-registration"
+    register = container(spec, "register")
+    runner = container(spec, "runner")
+    assert register is not None
+    assert runner is not None
+    assert "--ephemeral" not in register["args"][0]  # a runner restarted in place re-registers
+    assert "config.sh" in register["args"][0]
+    assert "/run/runner-config/" in register["args"][0]
+    assert mounts(register)["/run/runner-config"]["name"] == "runner-config"
+    assert mounts(runner)["/run/runner-config"]["readOnly"]
+    assert "exec ./run.sh" in runner["args"][0]
+    assert "config.sh" not in runner["args"][0]
+
+
+@pytest.mark.parametrize(("config", "pod"), [p for p in PODS if p[1] != "runner-agent-warmer"])
+def test_the_engine_has_the_runners_externals_where_the_runner_has_them(
+    config: str, pod: str
+) -> None:
+    spec = spec_of(config, pod)
+    engine = container(spec, "engine")
+    assert engine is not None
+    volume = mounts(engine)["/home/runner/externals"]["name"]
+    assert "emptyDir" in volume_of(spec, volume)
+    [copier] = [
+        c
+        for c in spec["initContainers"]
+        if volume in {m["name"] for m in c.get("volumeMounts", [])}
+        and c.get("restartPolicy") != "Always"
+    ]
+    assert copier["command"] == ["cp"]
+    assert copier["args"][:2] == ["-r", "/home/runner/externals/."]
+    assert copier["args"][2] == mounts(copier)[copier["args"][2].rstrip("/")]["mountPath"] + "/"
+    assert copier["image"].split("/")[-1].split(":")[0] in {
+        "actions-runner",
+        "runner-agent-runner",
+        "runner-agent-runner-gpu",
+    }

@@ -34,11 +34,11 @@ except OSError as e:  # not listening yet: what the kubelet counts as a failure
 """
 
 
-def chart_agent() -> tuple[dict[str, Any], dict[str, Any]]:
-    rendered = support.render("gpu")
-    spec = rendered.pod_specs()["runner-agent-runner"]
+def chart_agent() -> dict[str, Any]:
+    """The agent container of the GPU configuration's runner pod, as rendered."""
+    spec = support.render("gpu").pod_specs()["runner-agent-runner"]
     [agent] = [c for c in spec["initContainers"] if c["name"] == "runner-agent"]
-    return rendered.__dict__, agent
+    return agent
 
 
 def lay_out_volumes(agent: dict[str, Any], root: Path) -> list[str]:
@@ -94,7 +94,7 @@ def probe(agent: Running, port: int, path: str) -> tuple[int, dict[str, Any]]:
 def test_the_chart_agent_container_runs_and_its_probes_answer(
     built: images.Images, run: Containers, tmp_path: Path
 ) -> None:
-    _, spec = chart_agent()
+    spec = chart_agent()
     image = built.agent()
     assert spec["image"].rsplit("/", 1)[1].split(":")[0] == "runner-agent"
     agent = run(
@@ -129,7 +129,7 @@ def test_the_chart_agent_container_runs_and_its_probes_answer(
 def test_a_bad_configmap_degrades_and_the_probes_still_answer(
     built: images.Images, run: Containers, tmp_path: Path, bad: str
 ) -> None:
-    _, spec = chart_agent()
+    spec = chart_agent()
     options = lay_out_volumes(spec, tmp_path)
     (tmp_path / "config" / "config.yaml").write_text(bad + "\n")
     agent = run(built.agent(), *docker_options(spec), *options, args=tuple(spec["args"]))

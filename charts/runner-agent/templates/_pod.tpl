@@ -45,6 +45,9 @@ env:
   - {name: RUNNER_AGENT_SERVER__METRICS_ADDRESS, value: "0.0.0.0:9103"}
   # The runner's job token (the runner holds it anyway): the stop gate's upstream calls.
   - {name: RUNNER_AGENT_UPSTREAM__TOKEN_FILE, value: /etc/runner-agent/tokens/job}
+  {{- if $v.engine.mtu }}
+  - {name: RUNNER_AGENT_SERVICES__DOCKERD__PARAMS__MTU, value: {{ $v.engine.mtu | quote }}}
+  {{- end }}
   {{- with $v.engine.extraArgs }}
   - {name: RUNNER_AGENT_SERVICES__DOCKERD__PARAMS__EXTRA_ARGS, value: {{ toJson . | quote }}}
   {{- end }}
@@ -68,6 +71,8 @@ volumeMounts:
   - {name: socket, mountPath: /run/runner-agent, readOnly: true}
   - {name: docker-data, mountPath: /var/lib/docker}
   - {name: job-token, mountPath: /etc/runner-agent/tokens, readOnly: true}
+  # The runner's externals, copied by the externals init container, at the runner's path.
+  - {name: externals, mountPath: /home/runner/externals, readOnly: true}
 {{- end -}}
 
 {{- define "ra.runnerMounts" -}}
