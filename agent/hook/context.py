@@ -13,12 +13,16 @@ Policy:
 - the runner's platform comes from :func:`agent.platform.detect.detect`; a machine it
   cannot describe is sent as ``null`` with a warning (the agent then plans for its own);
 - ``NVIDIA_VISIBLE_DEVICES`` is read in every form the NVIDIA container runtime takes:
-  unset (``unset``: CDI, or no NVIDIA runtime), ``all``, ``none`` (no GPU, driver
+  unset, ``all``, ``none`` (no GPU, driver
   libraries still mounted), ``void`` and the empty string (both mean, to the runtime,
   what an unset variable means to runc: nothing NVIDIA at all, so both are ``void``), or
   a comma list of device indices (``0,1``), GPU UUIDs (``GPU-...``) and MIG devices
   (``MIG-...`` or ``GPU:MIG`` indices ``0:1``). Anything else is an error that names the
-  value and the forms expected.
+  value and the forms expected. Unset is ``unset`` (devices injected some other way: CDI,
+  a privileged container, a host runner) only where a GPU device node
+  (``/dev/nvidiaN``) is there; without one the job sees no GPU, so it is ``void``, and
+  a runner without a GPU beside an agent that sees the node's GPUs is never scoped to
+  them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ _GPU_UUID = re.compile(r"GPU-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
 _MIG_UUID = re.compile(
     r"MIG-(GPU-)?[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(/[0-9]{1,4}/[0-9]{1,4})?"
 )
+_DEVICE_NODE = re.compile(r"nvidia[0-9]{1,4}")
 _GPU_FORMS = (
     "unset, all, none, void, or a comma list of indices (0,1), GPU UUIDs (GPU-...), "
     "MIG devices (MIG-... or 0:1)"
@@ -102,10 +107,20 @@ class JobContext:
         }
 
 
-def parse_gpus(value: str | None) -> Gpus:
+def has_gpu_nodes(dev: str = "/dev") -> bool:
+    """Whether ``dev`` holds a GPU device node (``nvidia0``...); True when it cannot be
+    listed (unknown is not "no GPU")."""
+    try:
+        names = os.listdir(dev)
+    except OSError:
+        return True
+    return any(_DEVICE_NODE.fullmatch(name) for name in names)
+
+
+def parse_gpus(value: str | None, *, gpu_nodes: Callable[[], bool] = has_gpu_nodes) -> Gpus:
     """``NVIDIA_VISIBLE_DEVICES`` (``None``: unset) as :class:`Gpus`; see the module."""
     if value is None:
-        return Gpus("unset")
+        return Gpus("unset") if gpu_nodes() else Gpus("void")
     text = value.strip()
     if text in ("", "void"):
         return Gpus("void")
@@ -193,6 +208,7 @@ def gather(
     warn: Warn,
     *,
     platform: Callable[[Warn], dict[str, object] | None] | None = None,
+    gpu_nodes: Callable[[], bool] = has_gpu_nodes,
 ) -> JobContext:
     """The job's context from ``env`` (the hook's environment); ``warn`` prints a note."""
     attempt = _required(env, "GITHUB_RUN_ATTEMPT", _DIGITS, "a run attempt (1, 2, ...)")
@@ -212,5 +228,5 @@ def gather(
         sha=_optional(env, "GITHUB_SHA", _SHA, "a commit SHA (hex)", warn),
         event_name=_event_name(env, warn),
         platform=(platform or platform_of_runner)(warn),
-        gpus=parse_gpus(env.get("NVIDIA_VISIBLE_DEVICES")),
+        gpus=parse_gpus(env.get("NVIDIA_VISIBLE_DEVICES"), gpu_nodes=gpu_nodes),
     )

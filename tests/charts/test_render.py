@@ -139,3 +139,20 @@ def test_the_dashboard_ships_with_its_grafana_label() -> None:
     ]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert '"runner_agent_gpu_utilization_ratio' in dashboard["data"]["runner-agent-gpu.json"]
+
+
+def test_the_notes_name_each_monitor_left_out() -> None:
+    values = {
+        **support.CONFIGURATIONS["warmer"],
+        "monitoring": {
+            "podMonitor": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+            "rules": {"enabled": True, "force": True},
+        },
+    }
+    notes = support.render_text(values)["runner-agent/templates/NOTES.txt"]
+    assert "PodMonitor, ServiceMonitor left out" in notes
+    assert "PrometheusRule" not in notes  # forced: rendered
+    quiet = support.render_text(support.CONFIGURATIONS["everything"])
+    assert "WARNING" not in quiet["runner-agent/templates/NOTES.txt"]
+    assert "each pod mints its registration token" in quiet["runner-agent/templates/NOTES.txt"]

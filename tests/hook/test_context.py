@@ -30,9 +30,11 @@ def job_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def gather(env: dict[str, str]) -> tuple[context.JobContext, list[str]]:
+def gather(env: dict[str, str], *, gpu_nodes: bool = True) -> tuple[context.JobContext, list[str]]:
     warnings: list[str] = []
-    ctx = context.gather(env, warnings.append, platform=lambda warn: None)
+    ctx = context.gather(
+        env, warnings.append, platform=lambda warn: None, gpu_nodes=lambda: gpu_nodes
+    )
     return ctx, warnings
 
 
@@ -60,6 +62,18 @@ def test_every_nvidia_visible_devices_form(
     env = job_env() if value is None else job_env(NVIDIA_VISIBLE_DEVICES=value)
     ctx, _ = gather(env)
     assert ctx.gpus.to_json() == {"kind": kind, "devices": devices}
+
+
+def test_unset_without_a_gpu_device_node_is_no_gpu(tmp_path: Path) -> None:
+    # A runner without a GPU beside an agent that sees the node's: not scoped to them.
+    ctx, _ = gather(job_env(), gpu_nodes=False)
+    assert ctx.gpus.to_json() == {"kind": "void", "devices": []}
+    (tmp_path / "nvidiactl").touch()  # the control node alone is no GPU
+    (tmp_path / "nvidia-uvm").touch()
+    assert context.has_gpu_nodes(str(tmp_path)) is False
+    (tmp_path / "nvidia1").touch()
+    assert context.has_gpu_nodes(str(tmp_path)) is True
+    assert context.has_gpu_nodes(str(tmp_path / "missing")) is True  # unknown: not "none"
 
 
 @pytest.mark.parametrize("value", ["0,,1", "gpu0", "all,0", "GPU-xyz", "-1", "0:", "0;1"])
