@@ -79,6 +79,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
             }
         },
         "config": {"runner": {"labels": ["feature:node@20"]}},
+        "annotatePod": {"enabled": True},
         "monitoring": {
             "podMonitor": {"enabled": True, "force": True},
             "serviceMonitor": {"enabled": True, "force": True},

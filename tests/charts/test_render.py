@@ -44,6 +44,8 @@ def test_the_configurations_render_what_they_turn_on() -> None:
     assert support.render("gpu").kinds() == base | {"StatefulSet", "Service"}
     assert support.render("warmer").kinds() == base | {"Deployment", "Service"}
     assert support.render("everything").kinds() == base | {
+        "Role",
+        "RoleBinding",
         "StatefulSet",
         "Deployment",
         "Service",

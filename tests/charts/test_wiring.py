@@ -322,3 +322,34 @@ def test_the_engine_has_the_runners_externals_where_the_runner_has_them(
         "runner-agent-runner",
         "runner-agent-runner-gpu",
     }
+
+
+def test_pod_annotation_gives_the_agent_alone_a_token_that_may_patch_pods() -> None:
+    rendered = support.render("everything")
+    spec = spec_of("everything", "runner-agent-runner")
+    assert spec["automountServiceAccountToken"] is False
+    holders = [
+        c["name"]
+        for c in spec.get("initContainers", []) + spec["containers"]
+        if "kube-api" in {m["name"] for m in c.get("volumeMounts", [])}
+    ]
+    assert holders == ["runner-agent"]
+    agent = container(spec, "runner-agent")
+    assert agent is not None
+    assert mounts(agent)["/var/run/secrets/kubernetes.io/serviceaccount"]["readOnly"]
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["RUNNER_AGENT_KUBERNETES__ANNOTATE_POD"]["value"] == "true"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    sources = volume_of(spec, "kube-api")["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["expirationSeconds"] <= 3600
+    [role] = rendered.of("Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    [binding] = rendered.of("RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": "runners"}
+    ]
+    # Off by default, and never in the warmer.
+    assert not support.render("gpu").of("Role")
+    warmer = spec_of("everything", "runner-agent-warmer")
+    assert "kube-api" not in {v["name"] for v in warmer["volumes"]}

@@ -144,6 +144,14 @@ env:
   - {name: NVIDIA_VISIBLE_DEVICES, value: all}
   - {name: NVIDIA_DRIVER_CAPABILITIES, value: utility}
   {{- end }}
+  {{- if and (eq $role "runner") $v.annotatePod.enabled }}
+  # The job's identity on this pod, through the API token mounted below.
+  - {name: RUNNER_AGENT_KUBERNETES__ANNOTATE_POD, value: "true"}
+  - name: POD_NAME
+    valueFrom: {fieldRef: {fieldPath: metadata.name}}
+  - name: POD_NAMESPACE
+    valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+  {{- end }}
   {{- with $v.agent.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -172,6 +180,25 @@ volumeMounts:
   {{- if and (eq $role "warmer") $v.github.webhookSecret.secretName }}
   - {name: webhook-secret, mountPath: /etc/runner-agent/webhook, readOnly: true}
   {{- end }}
+  {{- if and (eq $role "runner") $v.annotatePod.enabled }}
+  - {name: kube-api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+  {{- end }}
+{{- end -}}
+
+{{/*
+The agent's Kubernetes API access (annotatePod): what automounting would give, a token
+the kubelet renews, the cluster's CA and the namespace, but for the agent alone.
+*/}}
+{{- define "ra.kubeApiVolume" -}}
+{{- if .Values.annotatePod.enabled }}
+- name: kube-api
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken: {path: token, expirationSeconds: 3600}
+      - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
+{{- end }}
 {{- end -}}
 
 {{- define "ra.githubVolume" -}}

@@ -33,6 +33,7 @@ images' own (container/agent/*.yaml, container/runner/Dockerfile):
     defaultMode: 0440
     items: [{key: job, path: job}]
 {{ include "ra.agentVolumes" . }}
+{{- include "ra.kubeApiVolume" . }}
 {{- end -}}
 
 {{- define "ra.engineContainer" -}}
