@@ -6,8 +6,9 @@ JSON Schema; a reload that changes them keeps the running value and reports the 
 as needing a restart.
 
 ``runner`` is :mod:`agent.config.runner`, ``upstream`` :mod:`agent.config.upstream`,
-``github`` :mod:`agent.config.github`, ``gpu`` :mod:`agent.config.gpu`; ``services``
-holds supervised services (:mod:`agent.config.services`).
+``github`` :mod:`agent.config.github`, ``gpu`` :mod:`agent.config.gpu`, ``kubernetes``
+:mod:`agent.config.kubernetes`; ``services`` holds supervised services
+(:mod:`agent.config.services`).
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ from agent.config.fields import (
 from agent.config.github import GitHubSettings
 from agent.config.gpu import GpuSettings
 from agent.config.installer import InstallerSettings
+from agent.config.kubernetes import KubernetesSettings
 from agent.config.runner import RunnerSettings
 from agent.config.upstream import UpstreamSettings
 
 __all__ = [
     "GitHubSettings",
     "InstallerSettings",
+    "KubernetesSettings",
     "RunnerSettings",
     "UpstreamSettings",
     "split_address",
@@ -405,6 +408,7 @@ class Settings(Section):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     services: Annotated[
         dict[services_specs.ServiceName, services_specs.ServiceSpec],
         AfterValidator(_check_services),

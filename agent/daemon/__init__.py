@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # imported after the probe listener is up (see _serve_api)
     from agent.http import context as http_context
     from agent.install import coordinator
     from agent.jobs import registry as jobs_registry
+    from agent.kube import annotator as kube_annotator
     from agent.services import gating as services_gating
     from agent.services import supervisor as services_supervisor
     from agent.services import upstream as services_upstream
@@ -116,6 +117,8 @@ class Daemon:
         """GitHub's REST client (idle unless github credentials are set)."""
         self.notes: store_notes.Notes | None = None
         """Answers left on the store for the other agents (GitHub's, today)."""
+        self.annotator: kube_annotator.Annotator | None = None
+        """Keeps the open job's annotations on this pod (kubernetes.annotate_pod)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._catalog_loaded = asyncio.Event()
@@ -402,6 +405,7 @@ class Daemon:
             chores.install_metrics(self.metrics.registry),
             cuda_driver=lambda: self.gpu.cuda_driver() if self.gpu is not None else None,
         )
+        await self._start_annotator()
         self.jobs = jobs_registry.Jobs(
             metrics=chores.job_metrics(self.metrics.registry),
             gate=self._job_gate,
@@ -410,6 +414,7 @@ class Daemon:
             max_open=lambda: self.settings.runner.max_open_jobs,
             runners=lambda: self.settings.runner.names,
             gpu_meter=lambda: self.gpu.meter if self.gpu is not None else None,
+            watchers=[self.annotator] if self.annotator is not None else [],
         )
         from agent.github import client as github_client
         from agent.github import contents as github_contents
@@ -476,6 +481,17 @@ class Daemon:
                 return
         self.conditions.set("api", ok=True, message=f"serving on {where}")
 
+    async def _start_annotator(self) -> None:
+        # Built in a thread (imports, the namespace file); its worker is a task of its
+        # own, so a failing API never reaches the tasks condition or /readyz.
+        if not self.settings.kubernetes.annotate_pod:  # restart-required
+            return
+        self.annotator = await asyncio.to_thread(
+            chores.pod_annotator, lambda: self.settings, self.metrics.registry
+        )
+        if self.annotator is not None:
+            self.annotator.start()
+
     async def _serve_webhooks(self, ctx: http_context.Context, address: str) -> None:
         # A listener of its own: GitHub reaches it from outside, the API never is.
         from agent.http import webhooks
@@ -536,6 +552,8 @@ class Daemon:
         # installs: workers go at once, and an install is crash-safe (the next finishes).
         if self.jobs is not None:
             await self.jobs.close()
+        if self.annotator is not None:  # bounded: kube_annotator.STOP_SECONDS
+            await self.annotator.close()
         if self.installs is not None:
             await self.installs.close()
         if self.github is not None:

@@ -1,5 +1,5 @@
 """The daemon's long-running chores: the catalog load, the store's janitor and its
-readiness check, preinstall.
+readiness check, preinstall, the pod annotator's start.
 
 Policy: each runs its blocking part in a thread (imports, the volume, resolution) and
 reports through the readiness conditions or the log; the daemon owns their tasks (each
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # at run time each is imported in a thread, after the probes 
     from agent.catalog import loading as catalog_loading
     from agent.install import coordinator, metrics
     from agent.jobs import metrics as jobs_metrics
+    from agent.kube import annotator as kube_annotator
     from agent.observe import conditions as conditions_
     from agent.platform import plans as wire
     from agent.store import janitor
@@ -145,6 +146,27 @@ def job_metrics(registry: CollectorRegistry) -> jobs_metrics.JobMetrics:
     from agent.jobs import metrics as jobs_metrics
 
     return jobs_metrics.JobMetrics(registry)
+
+
+def pod_annotator(
+    settings: Callable[[], models.Settings], registry: CollectorRegistry
+) -> kube_annotator.Annotator | None:
+    """The pod annotator, if ``kubernetes.annotate_pod`` is on and the pod is found (API
+    server, namespace, name); else ``None``, with one error logged and counted: the agent
+    serves on without it, and readiness does not depend on it (blocking: run it in a
+    thread, it imports the engine and may read the namespace file)."""
+    from agent.kube import annotator, errors, incluster
+    from agent.kube import metrics as kube_metrics
+
+    counts = kube_metrics.AnnotationMetrics(registry)
+    try:
+        where = incluster.place(settings().kubernetes, os.environ)
+    except errors.NotConfigured as exc:
+        logger.error("pod annotations are off: %s", exc)
+        counts.updates.labels("error").inc()
+        return None
+    logger.info("annotating %s with the jobs it runs", where.describe())
+    return annotator.Annotator(lambda: settings().kubernetes, counts)
 
 
 def preinstall_plan(

@@ -18,7 +18,9 @@ Policy:
   the stop gate opens (it is closed while any job is open, so dockerd outlives the job
   when the agent is told to stop);
 - completed jobs are remembered (``runner.history`` of them), so a repeated completion
-  is answered as done rather than as unknown.
+  is answered as done rather than as unknown;
+- *watchers* (the pod annotator) are told of each job that opens and ends, under the
+  lock: each call must return at once, and one that raises is logged, never passed on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -189,6 +191,15 @@ class GpuMeter(Protocol):
     def discard(self, job_id: str) -> None: ...
 
 
+class JobWatcher(Protocol):
+    """Told of each job that opens and ends (not of a resumed one); both calls are made
+    under the engine's lock, so they must not block (note the change, work elsewhere)."""
+
+    def opened(self, job: Job) -> None: ...
+
+    def ended(self, job: Job) -> None: ...
+
+
 def _digest(claim: str) -> bytes:
     return hashlib.sha256(claim.encode()).digest()
 
@@ -208,8 +219,10 @@ class Jobs:
         max_open: Callable[[], int] = lambda: 64,
         runners: Callable[[], list[str]] = list,
         gpu_meter: Callable[[], GpuMeter | None] = lambda: None,
+        watchers: Sequence[JobWatcher] = (),
     ) -> None:
         self.leases = leases_ if leases_ is not None else leases.Leases()
+        self._watchers = tuple(watchers)
         self._gpu_meter = gpu_meter
         self._metrics = metrics or job_metrics.JobMetrics(None)
         self._gate = gate
@@ -292,6 +305,7 @@ class Jobs:
             self._info_refs[labels] += 1  # matrix legs share every label but the runner
             self._metrics.info.labels(*labels).set(1)
             self._sync_gate()
+            self._tell("opened", job)
         if superseded is not None:
             logger.warning(
                 "job %s (%s) was still open when the next job of its runner started: its "
@@ -445,6 +459,14 @@ class Jobs:
             with contextlib.suppress(KeyError):
                 self._metrics.info.remove(*labels)
         self._sync_gate()
+        self._tell("ended", job)
+
+    def _tell(self, event: Literal["opened", "ended"], job: Job) -> None:
+        for watcher in self._watchers:
+            try:
+                (watcher.opened if event == "opened" else watcher.ended)(job)
+            except Exception:  # a watcher never fails a job
+                logger.exception("a job watcher failed on job %s %s", job.id, event)
 
     def _expire(self, job_id: str) -> None:
         # A guarded task: a release that fails is logged, never lost in a callback.

@@ -81,6 +81,7 @@ def test_schema_describes_every_group_and_forbids_unknown_keys() -> None:
         "upstream",
         "github",
         "gpu",
+        "kubernetes",
         "services",
     }
     assert schema["additionalProperties"] is False

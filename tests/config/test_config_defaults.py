@@ -110,6 +110,17 @@ def test_every_default_is_pinned() -> None:
                 "events": True,
             },
         },
+        "kubernetes": {
+            "annotate_pod": False,
+            "api_url": None,
+            "token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            "ca_file": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            "namespace": None,
+            "pod_name": None,
+            "annotation_prefix": "runner-agent/",
+            "request_timeout_seconds": 10.0,
+            "max_attempts": 6,
+        },
         "services": {},
     }
 
@@ -147,4 +158,5 @@ def test_restart_required_fields_are_the_listeners_and_the_store() -> None:
         "gpu.backend",
         "gpu.state_file",
         "gpu.fake",
+        "kubernetes.annotate_pod",
     ]
