@@ -208,7 +208,10 @@ class ArchiveMethod(_Method):
     )
     checksum_url: Line | None = Field(
         default=None,
-        description="URL template of a checksum file ('<sha256>  <file name>' lines).",
+        description=(
+            "URL template of a checksum file: '<sha256>  <file name>' lines (GNU or BSD), or "
+            "one bare sha256 (a per-file .sha256)."
+        ),
     )
     strip_components: int = Field(default=0, ge=0, le=5)
     allow_insecure: bool = Field(

@@ -333,6 +333,24 @@ def test_a_checksum_file_gives_the_digest_for_a_name(
     assert downloads.fetch_checksum(url, file_name, policy=FAST) == expected
 
 
+@pytest.mark.parametrize("body", [f"{DIGEST}\n", f"  {DIGEST.upper()}", DIGEST])
+def test_a_file_of_one_bare_digest_is_the_digest_of_its_one_file(
+    http_server: Server, body: str
+) -> None:
+    # dl.k8s.io/.../kubectl.sha256 and go.dev/dl's *.tar.gz.sha256 hold the hex alone.
+    url = http_server.route("/kubectl.sha256", ok(body.encode()))
+
+    assert downloads.fetch_checksum(url, "kubectl", policy=FAST) == DIGEST
+
+
+@pytest.mark.parametrize("body", [f"{DIGEST} {DIGEST}", f"{DIGEST[:-1]}", f"{DIGEST}0"])
+def test_anything_else_without_a_name_is_no_digest(http_server: Server, body: str) -> None:
+    url = http_server.route("/kubectl.sha256", ok(body.encode()))
+
+    with pytest.raises(DownloadError, match="no sha256 entry for 'kubectl'"):
+        downloads.fetch_checksum(url, "kubectl", policy=FAST)
+
+
 def test_a_name_missing_from_the_checksum_file_is_an_error(http_server: Server) -> None:
     url = http_server.route("/SHASUMS256.txt", ok(SUMS))
 

@@ -141,11 +141,17 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
     """The lowercase sha256 that the checksum file at ``checksum_url`` lists for ``file_name``.
 
     Reads GNU coreutils lines (``<hex>  <name>``, ``<hex> *<name>``) and BSD lines
-    (``SHA256 (<name>) = <hex>``); other lines are ignored. Raises :class:`DownloadError`.
+    (``SHA256 (<name>) = <hex>``); other lines are ignored. A file that holds one bare
+    digest and nothing else (the per-file ``.sha256`` of Kubernetes' and Go's downloads)
+    names no file: it is the digest of the one file its URL is for. Raises
+    :class:`DownloadError`.
     """
     target = rewrite(checksum_url, policy)
     transport.check_scheme(target)
     body = _retrying(target, policy, lambda: _read_small(target, policy))
+    bare = _BARE_DIGEST.fullmatch(body.decode("utf-8", errors="replace").strip())
+    if bare is not None:
+        return bare[0].lower()
     found = {digest for name, digest in _checksum_lines(body) if _same_name(name, file_name)}
     if len(found) > 1:
         advice = "the checksum file contradicts itself; report it upstream"
@@ -319,6 +325,7 @@ def _retrying(url: str, policy: Policy, attempt: Callable[[], _T]) -> _T:
 
 # --- checksum files and the file system -----------------------------------------------
 
+_BARE_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _GNU_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{64})\s[ *]?(?P<name>.+)")
 _BSD_LINE = re.compile(r"SHA256 ?\((?P<name>.+)\) ?= ?(?P<hex>[0-9a-fA-F]{64})")
 
