@@ -111,7 +111,8 @@ class KubernetesSettings(Section):
             "workflow, run id and attempt, job, runner, under annotation_prefix), and "
             "remove them when it ends, so kubectl and cluster tooling show which job a "
             "pod serves. Needs patch on pods for the pod's ServiceAccount. A failing API "
-            "never fails or delays a job. Default false."
+            "never fails or delays a job. Ignored with server.role services (the sidecar "
+            "agent annotates the pod). Default false."
         ),
         json_schema_extra=RESTART,
     )

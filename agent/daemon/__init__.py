@@ -486,6 +486,11 @@ class Daemon:
         # own, so a failing API never reaches the tasks condition or /readyz.
         if not self.settings.kubernetes.annotate_pod:  # restart-required
             return
+        if self.settings.server.role != "full":
+            # The engine container shares the pod and opens no job: its start would
+            # clear the annotations the sidecar keeps for the job running now.
+            logger.info("kubernetes.annotate_pod is ignored with server.role services")
+            return
         self.annotator = await asyncio.to_thread(
             chores.pod_annotator, lambda: self.settings, self.metrics.registry
         )

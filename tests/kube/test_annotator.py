@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import pytest
@@ -146,7 +147,7 @@ async def test_a_503_and_a_timeout_are_retried(
     await started(api)
     api.fail(
         Failure(503, b'{"kind":"Status","message":"etcdserver: leader changed","code":503}'),
-        Failure(200, delay=1.5),  # answered after the request's timeout
+        Failure(200, delay=3.0),  # answered after the request's timeout
     )
     jobs = registry.Jobs(watchers=[annotator])
     await jobs.start(spec(), claim=CLAIM)
@@ -156,21 +157,27 @@ async def test_a_503_and_a_timeout_are_retried(
     await jobs.close()
 
 
-async def test_a_newer_change_ends_the_retries_of_an_older_one(
-    api: ApiServer, settings: Settings, make_annotator: MakeAnnotator
+async def test_a_newer_change_ends_the_retries_of_an_older_one_at_once(
+    api: ApiServer,
+    settings: Settings,
+    make_annotator: MakeAnnotator,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # no jitter: 10 s
     settings.change(max_attempts=20)
-    annotator = make_annotator(backoff_seconds=0.5)
+    annotator = make_annotator(backoff_seconds=10.0)
     await started(api)
-    api.fail(Failure(503), Failure(503))
+    api.fail(Failure(503))
     jobs = registry.Jobs(watchers=[annotator])
     opened = await jobs.start(spec(), claim=CLAIM)
-    await eventually(lambda: len(api.seen) == 2, what="the first failure")
-    await jobs.complete(opened.job.id, opened.job.secret)  # wakes the backoff at once
-    await eventually(lambda: len(api.seen) == 4 and api.seen[-1].answered, what="the end")
-    # The job's patch was tried twice, then given up for the newer state: no job.
+    await eventually(lambda: len(api.seen) == 2 and api.seen[-1].answered, what="the 503")
+    began = time.monotonic()
+    await jobs.complete(opened.job.id, opened.job.secret)  # wakes the backoff
+    await eventually(lambda: len(api.seen) == 3 and api.seen[-1].answered, what="the end")
+    assert time.monotonic() - began < 2.0
+    # The job's patch was given up for the newer state (no job), never sent again.
+    assert [s.answered for s in api.seen] == [200, 503, 200]
     assert api.ours() == {}
-    assert [s.answered for s in api.seen] == [200, 503, 503, 200]
     await jobs.close()
 
 
