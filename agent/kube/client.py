@@ -189,7 +189,8 @@ def _failure(
         return errors.Forbidden(
             f"{shown} is forbidden (403){said}; grant the pod's ServiceAccount the verb "
             f"patch on pods in namespace {where.namespace} (a Role and RoleBinding; with "
-            "the chart, its pod annotation Role), or set kubernetes.annotate_pod: false"
+            "the chart, annotatePod.enabled and its Role <release>-annotate-pod), or set "
+            "kubernetes.annotate_pod: false"
         )
     if status == 404:
         return errors.NotFound(
