@@ -65,6 +65,10 @@ def run_registration_token(args: argparse.Namespace) -> int:
         return common.fail(str(exc), common.EXIT_USAGE)
     settings = common.settings(args)
     github = settings.github
+    try:
+        registration.check_api_for(args.url, github.api_url)
+    except registration.BadRunnerUrl as exc:
+        return common.fail(str(exc), common.EXIT_USAGE)
     if github.token_file is None and github.private_key_file is None:
         return common.fail(
             "no GitHub credentials: set github.token_file, or github.app_id (or "

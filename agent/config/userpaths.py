@@ -32,7 +32,12 @@ def _home(environ: Mapping[str, str]) -> Path:
     home = environ.get("HOME", "")
     if home.startswith("/"):
         return Path(home)
-    return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    try:
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        # A uid with no passwd entry (Kubernetes' runAsUser in an image that lacks it):
+        # container runtimes give such a process HOME=/, and so does this.
+        return Path("/")
 
 
 def _xdg(environ: Mapping[str, str], name: str, fallback: str) -> Path:

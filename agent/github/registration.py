@@ -75,6 +75,21 @@ def scope_of(url: str) -> Scope:
     )
 
 
+def check_api_for(url: str, api_url: str) -> None:
+    """Refuse minting for a GitHub Enterprise Server URL at github.com's API.
+
+    A token minted by github.com would be refused by the server's runner registration,
+    after the hour's token was spent; say what to set instead.
+    """
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    api_host = (urllib.parse.urlsplit(api_url).hostname or "").lower()
+    if api_host == "api.github.com" and host not in ("github.com", "www.github.com"):
+        raise BadRunnerUrl(
+            f"runner URL {url!r} is on {host}, but github.api_url is github.com's API "
+            f"({api_url}): set github.api_url to the server's, e.g. https://{host}/api/v3"
+        )
+
+
 async def mint(api: client.Client, url: str, *, deadline: float | None = None) -> RegistrationToken:
     """A fresh registration token for runners of ``url``."""
     scope = scope_of(url)

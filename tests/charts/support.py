@@ -119,9 +119,9 @@ class Rendered:
         return specs
 
 
-def render_text(values: dict[str, Any]) -> dict[str, str]:
+def render_text(values: dict[str, Any], *, release: str = RELEASE) -> dict[str, str]:
     with helm_python.Chart.load(str(CHART)) as chart:
-        return chart.render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+        return chart.render(copy.deepcopy(values), name=release, namespace=NAMESPACE)
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.charts import support
 
@@ -110,6 +111,17 @@ def test_the_schema_refuses_bad_values_naming_the_key(values: dict[str, Any], me
         ),
         ({"warmer": {"enabled": True}}, "warmer.enabled needs github.webhookSecret.secretName"),
         ({"catalog": {"Bad_Id": {}}}, 'feature id "Bad_Id"'),
+        (
+            {
+                "runners": {"enabled": True, "url": "https://ghe.example.test/octo"},
+                "github": {"token": {"secretName": "t"}},
+            },
+            "set github.apiUrl, e.g. https://ghe.example.test/api/v3",
+        ),
+        (
+            {"annotatePod": {"enabled": True}, "serviceAccount": {"create": False}},
+            "annotatePod.enabled with serviceAccount.create: false needs serviceAccount.name",
+        ),
     ],
 )
 def test_missing_settings_fail_the_render_saying_what_to_set(
@@ -158,3 +170,24 @@ def test_the_notes_name_each_monitor_left_out() -> None:
     quiet = support.render_text(support.CONFIGURATIONS["everything"])
     assert "WARNING" not in quiet["runner-agent/templates/NOTES.txt"]
     assert "each pod mints its registration token" in quiet["runner-agent/templates/NOTES.txt"]
+
+
+def test_a_long_release_name_still_fits_the_runner_pods_labels() -> None:
+    """A StatefulSet's pods carry controller-revision-hash, its name and a hash of up to 11
+    characters: a label value of at most 63."""
+    values = {"runners": {"enabled": True, "url": "https://github.com/octo"}}
+    values["github"] = {"token": {"secretName": "t"}}
+    release = "r" * 53
+    text = support.render_text(values, release=release)
+    documents = [
+        d
+        for path, t in text.items()
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(t)
+        if isinstance(d, dict)
+    ]
+    [runners] = [d for d in documents if d.get("kind") == "StatefulSet"]
+    name = runners["metadata"]["name"]
+    assert name.endswith("-runner")
+    assert len(name) + 1 + 10 <= 63, name
+    assert runners["spec"]["serviceName"] == name

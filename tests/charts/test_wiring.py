@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.charts import support
 
@@ -206,6 +207,43 @@ def test_gpu_values_reach_the_runner_and_the_agent_sees_every_gpu() -> None:
     assert spec["runtimeClassName"] == "nvidia"
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # The GPU image says all; the init containers need none.
+    void = {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}
+    once = [c for c in spec["initContainers"] if c.get("restartPolicy") != "Always"]
+    assert [c["name"] for c in once] == ["register", "externals"]
+    assert all(void in c["env"] for c in once)
+
+
+def test_the_warmer_is_placed_by_its_own_values_not_the_runner_pods() -> None:
+    values = {**support.CONFIGURATIONS["warmer"], "pod": support.CONFIGURATIONS["gpu"]["pod"]}
+    values["warmer"] = {
+        "enabled": True,
+        "nodeSelector": {"pool": "general"},
+        "podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/runner-agent": "unconfined"
+        },
+    }
+    text = support.render_text(values)
+    documents = yaml.safe_load_all(text["runner-agent/templates/warmer.yaml"])
+    [warmer] = [d for d in documents if d["kind"] == "Deployment"]
+    template = warmer["spec"]["template"]
+    assert template["spec"]["nodeSelector"] == {"pool": "general"}
+    assert "tolerations" not in template["spec"]
+    assert template["metadata"]["annotations"] == values["warmer"]["podAnnotations"]
+
+
+def test_without_the_engine_the_runner_waits_for_no_docker() -> None:
+    values = {**support.STANDALONE, "engine": {"enabled": False}}
+    text = support.render_text(values)
+    [runners] = [
+        d
+        for d in yaml.safe_load_all(text["runner-agent/templates/runners.yaml"])
+        if d["kind"] == "StatefulSet"
+    ]
+    runner = container(runners["spec"]["template"]["spec"], "runner")
+    assert runner is not None
+    names = {e["name"] for e in runner["env"]}
+    assert not names & {"DOCKER_HOST", "RUNNER_WAIT_FOR_DOCKER_IN_SECONDS"}
 
 
 def test_images_are_named_as_the_release_workflow_publishes() -> None:
@@ -353,3 +391,20 @@ def test_pod_annotation_gives_the_agent_alone_a_token_that_may_patch_pods() -> N
     assert not support.render("gpu").of("Role")
     warmer = spec_of("everything", "runner-agent-warmer")
     assert "kube-api" not in {v["name"] for v in warmer["volumes"]}
+
+
+def test_the_sandbox_s_apparmor_profile_reaches_the_agent_container_alone() -> None:
+    values = {
+        **support.STANDALONE,
+        "agent": {"sandbox": {"enabled": True, "appArmorProfile": "Unconfined"}},
+    }
+    text = support.render_text(values)
+    documents = yaml.safe_load_all(text["runner-agent/templates/runners.yaml"])
+    [runners] = [d for d in documents if d["kind"] == "StatefulSet"]
+    spec = runners["spec"]["template"]["spec"]
+    agent = container(spec, "runner-agent")
+    assert agent is not None
+    assert agent["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
+    others = [*spec["containers"], *spec["initContainers"]]
+    profiled = [c["name"] for c in others if "appArmorProfile" in c.get("securityContext", {})]
+    assert profiled == ["runner-agent"]

@@ -98,3 +98,18 @@ def check_as_user(home: Path) -> None:
     chosen = show_as_user(home, "--config", str(config), RUNNER_AGENT_SOCKET="/run/x.sock")
     assert chosen["cache"]["root"] == "/srv/store"
     assert chosen["server"]["socket_path"] == "/run/x.sock"
+
+
+def test_a_uid_without_a_passwd_entry_and_no_home_gets_the_root_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kubernetes' runAsUser may name a uid the image lacks; HOME is / there, as runtimes do."""
+
+    def unknown(uid: int) -> Any:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(userpaths.pwd, "getpwuid", unknown)
+    assert userpaths.store_root({}) == Path("/.local/share/runner-agent/store")
+    assert userpaths.store_root({"HOME": "/home/u"}) == Path(
+        "/home/u/.local/share/runner-agent/store"
+    )

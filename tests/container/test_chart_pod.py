@@ -6,6 +6,7 @@ asked from inside the container, on the port they name, as the kubelet asks them
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.charts import support
 from tests.container.conftest import Containers, Running, wait
+from tests.github import stub
 from tests.support import images
 
 FS_GROUP = 123
@@ -142,3 +145,53 @@ def test_a_bad_configmap_degrades_and_the_probes_still_answer(
     # Still running: degrade never exits, so ARC never deletes the pod for it.
     code, _ = agent.exec("true")
     assert code == 0
+
+
+async def test_the_registration_token_container_mints_in_its_image_as_its_user(
+    built: images.Images, tmp_path: Path
+) -> None:
+    """The standalone runners' registration-token init container in the agent image, with
+    its rendered user (the runner's uid, which the image has no passwd entry for), args,
+    read-only root and mounts, against the GitHub stub (on the host's loopback)."""
+    rendered = support.render("everything")
+    [runners] = rendered.of("StatefulSet")
+    init = {c["name"]: c for c in runners["spec"]["template"]["spec"]["initContainers"]}
+    spec = init["registration-token"]
+    security = spec["securityContext"]
+    config = rendered.one("ConfigMap", "-config")["data"]
+    image = built.agent()
+    async with stub.serve(stub.Stub()) as github:
+        github.app_id = str(yaml.safe_load(config["config.yaml"])["github"]["app_id"])
+        options: list[str] = []
+        for mount in spec["volumeMounts"]:
+            host = tmp_path / mount["name"]
+            host.mkdir()
+            if mount["name"] == "config":
+                for key, text in config.items():
+                    (host / key).write_text(text)
+            elif mount["name"] == "github":
+                (host / "private-key").write_bytes(github.key_pem())
+                os.chown(host / "private-key", 0, FS_GROUP)
+                (host / "private-key").chmod(0o440)
+            os.chown(host, 0, FS_GROUP)
+            # The registration emptyDir as the kubelet makes a memory one: 1777.
+            host.chmod(0o2755 if mount.get("readOnly") else 0o1777)
+            suffix = ":ro" if mount.get("readOnly") else ""
+            options += ["-v", f"{host}:{mount['mountPath']}{suffix}"]
+        argv = [
+            "run", "--rm", "--network", "host",
+            "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
+            "--group-add", str(FS_GROUP), "--read-only", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges",
+            "-e", f"RUNNER_AGENT_GITHUB__API_URL={github.url}",
+            *options, image, *spec["args"],
+        ]  # fmt: skip
+        done = await asyncio.to_thread(built.engine.docker, *argv, check=False, timeout=120)
+        said = (done.stdout + done.stderr).decode(errors="replace")
+        assert done.returncode == 0, said
+        assert github.requests["/orgs/octo/actions/runners/registration-token"] == 1
+    published = stub.fixture("create-registration-token.json")["token"]
+    token = tmp_path / "registration" / "token"
+    assert token.read_text() == published + "\n"
+    assert published not in said
+    assert token.stat().st_uid == security["runAsUser"]

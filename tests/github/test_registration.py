@@ -62,6 +62,15 @@ def test_a_url_config_sh_would_not_take_is_refused_by_name(url: str) -> None:
     assert "https://HOST/ORG" in str(caught.value)
 
 
+def test_a_server_url_at_github_com_s_api_is_refused_with_the_api_url_to_set() -> None:
+    with pytest.raises(registration.BadRunnerUrl) as caught:
+        registration.check_api_for("https://ghe.example.test/octo", "https://api.github.com")
+    assert "set github.api_url" in str(caught.value)
+    assert "https://ghe.example.test/api/v3" in str(caught.value)
+    registration.check_api_for("https://github.com/octo", "https://api.github.com")
+    registration.check_api_for("https://ghe.example.test/octo", "https://ghe.example.test/api/v3")
+
+
 async def test_a_missing_permission_is_named(stub: Stub, make_client: MakeClient) -> None:
     stub.fail(
         "/orgs/octo-org/actions/runners/registration-token",

@@ -7,6 +7,12 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The standalone runners' StatefulSet: its pods carry a controller-revision-hash
+label of the name and a hash of up to 11 characters, which must fit 63. */}}
+{{- define "ra.runners" -}}
+{{- printf "%s-runner" (include "ra.fullname" . | trunc 45 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "ra.labels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -37,6 +43,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "ra.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
+{{- if and .Values.annotatePod.enabled (not .Values.serviceAccount.name) -}}
+{{- fail "annotatePod.enabled with serviceAccount.create: false needs serviceAccount.name: the Role is bound to that ServiceAccount (not the namespace's default, which every pod gets)" -}}
+{{- end -}}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
@@ -94,6 +103,9 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 # The sandbox's own profile confines scripts; the agent needs unshare and mount.
 seccompProfile: {type: Unconfined}
+{{- with .Values.agent.sandbox.appArmorProfile }}
+appArmorProfile: {type: {{ . }}}
+{{- end }}
 capabilities:
   drop: [ALL]
   add: [SYS_ADMIN, SETUID, SETGID, SETPCAP, CHOWN, FOWNER, DAC_OVERRIDE, KILL, NET_ADMIN]

@@ -88,6 +88,8 @@ volumeMounts:
 {{- define "ra.runnerEnv" -}}
 - {name: RUNNER_AGENT_SOCKET, value: /run/runner-agent/api.sock}
 - {name: RUNNER_AGENT_TOKEN_FILE, value: /etc/runner-agent/tokens/job}
+{{- if .Values.engine.enabled }}
 - {name: DOCKER_HOST, value: "unix:///var/run/docker.sock"}
 - {name: RUNNER_WAIT_FOR_DOCKER_IN_SECONDS, value: "120"}
+{{- end }}
 {{- end -}}

@@ -16,11 +16,13 @@ groups:
           summary: "GPU {{`{{ $labels.gpu }}`}} ({{`{{ $labels.uuid }}`}}) of {{`{{ $labels.namespace }}`}}/{{`{{ $labels.pod }}`}} is unhealthy"
           description: "runner-agent took the runner out of rotation. See runner_agent_gpu_health_info and `runner-agent gpu`; clear with `runner-agent gpu clear UUID` once the GPU is fixed."
       - alert: RunnerAgentServiceCrashLooping
-        expr: increase(runner_agent_service_restarts_total[15m]) >= 3
+        # Crashes and failed health checks together (two exits and a hang are a loop);
+        # manual restarts (an operator's, a changed spec) are not failures.
+        expr: sum by (namespace, pod, instance, service) (increase(runner_agent_service_restarts_total{reason!="manual"}[15m])) >= 3
         labels: {severity: warning}
         annotations:
           summary: "service {{`{{ $labels.service }}`}} in {{`{{ $labels.namespace }}`}}/{{`{{ $labels.pod }}`}} restarted {{`{{ $value | humanize }}`}} times in 15 minutes"
-          description: "Reason: {{`{{ $labels.reason }}`}}. See `runner-agent services` and the service's log."
+          description: "It exited or failed its health check each time. See `runner-agent services` (the last exit and health results) and the service's log."
       # One store per namespace, reported by every pod that mounts it: pods come and go
       # (ARC's are ephemeral), so the alert follows the namespace, not an instance.
       - alert: RunnerAgentCacheNearBudget
@@ -28,7 +30,7 @@ groups:
         for: 30m
         labels: {severity: warning}
         annotations:
-          summary: "the store of namespace {{`{{ $labels.namespace }}`}} is over {{ mulf $r.cacheBudgetRatio 100 }} % of its budget"
+          summary: "the store of namespace {{`{{ $labels.namespace }}`}} is over {{ mulf $r.cacheBudgetRatio 100 | printf "%.4g" }} % of its budget"
           description: "Evictions will remove least recently used entries. Raise cache.size_budget (and the volume) or trim features."
       - alert: RunnerAgentJobSetupSlow
         expr: histogram_quantile(0.95, sum by (namespace, le) (rate(runner_agent_job_setup_seconds_bucket[30m]))) > {{ $r.jobSetupSeconds }}
