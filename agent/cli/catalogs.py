@@ -31,6 +31,15 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     )
     config_arg(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table (the README's catalog)"
+    )
+    listing.add_argument(
+        "--verified",
+        type=Path,
+        metavar="FILE",
+        help="with --markdown: a YAML file of feature id -> how it was verified",
+    )
     listing.set_defaults(run=run_list)
     show = fsub.add_parser(
         "show", help="show one feature's manifest", description="Print one feature's manifest."
@@ -107,6 +116,17 @@ def run_list(args: argparse.Namespace) -> int:
             }
         )
     disabled = [{"feature": p.feature, "problem": str(p)} for p in catalog.problems]
+    if args.markdown:
+        from agent.cli import catalogtable
+
+        try:
+            verified = catalogtable.read_verified(args.verified) if args.verified else {}
+        except catalogtable.VerifiedFileError as exc:
+            return common.fail(str(exc), common.EXIT_USAGE)
+        sys.stdout.write(catalogtable.render(catalog.features, verified))
+        for item in disabled:
+            print(f"DISABLED {item['feature']}: {item['problem']}", file=sys.stderr)
+        return common.EXIT_OK if not disabled else common.EXIT_BAD
     if args.json:
         print(json.dumps({"features": rows, "disabled": disabled}, indent=2))
         return common.EXIT_OK
