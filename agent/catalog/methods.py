@@ -245,12 +245,38 @@ class ArchiveMethod(_Method):
         return self
 
 
+class PipIndex(BaseModel):
+    """A package index the agent's settings name (installer.pip_indexes), for wheels
+    that live outside the default index (PyTorch's CUDA builds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,31}$",
+        description="The key of installer.pip_indexes whose URL is the index's base.",
+    )
+    path: Plain | None = Field(
+        default=None,
+        description=(
+            "Appended to the base, templated: {version} and the like, and the feature's "
+            "options by name (e.g. '{cuda}' for a variant option)."
+        ),
+    )
+
+
 class PipMethod(_Method):
     """Wheels installed with pip --target."""
 
     method: Literal["pip"]
     packages: tuple[PackageName, ...] = Field(
         min_length=1, description="Requirements, templated, e.g. ninja=={version}."
+    )
+    index: PipIndex | None = Field(
+        default=None,
+        description=(
+            "Install from this named index instead of pip's default one (the URL is a "
+            "setting, so a mirror can serve it)."
+        ),
     )
 
 

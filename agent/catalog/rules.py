@@ -180,6 +180,9 @@ def _methods(feature: Feature, found: findings.Findings) -> None:
         elif isinstance(method, methods.PipMethod | methods.NpmMethod):
             for k, package in enumerate(method.packages):
                 _template(found, at("packages", k), package, allowed)
+            index = method.index if isinstance(method, methods.PipMethod) else None
+            if index is not None and index.path:
+                _template(found, at("index", "path"), index.path, allowed | set(feature.options))
 
 
 def _relocatable(feature: Feature, found: findings.Findings) -> None:

@@ -115,6 +115,15 @@ def build(
             argv += ["--abi", abi, "--abi", "abi3", "--abi", "none"]
             action["interpreter"] = posixpath.join(python[1], "bin", "python3")
         argv += [templates.render(p, values) for p in method.packages]
+        if method.index is not None:
+            by_name = {
+                name: option_env[manifest.option_env_name(name)]
+                for name in feature.options
+                if manifest.option_env_name(name) in option_env
+            }
+            path = method.index.path
+            rendered = templates.render(path, {**values, **by_name}) if path else ""
+            action["index"] = {"name": method.index.name, "path": rendered}
         return [_own_limits(feature, action)]
     if isinstance(method, methods.NpmMethod):
         argv = ["npm", "install", "--global", "--prefix", prefix, "--no-audit", "--no-fund"]

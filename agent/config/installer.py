@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ByteSize, Field
+from pydantic import AfterValidator, ByteSize, Field, StringConstraints
 
 from agent.config.fields import AbsolutePath, Seconds, Section, Size
 
@@ -47,6 +47,8 @@ def _check_index(value: str | None) -> str | None:
 
 
 IndexURL = Annotated[str | None, AfterValidator(_check_index)]
+SetIndexURL = Annotated[str, AfterValidator(_check_index)]
+IndexName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
 def _check_uid_range(value: str) -> str:
@@ -127,6 +129,17 @@ class InstallerSettings(Section):
         description=(
             "The package index pip installs from (PIP_INDEX_URL), e.g. an internal "
             "mirror's /simple URL. Default: pip's own configuration."
+        ),
+    )
+    pip_indexes: dict[IndexName, SetIndexURL] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Named package indexes that features' pip methods ask for by name (index.name), "
+            "e.g. pytorch: the base URL of PyTorch's wheel index (as on pytorch.org's Get "
+            "Started page) or of a mirror of it; the feature appends its path (a build "
+            "variant such as cu128). Default none: such a feature fails with the name to "
+            "set. Range: at most 32 names."
         ),
     )
     npm_registry: IndexURL = Field(

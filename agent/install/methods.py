@@ -94,9 +94,14 @@ def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
         str(report),
         "--no-warn-script-location",
     ]
-    output = build.run(
-        "pip", argv, build.environment(action), build.staging, limit=build.limit(action)
-    )
+    env = build.environment(action)
+    index = action.get("index")
+    if index is not None:
+        # The whole install from that index (PyTorch's serves the dependencies too), so
+        # a same-named package on the default index can never win.
+        env["PIP_INDEX_URL"] = build.network.pip_index(index["name"], index["path"])
+        env.pop("PIP_EXTRA_INDEX_URL", None)
+    output = build.run("pip", argv, env, build.staging, limit=build.limit(action))
     build.log.step("pip", f"with {argv[0]}: {build.log.last_line(output)}")
     _portable_shebangs(build.tree, {argv[0], sys.executable})
     try:

@@ -90,6 +90,7 @@ def options_from(installer: models.InstallerSettings, *, native: bool) -> Option
                 ca_bundle=str(installer.ca_bundle) if installer.ca_bundle else None,
                 pip_index_url=installer.pip_index_url,
                 npm_registry=installer.npm_registry,
+                pip_indexes=tuple(sorted(installer.pip_indexes.items())),
             ),
             connect_timeout=installer.connect_timeout_seconds,
         ),

@@ -87,6 +87,13 @@ class _RunRequired(TypedDict):
     env: dict[str, str]
 
 
+class PipIndexRef(TypedDict):
+    """A pip step's named index: installer.pip_indexes[name], then ``path``."""
+
+    name: str
+    path: str
+
+
 class RunAction(_RunRequired, total=False):
     """A pip, npm or script step's command: an argv list (``python3`` and ``npm`` name
     the tools) and the variables it adds to the clean environment."""
@@ -97,6 +104,8 @@ class RunAction(_RunRequired, total=False):
     """The manifest's own limit on what the step may stage (else the agent's setting)."""
     network: Literal["none"]
     """A script whose manifest declares it needs no network: it runs with loopback only."""
+    index: PipIndexRef
+    """pip from a named index instead of the default one."""
 
 
 ToolAction = Union[DownloadAction, ExtractAction, RunAction]  # noqa: UP007

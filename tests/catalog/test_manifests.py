@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_bundled_catalog_loads_clean() -> None:
     catalog = loading.load([paths.bundled_catalog()])
     assert catalog.problems == []
-    assert catalog.ids() == ["cmake", "hello", "jq", "ninja", "node", "python"]
-    methods = {i: {m.method for m in f.install} for i, f in catalog.features.items()}
+    first = ["cmake", "hello", "jq", "ninja", "node", "python"]
+    assert set(first) <= set(catalog.ids())  # tests/catalog/test_hygiene.py checks them all
+    methods = {i: {m.method for m in f.install} for i, f in catalog.features.items() if i in first}
     assert methods == {
         "cmake": {"pip"},
         "hello": {"system"},

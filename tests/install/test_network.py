@@ -180,3 +180,31 @@ def test_the_no_proxy_setting_replaces_the_environments(
         _ensure(tmp_path, server, network.Network(http_proxy=proxy.url, no_proxy=""))
         assert proxy.count("GET") == 1
         assert server.refused == 0
+
+
+def test_a_named_pip_index_is_the_setting_plus_the_step_s_path() -> None:
+    settings = network.Network(pip_indexes=(("pytorch", "https://mirror.test/whl/"),))
+    assert settings.pip_index("pytorch", "cu128") == "https://mirror.test/whl/cu128"
+    assert settings.pip_index("pytorch", "") == "https://mirror.test/whl"
+
+
+def test_an_unconfigured_pip_index_names_the_setting_to_set() -> None:
+    with pytest.raises(network.NetworkError) as caught:
+        network.Network().pip_index("pytorch", "cu128")
+    assert "installer.pip_indexes.pytorch" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("indexes", "fragment"),
+    [({"PyTorch": "https://mirror.test/whl"}, "pip_indexes.PyTorch"),
+     ({"pytorch": "ftp://mirror.test/whl"}, "is not an index URL")],
+)  # fmt: skip
+def test_a_bad_pip_index_setting_is_named(indexes: dict[str, str], fragment: str) -> None:
+    from pydantic import ValidationError
+
+    from agent.config import installer
+
+    with pytest.raises(ValidationError) as caught:
+        installer.InstallerSettings(pip_indexes=indexes)
+    shown = str(caught.value).replace("\n", " ")
+    assert fragment.split(".")[-1] in shown

@@ -42,6 +42,19 @@ class Network:
     ca_bundle: str | None = None
     pip_index_url: str | None = None
     npm_registry: str | None = None
+    pip_indexes: tuple[tuple[str, str], ...] = ()
+    """Named indexes (installer.pip_indexes) that a pip step may ask for."""
+
+    def pip_index(self, name: str, path: str) -> str:
+        """The URL of the named index, with the step's ``path``."""
+        for known, base in self.pip_indexes:
+            if known == name:
+                return base.rstrip("/") + ("/" + path.strip("/") if path else "")
+        raise NetworkError(
+            f"this feature installs from the package index named {name!r}, which is not "
+            f"configured: set installer.pip_indexes.{name} to that index's base URL (or a "
+            "mirror of it)"
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """The default trust, plus the extra bundle when one is set (built once per value:

@@ -1,0 +1,186 @@
+"""The bundled archive features installed for real by a running agent, from a loopback
+mirror that serves archives shaped like the upstream's.
+
+For each archive feature, the plan for this machine (linux/x64/glibc) names the upstream
+URLs; the test builds, at the same paths, an archive of the same format with the same
+top folder (what ``strip_components`` removes) and the tool at the path the manifest
+puts on PATH, and the checksum file in the upstream's own format (GNU lines with other
+files listed, BSD lines, a bare digest). The agent's ``installer.mirrors`` sends the
+upstream hosts to the loopback server, so the real download, checksum, extraction, entry
+and check run as they would against the upstream. The tool itself is a script that
+answers the check as the real one does: the real binaries cannot be fetched here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import urllib.parse
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.catalog import loading, methods, requests, resolver
+from agent.config import paths
+from agent.platform import model
+from tests.support.agentproc import Agent, Starter
+from tests.support.server import Server, ok
+
+CATALOG = loading.load([paths.bundled_catalog()])
+HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+
+# The upstream's checksum file, by feature: "gnu" lines ('<sha256>  <name>', other
+# files listed too), "bsd" lines ('SHA256 (<name>) = <sha256>'), "bare" (one digest).
+CHECKSUM_FORMAT: dict[str, str] = {
+    "gh": "gnu",  # gh_{version}_checksums.txt (GoReleaser)
+    "helm": "gnu-one",  # helm-v{version}-{target}.tar.gz.sha256sum: its own line alone
+    "kubectl": "bare",  # kubectl.sha256
+    "node": "gnu",  # SHASUMS256.txt
+    "python": "gnu",  # SHA256SUMS
+    "terraform": "gnu",  # terraform_{version}_SHA256SUMS
+}
+# The archive's top folder as the upstream names it (where strip_components is 1).
+TOP_FOLDER: dict[str, str] = {
+    "node": "node-v{version}-linux-x64",
+    "python": "python",
+    "helm": "linux-amd64",
+    "gh": "gh_{version}_linux_amd64",
+}
+
+
+def archive_features() -> list[str]:
+    found = []
+    for ident, feature in sorted(CATALOG.features.items()):
+        if any(
+            isinstance(m, methods.ArchiveMethod) and any(p.startswith("linux") for p in m.platforms)
+            for m in feature.install
+        ):
+            found.append(ident)
+    return found
+
+
+def test_every_archive_feature_has_an_upstream_shape() -> None:
+    assert sorted(CHECKSUM_FORMAT) == archive_features()
+
+
+def plan_here(ident: str, store: Path) -> dict[str, Any]:
+    plan = resolver.resolve(
+        [requests.parse(f"feature:{ident}")], CATALOG, HERE, store_root=str(store)
+    )
+    [entry] = [f for f in plan.features if f["id"] == ident]
+    return entry
+
+
+def tool_script(argv: list[str], expect: str, prefix_marker: bool) -> bytes:
+    # Answers the check's command the way the real tool does; for a check that prints a
+    # folder of the install (go env GOROOT), it prints where it really is.
+    if prefix_marker:
+        return b'#!/bin/sh\ncd "$(dirname "$0")/.." && pwd\n'
+    return f"#!/bin/sh\necho '{expect}'\n".encode()
+
+
+def build_archive(fmt: str, files: dict[str, tuple[bytes, int]]) -> bytes:
+    buffer = io.BytesIO()
+    if fmt in ("tar.gz", "tar.xz"):
+        with tarfile.open(fileobj=buffer, mode="w:gz" if fmt == "tar.gz" else "w:xz") as tar:
+            for name, (content, mode) in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(content), mode
+                tar.addfile(info, io.BytesIO(content))
+    elif fmt == "zip":
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, (content, mode) in files.items():
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (0o100000 | mode) << 16
+                archive.writestr(info, content)
+    else:
+        raise AssertionError(f"no builder for {fmt}")
+    return buffer.getvalue()
+
+
+def checksum_file(fmt: str, name: str, digest: str) -> bytes:
+    if fmt == "gnu":
+        other = hashlib.sha256(b"another file").hexdigest()
+        return f"{other}  another-{name}\n{digest}  {name}\n".encode()
+    if fmt == "gnu-one":
+        return f"{digest}  {name}\n".encode()
+    if fmt == "bsd":
+        return f"SHA256 (another-{name}) = {'1' * 64}\nSHA256 ({name}) = {digest}\n".encode()
+    if fmt == "bare":
+        return f"{digest}\n".encode()
+    raise AssertionError(f"no checksum format {fmt}")
+
+
+def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[str, str]:
+    """Serve the plan's download at its upstream path; returns the mirrors to set."""
+    download = next(a for a in entry["actions"] if a["action"] == "download")
+    extract = next((a for a in entry["actions"] if a["action"] == "extract"), None)
+    check = entry["check"]
+    command = check["argv"][0]
+    prefix = Path(entry["prefix"])
+    on_path = [Path(p).relative_to(prefix) for p in entry["env"]["path"]]
+    inside = str(on_path[0] / command) if on_path else command
+    script = tool_script(check["argv"], check["expect"], check["expect"] == str(prefix))
+    mirrors: dict[str, str] = {}
+
+    def route(url: str, body: bytes) -> None:
+        parts = urllib.parse.urlsplit(url)
+        base = f"{parts.scheme}://{parts.netloc}/"
+        mirrors[base] = server.url(f"/{parts.netloc}/")
+        server.route(f"/{parts.netloc}{parts.path}", ok(body))
+
+    if extract is None or extract["format"] == "binary":
+        body = script
+    else:
+        strip = extract["strip_components"]
+        top = TOP_FOLDER[ident].format(version=entry["version"]) if strip else ""
+        assert strip <= 1, f"{ident}: add the upstream's nested folders for strip {strip}"
+        files = {f"{top}/{inside}" if top else inside: (script, 0o755)}
+        files[f"{top}/LICENSE" if top else "LICENSE"] = (b"license\n", 0o644)
+        body = build_archive(extract["format"], files)
+    route(download["url"], body)
+    digest = hashlib.sha256(body).hexdigest()
+    assert "checksum_url" in download, f"{ident}: the plan pins a hash; serve that instead"
+    route(download["checksum_url"], checksum_file(CHECKSUM_FORMAT[ident], download["file"], digest))
+    return mirrors
+
+
+async def ensure(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
+    connector = aiohttp.UnixConnector(path=str(agent.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://agent/v1/ensure", json=body) as resp,
+    ):
+        lines = [json.loads(line) async for line in resp.content if line.strip()]
+    result: dict[str, Any] = lines[-1]
+    return result
+
+
+@pytest.mark.parametrize("ident", archive_features())
+async def test_an_archive_feature_installs_from_an_upstream_shaped_mirror(
+    ident: str, start_agent: Starter, http_server: Server
+) -> None:
+    config = start_agent.base_config()
+    store = Path(config["cache"]["root"])
+    entry = plan_here(ident, store)
+    config["installer"] = {"mirrors": serve_upstream(ident, entry, http_server)}
+    agent = start_agent.start(config)
+    result = await ensure(agent, {"requests": [f"feature:{ident}"]})
+    assert result["ok"] is True, result
+    [installed] = [f for f in result["features"] if f["id"] == ident]
+    assert installed["result"] == "installed"
+    assert installed["entry"] == entry["prefix"]
+    # The check, as a job would run it: with the PATH the result exports.
+    env = os.environ | {"PATH": os.pathsep.join([*result["path"], "/usr/bin", "/bin"])}
+    done = subprocess.run(
+        entry["check"]["argv"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert entry["check"]["expect"] in done.stdout
