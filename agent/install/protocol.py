@@ -287,12 +287,17 @@ def _download(
     log: installlog.InstallLog,
 ) -> downloads.Artifact:
     sha = action.get("sha256")
+    sha512 = None
     if sha is None:
         sha = downloads.fetch_checksum(
             action["checksum_url"], action["file"], policy=options.policy
         )
         log.step("checksum", f"{action['file']} {sha}")
-    artifact = downloads.fetch(action["url"], cache, sha256=sha, policy=options.policy)
+        if len(sha) == 128:  # the upstream publishes sha512 alone (.NET)
+            sha, sha512 = None, sha
+    artifact = downloads.fetch(
+        action["url"], cache, sha256=sha, policy=options.policy, sha512=sha512
+    )
     log.step("download", f"{artifact.url} {artifact.size} bytes sha256 {artifact.sha256}")
     return artifact
 

@@ -39,19 +39,26 @@ HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt
 # The upstream's checksum file, by feature: "gnu" lines ('<sha256>  <name>', other
 # files listed too), "bsd" lines ('SHA256 (<name>) = <sha256>'), "bare" (one digest).
 CHECKSUM_FORMAT: dict[str, str] = {
+    "dotnet": "dotnet-sha512",  # {runtime}-sha.txt: sha512, one space, CRLF, a header
     "gh": "gnu",  # gh_{version}_checksums.txt (GoReleaser)
+    "go": "bare",  # go{version}.{target}.tar.gz.sha256
+    "java": "gnu-one",  # <archive>.sha256.txt
     "helm": "gnu-one",  # helm-v{version}-{target}.tar.gz.sha256sum: its own line alone
     "kubectl": "bare",  # kubectl.sha256
     "node": "gnu",  # SHASUMS256.txt
     "python": "gnu",  # SHA256SUMS
     "terraform": "gnu",  # terraform_{version}_SHA256SUMS
 }
+# Members named ./x, as the upstream's tar lists them.
+MEMBER_PREFIX: dict[str, str] = {"dotnet": "./"}
 # The archive's top folder as the upstream names it (where strip_components is 1).
 TOP_FOLDER: dict[str, str] = {
     "node": "node-v{version}-linux-x64",
     "python": "python",
     "helm": "linux-amd64",
     "gh": "gh_{version}_linux_amd64",
+    "go": "go",
+    "java": "jdk-{version}+{build}",
 }
 
 
@@ -105,7 +112,17 @@ def build_archive(fmt: str, files: dict[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def checksum_file(fmt: str, name: str, digest: str) -> bytes:
+def checksum_file(fmt: str, name: str, body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    if fmt == "dotnet-sha512":
+        other = hashlib.sha512(b"another file").hexdigest()
+        lines = [
+            "Hash: SHA512",
+            "",
+            f"{other} another-{name}",
+            f"{hashlib.sha512(body).hexdigest()} {name}",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode()
     if fmt == "gnu":
         other = hashlib.sha256(b"another file").hexdigest()
         return f"{other}  another-{name}\n{digest}  {name}\n".encode()
@@ -140,15 +157,18 @@ def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[st
         body = script
     else:
         strip = extract["strip_components"]
-        top = TOP_FOLDER[ident].format(version=entry["version"]) if strip else ""
+        fill = {
+            "version": entry["version"],
+            **CATALOG.features[ident].version_vars(entry["version"]),
+        }
+        top = TOP_FOLDER[ident].format(**fill) if strip else ""
         assert strip <= 1, f"{ident}: add the upstream's nested folders for strip {strip}"
-        files = {f"{top}/{inside}" if top else inside: (script, 0o755)}
-        files[f"{top}/LICENSE" if top else "LICENSE"] = (b"license\n", 0o644)
+        lead = f"{top}/" if top else MEMBER_PREFIX.get(ident, "")
+        files = {f"{lead}{inside}": (script, 0o755), f"{lead}LICENSE": (b"license\n", 0o644)}
         body = build_archive(extract["format"], files)
     route(download["url"], body)
-    digest = hashlib.sha256(body).hexdigest()
     assert "checksum_url" in download, f"{ident}: the plan pins a hash; serve that instead"
-    route(download["checksum_url"], checksum_file(CHECKSUM_FORMAT[ident], download["file"], digest))
+    route(download["checksum_url"], checksum_file(CHECKSUM_FORMAT[ident], download["file"], body))
     return mirrors
 
 

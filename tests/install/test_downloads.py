@@ -347,7 +347,7 @@ def test_a_file_of_one_bare_digest_is_the_digest_of_its_one_file(
 def test_anything_else_without_a_name_is_no_digest(http_server: Server, body: str) -> None:
     url = http_server.route("/kubectl.sha256", ok(body.encode()))
 
-    with pytest.raises(DownloadError, match="no sha256 entry for 'kubectl'"):
+    with pytest.raises(DownloadError, match="no sha256 or sha512 entry for 'kubectl'"):
         downloads.fetch_checksum(url, "kubectl", policy=FAST)
 
 
@@ -358,7 +358,7 @@ def test_a_name_missing_from_the_checksum_file_is_an_error(http_server: Server) 
         downloads.fetch_checksum(url, "tool-1.0-plan9.tar.gz", policy=FAST)
 
     message = str(caught.value)
-    assert "no sha256 entry for 'tool-1.0-plan9.tar.gz'" in message
+    assert "no sha256 or sha512 entry for 'tool-1.0-plan9.tar.gz'" in message
     assert url in message
     assert not caught.value.transient
 
@@ -432,3 +432,41 @@ def test_a_link_planted_for_the_downloads_folder_itself_is_refused(
     with pytest.raises(DownloadError, match="symlink"):
         downloads.fetch(url, cache, sha256=DIGEST, policy=FAST)
     assert list(outside.iterdir()) == []
+
+
+# .NET's <release>-sha.txt: sha512 alone, "<hex> <name>" with ONE space, CRLF line ends,
+# every file of the release listed.
+def dotnet_sums(body: bytes, name: str) -> bytes:
+    other = hashlib.sha512(b"another file").hexdigest()
+    lines = [
+        f"{other} dotnet-runtime-8.0.22-linux-x64.tar.gz",
+        f"{hashlib.sha512(body).hexdigest()} {name}",
+    ]
+    return ("\r\n".join(["Hash: SHA512", "", *lines]) + "\r\n").encode()
+
+
+def test_a_sha512_list_gives_the_sha512_and_the_download_is_verified_with_it(
+    http_server: Server, tmp_path: Path
+) -> None:
+    body = b"an sdk archive"
+    name = "dotnet-sdk-8.0.416-linux-x64.tar.gz"
+    sums = http_server.route("/8.0.22-sha.txt", ok(dotnet_sums(body, name)))
+    url = http_server.route(f"/{name}", ok(body))
+    digest = downloads.fetch_checksum(sums, name, policy=FAST)
+    assert digest == hashlib.sha512(body).hexdigest()
+    cache = downloads.DownloadCache(tmp_path / "downloads")
+    artifact = downloads.fetch(url, cache, sha256=None, sha512=digest, policy=FAST)
+    assert artifact.sha256 == hashlib.sha256(body).hexdigest()
+    assert artifact.path.read_bytes() == body
+
+
+def test_a_sha512_mismatch_is_refused_and_nothing_is_kept(
+    http_server: Server, tmp_path: Path
+) -> None:
+    url = http_server.route("/dotnet-sdk.tar.gz", ok(b"tampered"))
+    cache = downloads.DownloadCache(tmp_path / "downloads")
+    wanted = hashlib.sha512(b"the real one").hexdigest()
+    with pytest.raises(transport.ChecksumMismatch) as caught:
+        downloads.fetch(url, cache, sha256=None, sha512=wanted, policy=FAST)
+    assert f"sha512 mismatch: expected {wanted}" in str(caught.value)
+    assert [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()] == []

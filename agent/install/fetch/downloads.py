@@ -115,15 +115,31 @@ class DownloadCache:
 
 
 def fetch(
-    url: str, cache: DownloadCache, *, sha256: str | None, policy: Policy = DEFAULT_POLICY
+    url: str,
+    cache: DownloadCache,
+    *,
+    sha256: str | None,
+    policy: Policy = DEFAULT_POLICY,
+    sha512: str | None = None,
 ) -> Artifact:
     """Download ``url`` into ``cache`` and return the verified artifact.
 
     With ``sha256`` known, a cache hit does no network I/O at all. With ``sha256=None`` the
-    file is still stored under the digest computed while streaming; the caller verifies it.
-    Raises :class:`DownloadError`.
+    file is still stored under the digest computed while streaming; the caller verifies it,
+    unless ``sha512`` is given: then the stream must have that sha512 (an upstream that
+    publishes no sha256), and a mismatch keeps nothing. Raises :class:`DownloadError`.
     """
     target = rewrite(url, policy)
+    if sha512 is not None:
+        wanted = sha512.lower()
+        if sha256 is not None or not _HEX128.fullmatch(wanted):
+            raise transport.fatal(
+                target, f"expected sha512 {sha512!r} is not 128 hex", "fix the manifest"
+            )
+        transport.check_scheme(target)
+        return _retrying(
+            target, policy, lambda: _download_once(target, cache, None, policy, sha512=wanted)
+        )
     expected = sha256.lower() if sha256 is not None else None
     if expected is not None:
         if not _HEX64.fullmatch(expected):
@@ -138,12 +154,14 @@ def fetch(
 
 
 def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAULT_POLICY) -> str:
-    """The lowercase sha256 that the checksum file at ``checksum_url`` lists for ``file_name``.
+    """The lowercase digest that the checksum file at ``checksum_url`` lists for
+    ``file_name``: a sha256 (64 hex digits) or, where that is all an upstream publishes, a
+    sha512 (128; .NET's ``<release>-sha.txt``). The length says which.
 
-    Reads GNU coreutils lines (``<hex>  <name>``, ``<hex> *<name>``) and BSD lines
-    (``SHA256 (<name>) = <hex>``); other lines are ignored. A file that holds one bare
-    digest and nothing else (the per-file ``.sha256`` of Kubernetes' and Go's downloads)
-    names no file: it is the digest of the one file its URL is for. Raises
+    Reads GNU coreutils lines (``<hex>  <name>``, ``<hex> *<name>``, one space too) and BSD
+    lines (``SHA256 (<name>) = <hex>``, ``SHA512 ...``); other lines are ignored. A file
+    that holds one bare digest and nothing else (the per-file ``.sha256`` of Kubernetes'
+    and Go's downloads) names no file: it is the digest of the one file its URL is for. Raises
     :class:`DownloadError`.
     """
     target = rewrite(checksum_url, policy)
@@ -158,20 +176,28 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
         raise transport.fatal(target, f"lists different digests for {file_name!r}", advice)
     if not found:
         advice = "check the name and version in the manifest, or the checksum URL"
-        raise transport.fatal(target, f"has no sha256 entry for {file_name!r}", advice)
+        raise transport.fatal(target, f"has no sha256 or sha512 entry for {file_name!r}", advice)
     return found.pop()
 
 
 # --- one attempt ----------------------------------------------------------------------
 
 
-def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: Policy) -> Artifact:
+def _download_once(
+    url: str,
+    cache: DownloadCache,
+    sha256: str | None,
+    policy: Policy,
+    *,
+    sha512: str | None = None,
+) -> Artifact:
     # With the digest known the temp file sits in its final folder; otherwise in the root.
     # Both are on the cache's file system, so the rename is atomic.
     # Every folder is opened by descriptor, never through a link (agent.store.nofollow):
     # a link planted at downloads/<xx> must not send archives out of the store.
     parts = (cache.path_for(sha256).parent.name,) if sha256 else ()
     digest = hashlib.sha256()
+    other = hashlib.sha512() if sha512 is not None else None
     temp: str | None = None
     folder = -1
     try:
@@ -182,6 +208,8 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
 
             def sink(chunk: bytes) -> None:
                 digest.update(chunk)
+                if other is not None:
+                    other.update(chunk)
                 out.write(chunk)
 
             size = _transfer(url, policy, sink, limit=policy.max_bytes)
@@ -190,6 +218,10 @@ def _download_once(url: str, cache: DownloadCache, sha256: str | None, policy: P
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256:
             raise transport.ChecksumMismatch(url, expected=sha256, actual=actual, size=size)
+        if other is not None and sha512 is not None and other.hexdigest() != sha512:
+            raise transport.ChecksumMismatch(
+                url, expected=sha512, actual=other.hexdigest(), size=size
+            )
         final = cache.path_for(actual)
         into = cache.open_folder((final.parent.name,), create=True)
         try:
@@ -325,9 +357,12 @@ def _retrying(url: str, policy: Policy, attempt: Callable[[], _T]) -> _T:
 
 # --- checksum files and the file system -----------------------------------------------
 
-_BARE_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-_GNU_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{64})\s[ *]?(?P<name>.+)")
-_BSD_LINE = re.compile(r"SHA256 ?\((?P<name>.+)\) ?= ?(?P<hex>[0-9a-fA-F]{64})")
+# sha256 (64 hex digits) or sha512 (128: Microsoft publishes only those for .NET).
+_HEX = r"[0-9a-fA-F]{128}|[0-9a-fA-F]{64}"
+_BARE_DIGEST = re.compile(_HEX)
+_GNU_LINE = re.compile(rf"(?P<hex>{_HEX})\s[ *]?(?P<name>.+)")
+_BSD_LINE = re.compile(rf"SHA(?:256|512) ?\((?P<name>.+)\) ?= ?(?P<hex>{_HEX})")
+_HEX128 = re.compile(r"[0-9a-f]{128}")
 
 
 def _checksum_lines(body: bytes) -> list[tuple[str, str]]:

@@ -53,7 +53,8 @@ class ChecksumMismatch(DownloadError):
         self.expected, self.actual, self.size = expected, actual, size
         super().__init__(
             url,
-            f"sha256 mismatch: expected {expected}, got {actual} ({size} bytes)",
+            f"{'sha512' if len(expected) == 128 else 'sha256'} mismatch: expected {expected}, "
+            f"got {actual} ({size} bytes)",
             "either the artifact or the manifest is wrong",
             transient=False,
         )
