@@ -194,6 +194,15 @@ class SystemMethod(_Method):
         return self
 
 
+ARCHIVE_SUFFIXES = ("tar.gz", "tgz", "tar.xz", "txz", "tar.zst", "tar.bz2", "zip")
+
+
+def _archive_suffix(url: str) -> str | None:
+    """The archive suffix of ``url``'s file name; ``None`` for a lone executable."""
+    name = url.rsplit("/", 1)[-1].lower()
+    return next((s for s in ARCHIVE_SUFFIXES if name.endswith("." + s)), None)
+
+
 class ArchiveMethod(_Method):
     """A relocatable archive downloaded and unpacked into the prefix."""
 
@@ -214,6 +223,22 @@ class ArchiveMethod(_Method):
         ),
     )
     strip_components: int = Field(default=0, ge=0, le=5)
+    binary_name: Plain | None = Field(
+        default=None,
+        description=(
+            "For a URL that is a lone executable (no archive suffix): its name in the "
+            "prefix, e.g. yq for yq_linux_amd64. Default: the URL's file name."
+        ),
+    )
+    merge: tuple[Line, ...] = Field(
+        default=(),
+        max_length=32,
+        description=(
+            "Folders of the archive (after strip_components), templated like url, whose "
+            "contents are merged into the prefix, as a component installer does (Rust's "
+            "rustc, cargo, rust-std-{target}); the rest of the archive is left out."
+        ),
+    )
     allow_insecure: bool = Field(
         default=False, description="Allow http:// URLs (only for mirrors you trust)."
     )
@@ -223,6 +248,20 @@ class ArchiveMethod(_Method):
         found = findings.Findings()
         if not self.sha256 and not self.checksum_url:
             found.add((), "an archive needs sha256 checksums or a checksum_url")
+        if self.merge and (_archive_suffix(self.url) is None or any("/" in m for m in self.merge)):
+            found.add(
+                ("merge",),
+                "merge names top-level folders (no /) of an archive; this URL is a lone "
+                "executable, or a name has a /",
+            )
+        if self.binary_name is not None and (
+            "/" in self.binary_name or _archive_suffix(self.url) is not None
+        ):
+            found.add(
+                ("binary_name",),
+                f"binary_name {self.binary_name!r} is for a URL that is a lone executable, "
+                "as a plain file name; this URL is an archive, or the name has a /",
+            )
         if "{target}" in self.url:
             gaps = [
                 repr(p)

@@ -172,6 +172,8 @@ def _methods(feature: Feature, found: findings.Findings) -> None:
             _template(found, at("url"), method.url, url_allowed)
             if method.checksum_url:
                 _template(found, at("checksum_url"), method.checksum_url, url_allowed)
+            for k, folder in enumerate(method.merge):
+                _template(found, at("merge", k), folder, url_allowed)
             for version in method.sha256:
                 if version not in known:
                     found.add(

@@ -56,11 +56,10 @@ def pip_platform_tags(target: model.Platform) -> list[str]:
 
 def archive_format(url: str) -> str:
     """The archive format, from the URL's file name."""
-    name = url.rsplit("/", 1)[-1].lower()
-    for suffix in ("tar.gz", "tgz", "tar.xz", "txz", "tar.zst", "tar.bz2", "zip"):
-        if name.endswith("." + suffix):
-            return {"tgz": "tar.gz", "txz": "tar.xz"}.get(suffix, suffix)
-    return "binary"
+    suffix = methods._archive_suffix(url)
+    if suffix is None:
+        return "binary"
+    return {"tgz": "tar.gz", "txz": "tar.xz"}.get(suffix, suffix)
 
 
 ToolMethod = methods.ArchiveMethod | methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
@@ -186,16 +185,18 @@ def _archive(
         download["checksum_url"] = templates.render(method.checksum_url, fill)
     else:
         raise ValueError(f"{feature.id} {version} has no checksum for {target.triple}")
-    return [
-        download,
-        {
-            "action": "extract",
-            "file": file,
-            "format": archive_format(url),
-            "dest": prefix,
-            "strip_components": method.strip_components,
-        },
-    ]
+    extract: wire.ExtractAction = {
+        "action": "extract",
+        "file": file,
+        "format": archive_format(url),
+        "dest": prefix,
+        "strip_components": method.strip_components,
+    }
+    if method.binary_name is not None:
+        extract["name"] = method.binary_name
+    if method.merge:
+        extract["merge"] = [templates.render(m, fill) for m in method.merge]
+    return [download, extract]
 
 
 def system(method: methods.SystemMethod, target: model.Platform) -> list[wire.SystemAction]:

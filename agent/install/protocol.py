@@ -208,7 +208,11 @@ def _install_locked(
                 source = archive.path
                 if action["format"] == "binary":
                     # The cache names files by hash; a lone binary keeps its own name.
-                    source = staging / action["file"]
+                    # In a folder of its own: the name is the manifest's, never the
+                    # staging folder's own files (tree, logs).
+                    lone = staging / "binary"
+                    lone.mkdir()
+                    source = lone / action.get("name", action["file"])
                     shutil.copyfile(archive.path, source)
                 done = extracting.extract(
                     source,
@@ -216,6 +220,7 @@ def _install_locked(
                     fmt=action["format"],
                     strip_components=action["strip_components"],
                     limits=options.limits,
+                    merge=tuple(action.get("merge", ())),
                 )
                 log.step("extract", f"{done.members} members, {done.bytes} bytes")
             elif action["action"] == "run" and step["method"] in _BUILDERS:

@@ -70,15 +70,22 @@ class DownloadAction(_DownloadRequired, total=False):
     checksum_url: str
 
 
-class ExtractAction(TypedDict):
-    """Unpack the downloaded ``file`` into ``dest`` (the step's prefix)."""
-
+class _ExtractRequired(TypedDict):
     action: Literal["extract"]
     file: str
     format: str
     """tar.gz, tar.xz, tar.zst, tar.bz2, zip, or binary (a lone executable)."""
     dest: str
     strip_components: int
+
+
+class ExtractAction(_ExtractRequired, total=False):
+    """Unpack the downloaded ``file`` into ``dest`` (the step's prefix)."""
+
+    name: str
+    """A lone executable's name in the prefix (else ``file``)."""
+    merge: list[str]
+    """Component folders whose contents are merged into the prefix (Rust's installers)."""
 
 
 class _RunRequired(TypedDict):

@@ -47,6 +47,7 @@ CHECKSUM_FORMAT: dict[str, str] = {
     "kubectl": "bare",  # kubectl.sha256
     "node": "gnu",  # SHASUMS256.txt
     "python": "gnu",  # SHA256SUMS
+    "rust": "gnu-one",  # rust-{version}-{target}.tar.gz.sha256
     "terraform": "gnu",  # terraform_{version}_SHA256SUMS
 }
 # Members named ./x, as the upstream's tar lists them.
@@ -55,6 +56,7 @@ MEMBER_PREFIX: dict[str, str] = {"dotnet": "./"}
 TOP_FOLDER: dict[str, str] = {
     "node": "node-v{version}-linux-x64",
     "python": "python",
+    "rust": "rust-{version}-x86_64-unknown-linux-gnu",
     "helm": "linux-amd64",
     "gh": "gh_{version}_linux_amd64",
     "go": "go",
@@ -165,6 +167,16 @@ def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[st
         assert strip <= 1, f"{ident}: add the upstream's nested folders for strip {strip}"
         lead = f"{top}/" if top else MEMBER_PREFIX.get(ident, "")
         files = {f"{lead}{inside}": (script, 0o755), f"{lead}LICENSE": (b"license\n", 0o644)}
+        if extract.get("merge"):
+            # Component folders, each with its manifest.in; the tool in the first.
+            first = extract["merge"][0]
+            files = {
+                f"{lead}{first}/{inside}": (script, 0o755),
+                f"{lead}install.sh": (b"#!/bin/sh\n", 0o755),
+            }
+            for folder in extract["merge"]:
+                files[f"{lead}{folder}/manifest.in"] = (f"file:{folder}.txt\n".encode(), 0o644)
+                files[f"{lead}{folder}/share/{folder}.txt"] = (b"part\n", 0o644)
         body = build_archive(extract["format"], files)
     route(download["url"], body)
     assert "checksum_url" in download, f"{ident}: the plan pins a hash; serve that instead"
@@ -197,6 +209,10 @@ async def test_an_archive_feature_installs_from_an_upstream_shaped_mirror(
     [installed] = [f for f in result["features"] if f["id"] == ident]
     assert installed["result"] == "installed"
     assert installed["entry"] == entry["prefix"]
+    extract = next((a for a in entry["actions"] if a["action"] == "extract"), {})
+    for folder in extract.get("merge", []):  # merged into the entry, not kept as folders
+        assert (Path(installed["entry"]) / "share" / f"{folder}.txt").is_file()
+        assert not (Path(installed["entry"]) / folder).exists()
     # The check, as a job would run it: with the PATH the result exports.
     env = os.environ | {"PATH": os.pathsep.join([*result["path"], "/usr/bin", "/bin"])}
     done = subprocess.run(

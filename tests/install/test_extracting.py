@@ -492,3 +492,58 @@ def test_the_default_limits() -> None:
         16 * 1024**3,
         200,
     )
+
+
+# --- merging component folders (Rust's rust-installer layout) ----------------------------
+
+RUST = [
+    d("rust-1.92.0-x86_64-unknown-linux-gnu"),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/install.sh", b"#!/bin/sh\n", 0o755),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/components", b"rustc\ncargo\nrust-docs\n"),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/rustc/manifest.in", b"file:bin/rustc\n"),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/rustc/bin/rustc", b"rustc", 0o755),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/rustc/lib/librustc_driver.so", b"so"),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/cargo/manifest.in", b"file:bin/cargo\n"),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/cargo/bin/cargo", b"cargo", 0o755),
+    M("rust-1.92.0-x86_64-unknown-linux-gnu/rust-docs/share/doc/index.html", b"docs"),
+]
+
+
+def tree_of(dest: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+
+def test_merge_lays_the_named_component_folders_into_the_root(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "rust.tar.gz", RUST)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    extracting.extract(archive, dest, fmt="tar.gz", strip_components=1, merge=("rustc", "cargo"))
+    assert tree_of(dest) == {
+        "bin/rustc": b"rustc",
+        "lib/librustc_driver.so": b"so",
+        "bin/cargo": b"cargo",
+    }
+    assert os.access(dest / "bin" / "cargo", os.X_OK)
+
+
+def test_a_folder_to_merge_that_the_archive_lacks_is_an_error_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    archive = make_tar(tmp_path / "rust.tar.gz", RUST)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(extracting.ArchiveError, match="has no folder 'clippy-preview' to merge"):
+        extracting.extract(
+            archive, dest, fmt="tar.gz", strip_components=1, merge=("rustc", "clippy-preview")
+        )
+    assert list(dest.iterdir()) == []
+
+
+def test_merge_keeps_the_member_checks(tmp_path: Path) -> None:
+    hostile = [*RUST[:5], M("rust-1.92.0-x86_64-unknown-linux-gnu/rustc/../../etc/x", b"x")]
+    archive = make_tar(tmp_path / "rust.tar.gz", hostile)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(extracting.UnsafeArchive, match=r"'\.\.' component"):
+        extracting.extract(archive, dest, fmt="tar.gz", strip_components=1, merge=("rustc",))
+    assert list(dest.iterdir()) == []

@@ -10,7 +10,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from agent.catalog import loading
 from agent.install import plans, protocol
 from agent.store import layout, receipts
 from tests.support import fixtures
@@ -227,3 +229,34 @@ def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> No
     binary = done.entry.path / "tool-1.0.0.bin"
     assert binary.read_bytes() == body
     assert os.access(binary, os.X_OK)
+
+
+def test_a_lone_binary_gets_the_manifest_s_name(tmp_path: Path, http_server: Server) -> None:
+    # yq_linux_amd64 on the release page, yq on PATH.
+    body = b"#!/bin/sh\necho tool 1.0.0\n"
+    catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body, fmt="bin")
+    manifest = tmp_path / "cat" / "tool" / "feature.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    data["install"][0]["binary_name"] = "tool"
+    manifest.write_text(yaml.safe_dump(data))
+    catalog = loading.load([tmp_path / "cat"])
+    assert catalog.problems == []
+    http_server.route("/x/tool-1.0.0.bin", ok(body))
+    store = tmp_path / "store"
+    [done] = plans.ensure_plan(
+        layout.Store(store),
+        fixtures.plan_for(catalog, "tool", store),
+        options=fixtures.options(http_server),
+    ).installed
+    assert sorted(p.name for p in done.entry.path.iterdir()) == ["tool"]
+    assert os.access(done.entry.path / "tool", os.X_OK)
+
+
+def test_binary_name_is_refused_for_an_archive_url(tmp_path: Path) -> None:
+    fixtures.archive_catalog(tmp_path / "cat", "tool", b"x")
+    manifest = tmp_path / "cat" / "tool" / "feature.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    data["install"][0]["binary_name"] = "tool"
+    manifest.write_text(yaml.safe_dump(data))
+    [problem] = loading.load([tmp_path / "cat"]).problems
+    assert "binary_name 'tool' is for a URL that is a lone executable" in str(problem)

@@ -94,13 +94,24 @@ class Extracted:
 
 
 def extract(
-    archive: Path, dest: Path, *, fmt: str, strip_components: int = 0, limits: Limits = Limits()
+    archive: Path,
+    dest: Path,
+    *,
+    fmt: str,
+    strip_components: int = 0,
+    limits: Limits = Limits(),
+    merge: tuple[str, ...] = (),
 ) -> Extracted:
     """Extract ``archive`` in format ``fmt`` into the empty directory ``dest``.
 
     ``strip_components`` drops leading path components as GNU tar does; members left
-    with no name are skipped. Raises :class:`UnsafeArchive`, :class:`ArchiveError`, and
-    :class:`ValueError` when ``dest`` is not an existing empty directory.
+    with no name are skipped. ``merge`` names folders (after stripping) whose contents
+    are merged into ``dest`` itself, as an installer of components does (Rust's
+    rust-installer: ``rustc/bin/rustc`` becomes ``bin/rustc``); members outside them and
+    each folder's own ``manifest.in`` are skipped, a later member replaces an earlier one
+    of the same path, and a folder the archive lacks is an error. Raises
+    :class:`UnsafeArchive`, :class:`ArchiveError`, and :class:`ValueError` when ``dest``
+    is not an existing empty directory.
     """
     if fmt not in FORMATS:
         raise ArchiveError(
@@ -117,7 +128,7 @@ def extract(
     if fmt in _COMPRESSED and limits.max_ratio * size < cap:
         cap = limits.max_ratio * size
         why = f"{limits.max_ratio} times the {size}-byte archive: a compression bomb?"
-    out = _Writer(archive, dest, strip_components, limits, cap, why)
+    out = _Writer(archive, dest, strip_components, limits, cap, why, merge=frozenset(merge))
     try:
         if fmt == "binary":
             with archive.open("rb") as src:
@@ -132,6 +143,12 @@ def extract(
     except BaseException:
         _empty(dest)
         raise
+    if missing := sorted(out.merge - out.merged):
+        _empty(dest)
+        raise ArchiveError(
+            f"{str(archive)!a} has no folder {', '.join(map(ascii, missing))} to merge (after "
+            f"stripping {strip_components}); check the manifest's merge list for this version"
+        )
     return Extracted(members=out.created, bytes=out.written)
 
 
@@ -250,6 +267,8 @@ class _Writer:
     created: int = 0
     dirs: set[str] = field(default_factory=set)  # relative paths known to be real directories
     files: set[str] = field(default_factory=set)  # regular files extracted: hard link targets
+    merge: frozenset[str] = frozenset()  # component folders merged into dest
+    merged: set[str] = field(default_factory=set)  # those the archive had
 
     def refuse(self, name: str, reason: str) -> NoReturn:
         raise UnsafeArchive(self.archive, name, reason)
@@ -291,6 +310,13 @@ class _Writer:
         parts = [p for p in parts if p != "."]
         if ".." in parts:
             self.refuse(name, f"{which}has a '..' component")
+        if self.merge and parts:
+            if parts[0] not in self.merge:
+                return None
+            self.merged.add(parts[0])
+            parts = parts[1:]
+            if parts == ["manifest.in"]:  # the component's own file list
+                return None
         return parts or None
 
     def _place(self, name: str, parts: list[str], *, directory: bool = False) -> Path:
