@@ -41,6 +41,7 @@ HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt
 CHECKSUM_FORMAT: dict[str, str] = {
     "dotnet": "dotnet-sha512",  # {runtime}-sha.txt: sha512, one space, CRLF, a header
     "gh": "gnu",  # gh_{version}_checksums.txt (GoReleaser)
+    "git-lfs": "clearsigned",  # sha256sums.asc: shasum -b lines inside a PGP clearsign
     "go": "bare",  # go{version}.{target}.tar.gz.sha256
     "java": "gnu-one",  # <archive>.sha256.txt
     "helm": "gnu-one",  # helm-v{version}-{target}.tar.gz.sha256sum: its own line alone
@@ -49,6 +50,7 @@ CHECKSUM_FORMAT: dict[str, str] = {
     "python": "gnu",  # SHA256SUMS
     "rust": "gnu-one",  # rust-{version}-{target}.tar.gz.sha256
     "terraform": "gnu",  # terraform_{version}_SHA256SUMS
+    "yq": "rhash-bsd",  # checksums-bsd: a BSD line per algorithm (SHA256, SHA512, ...)
 }
 # Members named ./x, as the upstream's tar lists them.
 MEMBER_PREFIX: dict[str, str] = {"dotnet": "./"}
@@ -59,6 +61,7 @@ TOP_FOLDER: dict[str, str] = {
     "rust": "rust-{version}-x86_64-unknown-linux-gnu",
     "helm": "linux-amd64",
     "gh": "gh_{version}_linux_amd64",
+    "git-lfs": "git-lfs-{version}",
     "go": "go",
     "java": "jdk-{version}+{build}",
 }
@@ -130,6 +133,17 @@ def checksum_file(fmt: str, name: str, body: bytes) -> bytes:
         return f"{other}  another-{name}\n{digest}  {name}\n".encode()
     if fmt == "gnu-one":
         return f"{digest}  {name}\n".encode()
+    if fmt == "clearsigned":
+        lines = ["-----BEGIN PGP SIGNED MESSAGE-----", "Hash: SHA256", ""]
+        lines += [f"{'2' * 64} *another-{name}", f"{digest} *{name}"]
+        lines += ["-----BEGIN PGP SIGNATURE-----", "", "iQIzBAEBCAAdFiEE", "=abcd"]
+        lines += ["-----END PGP SIGNATURE-----"]
+        return ("\n".join(lines) + "\n").encode()
+    if fmt == "rhash-bsd":
+        sha512 = hashlib.sha512(body).hexdigest()
+        lines = [f"SHA256 ({name}) = {digest}", f"SHA512 ({name}) = {sha512}"]
+        lines += [f"SHA3-256 ({name}) = {'ab' * 32}", f"SHA256 (another-{name}) = {'1' * 64}"]
+        return ("\n".join(lines) + "\n").encode()
     if fmt == "bsd":
         return f"SHA256 (another-{name}) = {'1' * 64}\nSHA256 ({name}) = {digest}\n".encode()
     if fmt == "bare":

@@ -470,3 +470,14 @@ def test_a_sha512_mismatch_is_refused_and_nothing_is_kept(
         downloads.fetch(url, cache, sha256=None, sha512=wanted, policy=FAST)
     assert f"sha512 mismatch: expected {wanted}" in str(caught.value)
     assert [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()] == []
+
+
+def test_a_name_listed_once_per_algorithm_gives_its_sha256(http_server: Server) -> None:
+    # yq's checksums-bsd (rhash --bsd -a): a line per algorithm for every file.
+    body = (
+        f"SHA256 (yq_linux_amd64) = {DIGEST}\n"
+        f"SHA512 (yq_linux_amd64) = {'ab' * 64}\n"
+        f"SHA3-256 (yq_linux_amd64) = {'cd' * 32}\n"
+    )
+    url = http_server.route("/checksums-bsd", ok(body.encode()))
+    assert downloads.fetch_checksum(url, "yq_linux_amd64", policy=FAST) == DIGEST

@@ -170,7 +170,10 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
     bare = _BARE_DIGEST.fullmatch(body.decode("utf-8", errors="replace").strip())
     if bare is not None:
         return bare[0].lower()
-    found = {digest for name, digest in _checksum_lines(body) if _same_name(name, file_name)}
+    listed = {digest for name, digest in _checksum_lines(body) if _same_name(name, file_name)}
+    # One file may list a name once per algorithm (yq's checksums-bsd: SHA256 and SHA512
+    # lines): the sha256 is used where there is one; only two of one length contradict.
+    found = {d for d in listed if len(d) == 64} or listed
     if len(found) > 1:
         advice = "the checksum file contradicts itself; report it upstream"
         raise transport.fatal(target, f"lists different digests for {file_name!r}", advice)
