@@ -294,7 +294,7 @@ class PipIndex(BaseModel):
         pattern=r"^[a-z][a-z0-9-]{0,31}$",
         description="The key of installer.pip_indexes whose URL is the index's base.",
     )
-    path: Plain | None = Field(
+    path: Line | None = Field(
         default=None,
         description=(
             "Appended to the base, templated: {version} and the like, and the feature's "

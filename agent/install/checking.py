@@ -4,8 +4,9 @@ Policy: the check runs what the install produced (a registry's JavaScript, a scr
 output), so it gets no more than the build did: the clean step environment, never the
 agent's own, and, where the agent can confine (root, ``script_isolation: sandbox``), the
 script sandbox as the unprivileged user with the staged tree read-only to it. The
-step's variables that name the final prefix name the staged tree while it runs. A
-check that fails, or does not print what the manifest expects, fails the install.
+step's variables that name the final prefix name the staged tree while it runs, and a
+pip step built for the python entry finds that entry's interpreter on PATH. A check
+that fails, or does not print what the manifest expects, fails the install.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def run(
     shown = " ".join(argv)
     prefix = step["prefix"]
     path = [os.path.normpath(os.path.join(tree, p)) for p in rel_path]
+    # A pip feature built for the python entry (pytorch's cp313 wheels) is checked with
+    # that entry's python3, not whatever the host's PATH has.
+    path += [
+        os.path.dirname(a["interpreter"])
+        for a in step["actions"]
+        if a["action"] == "run" and a.get("interpreter")
+    ]
     base = running.environment({})
     env = running.environment(
         {k: v.replace(prefix, str(tree)) for k, v in step["env"]["vars"].items()}

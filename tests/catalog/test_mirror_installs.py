@@ -71,7 +71,9 @@ def archive_features() -> list[str]:
     found = []
     for ident, feature in sorted(CATALOG.features.items()):
         if any(
-            isinstance(m, methods.ArchiveMethod) and any(p.startswith("linux") for p in m.platforms)
+            isinstance(m, methods.ArchiveMethod)
+            and m.checksum_url is not None  # pinned hashes (cudnn) cannot be served fake
+            and any(p.startswith("linux") for p in m.platforms)
             for m in feature.install
         ):
             found.append(ident)

@@ -26,7 +26,7 @@ CATALOG = loading.load([paths.bundled_catalog()])
 
 def pip_cases() -> list[tuple[str, str]]:
     cases = []
-    for ident in ("ninja", "cmake"):
+    for ident in ("ninja", "cmake", "uv", "zig"):
         feature = CATALOG.features[ident]
         for pattern in feature.platforms:
             cases.append((ident, pattern))
@@ -71,7 +71,9 @@ def test_every_pip_platform_the_manifests_claim_has_a_wheel(tmp_path: Path) -> N
     assert failures == []
     for ident, pattern, _, _, files in results:
         [wheel] = files
-        assert wheel.startswith(f"{ident}-"), (pattern, wheel)
+        method = next(m for m in CATALOG.features[ident].install if m.method == "pip")
+        package = method.packages[0].partition("==")[0]  # type: ignore[union-attr]
+        assert wheel.startswith(f"{package.replace('-', '_')}-"), (pattern, wheel)
         assert wheel.endswith(".whl")
 
 
