@@ -77,6 +77,20 @@ class Build:
         return output
 
 
+# pip settings that say how to reach an index, not where packages come from.
+_PIP_TRANSPORT = frozenset({"PIP_CERT", "PIP_CLIENT_CERT", "PIP_TIMEOUT", "PIP_RETRIES",
+                            "PIP_PROXY", "PIP_TRUSTED_HOST"})  # fmt: skip
+
+
+def _one_index(env: dict[str, str], url: str) -> dict[str, str]:
+    """``env`` for a pip that installs from ``url`` alone: the whole install from that
+    index (PyTorch's serves the dependencies too), with no other source pip could take a
+    same-named package from (dependency confusion): no configuration file (pip.conf's
+    extra-index-url, find-links) and no PIP_* setting but how to reach the index."""
+    kept = {k: v for k, v in env.items() if not k.startswith("PIP_") or k in _PIP_TRANSPORT}
+    return {**kept, "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": url}
+
+
 def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
     """pip install --target the staging tree; the wheels it took, for the receipt."""
     report = build.staging / "pip-report.json"
@@ -97,10 +111,7 @@ def pip(build: Build, action: wire.RunAction) -> list[receipts.Source]:
     env = build.environment(action)
     index = action.get("index")
     if index is not None:
-        # The whole install from that index (PyTorch's serves the dependencies too), so
-        # a same-named package on the default index can never win.
-        env["PIP_INDEX_URL"] = build.network.pip_index(index["name"], index["path"])
-        env.pop("PIP_EXTRA_INDEX_URL", None)
+        env = _one_index(env, build.network.pip_index(index["name"], index["path"]))
     output = build.run("pip", argv, env, build.staging, limit=build.limit(action))
     build.log.step("pip", f"with {argv[0]}: {build.log.last_line(output)}")
     _portable_shebangs(build.tree, {argv[0], sys.executable})

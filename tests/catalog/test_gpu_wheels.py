@@ -158,7 +158,20 @@ async def test_pytorch_installs_the_driver_s_variant_from_a_pytorch_shaped_index
         "script_isolation": "none",
     }
     config["gpu"] = {"backend": backend}
-    agent = start_agent.start(config)
+    # A decoy of the same version where pip's own settings would also look (find-links
+    # and a configuration file's extra index): the named index must be the only source.
+    decoys = start_agent.workdir / "decoys"
+    decoys.mkdir()
+    # +zzz sorts above +cu130 and +cpu: pip would take it from any source it reads.
+    name, body = wheel(
+        "torch", f"{torch['version']}+zzz", tag, {"torch/__init__.py": "decoy = 1\n"}
+    )
+    (decoys / name).write_bytes(body)
+    pip_conf = decoys / "pip.conf"
+    pip_conf.write_text(f"[global]\nfind-links = {decoys}\n")
+    agent = start_agent.start(
+        config, env={"PIP_FIND_LINKS": str(decoys), "PIP_CONFIG_FILE": str(pip_conf)}
+    )
     result = await ensure(agent, f"feature:pytorch@{torch['version']}")
     assert result["ok"] is True, json.dumps(result)[-1500:]
     assert http_server.count(f"/whl/{variant}/torch/") >= 1

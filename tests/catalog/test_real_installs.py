@@ -30,12 +30,14 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # would shadow what apt installs, and the check would rightly refuse it.
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Real downloads of some tens of MB, on a shared machine: more than the suite's default.
-pytestmark = pytest.mark.timeout(600)
+# The ensure's wait and the purge's must fit inside it, or a kill would leave packages.
+pytestmark = pytest.mark.timeout(1500)
 
 # The pip and npm features small enough to fetch in CI (a few MB to some tens of MB).
 REGISTRY_FEATURES = ["bazelisk", "ninja", "uv", "zig"]
-# The system features whose packages Debian ships.
-APT_FEATURES = ["awscli", "hello", "jq", "ruby"]
+# The system features whose packages Debian ships and this image lacks (jq is in it, so
+# installing it would prove nothing).
+APT_FEATURES = ["awscli", "hello", "ruby"]
 
 
 async def ensure(agent: Agent, label: str) -> dict[str, Any]:
@@ -107,6 +109,10 @@ async def test_a_debian_system_feature_installs_with_apt_and_is_removed_after(
     if shutil.which("apt-get") is None:
         pytest.fail("no apt-get") if IN_CI else pytest.skip("no apt-get here")
     before = installed_packages()
+    [method] = CATALOG.features[ident].install
+    wanted = {f"{p}:" for p in method.packages["apt"]}  # type: ignore[union-attr]
+    already = sorted(p for p in before if any(p.startswith(w) for w in wanted))
+    assert already == [], f"{ident}'s packages are installed already: {already}"
     try:
         # Host mode: the agent runs apt itself (in a runner pod the runner's hook does).
         config = start_agent.base_config()
@@ -115,7 +121,7 @@ async def test_a_debian_system_feature_installs_with_apt_and_is_removed_after(
         result = await ensure(agent, f"feature:{ident}")
         assert result["ok"] is True, json.dumps(result)[-1500:]
         [installed] = [f for f in result["features"] if f["id"] == ident]
-        assert installed["result"] in ("installed", "present")
+        assert installed["result"] == "installed"
         run_check(ident, None, result)
     finally:
         added = sorted(installed_packages() - before)
@@ -123,9 +129,9 @@ async def test_a_debian_system_feature_installs_with_apt_and_is_removed_after(
             subprocess.run(
                 ["apt-get", "purge", "-y", "-q", *added],
                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                capture_output=True, timeout=600, check=True,
+                capture_output=True, timeout=500, check=False,
             )  # fmt: skip
-    assert installed_packages() - before == set()
+    assert installed_packages() - before == set(), "the purge left packages behind"
 
 
 def test_the_lists_name_real_features() -> None:

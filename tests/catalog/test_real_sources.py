@@ -44,7 +44,8 @@ def dry_run(ident: str, pattern: str, workdir: Path) -> tuple[str, str, int, str
         [requests.parse(f"feature:{ident}")], CATALOG, target, store_root=str(workdir / "store")
     )
     [run] = plan.features[0]["actions"]
-    report = workdir / f"{ident}-{os_name}-{arch}.json"
+    # One report per case: linux/x64/glibc and linux/x64/musl run at the same time.
+    report = workdir / f"{ident}-{pattern.replace('/', '-')}.json"
     argv = [sys.executable, *run["argv"][1:]]
     argv[argv.index("install") + 1 : argv.index("install") + 1] = [
         "--dry-run",

@@ -44,6 +44,7 @@ def test_every_default_is_pinned() -> None:
             "https_proxy": None,
             "no_proxy": None,
             "pip_index_url": None,
+            "pip_indexes": {},
             "npm_registry": None,
             "connect_timeout_seconds": 10.0,
             "ca_bundle": None,
