@@ -14,7 +14,7 @@ import yaml
 
 from agent.catalog import loading
 from agent.install import plans, protocol
-from agent.store import layout, receipts
+from agent.store import entries, layout, receipts
 from tests.support import fixtures
 from tests.support.server import Server, fail, ok, stalled, truncated
 
@@ -216,9 +216,18 @@ def test_receipts_are_json_with_sources_and_sizes(tmp_path: Path, http_server: S
     assert data["size"] == receipts.tree_size(done.entry.path)
 
 
-def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> None:
-    body = b"#!/bin/sh\necho tool 1.0.0\n"
+def install_lone_binary(
+    tmp_path: Path, http_server: Server, body: bytes, **method: str
+) -> entries.Installed:
+    """The one-feature catalog's lone binary, its method given ``method``, installed."""
     catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body, fmt="bin")
+    if method:
+        manifest = tmp_path / "cat" / "tool" / "feature.yaml"
+        data = yaml.safe_load(manifest.read_text())
+        data["install"][0].update(method)
+        manifest.write_text(yaml.safe_dump(data))
+        catalog = loading.load([tmp_path / "cat"])
+        assert catalog.problems == []
     http_server.route("/x/tool-1.0.0.bin", ok(body))
     store = tmp_path / "store"
     [done] = plans.ensure_plan(
@@ -226,6 +235,12 @@ def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> No
         fixtures.plan_for(catalog, "tool", store),
         options=fixtures.options(http_server),
     ).installed
+    return done
+
+
+def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> None:
+    body = b"#!/bin/sh\necho tool 1.0.0\n"
+    done = install_lone_binary(tmp_path, http_server, body)
     binary = done.entry.path / "tool-1.0.0.bin"
     assert binary.read_bytes() == body
     assert os.access(binary, os.X_OK)
@@ -233,21 +248,7 @@ def test_a_lone_binary_keeps_its_name(tmp_path: Path, http_server: Server) -> No
 
 def test_a_lone_binary_gets_the_manifest_s_name(tmp_path: Path, http_server: Server) -> None:
     # yq_linux_amd64 on the release page, yq on PATH.
-    body = b"#!/bin/sh\necho tool 1.0.0\n"
-    catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body, fmt="bin")
-    manifest = tmp_path / "cat" / "tool" / "feature.yaml"
-    data = yaml.safe_load(manifest.read_text())
-    data["install"][0]["binary_name"] = "tool"
-    manifest.write_text(yaml.safe_dump(data))
-    catalog = loading.load([tmp_path / "cat"])
-    assert catalog.problems == []
-    http_server.route("/x/tool-1.0.0.bin", ok(body))
-    store = tmp_path / "store"
-    [done] = plans.ensure_plan(
-        layout.Store(store),
-        fixtures.plan_for(catalog, "tool", store),
-        options=fixtures.options(http_server),
-    ).installed
+    done = install_lone_binary(tmp_path, http_server, b"#!/bin/sh\necho 1\n", binary_name="tool")
     assert sorted(p.name for p in done.entry.path.iterdir()) == ["tool"]
     assert os.access(done.entry.path / "tool", os.X_OK)
 
