@@ -92,11 +92,8 @@ def plan_here(ident: str, store: Path) -> dict[str, Any]:
     return entry
 
 
-def tool_script(argv: list[str], expect: str, prefix_marker: bool) -> bytes:
-    # Answers the check's command the way the real tool does; for a check that prints a
-    # folder of the install (go env GOROOT), it prints where it really is.
-    if prefix_marker:
-        return b'#!/bin/sh\ncd "$(dirname "$0")/.." && pwd\n'
+def tool_script(expect: str) -> bytes:
+    # Answers the check's command with what the real tool prints.
     return f"#!/bin/sh\necho '{expect}'\n".encode()
 
 
@@ -162,7 +159,7 @@ def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[st
     prefix = Path(entry["prefix"])
     on_path = [Path(p).relative_to(prefix) for p in entry["env"]["path"]]
     inside = str(on_path[0] / command) if on_path else command
-    script = tool_script(check["argv"], check["expect"], check["expect"] == str(prefix))
+    script = tool_script(check["expect"])
     mirrors: dict[str, str] = {}
 
     def route(url: str, body: bytes) -> None:
