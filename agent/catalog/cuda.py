@@ -60,7 +60,7 @@ def _runs(need: str, driver: tuple[int, int]) -> bool:
 def default_version(
     feature: manifest.Feature,
     known: Sequence[str],
-    default: versions.Spec,
+    default: versions.Spec | None,
     specs: Sequence[versions.Spec],
     target: model.Platform,
 ) -> str | None:

@@ -3,7 +3,8 @@
 - ``system``: OS packages, per package manager, with optional extra repositories (apt
   sources in deb822 form; .repo files for dnf, yum and zypper);
 - ``archive``: a URL template, a sha256 per version and platform or a checksum file,
-  ``strip_components`` and the paths to expose;
+  ``strip_components`` and the paths to expose; or several component archives that a
+  JSON manifest of NVIDIA's redistrib form lists with their sha256 (the CUDA toolkit);
 - ``pip``: wheels installed with ``--target`` (wheels that ship their own binary, or
   run through the ``python`` feature);
 - ``npm``: packages installed into a prefix;
@@ -197,10 +198,35 @@ class SystemMethod(_Method):
 ARCHIVE_SUFFIXES = ("tar.gz", "tgz", "tar.xz", "txz", "tar.zst", "tar.bz2", "zip")
 
 
-def _archive_suffix(url: str) -> str | None:
+def archive_suffix(url: str) -> str | None:
     """The archive suffix of ``url``'s file name; ``None`` for a lone executable."""
     name = url.rsplit("/", 1)[-1].lower()
     return next((s for s in ARCHIVE_SUFFIXES if name.endswith("." + s)), None)
+
+
+class Components(BaseModel):
+    """Component archives that a JSON manifest lists, in the form of NVIDIA's
+    ``redistrib_<release>.json``: ``{"<component>": {"<platform>": {"relative_path",
+    "sha256", "size"}}}``. Each is downloaded from the method's ``url`` (the base)
+    joined with its ``relative_path``, verified against the manifest's sha256, stripped
+    of ``strip_components`` and laid into the one prefix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    manifest_url: Line = Field(
+        description="URL template of the JSON manifest, e.g. .../redistrib_{version}.json."
+    )
+    names: tuple[Plain, ...] = Field(
+        min_length=1, max_length=64, description="Components every release must list."
+    )
+    optional: tuple[Plain, ...] = Field(
+        default=(),
+        max_length=64,
+        description=(
+            "Components taken where the release lists them for the platform (CUDA 13 "
+            "split cuda_crt and libnvvm out of cuda_nvcc)."
+        ),
+    )
 
 
 class ArchiveMethod(_Method):
@@ -239,6 +265,14 @@ class ArchiveMethod(_Method):
             "rustc, cargo, rust-std-{target}); the rest of the archive is left out."
         ),
     )
+    components: Components | None = Field(
+        default=None,
+        description=(
+            "Several archives listed by a JSON manifest (NVIDIA's redistrib form), each "
+            "verified by the sha256 it lists; url is then the base their relative paths "
+            "join, ending in /."
+        ),
+    )
     allow_insecure: bool = Field(
         default=False, description="Allow http:// URLs (only for mirrors you trust)."
     )
@@ -246,16 +280,18 @@ class ArchiveMethod(_Method):
     @model_validator(mode="after")
     def _verifiable(self) -> ArchiveMethod:
         found = findings.Findings()
-        if not self.sha256 and not self.checksum_url:
+        if self.components is not None:
+            self._components(found)
+        elif not self.sha256 and not self.checksum_url:
             found.add((), "an archive needs sha256 checksums or a checksum_url")
-        if self.merge and (_archive_suffix(self.url) is None or any("/" in m for m in self.merge)):
+        if self.merge and (archive_suffix(self.url) is None or any("/" in m for m in self.merge)):
             found.add(
                 ("merge",),
                 "merge names top-level folders (no /) of an archive; this URL is a lone "
                 "executable, or a name has a /",
             )
         if self.binary_name is not None and (
-            "/" in self.binary_name or _archive_suffix(self.url) is not None
+            "/" in self.binary_name or archive_suffix(self.url) is not None
         ):
             found.add(
                 ("binary_name",),
@@ -273,7 +309,12 @@ class ArchiveMethod(_Method):
                     ("targets",) if self.targets else ("url",),
                     f"the url uses {{target}} but targets has no entry covering {', '.join(gaps)}",
                 )
-        for key, url in (("url", self.url), ("checksum_url", self.checksum_url)):
+        manifest_url = self.components.manifest_url if self.components else None
+        for key, url in (
+            ("url", self.url),
+            ("checksum_url", self.checksum_url),
+            ("components", manifest_url),
+        ):
             if url and not self.allow_insecure and not url.startswith("https://"):
                 found.add(
                     (key,),
@@ -282,6 +323,34 @@ class ArchiveMethod(_Method):
                 )
         found.raise_if_any(type(self).__name__)
         return self
+
+    def _components(self, found: findings.Findings) -> None:
+        assert self.components is not None
+        mixed = [k for k in ("sha256", "checksum_url", "binary_name", "merge") if getattr(self, k)]
+        if mixed:
+            found.add(
+                (mixed[0],),
+                f"{', '.join(mixed)} cannot be combined with components: the components' "
+                "manifest lists each archive and its sha256",
+            )
+        if not self.url.endswith("/"):
+            found.add(
+                ("url",),
+                f"with components, url is the base the manifest's relative paths join, "
+                f"ending in /; got {self.url!r}",
+            )
+        gaps = [
+            repr(p) for p in self.platforms if not any(patterns.covers(t, p) for t in self.targets)
+        ]
+        if gaps:
+            found.add(
+                ("targets",),
+                "components are listed per upstream platform: targets needs an entry "
+                f"covering {', '.join(gaps)}",
+            )
+        names = [*self.components.names, *self.components.optional]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            found.add(("components",), f"components listed twice: {', '.join(twice)}")
 
 
 class PipIndex(BaseModel):

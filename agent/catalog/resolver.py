@@ -214,13 +214,14 @@ def _version_for(
                 f"{feature.id}@{spec.text}: no known version matches ({why}); known nearby: {near}"
             )
             return None
-    if default is not None:
-        # Nobody asked for a version: the manifest's default, unless the driver cannot
-        # run it (then the highest the driver runs), or what the dependents require rules
-        # it out (then the highest version they all accept).
+    if not direct:
+        # Nobody asked for a version: the manifest's default ("latest" expands to None),
+        # unless the driver cannot run it (then the highest the driver runs), or what the
+        # dependents require rules it out (then the highest version they all accept).
         runnable = cuda.default_version(feature, known, default, [s for s, _ in specs], target)
         if runnable is not None:
             return runnable
+    if default is not None:
         preferred = versions.best_match(known, [default, *(s for s, _ in specs)])
         if preferred is not None:
             return preferred

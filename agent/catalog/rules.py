@@ -160,7 +160,8 @@ def _methods(feature: Feature, found: findings.Findings) -> None:
                     except model.PlatformError as exc:
                         found.add(at("packages", manager, k), str(exc))
         elif isinstance(method, methods.ArchiveMethod):
-            missing = _missing_sha256(feature, method) if not method.checksum_url else []
+            verified = method.checksum_url or method.components
+            missing = _missing_sha256(feature, method) if not verified else []
             if missing:
                 shown = "; ".join(missing[:4]) + (
                     f"; and {len(missing) - 4} more" if len(missing) > 4 else ""
@@ -172,6 +173,9 @@ def _methods(feature: Feature, found: findings.Findings) -> None:
             _template(found, at("url"), method.url, url_allowed)
             if method.checksum_url:
                 _template(found, at("checksum_url"), method.checksum_url, url_allowed)
+            if method.components:
+                loc = at("components", "manifest_url")
+                _template(found, loc, method.components.manifest_url, url_allowed)
             for k, folder in enumerate(method.merge):
                 _template(found, at("merge", k), folder, url_allowed)
             for version in method.sha256:

@@ -5,6 +5,8 @@ Actions are JSON data (typed in :mod:`agent.platform.plans`), in order:
 - ``{"action": "run", "argv": [...], "env": {...}}``: a command, as an argv list;
 - ``{"action": "download", "url", "sha256" | "checksum_url", "file"}``: fetch and verify;
 - ``{"action": "extract", "file", "dest", "strip_components"}``: unpack into the prefix;
+- ``{"action": "components", "manifest_url", "base_url", "platform", "names", ...}``:
+  several archives a JSON manifest lists, each verified and laid into the prefix;
 - ``{"action": "write_file", "path", "content"}`` and ``{"action": "download", ..., "dest"}``
   for the extra apt repositories a system method declares.
 
@@ -56,7 +58,7 @@ def pip_platform_tags(target: model.Platform) -> list[str]:
 
 def archive_format(url: str) -> str:
     """The archive format, from the URL's file name."""
-    suffix = methods._archive_suffix(url)
+    suffix = methods.archive_suffix(url)
     if suffix is None:
         return "binary"
     return {"tgz": "tar.gz", "txz": "tar.xz"}.get(suffix, suffix)
@@ -174,6 +176,20 @@ def _archive(
     if upstream is not None:
         fill["target"] = upstream
     url = templates.render(method.url, fill)
+    if method.components is not None:
+        assert upstream is not None  # the method's validator requires targets for each
+        return [
+            {
+                "action": "components",
+                "manifest_url": templates.render(method.components.manifest_url, fill),
+                "base_url": url,
+                "platform": upstream,
+                "names": list(method.components.names),
+                "optional": list(method.components.optional),
+                "dest": prefix,
+                "strip_components": method.strip_components,
+            }
+        ]
     file = url.rsplit("/", 1)[-1].split("?", 1)[0]
     if not _FILE_RE.fullmatch(file) or file in (".", ".."):
         raise ValueError(f"the archive URL {url!r} does not end in a file name")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import models
-from agent.install import checking, methods, sandbox, watching
+from agent.install import checking, components, methods, sandbox, watching
 from agent.install.fetch import downloads, extracting, network
 from agent.kits import progress
 from agent.platform import plans as wire
@@ -136,7 +136,7 @@ def install(
             what, "plan", f"the {step['method']} method is not handled by the store installer"
         )
     for action in step["actions"]:
-        if action["action"] == "run":
+        if action["action"] != "download" and action["action"] != "extract":
             continue
         name = action["file"]
         if not name or "/" in name or name in (".", "..") or "\0" in name:
@@ -223,6 +223,17 @@ def _install_locked(
                     merge=tuple(action.get("merge", ())),
                 )
                 log.step("extract", f"{done.members} members, {done.bytes} bytes")
+            elif action["action"] == "components":
+                current = "components"
+                sources += components.install(
+                    action,
+                    staging=staging,
+                    tree=tree,
+                    cache=cache,
+                    policy=options.policy,
+                    limits=options.limits,
+                    log=log,
+                )
             elif action["action"] == "run" and step["method"] in _BUILDERS:
                 current = step["method"]
                 progress.report("running", method=current)

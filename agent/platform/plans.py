@@ -88,6 +88,23 @@ class ExtractAction(_ExtractRequired, total=False):
     """Component folders whose contents are merged into the prefix (Rust's installers)."""
 
 
+class ComponentsAction(TypedDict):
+    """Fetch the JSON manifest at ``manifest_url`` (NVIDIA's redistrib form), then
+    download each listed component's archive for ``platform`` from ``base_url`` plus its
+    ``relative_path``, verify it against the manifest's sha256 and size, and lay it
+    into ``dest`` after stripping ``strip_components``. ``names`` must all be listed;
+    ``optional`` ones are taken where listed."""
+
+    action: Literal["components"]
+    manifest_url: str
+    base_url: str
+    platform: str
+    names: list[str]
+    optional: list[str]
+    dest: str
+    strip_components: int
+
+
 class _RunRequired(TypedDict):
     action: Literal["run"]
     argv: list[str]
@@ -115,7 +132,7 @@ class RunAction(_RunRequired, total=False):
     """pip from a named index instead of the default one."""
 
 
-ToolAction = Union[DownloadAction, ExtractAction, RunAction]  # noqa: UP007
+ToolAction = Union[DownloadAction, ExtractAction, ComponentsAction, RunAction]  # noqa: UP007
 """An action of a step that installs into the store (archive, pip, npm, script)."""
 
 

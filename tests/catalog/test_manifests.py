@@ -212,3 +212,55 @@ def test_an_unreadable_folder_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     catalog = loading.load([tmp_path / "missing", paths.bundled_catalog()])
     assert "node" in catalog.features
     assert "catalog folder cannot be read" in str(catalog.problems[0])
+
+
+def components_feature(**method: Any) -> dict[str, Any]:
+    data = factories.archive_feature("kit", platforms=["linux/x64/glibc"])
+    data["install"] = [
+        {
+            "method": "archive",
+            "platforms": ["linux/x64/glibc"],
+            "url": "https://example.invalid/redist/",
+            "targets": {"linux/x64/glibc": "linux-x86_64"},
+            "strip_components": 1,
+            "components": {
+                "manifest_url": "https://example.invalid/redist/redistrib_{version}.json",
+                "names": ["nvcc", "cudart"],
+            },
+            **method,
+        }
+    ]
+    return data
+
+
+def test_a_components_method_loads_and_needs_no_pinned_hash(tmp_path: Path) -> None:
+    assert problems_for(tmp_path, components_feature()) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "fragment"),
+    [
+        ({"sha256": {"1.0.0": {"linux": factories.SHA}}}, "sha256 cannot be combined with components"),
+        ({"checksum_url": "https://example.invalid/S"}, "checksum_url cannot be combined"),
+        ({"url": "https://example.invalid/redist"}, "ending in /; got 'https://example.invalid"),
+        ({"targets": {}}, "targets needs an entry covering 'linux/x64/glibc'"),
+        (
+            {"components": {"manifest_url": "https://example.invalid/r.json", "names": ["a", "a"]}},
+            "components listed twice: a",
+        ),
+        (
+            {"components": {"manifest_url": "http://example.invalid/r.json", "names": ["a"]}},
+            "'http://example.invalid/r.json' is not an https URL",
+        ),
+        (
+            {"components": {"manifest_url": "https://example.invalid/{nope}.json", "names": ["a"]}},
+            "unknown placeholder {nope}",
+        ),
+        ({"components": {"manifest_url": "https://x.invalid/r.json", "names": []}}, "at least 1"),
+    ],
+)
+def test_a_bad_components_method_is_refused_by_name(
+    tmp_path: Path, method: dict[str, Any], fragment: str
+) -> None:
+    [problem] = problems_for(tmp_path, components_feature(**method))
+    assert fragment in problem

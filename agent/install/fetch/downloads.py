@@ -183,6 +183,14 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
     return found.pop()
 
 
+def fetch_document(url: str, *, policy: Policy = DEFAULT_POLICY) -> bytes:
+    """The body of a small document (a components' manifest), at most 1 MiB, fetched
+    through the mirrors and retried like a checksum file. Raises :class:`DownloadError`."""
+    target = rewrite(url, policy)
+    transport.check_scheme(target)
+    return _retrying(target, policy, lambda: _read_small(target, policy))
+
+
 # --- one attempt ----------------------------------------------------------------------
 
 
