@@ -26,8 +26,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
-from agent.catalog import loading, methods, requests, resolver
+from agent.catalog import loading, methods, patterns, requests, resolver
 from agent.config import paths
 from agent.platform import model
 from tests.support.agentproc import Agent, Starter
@@ -67,12 +68,22 @@ TOP_FOLDER: dict[str, str] = {
 }
 
 
-def archive_features() -> list[str]:
+# Archives whose sha256 the manifest pins (the upstream publishes no checksum file): the
+# test serves its archive under a copy of the manifest whose pin for this machine is the
+# served archive's (a catalog path loaded after the bundled one), all else unchanged.
+PINNED_TOP_FOLDER: dict[str, str] = {
+    "cudnn": "cudnn-linux-x86_64-{version}_cuda{cuda}-archive",
+    "protoc": "",  # bin/ and include/ at the zip's root
+}
+
+
+def archive_features(*, pinned: bool = False) -> list[str]:
     found = []
     for ident, feature in sorted(CATALOG.features.items()):
         if any(
             isinstance(m, methods.ArchiveMethod)
-            and m.checksum_url is not None  # pinned hashes (cudnn) cannot be served fake
+            and m.components is None  # the cuda toolkit: tests/catalog/test_cuda_toolkit.py
+            and (m.checksum_url is None) == pinned
             and any(p.startswith("linux") for p in m.platforms)
             for m in feature.install
         ):
@@ -82,6 +93,7 @@ def archive_features() -> list[str]:
 
 def test_every_archive_feature_has_an_upstream_shape() -> None:
     assert sorted(CHECKSUM_FORMAT) == archive_features()
+    assert sorted(PINNED_TOP_FOLDER) == archive_features(pinned=True)
 
 
 def plan_here(ident: str, store: Path) -> dict[str, Any]:
@@ -176,10 +188,13 @@ def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[st
             "version": entry["version"],
             **CATALOG.features[ident].version_vars(entry["version"]),
         }
-        top = TOP_FOLDER[ident].format(**fill) if strip else ""
+        folders = {**TOP_FOLDER, **PINNED_TOP_FOLDER}
+        top = folders[ident].format(**fill) if strip else ""
         assert strip <= 1, f"{ident}: add the upstream's nested folders for strip {strip}"
         lead = f"{top}/" if top else MEMBER_PREFIX.get(ident, "")
         files = {f"{lead}{inside}": (script, 0o755), f"{lead}LICENSE": (b"license\n", 0o644)}
+        for name, content in checked_files(ident, entry["version"]).items():
+            files[f"{lead}{name}"] = (content, 0o644)
         if extract.get("merge"):
             # Component folders, each with its manifest.in; the tool in the first.
             first = extract["merge"][0]
@@ -192,9 +207,38 @@ def serve_upstream(ident: str, entry: dict[str, Any], server: Server) -> dict[st
                 files[f"{lead}{folder}/share/{folder}.txt"] = (b"part\n", 0o644)
         body = build_archive(extract["format"], files)
     route(download["url"], body)
+    if ident in PINNED_TOP_FOLDER:
+        assert "sha256" in download, f"{ident}: the plan names a checksum file; serve it"
+        mirrors["sha256"] = hashlib.sha256(body).hexdigest()
+        return mirrors
     assert "checksum_url" in download, f"{ident}: the plan pins a hash; serve that instead"
     route(download["checksum_url"], checksum_file(CHECKSUM_FORMAT[ident], download["file"], body))
     return mirrors
+
+
+def checked_files(ident: str, version: str) -> dict[str, bytes]:
+    """Files a check reads instead of running the tool (cuDNN ships no executable: its
+    check reads the version from the header, as it is written upstream)."""
+    if ident == "cudnn":
+        major, minor, patch = version.split(".")[:3]
+        header = f"#define CUDNN_MAJOR {major}\n#define CUDNN_MINOR {minor}\n"
+        header += f"#define CUDNN_PATCHLEVEL {patch}\n"
+        return {"include/cudnn_version.h": header.encode()}
+    return {}
+
+
+def pinned_overlay(ident: str, version: str, sha256: str, folder: Path) -> Path:
+    """A catalog folder with the bundled manifest of ``ident``, its pin for this machine
+    and ``version`` replaced by ``sha256`` (the served archive's)."""
+    source = paths.bundled_catalog() / ident / "feature.yaml"
+    data = yaml.safe_load(source.read_text())
+    for method in data["install"]:
+        for platform in method.get("sha256", {}).get(version, {}):
+            if patterns.matches(platform, HERE):
+                method["sha256"][version][platform] = sha256
+    (folder / ident).mkdir(parents=True)
+    (folder / ident / "feature.yaml").write_text(yaml.safe_dump(data))
+    return folder
 
 
 async def ensure(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
@@ -208,17 +252,21 @@ async def ensure(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize("ident", archive_features())
+@pytest.mark.parametrize("ident", archive_features() + archive_features(pinned=True))
 async def test_an_archive_feature_installs_from_an_upstream_shaped_mirror(
-    ident: str, start_agent: Starter, http_server: Server
+    ident: str, start_agent: Starter, http_server: Server, tmp_path: Path
 ) -> None:
     config = start_agent.base_config()
     store = Path(config["cache"]["root"])
     entry = plan_here(ident, store)
-    config["installer"] = {"mirrors": serve_upstream(ident, entry, http_server)}
+    mirrors = serve_upstream(ident, entry, http_server)
+    if ident in PINNED_TOP_FOLDER:
+        overlay = pinned_overlay(ident, entry["version"], mirrors.pop("sha256"), tmp_path / "c")
+        config["catalog"] = {"paths": [str(overlay)]}
+    config["installer"] = {"mirrors": mirrors}
     agent = start_agent.start(config)
     result = await ensure(agent, {"requests": [f"feature:{ident}"]})
-    assert result["ok"] is True, result
+    assert result["ok"] is True, json.dumps(result)
     [installed] = [f for f in result["features"] if f["id"] == ident]
     assert installed["result"] == "installed"
     assert installed["entry"] == entry["prefix"]
@@ -226,8 +274,9 @@ async def test_an_archive_feature_installs_from_an_upstream_shaped_mirror(
     for folder in extract.get("merge", []):  # merged into the entry, not kept as folders
         assert (Path(installed["entry"]) / "share" / f"{folder}.txt").is_file()
         assert not (Path(installed["entry"]) / folder).exists()
-    # The check, as a job would run it: with the PATH the result exports.
-    env = os.environ | {"PATH": os.pathsep.join([*result["path"], "/usr/bin", "/bin"])}
+    # The check, as a job would run it: with the PATH and variables the result exports.
+    env = os.environ | result["env"]
+    env["PATH"] = os.pathsep.join([*result["path"], "/usr/bin", "/bin"])
     done = subprocess.run(
         entry["check"]["argv"], env=env, capture_output=True, text=True, timeout=30, check=False
     )
