@@ -144,6 +144,23 @@ class _Method(BaseModel):
     check: Check | None = Field(
         default=None, description="Replaces the feature's check where this method applies."
     )
+    when: dict[str, Plain] = Field(
+        default_factory=dict,
+        max_length=4,
+        description=(
+            "Option values (name: value) this method is for, e.g. {source: npm} for an "
+            "opt-in source; a method with no when serves any. The first method whose "
+            "platforms, versions and when all match is used."
+        ),
+    )
+    versions: tuple[Plain, ...] = Field(
+        default=(),
+        max_length=256,
+        description=(
+            "The feature's versions this method can install (an upstream that publishes "
+            "only some of them this way); default all."
+        ),
+    )
 
 
 class AptRepository(BaseModel):

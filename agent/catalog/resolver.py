@@ -114,9 +114,11 @@ def resolve(
     chosen: dict[str, tuple[str, methods.Method]] = {}
     for ident in sorted(wants):
         feature = catalog.features[ident]
-        method = _method_for(feature, target, problems)
         version = _version_for(feature, wants[ident], target, problems)
-        if method is None or version is None:
+        if version is None:
+            continue
+        method = _method_for(feature, target, problems, version, _asked(feature, wants[ident]))
+        if method is None:
             continue
         if feature.gpu:
             build = cuda.variant(feature, wants[ident].request, target)
@@ -240,9 +242,28 @@ def _version_for(
     return best
 
 
+def _asked(feature: manifest.Feature, want: _Want) -> dict[str, str]:
+    """The options by name as the request sets them over the defaults (a bad value is
+    reported later, where the step's options are built)."""
+    chosen = {name: opt.default_text() for name, opt in feature.options.items()}
+    for name, value in want.request.options if want.request else ():
+        option = feature.options.get(name)
+        if option is not None:
+            try:
+                chosen[name] = option.coerce(name, str(value))
+            except ValueError:
+                continue
+    return chosen
+
+
 def _method_for(
-    feature: manifest.Feature, target: model.Platform, problems: list[str]
+    feature: manifest.Feature,
+    target: model.Platform,
+    problems: list[str],
+    version: str,
+    options: dict[str, str],
 ) -> methods.Method | None:
+    passed_over: list[str] = []
     for method in feature.install:
         if not any(patterns.matches(p, target) for p in method.platforms):
             continue
@@ -251,7 +272,35 @@ def _method_for(
             and target.package_manager not in method.packages
         ):
             continue
+        if any(options.get(k) != v for k, v in method.when.items()):
+            continue
+        if method.versions and version not in method.versions:
+            shown = ", ".join(method.versions)
+            when = " ".join(f"{k}={v}" for k, v in method.when.items())
+            passed_over.append(f"the {method.method} method{f' ({when})' * bool(when)} "
+                               f"installs only {shown}")  # fmt: skip
+            continue
         return method
+    if passed_over:
+        problems.append(
+            f"{feature.id} {version} cannot be installed on {target.triple} as asked: "
+            f"{'; '.join(passed_over)}; pick one of those versions or another option"
+        )
+        return None
+    selected = [m for m in feature.install if m.when]
+    keys = {k for m in selected for k in m.when}
+    if any(options.get(k) != feature.options[k].default_text() for k in keys):
+        fitting = [
+            m for m in feature.install if all(options.get(k) == v for k, v in m.when.items())
+        ]
+        asked = sorted(f"{k}={options.get(k)}" for k in keys)
+        where = sorted({p for m in fitting for p in m.platforms})
+        if where and not any(patterns.matches(p, target) for p in where):
+            problems.append(
+                f"{feature.id} with {' '.join(asked)} is not available on {target.triple}; "
+                f"with those options it installs on: {', '.join(where)}"
+            )
+            return None
     supported = list(feature.platforms)
     system = [m for m in feature.install if isinstance(m, methods.SystemMethod)]
     detail = ""

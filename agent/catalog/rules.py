@@ -147,11 +147,42 @@ def _missing_sha256(feature: Feature, method: methods.ArchiveMethod) -> list[str
     return missing
 
 
+def _selectors(
+    feature: Feature,
+    method: methods.Method,
+    known: list[str],
+    at: Callable[..., findings.Loc],
+    found: findings.Findings,
+) -> None:
+    """A method's ``when`` names real options and values; its ``versions`` are known."""
+    for name, value in method.when.items():
+        option = feature.options.get(name)
+        if option is None:
+            found.add(
+                at("when", name),
+                f"when names no option of this feature: {name!r}; its options: "
+                f"{', '.join(sorted(feature.options)) or 'none'}",
+            )
+            continue
+        try:
+            option.coerce(name, value)
+        except ValueError as exc:
+            found.add(at("when", name), str(exc))
+    unknown = [v for v in method.versions if v not in known]
+    if unknown:
+        found.add(
+            at("versions"),
+            f"versions not in the feature's list: {', '.join(unknown)}; a method's versions "
+            "are a subset of the feature's",
+        )
+
+
 def _methods(feature: Feature, found: findings.Findings) -> None:
     allowed = set(templates.BUILTIN) | var_keys(feature)
     known = feature.version_list()
     for i, method in enumerate(feature.install):
         at: Callable[..., findings.Loc] = lambda *rest, i=i: ("install", i, *rest)  # noqa: E731
+        _selectors(feature, method, known, at, found)
         if isinstance(method, methods.SystemMethod):
             for manager, names in method.packages.items():
                 for k, name in enumerate(names):

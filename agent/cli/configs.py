@@ -122,7 +122,10 @@ def run_show(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return common.EXIT_BAD
-    data = loaded.settings.model_dump(mode="json")
-    print(f"# effective configuration from {loaded.source}; token values are never shown")
+    data = loaded.settings.shown()
+    print(
+        f"# effective configuration from {loaded.source}; token values and URL passwords "
+        "are never shown"
+    )
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return common.EXIT_OK

@@ -108,3 +108,12 @@ class Section(BaseModel):
     # Deferred: each group's validator is built once, inside Settings' (on the first
     # validation), not again at import for every group (startup budget, see the README).
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, defer_build=True)
+
+
+_URL_PASSWORD = re.compile(r"(?a:^([a-z][a-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@)")
+
+
+def hide_password(text: str) -> str:
+    """``text`` with the password of a URL at its start replaced by ``[redacted]``
+    (``https://user:[redacted]@host/``): for what people read, never for use."""
+    return _URL_PASSWORD.sub(r"\1:[redacted]@", text)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ByteSize, Field, StringConstraints
 
-from agent.config.fields import AbsolutePath, Seconds, Section, Size
+from agent.config.fields import AbsolutePath, Seconds, Section, Size, hide_password
 
 MAX_PARALLELISM = 16
 """The most installs ``installer.parallelism`` may allow at once."""
@@ -24,13 +24,13 @@ def _check_proxy(value: str | None) -> str | None:
         or parsed.path not in ("", "/")
     ):
         raise ValueError(
-            f"{value!r} is not a proxy URL: expected http://host:port or https://host:port "
-            "(user:password@ allowed), or '' for no proxy"
+            f"{hide_password(value)!r} is not a proxy URL: expected http://host:port or "
+            "https://host:port (user:password@ allowed), or '' for no proxy"
         )
     try:
         parsed.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError as exc:
-        raise ValueError(f"{value!r} has a bad port: {exc}") from None
+        raise ValueError(f"{hide_password(value)!r} has a bad port: {exc}") from None
     return value
 
 
@@ -42,7 +42,15 @@ def _check_index(value: str | None) -> str | None:
         return value
     parsed = urllib.parse.urlsplit(value)
     if parsed.scheme not in ("http", "https") or not parsed.hostname or " " in value:
-        raise ValueError(f"{value!r} is not an index URL: expected http(s)://host/path")
+        raise ValueError(
+            f"{hide_password(value)!r} is not an index URL: expected http(s)://host/path"
+        )
+    if parsed.query or parsed.fragment:
+        # A feature's path is appended to a named index's URL: after a query it would
+        # land in the query, not the path.
+        raise ValueError(
+            f"{hide_password(value)!r} has a query or fragment; an index URL is http(s)://host/path"
+        )
     return value
 
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config import fields
 from agent.config import services as services_specs
 from agent.config.fields import (
     RESTART,
@@ -421,6 +422,13 @@ class Settings(Section):
         ),
     )
 
+    def shown(self) -> dict[str, Any]:
+        """The settings as JSON data for people to read (``config show``, /v1/config):
+        the password of any URL that carries one (a proxy's, an index's) replaced by
+        ``[redacted]``."""
+        shown: dict[str, Any] = _hide_passwords(self.model_dump(mode="json"))
+        return shown
+
     @model_validator(mode="after")
     def _services_role_installs_nothing(self) -> Settings:
         if self.server.role == "services" and self.features.preinstall:
@@ -429,6 +437,16 @@ class Settings(Section):
                 "nothing: move the preinstall list to the sidecar agent (role full)"
             )
         return self
+
+
+def _hide_passwords(value: Any) -> Any:
+    if isinstance(value, str):
+        return fields.hide_password(value)
+    if isinstance(value, dict):
+        return {k: _hide_passwords(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_passwords(v) for v in value]
+    return value
 
 
 def _check_services(

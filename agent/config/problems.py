@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent.config import models
+from agent.config import fields, models
 
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 """Positions in a YAML file: key path -> (line, column), 1-based."""
@@ -202,6 +202,8 @@ def show(value: Any) -> str:
     """A bad value as quoted in a message: escaped and short, however big the value."""
     # reprlib bounds the work on huge or deeply nested values; ascii() then escapes the
     # short result so control characters are shown, never written raw into a log line.
+    if isinstance(value, str):
+        value = fields.hide_password(value)  # a proxy's or index's user:password@
     text = ascii(_SHOW.repr(value))[1:-1] if isinstance(value, str) else _SHOW.repr(value)
     text = text if isinstance(value, str) else ascii(text)[1:-1]
     return text if len(text) <= 120 else text[:117] + "..."

@@ -68,12 +68,12 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """The effective configuration. Token values are never part of it."""
+    """The effective configuration. Token values and URL passwords are never part of it."""
     loaded = request.app[CONTEXT].reloader.current
     return bodies.json_response(
         models.ConfigResponse(
             config=_config_info(loaded),
-            settings=loaded.settings.model_dump(mode="json"),
+            settings=loaded.settings.shown(),
             tokens={"job": loaded.tokens.job is not None, "admin": loaded.tokens.admin is not None},
         )
     )

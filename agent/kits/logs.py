@@ -76,14 +76,16 @@ _SECRETS = re.compile(
     r"(?P<h>authorization\s*[:=]\s*|cookie\s*[:=]\s*|x-(?:api-key|auth-token)\s*[:=]\s*)"
     + _END
     + r"|(?P<b>bearer\s+)[^\s'\"\\,;]+"
-    + r"|(?P<q>[?&;\s](?:access_)?token=)[^&\s'\"\\]+",
+    + r"|(?P<q>[?&;\s](?:access_)?token=)[^&\s'\"\\]+"
+    # A URL's user:password@ (a proxy's, an index's): the password goes.
+    + r"|(?P<u>\b[a-z][a-z0-9+.-]*://[^/@:\s'\"\\]*:)[^/@\s'\"\\]+(?=@)",
     re.IGNORECASE,
 )
 
 
 def redact(text: str) -> str:
     """``text`` with every credential it shows replaced by ``[redacted]``."""
-    return _SECRETS.sub(lambda m: (m["h"] or m["b"] or m["q"]) + REDACTED, text)
+    return _SECRETS.sub(lambda m: (m["h"] or m["b"] or m["q"] or m["u"]) + REDACTED, text)
 
 
 class Redact(logging.Filter):

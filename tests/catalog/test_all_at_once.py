@@ -77,7 +77,7 @@ def test_a_misspelt_key_is_answered_with_the_closest_one(tmp_path: Path) -> None
     problems = problems_of(tmp_path, factories_yaml(data))
     method = next(p for p in problems if "checksum_ulr" in p)
     assert "install[0].checksum_ulr: " in method
-    assert "expected one of: platforms, env, check, method, url" in method
+    assert "expected one of: platforms, env, check, when, versions, method, url" in method
     assert method.endswith("did you mean 'checksum_url'?")
     assert next(p for p in problems if "chekc" in p).endswith("did you mean 'check'?")
 

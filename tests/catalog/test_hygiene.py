@@ -219,3 +219,33 @@ def test_runner_agent_plan_succeeds_for_every_feature_on_every_declared_platform
         assert [f["id"] for f in plan["features"]][-1] == ident, (argv, plan["features"])
     assert failed == [], "\n".join(failed)
     assert len(cases) >= len(feature_ids())
+
+
+def test_every_opt_in_method_plans_on_its_platforms_and_versions() -> None:
+    """A method chosen by option (when) is planned, for each of its platforms and each
+    version it serves, with exactly those options: the step uses that method."""
+    failed = []
+    seen = 0
+    for ident in feature_ids():
+        feature = catalog().features[ident]
+        for method in feature.install:
+            if not method.when:
+                continue
+            options = "".join(f";{k}={v}" for k, v in method.when.items())
+            for target in targets(feature):
+                if not any(patterns.matches(p, target) for p in method.platforms):
+                    continue
+                for version in method.versions or feature.version_list():
+                    label = f"feature:{ident}@{version}{options}"
+                    try:
+                        plan = resolver.resolve(
+                            [requests.parse(label)], catalog(), target, store_root="/s"
+                        )
+                    except resolver.ResolutionError as exc:
+                        failed.append(f"{label} on {target.triple}: {exc}")
+                        continue
+                    [step] = [f for f in plan.features if f["id"] == ident]
+                    assert step["method"] == method.method, (label, target.triple)
+                    seen += 1
+    assert failed == [], "\n".join(failed)
+    assert seen > 0

@@ -25,7 +25,7 @@ def test_the_bundled_catalog_loads_clean() -> None:
         "hello": {"system"},
         "jq": {"system"},
         "ninja": {"pip"},
-        "node": {"archive"},
+        "node": {"archive", "npm"},
         "python": {"archive"},
     }
 
@@ -240,7 +240,10 @@ def test_a_components_method_loads_and_needs_no_pinned_hash(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("method", "fragment"),
     [
-        ({"sha256": {"1.0.0": {"linux": factories.SHA}}}, "sha256 cannot be combined with components"),
+        (
+            {"sha256": {"1.0.0": {"linux": factories.SHA}}},
+            "sha256 cannot be combined with components",
+        ),
         ({"checksum_url": "https://example.invalid/S"}, "checksum_url cannot be combined"),
         ({"url": "https://example.invalid/redist"}, "ending in /; got 'https://example.invalid"),
         ({"targets": {}}, "targets needs an entry covering 'linux/x64/glibc'"),
@@ -263,4 +266,26 @@ def test_a_bad_components_method_is_refused_by_name(
     tmp_path: Path, method: dict[str, Any], fragment: str
 ) -> None:
     [problem] = problems_for(tmp_path, components_feature(**method))
+    assert fragment in problem
+
+
+@pytest.mark.parametrize(
+    ("method", "fragment"),
+    [
+        ({"when": {"flavour": "big"}}, "when names no option of this feature: 'flavour'"),
+        ({"when": {"source": "ftp"}}, "option source='ftp': expected one of official, mirror"),
+        ({"versions": ["1.0.0", "9.9.9"]}, "versions not in the feature's list: 9.9.9"),
+    ],
+)
+def test_a_methods_when_and_versions_are_checked(
+    tmp_path: Path, method: dict[str, Any], fragment: str
+) -> None:
+    data = factories.archive_feature(
+        "tool",
+        options={
+            "source": {"type": "string", "default": "official", "enum": ["official", "mirror"]}
+        },
+    )
+    data["install"][0].update(method)
+    [problem] = problems_for(tmp_path, data)
     assert fragment in problem

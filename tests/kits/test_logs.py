@@ -30,3 +30,12 @@ def test_text_logs_escape_control_characters() -> None:
     record = logging.LogRecord("agent.x", logging.INFO, __file__, 1, "reload", (), None)
     record.reason = "line\nforged: yes"
     assert "\n" not in logs.TextFormatter().format(record)
+
+
+def test_a_urls_password_is_redacted_and_the_rest_kept() -> None:
+    text = "fetching https://bot:s3cr3t@wheels.invalid/whl/cu128 via http://p:x@proxy:3128 now"
+    assert logs.redact(text) == (
+        "fetching https://bot:[redacted]@wheels.invalid/whl/cu128 via "
+        "http://p:[redacted]@proxy:3128 now"
+    )
+    assert logs.redact("https://host.invalid/a:b@c") == "https://host.invalid/a:b@c"
