@@ -73,6 +73,7 @@ TOP_FOLDER: dict[str, str] = {
 # served archive's (a catalog path loaded after the bundled one), all else unchanged.
 PINNED_TOP_FOLDER: dict[str, str] = {
     "cudnn": "cudnn-linux-x86_64-{version}_cuda{cuda}-archive",
+    "gcloud-cli": "google-cloud-sdk",
     "protoc": "",  # bin/ and include/ at the zip's root
 }
 
