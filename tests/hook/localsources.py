@@ -66,7 +66,12 @@ def _bundled(ident: str) -> dict[str, Any]:
 
 
 def _linux_x64(data: dict[str, Any]) -> dict[str, Any]:
-    [method] = [m for m in data["install"] if "linux/x64/glibc" in m["platforms"]]
+    """The archive method a default install on this machine takes (node also has npm ones)."""
+    [method] = [
+        m
+        for m in data["install"]
+        if m["method"] == "archive" and "linux/x64/glibc" in m["platforms"]
+    ]
     return dict(method)
 
 
@@ -206,6 +211,8 @@ def serve(server: Server, folder: Path) -> Sources:
     python["versions"] = [{"version": python_version, "vars": {"release": release}}]
     python["aliases"] = {"stable": ".".join(python_version.split(".")[:2])}
     node["versions"] = [node_version]
+    # The catalog holds only the local version, which methods pinned to others cannot serve.
+    node["install"] = [m for m in node["install"] if "versions" not in m]
     node["aliases"] = {"lts": node_version.split(".")[0]}
     catalog = folder / "catalog"
     for ident, data in (("python", python), ("node", node)):
