@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from agent.catalog import findings, patterns
 
@@ -94,6 +94,11 @@ def _check_env_value(value: str) -> str:
     return value
 
 
+def _option_text(value: object) -> object:
+    # YAML's true/false for a boolean option, spelt as the option's environment sees it.
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
 def is_relative_path(value: str) -> bool:
     """Whether ``value`` keeps the rule of :data:`RelativePath` (before the schema runs)."""
     try:
@@ -144,7 +149,7 @@ class _Method(BaseModel):
     check: Check | None = Field(
         default=None, description="Replaces the feature's check where this method applies."
     )
-    when: dict[str, Plain] = Field(
+    when: dict[str, Annotated[Plain, BeforeValidator(_option_text)]] = Field(
         default_factory=dict,
         max_length=4,
         description=(

