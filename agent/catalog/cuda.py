@@ -7,8 +7,9 @@ the GPU engine puts it in the local platform as ``cuda_driver``):
   driver's is an error at resolution (the job's start), not at install; a minor above
   the driver's, within its major, is a warning (minor-version compatibility);
 - with no version asked, a GPU feature takes the highest catalog version whose CUDA the
-  driver runs without that warning (within what its dependents require); without a
-  driver (no GPU: compiling needs none) the catalog default stands;
+  driver runs without that warning (within what its dependents require), else the
+  highest of the driver's own major (which runs with the warning); without a driver
+  (no GPU: compiling needs none) the catalog default stands;
 - a feature whose ``gpu.variant_option`` names a string option of build variants
   (``cpu``, ``cu118``, ``cu124``, ...) gets, unless the request set that option, the
   highest ``cuXY[Z]`` variant at or below the driver's CUDA, and ``cpu`` without a GPU;
@@ -52,6 +53,10 @@ def needed(feature: manifest.Feature, version: str, target: model.Platform) -> s
     )
 
 
+def _major(need: str) -> int:
+    return Version(need).release[0]
+
+
 def _runs(need: str, driver: tuple[int, int]) -> bool:
     release = (*Version(need).release, 0)
     return (release[0], release[1]) <= driver
@@ -73,6 +78,11 @@ def default_version(
     if feature.gpu.variant_option is not None:
         return None  # the variant, not the version, follows the driver
     runnable = [v for v in known if _runs(needed(feature, v, target), driver)]
+    if not runnable:
+        # Nothing runs cleanly (a 12.2 driver, toolkits 12.6+): a release of the driver's
+        # own major still runs through minor-version compatibility (a warning), where a
+        # higher major (the plain latest) cannot run at all.
+        runnable = [v for v in known if _major(needed(feature, v, target)) == driver[0]]
     return versions.best_match(runnable, list(specs)) if runnable else None
 
 

@@ -161,7 +161,16 @@ async def test_a_component_that_does_not_hash_as_listed_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("driver", "release"), [("13.0", "13.0.2"), ("12.9", "12.8.1"), ("12.6", "12.6.3")]
+    ("driver", "release"),
+    # 12.2 and 12.4 run no release cleanly: the highest of their major, through minor
+    # compatibility, not the latest (13.0.2), which needs a newer major.
+    [
+        ("13.0", "13.0.2"),
+        ("12.9", "12.8.1"),
+        ("12.6", "12.6.3"),
+        ("12.4", "12.8.1"),
+        ("12.2", "12.8.1"),
+    ],
 )
 def test_the_drivers_cuda_picks_the_release(driver: str, release: str, tmp_path: Path) -> None:
     target = model.Platform(
@@ -179,3 +188,14 @@ def test_a_release_above_the_drivers_major_is_refused(tmp_path: Path) -> None:
         resolver.resolve(
             [requests.parse("feature:cuda@13.0.2")], CATALOG, target, store_root=str(tmp_path)
         )
+
+
+def test_an_older_minor_driver_gets_its_majors_release_with_the_compatibility_warning(
+    tmp_path: Path,
+) -> None:
+    target = model.Platform(os="linux", arch="x64", libc="glibc", cuda_driver="12.2")
+    result = resolver.resolve(
+        [requests.parse("feature:cuda")], CATALOG, target, store_root=str(tmp_path)
+    )
+    assert [f["version"] for f in result.features] == ["12.8.1"]
+    assert any("minor-version compatibility" in w for w in result.warnings)
