@@ -16,6 +16,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict
 from pydantic.config import JsonDict
 
+from agent.kits import urls
+
 RESTART: JsonDict = {"x-restart-required": True}
 _HOST_RE = re.compile(r"(?a:[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)")
 
@@ -110,10 +112,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, defer_build=True)
 
 
-_URL_PASSWORD = re.compile(r"(?a:^([a-z][a-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@)")
+REDACTED = "[redacted]"
+"""What stands for a hidden credential in what the configuration shows (as in logs)."""
 
 
 def hide_password(text: str) -> str:
-    """``text`` with the password of a URL at its start replaced by ``[redacted]``
-    (``https://user:[redacted]@host/``): for what people read, never for use."""
-    return _URL_PASSWORD.sub(r"\1:[redacted]@", text)
+    """``text`` with the credentials of every URL in it replaced by ``[redacted]``
+    (``https://user:[redacted]@host/``, ``https://[redacted]@host/`` for a token): for
+    what people read, never for use. See :mod:`agent.kits.urls` for the rules."""
+    return urls.hide_url(text, mask=REDACTED)

@@ -45,17 +45,25 @@ def _check_index(value: str | None) -> str | None:
         raise ValueError(
             f"{hide_password(value)!r} is not an index URL: expected http(s)://host/path"
         )
-    if parsed.query or parsed.fragment:
+    return value
+
+
+def _check_named_index(value: str) -> str:
+    _check_index(value)
+    if "?" in value or "#" in value:
         # A feature's path is appended to a named index's URL: after a query it would
-        # land in the query, not the path.
+        # land in the query, not the path (after a bare "?" too, which urlsplit calls no
+        # query). pip_index_url and npm_registry are used as given, so a query there (a
+        # mirror's access key, a repository selector) is fine.
         raise ValueError(
-            f"{hide_password(value)!r} has a query or fragment; an index URL is http(s)://host/path"
+            f"{hide_password(value)!r} has a query or fragment; a named index's URL is "
+            "http(s)://host/path (the feature appends its path)"
         )
     return value
 
 
 IndexURL = Annotated[str | None, AfterValidator(_check_index)]
-SetIndexURL = Annotated[str, AfterValidator(_check_index)]
+NamedIndexURL = Annotated[str, AfterValidator(_check_named_index)]
 IndexName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
@@ -139,7 +147,7 @@ class InstallerSettings(Section):
             "mirror's /simple URL. Default: pip's own configuration."
         ),
     )
-    pip_indexes: dict[IndexName, SetIndexURL] = Field(
+    pip_indexes: dict[IndexName, NamedIndexURL] = Field(
         default_factory=dict,
         max_length=32,
         description=(

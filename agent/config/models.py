@@ -424,8 +424,8 @@ class Settings(Section):
 
     def shown(self) -> dict[str, Any]:
         """The settings as JSON data for people to read (``config show``, /v1/config):
-        the password of any URL that carries one (a proxy's, an index's) replaced by
-        ``[redacted]``."""
+        the credentials of any URL that carries them (a proxy's, an index's: a password,
+        or a token given as the user name) replaced by ``[redacted]``."""
         shown: dict[str, Any] = _hide_passwords(self.model_dump(mode="json"))
         return shown
 

@@ -202,11 +202,29 @@ def show(value: Any) -> str:
     """A bad value as quoted in a message: escaped and short, however big the value."""
     # reprlib bounds the work on huge or deeply nested values; ascii() then escapes the
     # short result so control characters are shown, never written raw into a log line.
-    if isinstance(value, str):
-        value = fields.hide_password(value)  # a proxy's or index's user:password@
+    value = _hide_passwords(value)
     text = ascii(_SHOW.repr(value))[1:-1] if isinstance(value, str) else _SHOW.repr(value)
     text = text if isinstance(value, str) else ascii(text)[1:-1]
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _hide_passwords(value: Any, depth: int = 0) -> Any:
+    # A proxy's or index's user:password@, wherever it sits in the bad value (a list of
+    # URLs, a mapping of indexes). Hidden before reprlib shortens a string: cut in the
+    # middle, a URL loses the "@" that marks where its password ends. Only what reprlib
+    # can show is visited: no deeper than its levels, no further into a list than its
+    # items and the one that makes it write "...".
+    if isinstance(value, str):
+        return fields.hide_password(value)
+    if depth > _SHOW.maxlevel:
+        return value
+    if isinstance(value, dict):  # reprlib sorts the keys: any of them may be shown
+        return {_hide_passwords(k, depth): _hide_passwords(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_passwords(v, depth + 1) for v in value[: _SHOW.maxlist + 1]]
+    if isinstance(value, tuple):
+        return tuple(_hide_passwords(v, depth + 1) for v in value[: _SHOW.maxtuple + 1])
+    return value
 
 
 _PRIMITIVE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list"})

@@ -37,7 +37,7 @@ from agent import __version__
 from agent.config import models
 from agent.install import checking, components, methods, sandbox, watching
 from agent.install.fetch import downloads, extracting, network
-from agent.kits import progress
+from agent.kits import progress, urls
 from agent.platform import plans as wire
 from agent.store import entries, installlog, layout, locks, nofollow, publishing, receipts
 
@@ -48,6 +48,9 @@ class InstallError(layout.StoreError):
     """An install failed at :attr:`step`; nothing was published."""
 
     def __init__(self, what: str, step: str, message: str, log: str | None = None) -> None:
+        # The message may quote a mirror's or an index's URL (a tool's output, an
+        # exception's text): it reaches clients and logs, so its credentials go.
+        message = urls.hide_urls(message)
         self.what, self.step, self.detail, self.log = what, step, message, log
         where = f"; its install log is {log}" if log else ""
         super().__init__(f"installing {what} failed at step '{step}': {message}{where}")

@@ -5,10 +5,10 @@ reload so the format and level can change while running. JSON lines carry
 ``timestamp`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, any context passed
 through ``extra=`` and, for errors, ``exception``. Values that are not JSON types are
 rendered with ``str()`` rather than dropped. Every record passes :class:`Redact` first:
-credentials (``Authorization``, ``Cookie``, bearer tokens, ``token=`` parameters) are
-replaced by ``[redacted]`` in the message, the traceback and string context, whoever
-logged them: a library that quotes a raw request (aiohttp's parser does) must not put a
-token in the log.
+credentials (``Authorization``, ``Cookie``, bearer tokens, ``token=`` parameters, a URL's
+``user:password@`` or bare ``token@``, see :mod:`agent.kits.urls`) are replaced by
+``[redacted]`` in the message, the traceback and string context, whoever logged them: a
+library that quotes a raw request (aiohttp's parser does) must not put a token in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 import time
 import traceback
 from typing import Any, Literal
+
+from agent.kits import urls
 
 LogFormat = Literal["json", "text"]
 
@@ -76,16 +78,17 @@ _SECRETS = re.compile(
     r"(?P<h>authorization\s*[:=]\s*|cookie\s*[:=]\s*|x-(?:api-key|auth-token)\s*[:=]\s*)"
     + _END
     + r"|(?P<b>bearer\s+)[^\s'\"\\,;]+"
-    + r"|(?P<q>[?&;\s](?:access_)?token=)[^&\s'\"\\]+"
-    # A URL's user:password@ (a proxy's, an index's): the password goes.
-    + r"|(?P<u>\b[a-z][a-z0-9+.-]*://[^/@:\s'\"\\]*:)[^/@\s'\"\\]+(?=@)",
+    + r"|(?P<q>[?&;\s](?:access_)?token=)[^&\s'\"\\]+",
     re.IGNORECASE,
 )
 
 
 def redact(text: str) -> str:
     """``text`` with every credential it shows replaced by ``[redacted]``."""
-    return _SECRETS.sub(lambda m: (m["h"] or m["b"] or m["q"] or m["u"]) + REDACTED, text)
+    # A URL's userinfo (a proxy's, an index's, a mirror's) first, by the rules every
+    # other place that shows URLs follows: a password holding "@", a bare token.
+    text = urls.hide_urls(text, mask=REDACTED)
+    return _SECRETS.sub(lambda m: (m["h"] or m["b"] or m["q"]) + REDACTED, text)
 
 
 class Redact(logging.Filter):

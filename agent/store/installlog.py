@@ -3,7 +3,9 @@
 Policy: one line per step with the seconds since the install began, plus the output of
 the commands the install ran (the last 64 KiB of each), so an operator can read why an
 install failed on another pod without its logs. Writing the log never fails an install; it is
-written as every store file is (:mod:`agent.store.nofollow`), never through a link.
+written as every store file is (:mod:`agent.store.nofollow`), never through a link. Every
+line has the credentials of the URLs it quotes hidden (:mod:`agent.kits.urls`): the log is
+read by whoever can read the store.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import time
 
+from agent.kits import urls
 from agent.store import layout, nofollow
 
 logger = logging.getLogger(__name__)
@@ -37,11 +40,12 @@ class InstallLog:
 
     def step(self, name: str, detail: str = "") -> None:
         """Record that step ``name`` happened now."""
-        self.lines.append(f"{time.monotonic() - self.start:8.3f}s {name} {detail}".rstrip())
+        line = f"{time.monotonic() - self.start:8.3f}s {name} {urls.hide_urls(detail)}"
+        self.lines.append(line.rstrip())
 
     def output(self, name: str, text: str) -> None:
         """Keep a command's output (its end, when long), indented under its step."""
-        text = text[-_OUTPUT_LIMIT:].rstrip()
+        text = urls.hide_urls(text[-_OUTPUT_LIMIT:].rstrip())
         if not text:
             return
         self.lines.append(f"--- output of {name} ---")

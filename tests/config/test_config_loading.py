@@ -309,8 +309,73 @@ def test_a_bad_url_is_named_without_its_password(tmp_path: Path) -> None:
     assert "ftp://u:[redacted]@x.invalid/" in problem
 
 
-def test_an_index_url_with_a_query_is_refused(tmp_path: Path) -> None:
+def test_a_named_index_url_with_a_query_is_refused(tmp_path: Path) -> None:
     [problem] = problems_of(
         tmp_path, "installer:\n  pip_indexes: {pytorch: 'https://x.invalid/whl?token=1'}\n"
     )
-    assert "has a query or fragment; an index URL is http(s)://host/path" in problem
+    assert "has a query or fragment; a named index's URL is http(s)://host/path" in problem
+
+
+@pytest.mark.parametrize("url", ["https://x.invalid/whl#cu128", "https://x.invalid/whl?"])
+def test_a_named_index_url_with_a_fragment_or_an_empty_query_is_refused(
+    tmp_path: Path, url: str
+) -> None:
+    # "?" alone leaves urlsplit's query empty: the appended path still lands after it.
+    [problem] = problems_of(tmp_path, f"installer:\n  pip_indexes: {{pytorch: '{url}'}}\n")
+    assert "has a query or fragment" in problem
+
+
+@pytest.mark.parametrize("field", ["pip_index_url", "npm_registry"])
+def test_the_single_index_urls_take_a_query(tmp_path: Path, field: str) -> None:
+    # Used as given (no path appended): a mirror's repository selector belongs there.
+    url = "https://mirror.invalid/simple/?repo=internal#main"
+    settings, _ = load_text(tmp_path, f"installer:\n  {field}: '{url}'\n")
+    assert getattr(settings.installer, field) == url
+
+
+@pytest.mark.parametrize("field", ["pip_index_url", "npm_registry"])
+def test_the_single_index_urls_still_refuse_what_is_no_index_url(
+    tmp_path: Path, field: str
+) -> None:
+    [problem] = problems_of(tmp_path, f"installer:\n  {field}: 'ftp://x.invalid/?a=1'\n")
+    assert "is not an index URL" in problem
+
+
+def test_a_tokens_url_is_hidden_from_what_people_read(tmp_path: Path) -> None:
+    settings, _ = load_text(
+        tmp_path,
+        "installer:\n"
+        "  pip_index_url: 'HTTPS://ghp_t0ken@mirror.invalid/simple/'\n"
+        "  https_proxy: 'http://ci:p@ss-secret@proxy.invalid:3128'\n",
+    )
+    shown = settings.shown()
+    assert shown["installer"]["pip_index_url"] == "HTTPS://[redacted]@mirror.invalid/simple/"
+    assert shown["installer"]["https_proxy"] == "http://ci:[redacted]@proxy.invalid:3128"
+    assert "t0ken" not in str(shown)
+    assert "ss-secret" not in str(shown)
+
+
+def test_a_bad_list_is_named_without_the_passwords_in_it(tmp_path: Path) -> None:
+    [problem] = problems_of(
+        tmp_path,
+        "installer:\n"
+        "  http_proxy: ['http://u:hunter2@x.invalid:3128', {url: 'https://tok3n@y.invalid/'}]\n",
+    )
+    assert "hunter2" not in problem
+    assert "tok3n" not in problem
+    assert "http://u:[redacted]@x.invalid:3128" in problem
+
+
+def test_a_value_is_hidden_inside_lists_and_mappings_before_it_is_shortened() -> None:
+    from agent.config import problems
+
+    secret = "s3cret-" + "x" * 200  # long enough that reprlib cuts the string
+    value = [{"index": f"https://u:{secret}@x.invalid/simple/"}, (f"https://{secret}@y.invalid",)]
+    shown = problems.show(value)
+    assert "s3cret" not in shown
+    assert "u:[redacted]@x.invalid" in shown
+    assert problems.show({"k": [f"https://u:{secret}@x.invalid"]}).count("s3cret") == 0
+    # Beyond what reprlib shows, nothing is visited, and it still reads the same.
+    deep = [[[[f"https://u:{secret}@x.invalid"]]]]
+    assert problems.show(deep) == "[[[...]]]"
+    assert problems.show(list(range(100))) == "[0, 1, 2, 3, 4, 5, ...]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import io
@@ -16,6 +17,7 @@ import pytest
 
 from agent.install.fetch import downloads, transport
 from agent.install.fetch.downloads import DownloadCache, DownloadError, Policy
+from agent.kits import progress
 from tests.support.server import Reply, Server, fail, ok, redirect, slow_down, stalled, truncated
 
 FAST = Policy(
@@ -300,6 +302,113 @@ def test_a_mirrored_fetch_hits_the_mirror(http_server: Server, cache: DownloadCa
 
     assert artifact.url == mirrored
     assert http_server.count("/mirror/v1/tool.tgz") == 1
+
+
+def with_credentials(url: str, userinfo: str = "user:p@ss-secret") -> str:
+    return url.replace("http://", f"http://{userinfo}@", 1)
+
+
+def secret_mirror(server: Server, userinfo: str = "user:p@ss-secret") -> Policy:
+    """FAST, with upstream.invalid mirrored at ``server``'s /mirror/ behind ``userinfo``."""
+    mirror = with_credentials(server.url("/mirror/"), userinfo)
+    return dataclasses.replace(FAST, mirrors=(("https://upstream.invalid/", mirror),))
+
+
+def test_a_mirrors_credentials_are_sent_as_basic_auth_and_never_recorded(
+    http_server: Server, cache: DownloadCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    mirrored = http_server.route("/mirror/v1/tool.tgz", fail(503), ok(BODY))
+    events: list[dict[str, object]] = []
+
+    with (
+        progress.listening(lambda event, data: events.append(data)),
+        caplog.at_level(logging.WARNING, logger="agent.install.fetch.downloads"),
+    ):
+        artifact = downloads.fetch(
+            "https://upstream.invalid/v1/tool.tgz",
+            cache,
+            sha256=None,
+            policy=secret_mirror(http_server),
+        )
+
+    assert artifact.path.read_bytes() == BODY
+    assert artifact.url == with_credentials(mirrored, "user:***")
+    # What the server got: the bare path, the credentials in the Authorization header.
+    basic = "Basic " + base64.b64encode(b"user:p@ss-secret").decode()
+    assert [h.get("Authorization") for h in http_server.headers("/mirror/v1/tool.tgz")] == [
+        basic,
+        basic,
+    ]
+    assert "ss-secret" not in caplog.text  # the retry's warning
+    assert "user:***@" in caplog.text
+    assert events
+    assert "ss-secret" not in str(events)  # progress, as clients see it
+
+
+def test_a_token_alone_is_sent_as_the_user_name(http_server: Server, cache: DownloadCache) -> None:
+    http_server.route("/mirror/v1/tool.tgz", ok(BODY))
+    policy = secret_mirror(http_server, "t0k")
+
+    artifact = downloads.fetch(
+        "https://upstream.invalid/v1/tool.tgz", cache, sha256=DIGEST, policy=policy
+    )
+
+    assert artifact.url == with_credentials(http_server.url("/mirror/v1/tool.tgz"), "***")
+    [headers] = http_server.headers("/mirror/v1/tool.tgz")
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"t0k:").decode()
+
+
+@pytest.mark.parametrize("reply", [fail(404), fail(500)], ids=["fatal", "retried"])
+def test_a_failure_at_a_mirror_with_credentials_does_not_show_them(
+    http_server: Server, cache: DownloadCache, reply: Reply
+) -> None:
+    http_server.route("/mirror/v1/tool.tgz", reply)
+
+    with pytest.raises(DownloadError) as caught:
+        downloads.fetch(
+            "https://upstream.invalid/v1/tool.tgz",
+            cache,
+            sha256=DIGEST,
+            policy=secret_mirror(http_server),
+        )
+
+    assert "ss-secret" not in str(caught.value)
+    assert "ss-secret" not in caught.value.url
+    assert with_credentials(http_server.url("/mirror/v1/tool.tgz"), "user:***") in str(caught.value)
+
+
+def test_a_checksum_at_a_mirror_with_credentials_is_fetched_and_errors_hide_them(
+    http_server: Server,
+) -> None:
+    http_server.route("/mirror/SHASUMS256.txt", ok(SUMS))
+    policy = secret_mirror(http_server)
+
+    url = "https://upstream.invalid/SHASUMS256.txt"
+    assert downloads.fetch_checksum(url, "tool-1.0-linux-x64.tar.gz", policy=policy) == DIGEST
+    with pytest.raises(DownloadError) as caught:
+        downloads.fetch_checksum(url, "not-listed.tar.gz", policy=policy)
+    assert "ss-secret" not in str(caught.value)
+
+
+def test_a_mirrors_credentials_follow_a_redirect_within_it_and_no_further(
+    http_server: Server, cache: DownloadCache
+) -> None:
+    with Server() as elsewhere:
+        http_server.route("/mirror/v1/tool.tgz", redirect("/storage/tool.tgz"))
+        http_server.route("/storage/tool.tgz", redirect(elsewhere.url("/blob/tool.tgz")))
+        elsewhere.route("/blob/tool.tgz", ok(BODY))
+
+        downloads.fetch(
+            "https://upstream.invalid/v1/tool.tgz",
+            cache,
+            sha256=DIGEST,
+            policy=secret_mirror(http_server),
+        )
+
+        [inside] = http_server.headers("/storage/tool.tgz")
+        [outside] = elsewhere.headers("/blob/tool.tgz")
+    assert inside["Authorization"].startswith("Basic ")
+    assert "Authorization" not in outside
 
 
 # --- checksum files -------------------------------------------------------------------

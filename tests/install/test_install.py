@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -261,3 +262,59 @@ def test_binary_name_is_refused_for_an_archive_url(tmp_path: Path) -> None:
     manifest.write_text(yaml.safe_dump(data))
     [problem] = loading.load([tmp_path / "cat"]).problems
     assert "binary_name 'tool' is for a URL that is a lone executable" in str(problem)
+
+
+def secret_mirror_options(server: Server) -> protocol.Options:
+    """example.invalid mirrored at the test server's /x/, behind user:password@."""
+    mirror = server.url("/x/").replace("http://", "http://user:p@ss-secret@", 1)
+    return fixtures.options(server, mirrors=(("https://example.invalid/", mirror),))
+
+
+def test_a_mirrors_password_stays_out_of_the_receipt_and_the_install_log(
+    tmp_path: Path, http_server: Server
+) -> None:
+    body = fixtures.tar_gz({"bin/tool": (b"#!/bin/sh\necho tool 1.0.0\n", 0o755)}, top="tool")
+    catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", body)
+    url = http_server.route("/x/tool-1.0.0.tar.gz", ok(body))
+    store = tmp_path / "store"
+
+    [done] = plans.ensure_plan(
+        layout.Store(store),
+        fixtures.plan_for(catalog, "tool", store),
+        options=secret_mirror_options(http_server),
+    ).installed
+
+    assert http_server.headers("/x/tool-1.0.0.tar.gz")[0]["Authorization"].startswith("Basic ")
+    assert done.receipt.sources[0].url == url.replace("http://", "http://user:***@", 1)
+    assert "ss-secret" not in done.entry.receipt.read_text()
+    log = store / ".runner-agent" / "logs" / f"{done.entry.key}.log"
+    assert "user:***@" in log.read_text()
+    assert "ss-secret" not in log.read_text()
+
+
+def test_a_failed_install_at_a_mirror_does_not_show_its_password(
+    tmp_path: Path, http_server: Server
+) -> None:
+    catalog = fixtures.archive_catalog(tmp_path / "cat", "tool", b"x")
+    http_server.route("/x/tool-1.0.0.tar.gz", fail(404))
+    store = tmp_path / "store"
+
+    with pytest.raises(protocol.InstallError) as info:
+        plans.ensure_plan(
+            layout.Store(store),
+            fixtures.plan_for(catalog, "tool", store),
+            options=secret_mirror_options(http_server),
+        )
+
+    assert "HTTP 404" in str(info.value)
+    assert "ss-secret" not in str(info.value)
+    assert info.value.log is not None
+    assert "ss-secret" not in Path(info.value.log).read_text()
+
+
+def test_an_install_errors_message_has_url_credentials_hidden() -> None:
+    # A tool's output or an exception's text may quote an index's URL.
+    error = protocol.InstallError("tool", "pip", "https://u:s3cret@127.0.0.1/simple/ refused")
+    assert "s3cret" not in str(error)
+    assert error.detail == "https://u:***@127.0.0.1/simple/ refused"
+    assert "s3cret" not in str(pickle.loads(pickle.dumps(error)))  # noqa: S301 - our own bytes

@@ -6,6 +6,8 @@ Policy:
   refused, and so is a redirect from ``https`` down to ``http`` (it would let anyone on the
   path swap a checksum file and the artifact together);
 - :class:`Policy` mirrors rewrite a URL by prefix, first match wins, before anything is sent;
+  a mirror's ``user:password@`` goes as Basic auth to it alone, and every URL recorded
+  (artifacts, so receipts and install logs), logged, reported or raised has it hidden;
 - a body is hashed while it streams into a temporary file beside its final place, then
   checked, fsynced and renamed: the cache path holds complete, verified files or nothing;
 - transient failures (refused or reset connections, timeouts, a stall mid-body, a body cut
@@ -25,8 +27,6 @@ import re
 import secrets
 import stat
 import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,9 @@ class Artifact:
     path: Path
     sha256: str
     size: int
-    url: str  # the URL actually fetched (after mirror rewrite)
+    url: str
+    """The URL fetched (after the mirror rewrite), credentials hidden: receipts and
+    install logs record it."""
 
 
 class DownloadCache:
@@ -148,7 +150,7 @@ def fetch(
             )
         hit = cache.get(expected)
         if hit is not None:
-            return Artifact(hit, expected, hit.lstat().st_size, target)
+            return Artifact(hit, expected, hit.lstat().st_size, transport.shown(target))
     transport.check_scheme(target)
     return _retrying(target, policy, lambda: _download_once(target, cache, expected, policy))
 
@@ -250,7 +252,7 @@ def _download_once(
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp, dir_fd=folder)
             os.close(folder)
-    return Artifact(final, actual, size, url)
+    return Artifact(final, actual, size, transport.shown(url))
 
 
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -272,9 +274,7 @@ def _transfer(
     Network failures become :class:`DownloadError` here; an error from ``sink`` (a full
     disk) passes through untouched, so it is never mistaken for a flaky server.
     """
-    request = urllib.request.Request(  # noqa: S310 - the scheme was checked
-        url, headers={"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
-    )
+    request = transport.request(url, policy)
     try:
         response = transport.opener(policy).open(request, timeout=policy.connect_timeout)
     except urllib.error.HTTPError as exc:
@@ -290,7 +290,8 @@ def _transfer(
         if declared is not None and declared > limit:
             raise transport.too_big(url, f"is {declared} bytes (Content-Length)", limit)
         received = 0
-        counter = progress.ByteCounter(url, declared) if report and progress.active() else None
+        shown = transport.shown(url)
+        counter = progress.ByteCounter(shown, declared) if report and progress.active() else None
         while True:
             try:
                 chunk = response.read(_CHUNK)

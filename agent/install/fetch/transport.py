@@ -10,6 +10,7 @@ unknown host), with what to do about it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
 import socket
@@ -21,12 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.install.fetch import network
+from agent.kits import urls
 
 _SCHEMES = ("https", "http")
 
 
 class DownloadError(Exception):
-    """A download failed: :attr:`url`, what failed, what to do, and whether to try again."""
+    """A download failed: :attr:`url`, what failed, what to do, and whether to try again.
+
+    :attr:`url` and the message have any credentials in a URL hidden: the error is
+    logged, sent to clients and written into install logs."""
 
     def __init__(
         self,
@@ -37,12 +42,12 @@ class DownloadError(Exception):
         transient: bool,
         retry_after: float | None = None,
     ) -> None:
-        self.url = url
-        self.problem = problem
+        self.url = shown(url)
+        self.problem = urls.hide_urls(problem)
         self.advice = advice
         self.transient = transient
         self.retry_after = retry_after  # seconds the server asked us to wait (429)
-        super().__init__(f"{shown(url)}: {problem}; {advice}")
+        super().__init__(f"{self.url}: {self.problem}; {advice}")
 
 
 class ChecksumMismatch(DownloadError):
@@ -87,12 +92,44 @@ class Policy:
 
 
 def shown(url: str) -> str:
-    # Credentials in a mirror URL must not reach logs or error messages.
+    """``url`` as logs, errors, receipts and progress show it: credentials hidden."""
+    return urls.hide_url(url)
+
+
+def request(url: str, policy: Policy) -> urllib.request.Request:
+    """The request for ``url``, a mirror's credentials in it sent as Basic auth.
+
+    urllib takes ``user:password@host`` for the host name (and fails to resolve it);
+    the header is unredirected, so a redirect to another host never carries it (see
+    :class:`_Redirects` for one to the same origin).
+    """
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = parts._replace(netloc=host).geturl()
+    made = urllib.request.Request(bare, headers=headers)  # noqa: S310 - scheme checked
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    made.add_unredirected_header("Authorization", _basic(pair))
+    return made
+
+
+def _basic(pair: str) -> str:
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _same_origin(one: str, other: str) -> bool:
+    def origin(url: str) -> tuple[str, str | None, int | None]:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+
+    try:
+        return origin(one) == origin(other)
+    except ValueError:  # a port that is no number: no origin to share
+        return False
 
 
 def check_scheme(url: str) -> None:
@@ -115,7 +152,13 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             fp.close()  # urllib would have handed it to an HTTPError; nobody else closes it
             problem = f"redirected to {shown(newurl)!r}, which is not allowed"
             raise fatal(req.full_url, problem, REDIRECTS)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        follow = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        if follow is not None and auth is not None and _same_origin(follow.full_url, req.full_url):
+            # A mirror that redirects within itself (to a storage path) still wants its
+            # credentials; another host never gets them, as curl does it.
+            follow.add_unredirected_header("Authorization", auth)
+        return follow
 
 
 class _Stalling:
