@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.catalog import manifest, methods
+from agent.catalog import manifest, values
 from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.config import paths
@@ -126,7 +126,7 @@ def _folder_problems(
         if not isinstance(method, dict) or method.get("method") != "script":
             continue
         script = method.get("script", "install.sh")
-        if not isinstance(script, str) or not methods.is_relative_path(script):
+        if not isinstance(script, str) or not values.is_relative_path(script):
             continue  # not a path the schema accepts: it says so
         if not (folder / script).is_file():
             problem(

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.catalog import findings, methods, patterns, requests, rules, versions
+from agent.catalog import findings, methods, patterns, requests, rules, values, versions
 from agent.config import problems
 
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
@@ -64,7 +64,7 @@ _Spec = versions.Spec  # the Feature model has a field named "versions"
 FeatureId = Annotated[str, AfterValidator(_check_id)]
 ConcreteVersion = Annotated[str, AfterValidator(_check_version)]
 Requirement = Annotated[str, AfterValidator(_check_requirement)]
-EnvName = methods.EnvName
+EnvName = values.EnvName
 
 
 def parse_requirement(text: str) -> requests.Request:
@@ -89,7 +89,7 @@ class VersionEntry(_Strict):
     """A version with the extra template values its URLs need (e.g. a release tag)."""
 
     version: ConcreteVersion
-    vars: dict[EnvName, methods.Plain] = Field(default_factory=dict)
+    vars: dict[EnvName, values.Plain] = Field(default_factory=dict)
 
 
 class Option(_Strict):
@@ -181,7 +181,7 @@ class Feature(_Strict):
     install: tuple[methods.Method, ...] = Field(min_length=1)
     env: methods.Env = Field(default_factory=methods.Env)
     check: methods.Check | None = None
-    writable_homes: dict[EnvName, tuple[methods.RelativePath, ...]] = Field(
+    writable_homes: dict[EnvName, tuple[values.RelativePath, ...]] = Field(
         default_factory=dict,
         max_length=16,
         description=(

@@ -17,104 +17,24 @@ checksum is 64 lowercase hex digits; package names are plain names, never option
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from agent.catalog import findings, patterns
-
-PackageManager = Literal["apt", "dnf", "yum", "zypper", "apk", "pacman", "brew", "choco", "winget"]
-
-_PACKAGE_RE = re.compile(r"(?a:[A-Za-z0-9@_+][A-Za-z0-9._+:/@={}-]{0,199})")
-_SHA256_RE = re.compile(r"(?a:[0-9a-f]{64})")
-_PLAIN_RE = re.compile(r"(?a:[A-Za-z0-9._+/-]{1,200})")
-_ENV_NAME_RE = re.compile(r"(?a:[A-Za-z_][A-Za-z0-9_]{0,63})")
-
-
-def _check_package(value: str) -> str:
-    if not _PACKAGE_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!a} is not a package name (letters, digits and ._+:/@=-, not starting with '-')"
-        )
-    return value
-
-
-def _check_sha256(value: str) -> str:
-    if not _SHA256_RE.fullmatch(value):
-        raise ValueError(
-            f"{value[:80]!a} is not a sha256: expected 64 lowercase hex digits, got "
-            f"{len(value)} characters"
-        )
-    return value
-
-
-def _check_relative(value: str) -> str:
-    parts = value.split("/")
-    if (
-        not _PLAIN_RE.fullmatch(value)
-        or value.startswith("/")
-        or any(p in ("", "..") for p in parts if p != ".")
-    ):
-        raise ValueError(
-            f"{value!a} must be a relative path inside the install prefix (letters, digits "
-            "and ._+-/ only)"
-        )
-    return value
-
-
-def _check_plain(value: str) -> str:
-    if not _PLAIN_RE.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"{value!a}: expected letters, digits and ._+-/ only")
-    return value
-
-
-def _check_line(value: str) -> str:
-    # One line of a sources or .repo file: a newline would add a line of its own
-    # ("Trusted: yes"), so no whitespace or control characters at all.
-    if (
-        not value
-        or not value.isascii()
-        or not value.isprintable()
-        or any(c.isspace() for c in value)
-    ):
-        raise ValueError(f"{value[:80]!a}: expected one word without spaces or control characters")
-    return value
-
-
-def _check_env_name(value: str) -> str:
-    if not _ENV_NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!a} is not an environment variable name")
-    return value
-
-
-def _check_env_value(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError(f"{value[:80]!a}: control characters are not allowed in a value")
-    return value
-
-
-def _option_text(value: object) -> object:
-    # YAML's true/false for a boolean option, spelt as the option's environment sees it.
-    return ("true" if value else "false") if isinstance(value, bool) else value
-
-
-def is_relative_path(value: str) -> bool:
-    """Whether ``value`` keeps the rule of :data:`RelativePath` (before the schema runs)."""
-    try:
-        _check_relative(value)
-    except ValueError:
-        return False
-    return True
-
-
-PackageName = Annotated[str, AfterValidator(_check_package)]
-Sha256 = Annotated[str, AfterValidator(_check_sha256)]
-RelativePath = Annotated[str, AfterValidator(_check_relative)]
-Plain = Annotated[str, AfterValidator(_check_plain)]
-Line = Annotated[str, AfterValidator(_check_line)]
-EnvName = Annotated[str, AfterValidator(_check_env_name)]
-EnvValue = Annotated[str, AfterValidator(_check_env_value)]
+from agent.catalog.values import (
+    ComponentName,
+    EnvName,
+    EnvValue,
+    Line,
+    LinkTarget,
+    PackageManager,
+    PackageName,
+    Plain,
+    RelativePath,
+    Sha256,
+    option_text,
+)
 
 
 class Env(BaseModel):
@@ -149,7 +69,7 @@ class _Method(BaseModel):
     check: Check | None = Field(
         default=None, description="Replaces the feature's check where this method applies."
     )
-    when: dict[str, Annotated[Plain, BeforeValidator(_option_text)]] = Field(
+    when: dict[str, Annotated[Plain, BeforeValidator(option_text)]] = Field(
         default_factory=dict,
         max_length=4,
         description=(
@@ -238,10 +158,10 @@ class Components(BaseModel):
     manifest_url: Line = Field(
         description="URL template of the JSON manifest, e.g. .../redistrib_{version}.json."
     )
-    names: tuple[Plain, ...] = Field(
+    names: tuple[ComponentName, ...] = Field(
         min_length=1, max_length=64, description="Components every release must list."
     )
-    optional: tuple[Plain, ...] = Field(
+    optional: tuple[ComponentName, ...] = Field(
         default=(),
         max_length=64,
         description=(
@@ -249,6 +169,51 @@ class Components(BaseModel):
             "split cuda_crt and libnvvm out of cuda_nvcc)."
         ),
     )
+    links: dict[RelativePath, LinkTarget] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "Symbolic links made in the prefix once the components are laid in: path -> "
+            "target, relative to the link's folder and inside the prefix (the CUDA "
+            "toolkit's targets/x86_64-linux/include -> ../../include, where nvcc.profile "
+            "looks for headers, as NVIDIA's local installer lays them out)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _links_stay_inside(self) -> Components:
+        found = findings.Findings()
+        for link, target in self.links.items():
+            parts = [p for p in link.split("/") if p != "."]
+            if not parts:
+                found.add(("links", link), "a link needs a path below the prefix, not the prefix")
+                continue
+            resolved = _resolve(parts[:-1], target)
+            # The link itself, a path below it or a folder above it would make a loop.
+            shared = min(len(resolved or ()), len(parts))
+            if resolved is None or resolved[:shared] == parts[:shared]:
+                found.add(
+                    ("links", link),
+                    f"the target {target!r} of {link!r} leaves the prefix, or is the link, "
+                    "below it or a folder above it: a link must point at another path "
+                    "inside the prefix",
+                )
+        found.raise_if_any(type(self).__name__)
+        return self
+
+
+def _resolve(folder: list[str], target: str) -> list[str] | None:
+    """The path inside the prefix that ``target``, relative to ``folder``, names; None
+    where it climbs above the prefix."""
+    at = list(folder)
+    for part in target.split("/"):
+        if part != "..":
+            at.append(part)
+        elif not at:
+            return None
+        else:
+            at.pop()
+    return at
 
 
 class ArchiveMethod(_Method):

@@ -178,18 +178,19 @@ def _archive(
     url = templates.render(method.url, fill)
     if method.components is not None:
         assert upstream is not None  # the method's validator requires targets for each
-        return [
-            {
-                "action": "components",
-                "manifest_url": templates.render(method.components.manifest_url, fill),
-                "base_url": url,
-                "platform": upstream,
-                "names": list(method.components.names),
-                "optional": list(method.components.optional),
-                "dest": prefix,
-                "strip_components": method.strip_components,
-            }
-        ]
+        components: wire.ComponentsAction = {
+            "action": "components",
+            "manifest_url": templates.render(method.components.manifest_url, fill),
+            "base_url": url,
+            "platform": upstream,
+            "names": list(method.components.names),
+            "optional": list(method.components.optional),
+            "dest": prefix,
+            "strip_components": method.strip_components,
+        }
+        if method.components.links:
+            components["links"] = dict(sorted(method.components.links.items()))
+        return [components]
     file = url.rsplit("/", 1)[-1].split("?", 1)[0]
     if not _FILE_RE.fullmatch(file) or file in (".", ".."):
         raise ValueError(f"the archive URL {url!r} does not end in a file name")

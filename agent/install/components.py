@@ -17,7 +17,11 @@ Policy:
   LICENSE) go to ``licenses/<component>/``; a path that two components both ship must
   hold the same bytes, else the install fails naming both.
   Nothing is followed: links are moved as links, and a link never stands where a
-  directory merges.
+  directory merges or where ``licenses/`` is made;
+- then the action's ``links`` are made (the layout tools expect, such as nvcc's
+  ``targets/<arch>/include``): every folder on a link's way is a real folder (made if
+  missing), its target exists inside the entry with no link on its way, and a path a
+  component already ships is refused unless it is that very link.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from agent.platform import plans as wire
 from agent.store import installlog, receipts
 
 _SEGMENT = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._+-]{0,199})")
+_NAME = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._+-]{0,63})")
 _HEX64 = re.compile(r"(?a:[0-9a-f]{64})")
 _FORMATS = {".tar.xz": "tar.xz", ".tar.gz": "tar.gz", ".tgz": "tar.gz", ".zip": "zip"}
 _MAX_SHOWN = 12
@@ -70,6 +75,11 @@ def parse(body: bytes, action: wire.ComponentsAction) -> tuple[list[Component], 
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ComponentError(f"the components' manifest {where} is not JSON: {exc}") from exc
+    except RecursionError as exc:  # [[[[...: a MiB of brackets nests deeper than Python
+        raise ComponentError(
+            f"the components' manifest {where} nests too deeply; expected NVIDIA's "
+            "redistrib_<release>.json form (components, then platforms)"
+        ) from exc
     if not isinstance(data, dict):
         raise ComponentError(
             f"the components' manifest {where} is a JSON {type(data).__name__}; expected an "
@@ -79,6 +89,8 @@ def parse(body: bytes, action: wire.ComponentsAction) -> tuple[list[Component], 
     found: list[Component] = []
     absent: list[str] = []
     for name in [*action["names"], *action["optional"]]:
+        if not _NAME.fullmatch(name):  # it names a folder: licenses/<name>/
+            raise ComponentError(f"the component name {name[:80]!a} is not a plain name")
         entry = data.get(name)
         listed = entry.get(platform) if isinstance(entry, dict) else None
         if listed is None:
@@ -163,6 +175,10 @@ def install(
         left -= done.bytes
         log.step("extract", f"{component.name}: {done.members} members, {done.bytes} bytes")
         lay_in(unpacked, tree, component.name, owners)
+    links = action.get("links", {})
+    make_links(tree, links)
+    if links:
+        log.step("links", ", ".join(f"{k} -> {v}" for k, v in sorted(links.items())))
     return sources
 
 
@@ -176,10 +192,78 @@ def lay_in(source: Path, tree: Path, name: str, owners: dict[str, str]) -> None:
             elif item.is_symlink():  # e.g. lib64 -> lib: a path of the tree, like any other
                 _place(Path(item.path), tree / item.name, item.name, name, owners)
             else:
-                licenses = tree / "licenses" / name
-                licenses.mkdir(parents=True, exist_ok=True)
+                shelf = _folder(tree / "licenses", "licenses")
+                licenses = _folder(shelf / name, f"licenses/{name}")
                 _place(Path(item.path), licenses / item.name, f"licenses/{name}/{item.name}",
                        name, owners)  # fmt: skip
+
+
+def make_links(tree: Path, links: dict[str, str]) -> None:
+    """Make each of ``links`` (path -> target relative to the link's folder) in
+    ``tree``, as the module's policy says. Raises :class:`ComponentError`."""
+    for link, target in sorted(links.items()):
+        parts = [p for p in link.split("/") if p not in ("", ".")]
+        resolved = os.path.normpath("/".join([*parts[:-1], target]))
+        if (
+            not parts
+            or ".." in parts
+            or target.startswith("/")
+            or resolved == "."
+            or resolved.startswith("../")
+            or resolved in ("..", "/")
+        ):
+            raise ComponentError(
+                f"the link {link!a} -> {target!a} does not stay inside the entry: a link "
+                "and its target are relative paths below the prefix"
+            )
+        _no_link_on(tree, resolved, f"the link {link} -> {target}")
+        folder = tree
+        for at, part in enumerate(parts[:-1], 1):
+            folder = _folder(folder / part, "/".join(parts[:at]))
+        path = folder / parts[-1]
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            os.symlink(target, path)
+            continue
+        if not (stat.S_ISLNK(info.st_mode) and os.readlink(path) == target):
+            raise ComponentError(
+                f"a component already ships {'/'.join(parts)}, where the feature makes the "
+                f"link -> {target}: drop the link from the feature for this release"
+            )
+
+
+def _no_link_on(tree: Path, resolved: str, what: str) -> None:
+    at = tree
+    for part in resolved.split("/"):
+        at = at / part
+        try:
+            info = os.lstat(at)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ComponentError(
+                f"{what}: no component ships {resolved}; check the feature's links and "
+                "components for this release"
+            ) from None
+        if stat.S_ISLNK(info.st_mode):
+            raise ComponentError(
+                f"{what}: {resolved} passes through a link a component ships; a link must "
+                "point at a real path"
+            )
+
+
+def _folder(path: Path, rel: str) -> Path:
+    """``path``, a real folder (made if missing): never a link, never followed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        os.mkdir(path, 0o755)
+        return path
+    if not stat.S_ISDIR(info.st_mode):
+        raise ComponentError(
+            f"a component ships {rel} as a file or link, where a folder is needed: the "
+            "components do not fit together"
+        )
+    return path
 
 
 def _merge(source: Path, dest: Path, rel: str, name: str, owners: dict[str, str]) -> None:

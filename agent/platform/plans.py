@@ -88,13 +88,7 @@ class ExtractAction(_ExtractRequired, total=False):
     """Component folders whose contents are merged into the prefix (Rust's installers)."""
 
 
-class ComponentsAction(TypedDict):
-    """Fetch the JSON manifest at ``manifest_url`` (NVIDIA's redistrib form), then
-    download each listed component's archive for ``platform`` from ``base_url`` plus its
-    ``relative_path``, verify it against the manifest's sha256 and size, and lay it
-    into ``dest`` after stripping ``strip_components``. ``names`` must all be listed;
-    ``optional`` ones are taken where listed."""
-
+class _ComponentsRequired(TypedDict):
     action: Literal["components"]
     manifest_url: str
     base_url: str
@@ -103,6 +97,18 @@ class ComponentsAction(TypedDict):
     optional: list[str]
     dest: str
     strip_components: int
+
+
+class ComponentsAction(_ComponentsRequired, total=False):
+    """Fetch the JSON manifest at ``manifest_url`` (NVIDIA's redistrib form), then
+    download each listed component's archive for ``platform`` from ``base_url`` plus its
+    ``relative_path``, verify it against the manifest's sha256 and size, and lay it
+    into ``dest`` after stripping ``strip_components``. ``names`` must all be listed;
+    ``optional`` ones are taken where listed."""
+
+    links: dict[str, str]
+    """Symbolic links made once all are laid in: path -> target (relative to the link's
+    folder), both inside ``dest``."""
 
 
 class _RunRequired(TypedDict):

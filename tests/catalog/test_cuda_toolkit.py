@@ -118,6 +118,10 @@ async def test_the_toolkit_installs_as_one_entry_from_an_nvidia_shaped_mirror(
         assert (prefix / "licenses" / name / "LICENSE").read_text() == f"{name} license\n"
     assert (prefix / "include" / "cuda_runtime.h").is_file()
     assert (prefix / "lib" / "stubs" / "libcuda.so").is_file()
+    # Where nvcc.profile and CMake look, as NVIDIA's local installer lays it out.
+    assert (prefix / "targets/x86_64-linux/include/cuda_runtime.h").is_file()
+    assert (prefix / "targets/x86_64-linux/lib/stubs/libcuda.so").is_file()
+    assert (prefix / "lib64" / "libcudart.so.12").is_file()
     assert not any(p.name.endswith("-archive") for p in prefix.iterdir())
     # Every component is a source of the receipt, with the JSON's sha256 and size.
     key = layout.Store(store).entry("cuda", release, "x64")

@@ -233,8 +233,23 @@ def components_feature(**method: Any) -> dict[str, Any]:
     return data
 
 
+def links(made: dict[str, str]) -> dict[str, Any]:
+    return {
+        "components": {
+            "manifest_url": "https://example.invalid/r.json",
+            "names": ["nvcc"],
+            "links": made,
+        }
+    }
+
+
 def test_a_components_method_loads_and_needs_no_pinned_hash(tmp_path: Path) -> None:
     assert problems_for(tmp_path, components_feature()) == []
+
+
+def test_links_inside_the_prefix_load(tmp_path: Path) -> None:
+    made = {"targets/x86_64-linux/include": "../../include", "lib64": "lib", "a/b": "../c/d"}
+    assert problems_for(tmp_path, components_feature(**links(made))) == []
 
 
 @pytest.mark.parametrize(
@@ -260,6 +275,22 @@ def test_a_components_method_loads_and_needs_no_pinned_hash(tmp_path: Path) -> N
             "unknown placeholder {nope}",
         ),
         ({"components": {"manifest_url": "https://x.invalid/r.json", "names": []}}, "at least 1"),
+        (
+            {"components": {"manifest_url": "https://x.invalid/r.json", "names": ["../etc"]}},
+            "'../etc' is not a component name",
+        ),
+        (
+            {"components": {"manifest_url": "https://x.invalid/r.json", "names": ["a/b"]}},
+            "'a/b' is not a component name",
+        ),
+        (links({"lib64": "../lib"}), "the target '../lib' of 'lib64' leaves the prefix"),
+        (links({"a/b/c": "../../../x"}), "leaves the prefix"),
+        (links({"lib64": "lib64"}), "is the link"),
+        (links({"a/b": ".."}), "a folder above it"),
+        (links({"a": "a/b"}), "below it"),
+        (links({"lib64": "/usr/lib"}), "'/usr/lib' is not a link target"),
+        (links({"lib64": "./lib"}), "'./lib' is not a link target"),
+        (links({"../x": "lib"}), "must be a relative path inside the install prefix"),
     ],
 )
 def test_a_bad_components_method_is_refused_by_name(

@@ -5,6 +5,7 @@ fails naming both, links are never followed)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,11 @@ from typing import Any
 import pytest
 
 from agent.install import components
+from agent.install.fetch import downloads, extracting
 from agent.platform import plans as wire
+from agent.store import installlog, layout, receipts
+from tests.catalog.test_mirror_installs import build_archive
+from tests.support.server import Server, ok
 
 DATA = Path(__file__).parents[1] / "catalog" / "data" / "cuda-redist.json"
 BASE = "https://developer.download.nvidia.com/compute/cuda/redist/"
@@ -205,3 +210,184 @@ def test_a_link_is_moved_as_a_link_and_never_merged_through(tmp_path: Path) -> N
         components.lay_in(second, tree, "two", owners)
     assert not (tree / "lib" / "cuda.h").exists()
     assert list(outside.iterdir()) == []
+
+
+def test_a_manifest_nested_too_deeply_is_refused_by_name() -> None:
+    with pytest.raises(components.ComponentError, match="nests too deeply"):
+        components.parse(b"[" * 200_000, action())
+
+
+def test_a_component_name_that_is_a_path_is_refused() -> None:
+    body = json.dumps(real_release("12.8.1")).encode()
+    with pytest.raises(components.ComponentError, match=r"'\.\./cuda_nvcc' is not a plain name"):
+        components.parse(body, action(names=["../cuda_nvcc"]))
+
+
+def test_licenses_are_never_written_through_a_link_a_component_ships(tmp_path: Path) -> None:
+    tree = tmp_path / "entry"
+    tree.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    first = tmp_path / "a"
+    first.mkdir()
+    os.symlink(outside, first / "licenses")
+    components.lay_in(first, tree, "one", {})
+    with pytest.raises(components.ComponentError, match="ships licenses as a file or link"):
+        components.lay_in(unpacked(tmp_path / "b", {"LICENSE": "B"}), tree, "two", {})
+    assert list(outside.iterdir()) == []
+
+
+CUDA_LINKS = {
+    "targets/x86_64-linux/include": "../../include",
+    "targets/x86_64-linux/lib": "../../lib",
+    "lib64": "lib",
+}
+
+
+def test_links_give_the_layout_nvcc_looks_for(tmp_path: Path) -> None:
+    files = {"include/cuda_runtime.h": "rt", "lib/stubs/libcuda.so": "so"}
+    tree = unpacked(tmp_path / "entry", files)
+    components.make_links(tree, CUDA_LINKS)
+    components.make_links(tree, CUDA_LINKS)  # again: the same links stand
+    assert (tree / "targets/x86_64-linux/include/cuda_runtime.h").read_text() == "rt"
+    assert (tree / "targets/x86_64-linux/lib/stubs/libcuda.so").is_file()
+    assert os.readlink(tree / "lib64") == "lib"
+    assert not (tree / "targets").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("files", "planted", "made", "expected"),
+    [
+        ({"include/a.h": "a"}, None, {"lib64": "lib"}, "no component ships lib"),
+        ({"lib/a.so": "a", "lib64": "x"}, None, {"lib64": "lib"}, "already ships lib64"),
+        ({"lib/a.so": "a"}, ("lib64", "elsewhere"), {"lib64": "lib"}, "already ships lib64"),
+        # A folder on the link's way that a component shipped as a link: never followed.
+        ({"lib/a.so": "a"}, ("targets", "/"), {"targets/x/lib": "../../lib"}, "as a file or link"),
+        # A target reached through a link a component ships.
+        ({"real/a.h": "a"}, ("include", "real"), {"inc": "include/a.h"}, "passes through a link"),
+        ({"lib/a.so": "a"}, None, {"lib64": "../lib"}, "does not stay inside the entry"),
+        ({"lib/a.so": "a"}, None, {"../lib64": "lib"}, "does not stay inside the entry"),
+        ({"lib/a.so": "a"}, None, {"lib64": "/etc"}, "does not stay inside the entry"),
+    ],
+)
+def test_a_link_that_cannot_be_made_safely_is_refused_by_name(
+    tmp_path: Path,
+    files: dict[str, str],
+    planted: tuple[str, str] | None,
+    made: dict[str, str],
+    expected: str,
+) -> None:
+    tree = unpacked(tmp_path / "entry", files)
+    if planted is not None:
+        os.symlink(planted[1], tree / planted[0])
+    with pytest.raises(components.ComponentError, match=expected):
+        components.make_links(tree, made)
+    assert not (tree / "lib64").is_symlink() or planted == ("lib64", "elsewhere")
+
+
+# --- install: served by a real HTTP server -------------------------------------------
+
+POLICY = downloads.Policy(
+    connect_timeout=2.0,
+    stall_timeout=0.5,
+    attempts=2,
+    backoff_initial=0.01,
+    backoff_max=0.05,
+    user_agent="runner-agent-test",
+)
+
+
+def serve(server: Server, parts: dict[str, dict[str, str]], *, size_off: int = 0) -> str:
+    """Serve each component (name -> files below its top folder) and the manifest listing
+    them; the base URL. ``size_off`` is added to every size the manifest lists."""
+    document: dict[str, Any] = {"release_label": "12.8.1"}
+    for name, files in parts.items():
+        top = f"{name}-linux-x86_64-1.0-archive"
+        laid = {f"{top}/{k}": (v.encode(), 0o644) for k, v in files.items()}
+        body = build_archive("tar.xz", laid)
+        path = f"{name}/linux-x86_64/{top}.tar.xz"
+        server.route(f"/redist/{path}", ok(body))
+        document[name] = {
+            "name": name,
+            "linux-x86_64": {
+                "relative_path": path,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "size": str(len(body) + size_off),
+            },
+        }
+    server.route("/redist/redistrib_12.8.1.json", ok(json.dumps(document).encode()))
+    return server.url("/redist/")
+
+
+TWO = {
+    "cuda_nvcc": {"bin/nvcc": "nvcc" * 100, "LICENSE": "A"},
+    "cuda_cudart": {"include/cuda_runtime.h": "rt" * 100, "LICENSE": "B"},
+}
+
+
+def install(
+    tmp_path: Path,
+    base: str,
+    *,
+    run: str = "one",
+    limits: extracting.Limits | None = None,
+    links: dict[str, str] | None = None,
+) -> tuple[Path, list[receipts.Source]]:
+    store = layout.Store(tmp_path / "store")
+    staging = tmp_path / run / "staging"
+    tree = tmp_path / run / "tree"
+    tree.mkdir(parents=True)
+    made = action(
+        manifest_url=base + "redistrib_12.8.1.json", base_url=base, names=list(TWO), optional=[]
+    )
+    if links is not None:
+        made["links"] = links
+    sources = components.install(
+        made,
+        staging=staging,
+        tree=tree,
+        cache=downloads.DownloadCache(tmp_path / "downloads"),
+        policy=POLICY,
+        limits=limits or extracting.Limits(),
+        log=installlog.InstallLog(store, store.entry("cuda", "12.8.1", "x64")),
+    )
+    return tree, sources
+
+
+def test_components_install_once_and_a_second_install_is_served_from_the_cache(
+    tmp_path: Path, http_server: Server
+) -> None:
+    base = serve(http_server, TWO)
+
+    tree, sources = install(tmp_path, base, links={"lib64": "include"})
+    again, _ = install(tmp_path, base, run="two")
+
+    assert (tree / "bin/nvcc").is_file()
+    assert (tree / "licenses/cuda_cudart/LICENSE").read_text() == "B"
+    assert os.readlink(tree / "lib64") == "include"
+    assert (again / "include/cuda_runtime.h").is_file()
+    assert [s.url.rsplit("/", 1)[-1] for s in sources] == [
+        "cuda_nvcc-linux-x86_64-1.0-archive.tar.xz",
+        "cuda_cudart-linux-x86_64-1.0-archive.tar.xz",
+    ]
+    for source in sources:
+        assert http_server.count(source.url.removeprefix(http_server.url("/")[:-1])) == 1
+    assert http_server.count("/redist/redistrib_12.8.1.json") == 2  # the manifest is not cached
+
+
+def test_an_archive_whose_size_differs_from_the_manifests_is_refused(
+    tmp_path: Path, http_server: Server
+) -> None:
+    base = serve(http_server, TWO, size_off=1)
+    with pytest.raises(components.ComponentError, match="the components' manifest lists"):
+        install(tmp_path, base)
+
+
+def test_the_byte_cap_is_shared_by_all_components_of_the_entry(
+    tmp_path: Path, http_server: Server
+) -> None:
+    base = serve(http_server, TWO)
+    # Each component alone (401 and 201 bytes) fits; the two together do not: the second
+    # gets what the first left (99 bytes).
+    with pytest.raises(extracting.UnsafeArchive, match=r"cuda_cudart-linux.* the limit is 99"):
+        install(tmp_path, base, limits=extracting.Limits(max_total_bytes=500))
