@@ -77,13 +77,16 @@ def default_version(
         return None
     if feature.gpu.variant_option is not None:
         return None  # the variant, not the version, follows the driver
-    runnable = [v for v in known if _runs(needed(feature, v, target), driver)]
-    if not runnable:
-        # Nothing runs cleanly (a 12.2 driver, toolkits 12.6+): a release of the driver's
-        # own major still runs through minor-version compatibility (a warning), where a
-        # higher major (the plain latest) cannot run at all.
-        runnable = [v for v in known if _major(needed(feature, v, target)) == driver[0]]
-    return versions.best_match(runnable, list(specs)) if runnable else None
+    clean = [v for v in known if _runs(needed(feature, v, target), driver)]
+    best = versions.best_match(clean, list(specs)) if clean else None
+    if best is None:
+        # Nothing that fits the specs runs cleanly (a 12.2 driver and toolkits 12.6+, or a
+        # 12.6 driver and a dependent wanting >=12.8): a release of the driver's own major
+        # still runs through minor-version compatibility (a warning), where a higher major
+        # (the plain latest) cannot run at all.
+        same = [v for v in known if _major(needed(feature, v, target)) == driver[0]]
+        best = versions.best_match(same, list(specs)) if same else None
+    return best
 
 
 def variant(

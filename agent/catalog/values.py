@@ -9,6 +9,7 @@ sha256 is 64 lowercase hex digits. Each error names the value and what was expec
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Literal
 
@@ -72,17 +73,21 @@ def _check_component(value: str) -> str:
 
 
 def _check_link_target(value: str) -> str:
-    # ".." is allowed here, unlike in RelativePath: whether the target stays inside the
-    # prefix depends on the link's folder, which the model holding both checks.
+    # ".." is allowed here, unlike in RelativePath, but only leading: whether the target
+    # stays inside the prefix depends on the link's folder, which the model holding both
+    # checks. "a/../b" is refused: the kernel resolves "a" first, and a component may
+    # ship "a" as a link (self -> .), so text and kernel would disagree.
     parts = value.split("/")
+    ups = len(parts) - len(list(itertools.dropwhile(lambda p: p == "..", parts)))
+    names = parts[ups:]
     if (
         len(value) > 200
-        or value.startswith("/")
-        or not all(p == ".." or (_SEGMENT_RE.fullmatch(p) and p != ".") for p in parts)
+        or not names
+        or not all(_SEGMENT_RE.fullmatch(p) and p not in (".", "..") for p in names)
     ):
         raise ValueError(
-            f"{value[:80]!a} is not a link target: expected a relative path of plain names "
-            "and .. (no leading /, no empty or . segment)"
+            f"{value[:80]!a} is not a link target: expected leading ..s then plain names "
+            "(no leading /, no empty or . segment, no .. after a name)"
         )
     return value
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ByteSize, Field, StringConstraints
 
 from agent.config.fields import AbsolutePath, Seconds, Section, Size, hide_password
+from agent.kits import urls
 
 MAX_PARALLELISM = 16
 """The most installs ``installer.parallelism`` may allow at once."""
@@ -45,7 +46,26 @@ def _check_index(value: str | None) -> str | None:
         raise ValueError(
             f"{hide_password(value)!r} is not an index URL: expected http(s)://host/path"
         )
+    if problem := urls.authority_problem(value):
+        raise ValueError(f"{hide_password(value)!r}: {problem}")
     return value
+
+
+def _check_mirror(value: str) -> str:
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or " " in value:
+        raise ValueError(
+            f"{hide_password(value)!r} is not a mirror URL: expected http(s)://host/path "
+            "(user:password@ allowed)"
+        )
+    if problem := urls.authority_problem(value):
+        raise ValueError(f"{hide_password(value)!r}: {problem}")
+    if not parsed.hostname:
+        raise ValueError(f"{hide_password(value)!r} is not a mirror URL: it names no host")
+    return value
+
+
+MirrorURL = Annotated[str, AfterValidator(_check_mirror)]
 
 
 def _check_named_index(value: str) -> str:
@@ -82,7 +102,7 @@ UidRange = Annotated[str, AfterValidator(_check_uid_range)]
 class InstallerSettings(Section):
     """How the agent downloads and installs into the store."""
 
-    mirrors: dict[str, str] = Field(
+    mirrors: dict[str, MirrorURL] = Field(
         default_factory=dict,
         description=(
             "URL prefix rewrites, first match wins, e.g. {'https://nodejs.org/dist/': "

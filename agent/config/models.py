@@ -443,7 +443,8 @@ def _hide_passwords(value: Any) -> Any:
     if isinstance(value, str):
         return fields.hide_password(value)
     if isinstance(value, dict):
-        return {k: _hide_passwords(v) for k, v in value.items()}
+        # Keys too: installer.mirrors maps an upstream's URL prefix, which may carry them.
+        return {_hide_passwords(k): _hide_passwords(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_hide_passwords(v) for v in value]
     return value

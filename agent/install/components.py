@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import itertools
 import json
 import os
 import re
@@ -203,10 +204,13 @@ def make_links(tree: Path, links: dict[str, str]) -> None:
     ``tree``, as the module's policy says. Raises :class:`ComponentError`."""
     for link, target in sorted(links.items()):
         parts = [p for p in link.split("/") if p not in ("", ".")]
+        steps = target.split("/")
+        ups = len(steps) - len(list(itertools.dropwhile(lambda s: s == "..", steps)))
         resolved = os.path.normpath("/".join([*parts[:-1], target]))
         if (
             not parts
             or ".." in parts
+            or ".." in steps[ups:]  # after a name: the kernel would resolve that name first
             or target.startswith("/")
             or resolved == "."
             or resolved.startswith("../")

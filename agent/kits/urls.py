@@ -9,8 +9,10 @@ user name is almost always a token (GitHub's ``https://ghp_...@``, a registry's)
 
 The userinfo runs to the *last* ``@`` before the path: a password may hold an unencoded
 ``@`` (``user:p@ss@host``), and it then belongs to the password, as it does for urllib.
-Whitespace, quotes, ``<``, ``>`` and a backslash, which a URL cannot hold unencoded, end a
-URL in free text (a repr, a quoted message). Where that reading and RFC 3986 disagree (an
+Whitespace, ``"``, ``<``, ``>`` and a backslash, which a URL cannot hold unencoded, end a
+URL in free text (a repr, a quoted message); ``'`` does not, as a password may hold it.
+A password holding an unencoded ``/`` (``user:ab/cd@host``) is hidden too, up to the
+first ``@`` after the ``/``. Where that reading and RFC 3986 disagree (an
 unencoded ``?`` or ``#`` in a password), more is hidden, never less. Text that is no URL,
 or a URL without userinfo, comes back unchanged; hiding twice gives what hiding once did.
 """
@@ -27,7 +29,13 @@ MASK = "***"
 # of letters is scanned once, not once from each of its letters.
 _USERINFO = re.compile(
     r"(?P<head>(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)"
-    r"(?P<userinfo>[^/\s'\"<>\\]*)@"
+    r"(?:(?P<userinfo>[^/\s\"<>\\]*)"
+    # A password with an unencoded "/" (base64 keys have them): urlsplit then reads the
+    # user as the host and the password's start as a port that is no number. So after
+    # "user:" something other than a port, up to the first "@" past a "/".
+    # Bounded: scanning on to a far "@" from each of many "x://u:p/" would be quadratic.
+    r"|(?P<slashed>[^/:@\s\"<>\\]{0,256}:(?!\d*(?:[/?#\s\"<>\\@]|$))"
+    r"[^/@\s\"<>\\]{0,256}/[^@\s\"<>\\]{0,512}))@"
 )
 
 
@@ -71,4 +79,20 @@ def hide_urls(text: str, *, mask: str = MASK) -> str:
     :func:`hide_url`): for error messages and log lines that quote URLs."""
     if "://" not in text:
         return text
-    return _USERINFO.sub(lambda m: f"{m['head']}{_hidden(m['scheme'], m['userinfo'], mask)}@", text)
+    return _USERINFO.sub(
+        lambda m: f"{m['head']}{_hidden(m['scheme'], m['slashed'] or m['userinfo'] or '', mask)}@",
+        text,
+    )
+
+
+def authority_problem(url: str) -> str | None:
+    """Why ``url``'s host part is unusable (a port that is no number: often a password
+    holding an unencoded ``/``), or None. The reason never quotes the URL."""
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - raises on a port that is no number
+    except ValueError:
+        return (
+            "its host part does not parse (a port that is no number); a password or "
+            "token holding '/', '?', '#' or '@' must be percent-encoded (%2F, %3F, %23, %40)"
+        )
+    return None

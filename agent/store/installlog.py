@@ -45,7 +45,8 @@ class InstallLog:
 
     def output(self, name: str, text: str) -> None:
         """Keep a command's output (its end, when long), indented under its step."""
-        text = urls.hide_urls(text[-_OUTPUT_LIMIT:].rstrip())
+        # Hidden before the cut: cut inside a URL, its scheme gone, nothing would match.
+        text = urls.hide_urls(text)[-_OUTPUT_LIMIT:].rstrip()
         if not text:
             return
         self.lines.append(f"--- output of {name} ---")

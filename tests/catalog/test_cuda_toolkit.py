@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agent.catalog import requests, resolver
+from agent.catalog import cuda, requests, resolver, versions
 from agent.platform import model
 from agent.store import layout, receipts
 from tests.catalog.test_mirror_installs import CATALOG, HERE, build_archive, ensure
@@ -203,3 +203,13 @@ def test_an_older_minor_driver_gets_its_majors_release_with_the_compatibility_wa
     )
     assert [f["version"] for f in result.features] == ["12.8.1"]
     assert any("minor-version compatibility" in w for w in result.warnings)
+
+
+def test_a_dependents_spec_no_clean_release_meets_falls_back_to_the_drivers_major() -> None:
+    # A 12.6 driver runs 12.6.3 cleanly, but a dependent wants >=12.8: 12.8.1 runs with
+    # the warning, where 13.0.2 (the plain latest) would not run at all.
+    feature = CATALOG.features["cuda"]
+    target = model.Platform(os="linux", arch="x64", libc="glibc", cuda_driver="12.6")
+    wanted = [versions.parse_spec(">=12.8", allow_ranges=True)]
+    assert cuda.default_version(feature, feature.versions, None, wanted, target) == "12.8.1"
+    assert cuda.default_version(feature, feature.versions, None, [], target) == "12.6.3"

@@ -379,3 +379,33 @@ def test_a_value_is_hidden_inside_lists_and_mappings_before_it_is_shortened() ->
     deep = [[[[f"https://u:{secret}@x.invalid"]]]]
     assert problems.show(deep) == "[[[...]]]"
     assert problems.show(list(range(100))) == "[0, 1, 2, 3, 4, 5, ...]"
+
+
+@pytest.mark.parametrize("field", ["mirrors", "pip_index_url"])
+def test_a_password_with_an_unencoded_slash_is_refused_without_showing_it(
+    tmp_path: Path, field: str
+) -> None:
+    # urlsplit would read "aws" as the host and "wJalr" as its port: the request would go
+    # nowhere, and an error quoting the "port" would show part of the password.
+    url = "http://aws:wJalr/K7MD+bPx@mirror.invalid/"
+    value = f"{{'https://upstream.invalid/': '{url}'}}" if field == "mirrors" else f"'{url}'"
+    [problem] = problems_of(tmp_path, f"installer:\n  {field}: {value}\n")
+    assert "wJalr" not in problem
+    assert "K7MD" not in problem
+    assert "must be percent-encoded" in problem
+
+
+def test_a_mirror_must_be_an_http_url(tmp_path: Path) -> None:
+    [problem] = problems_of(
+        tmp_path, "installer:\n  mirrors: {'https://upstream.invalid/': 'file:///etc/'}\n"
+    )
+    assert "'file:///etc/' is not a mirror URL: expected http(s)://host/path" in problem
+
+
+def test_a_mirrors_credentials_are_hidden_from_what_people_read(tmp_path: Path) -> None:
+    settings, _ = load_text(
+        tmp_path,
+        "installer:\n  mirrors: {'https://upstream.invalid/': 'https://u:m1rror@m.invalid/'}\n",
+    )
+    assert settings.installer.mirrors["https://upstream.invalid/"] == "https://u:m1rror@m.invalid/"
+    assert "m1rror" not in str(settings.shown())

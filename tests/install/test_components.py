@@ -268,6 +268,9 @@ def test_links_give_the_layout_nvcc_looks_for(tmp_path: Path) -> None:
         ({"lib/a.so": "a"}, None, {"lib64": "../lib"}, "does not stay inside the entry"),
         ({"lib/a.so": "a"}, None, {"../lib64": "lib"}, "does not stay inside the entry"),
         ({"lib/a.so": "a"}, None, {"lib64": "/etc"}, "does not stay inside the entry"),
+        # ".." after a name: the kernel resolves "self" (a link to ".") first, so the
+        # text's "../bin" would be the kernel's "../../bin", outside the entry.
+        ({"bin/a": "a"}, ("self", "."), {"t/l": "../self/../bin"}, "does not stay inside"),
     ],
 )
 def test_a_link_that_cannot_be_made_safely_is_refused_by_name(

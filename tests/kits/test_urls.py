@@ -109,3 +109,28 @@ def test_a_huge_text_is_scanned_in_linear_time() -> None:
     for text in texts:
         assert urls.hide_urls(text) == text
     assert time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # urlsplit reads "aws" as the host and "wJalr" as a port: still hidden.
+        ("http://aws:wJalr/K7MD+bPx@127.0.0.1:9/x.tgz", "http://aws:***@127.0.0.1:9/x.tgz"),
+        ("failed: http://aws:wJalr/K7MD@h/ x", "failed: http://aws:***@h/ x"),
+        ("https://user:pa'ss@host/", "https://user:***@host/"),
+        # A port, then a path with "@" (an npm scope): nothing to hide.
+        ("https://host:8080/@types/node", "https://host:8080/@types/node"),
+        ("https://u:p@host/@types/x", "https://u:***@host/@types/x"),
+    ],
+)
+def test_a_password_with_a_slash_or_quote_is_hidden(text: str, shown: str) -> None:
+    assert urls.hide_urls(text) == shown
+    assert urls.hide_url(text) == shown
+
+
+def test_a_host_part_that_does_not_parse_is_named_without_quoting_it() -> None:
+    problem = urls.authority_problem("http://aws:wJalr/K7MD@127.0.0.1/")
+    assert problem is not None
+    assert "percent-encoded" in problem
+    assert "wJalr" not in problem
+    assert urls.authority_problem("https://u:p%2Fq@127.0.0.1:8080/x") is None

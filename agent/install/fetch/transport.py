@@ -111,6 +111,8 @@ def request(url: str, policy: Policy) -> urllib.request.Request:
     user, _, password = userinfo.partition(":")
     bare = parts._replace(netloc=host).geturl()
     made = urllib.request.Request(bare, headers=headers)  # noqa: S310 - scheme checked
+    if not userinfo:  # "https://@host/": nothing to send
+        return made
     pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
     made.add_unredirected_header("Authorization", _basic(pair))
     return made

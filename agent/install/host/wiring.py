@@ -16,7 +16,7 @@ from pathlib import Path
 from agent.config import models
 from agent.install.fetch import downloads
 from agent.install.host import executor
-from agent.kits import progress
+from agent.kits import progress, urls
 from agent.platform import plans as wire
 from agent.store import layout, locks
 
@@ -60,7 +60,7 @@ def system_installer(
             host,
             fetch=fetch,
             exclusive=exclusive,
-            on_line=lambda line: progress.report("output", line=line),
+            on_line=lambda line: progress.report("output", line=urls.hide_urls(line)),
         )
         return {
             "id": done.id,
