@@ -194,6 +194,27 @@ class InstallerSettings(Section):
             "Range 0.5-600 s: a TLS handshake needs some room; ten minutes is an outage."
         ),
     )
+    mirror_headers: dict[MirrorURL, AbsolutePath] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "URL prefix -> a file holding one header line, 'Name: value' (e.g. "
+            "'Authorization: Bearer <token>', 'X-JFrog-Art-Api: <key>'), sent with every "
+            "archive, checksum and manifest download whose URL (after the mirror rewrite) "
+            "starts with the prefix, the longest prefix winning, unless the URL carries "
+            "user:password@. Read at each download, so a mounted Kubernetes secret rotates; "
+            "never logged or shown. Default none. pip and npm take their own credentials."
+        ),
+    )
+    netrc: AbsolutePath | None = Field(
+        default=None,
+        description=(
+            "A netrc file ('machine <host> login <user> password <secret>' entries) whose "
+            "credentials the agent's downloads send as Basic auth to each host it names (its "
+            "'default' entry to any other host), where neither the URL nor mirror_headers "
+            "gives any. Read at each download; never logged or shown. Default none."
+        ),
+    )
     ca_bundle: AbsolutePath | None = Field(
         default=None,
         description=(

@@ -36,7 +36,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config import models
 from agent.install import checking, components, methods, sandbox, watching
-from agent.install.fetch import downloads, extracting, network
+from agent.install.fetch import credentials, downloads, extracting, network
 from agent.kits import progress, urls
 from agent.platform import plans as wire
 from agent.store import entries, installlog, layout, locks, nofollow, publishing, receipts
@@ -86,6 +86,9 @@ def options_from(installer: models.InstallerSettings, *, native: bool) -> Option
             attempts=installer.download_attempts,
             stall_timeout=installer.stall_timeout_seconds,
             mirrors=tuple(installer.mirrors.items()),
+            credentials=credentials.Credentials(
+                headers=tuple(installer.mirror_headers.items()), netrc=installer.netrc
+            ),
             network=network.Network(
                 http_proxy=installer.http_proxy,
                 https_proxy=installer.https_proxy,

@@ -47,6 +47,8 @@ def test_every_default_is_pinned() -> None:
             "pip_indexes": {},
             "npm_registry": None,
             "connect_timeout_seconds": 10.0,
+            "mirror_headers": {},
+            "netrc": None,
             "ca_bundle": None,
             "parallelism": 2,
             "step_timeout_seconds": 900.0,

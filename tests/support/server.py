@@ -139,6 +139,7 @@ class Server:
         self._counts: collections.Counter[str] = collections.Counter()
         self._headers: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
         self._lock = threading.Lock()
+        self._required: list[tuple[str, str, str]] = []
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -159,6 +160,13 @@ class Server:
         with self._lock:
             return self._counts[path]
 
+    def require(self, prefix: str, name: str, value: str) -> None:
+        """Answer 401 on paths under ``prefix`` unless header ``name`` is ``value`` (a
+        mirror that demands credentials); a later call for the prefix replaces it."""
+        with self._lock:
+            self._required = [r for r in self._required if r[0] != prefix]
+            self._required.append((prefix, name, value))
+
     def headers(self, path: str) -> list[dict[str, str]]:
         """The request headers seen on ``path``, one dict per request."""
         with self._lock:
@@ -168,6 +176,10 @@ class Server:
         with self._lock:
             self._counts[path] += 1
             self._headers[path].append(headers)
+            for prefix, name, value in self._required:
+                sent = {k.lower(): v for k, v in headers.items()}.get(name.lower())
+                if path.startswith(prefix) and sent != value:
+                    return Reply(status=401, headers=(("WWW-Authenticate", 'Basic realm="m"'),))
             replies = self._routes.get(path)
             if not replies:
                 return fail(404, b"no such route")

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.install.fetch import network
+from agent.install.fetch import credentials, network
 from agent.kits import urls
 
 _SCHEMES = ("https", "http")
@@ -86,6 +86,7 @@ class Policy:
     mirrors: tuple[tuple[str, str], ...] = ()  # (prefix, replacement); first match wins
     user_agent: str = "runner-agent"
     network: network.Network = field(default_factory=network.Network)
+    credentials: credentials.Credentials = field(default_factory=credentials.Credentials)
 
 
 # --- URLs, redirects and the opener ---------------------------------------------------
@@ -97,16 +98,28 @@ def shown(url: str) -> str:
 
 
 def request(url: str, policy: Policy) -> urllib.request.Request:
-    """The request for ``url``, a mirror's credentials in it sent as Basic auth.
+    """The request for ``url``, with its credentials: a mirror's ``user:password@`` sent
+    as Basic auth, else those :attr:`Policy.credentials` gives for it (a header file,
+    netrc). Raises :class:`DownloadError` (not transient) for an unusable credentials
+    file.
 
     urllib takes ``user:password@host`` for the host name (and fails to resolve it);
-    the header is unredirected, so a redirect to another host never carries it (see
+    the headers are unredirected, so a redirect to another host never carries them (see
     :class:`_Redirects` for one to the same origin).
     """
     parts = urllib.parse.urlsplit(url)
     headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
     if "@" not in parts.netloc:
-        return urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+        made = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+        try:
+            extra = policy.credentials.for_url(url)
+        except credentials.CredentialError as exc:
+            raise fatal(
+                url, str(exc), "fix the file, or the installer setting that names it"
+            ) from None
+        for name, value in extra.items():
+            made.add_unredirected_header(name, value)
+        return made
     userinfo, _, host = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     bare = parts._replace(netloc=host).geturl()
@@ -155,11 +168,12 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             problem = f"redirected to {shown(newurl)!r}, which is not allowed"
             raise fatal(req.full_url, problem, REDIRECTS)
         follow = super().redirect_request(req, fp, code, msg, headers, newurl)
-        auth = req.unredirected_hdrs.get("Authorization")
-        if follow is not None and auth is not None and _same_origin(follow.full_url, req.full_url):
+        if follow is not None and _same_origin(follow.full_url, req.full_url):
             # A mirror that redirects within itself (to a storage path) still wants its
-            # credentials; another host never gets them, as curl does it.
-            follow.add_unredirected_header("Authorization", auth)
+            # credentials (only they are unredirected headers); another origin never gets
+            # them, as curl does it.
+            for name, value in req.unredirected_hdrs.items():
+                follow.add_unredirected_header(name, value)
         return follow
 
 
@@ -236,7 +250,10 @@ def http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
     elif 300 <= exc.code < 400:
         advice = REDIRECTS
     elif exc.code in (401, 403):
-        advice = "access denied; check the URL and the mirror's access rules"
+        advice = (
+            "access denied; check the URL, and the credentials for it (user:password@ in "
+            "the mirror URL, installer.mirror_headers or installer.netrc)"
+        )
     else:
         advice = "the server refused the request; check the URL and the mirror settings"
     return fatal(url, status, advice)
