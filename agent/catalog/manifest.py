@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.catalog import findings, methods, patterns, requests, rules, values, versions
+from agent.catalog import findings, indexes, methods, patterns, requests, rules, values, versions
 from agent.config import problems
 
 _TOOLCACHE_RE = re.compile(r"(?a:[A-Za-z0-9][A-Za-z0-9._-]{0,63})")
@@ -163,6 +163,23 @@ class Gpu(_Strict):
     )
 
 
+class VersionIndex(_Strict):
+    """Where the upstream lists its releases, for versions the catalog does not list
+    (``node@19``). Checksums still come from the install method's checksum file, so only
+    a feature whose methods need no pinned hash per version may name one."""
+
+    kind: indexes.IndexKind = Field(
+        description=(
+            "The payload's form: node (dist/index.json), go (dl/?mode=json), pypi (the "
+            "JSON API), npm (a packument) or github-releases (the REST releases list)."
+        )
+    )
+    url: values.Line = Field(description="The https URL of the index, fetched through the mirrors.")
+    tag_prefix: values.Plain = Field(
+        default="v", description="github-releases: what the tags carry before the version."
+    )
+
+
 class Feature(_Strict):
     """One feature manifest."""
 
@@ -181,6 +198,7 @@ class Feature(_Strict):
     install: tuple[methods.Method, ...] = Field(min_length=1)
     env: methods.Env = Field(default_factory=methods.Env)
     check: methods.Check | None = None
+    version_index: VersionIndex | None = None
     writable_homes: dict[EnvName, tuple[values.RelativePath, ...]] = Field(
         default_factory=dict,
         max_length=16,

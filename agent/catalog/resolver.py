@@ -104,10 +104,13 @@ def resolve(
     *,
     store_root: str,
     notes: Sequence[str] = (),
+    indexed: Mapping[str, Sequence[str]] | None = None,
 ) -> Plan:
     """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem.
 
-    ``notes`` (how the requests were merged) lead the plan's warnings."""
+    ``notes`` (how the requests were merged) lead the plan's warnings. ``indexed`` maps
+    a feature to the versions its upstream's index lists (:func:`wanting_index` says
+    which to fetch): they join the catalog's own, which stay the offline fallback."""
     problems: list[str] = []
     warnings: list[str] = list(notes)
     wants = _collect(wanted, catalog, problems)
@@ -118,7 +121,8 @@ def resolve(
         # those they serve (both problems are reported together), then the method for it.
         candidates = _methods_for(feature, target, problems, _asked(feature, wants[ident]))
         served = _served(candidates)
-        version = _version_for(feature, wants[ident], target, problems, served)
+        extra = (indexed or {}).get(ident, ())
+        version = _version_for(feature, wants[ident], target, problems, served, extra)
         if version is None or not candidates:
             continue
         method = next(m for m in candidates if not m.versions or version in m.versions)
@@ -188,6 +192,26 @@ def _collect(
     return wants
 
 
+def wanting_index(
+    wanted: Sequence[requests.Request], catalog: loading.Catalog
+) -> list[manifest.Feature]:
+    """The requested features with a version index whose asked version the catalog's
+    own list does not meet (``node@19``): those whose index to consult. A version the
+    catalog lists needs no fetch, so resolution stays offline for everything it knows."""
+    found: dict[str, manifest.Feature] = {}
+    for request in wanted:
+        feature = catalog.features.get(request.id)
+        if feature is None or feature.version_index is None or request.spec is None:
+            continue
+        try:
+            spec = feature.expand(request.spec)
+        except versions.VersionSpecError:
+            continue  # reported by resolve
+        if spec is not None and versions.best_match(feature.version_list(), [spec]) is None:
+            found[feature.id] = feature
+    return [found[k] for k in sorted(found)]
+
+
 def _served(candidates: Sequence[methods.Method]) -> list[str] | None:
     """The versions the candidate methods serve; ``None`` when one serves them all."""
     if not candidates or any(not m.versions for m in candidates):
@@ -201,6 +225,7 @@ def _version_for(
     target: model.Platform,
     problems: list[str],
     served: list[str] | None = None,
+    extra: Sequence[str] = (),
 ) -> str | None:
     if not feature.versioned:
         asked = [(s, why) for s, why, _ in want.constraints if s is not None and s.text != "latest"]
@@ -213,6 +238,8 @@ def _version_for(
             return None
         return "system"
     known = feature.version_list()
+    if extra:
+        known = versions.sort_versions({*known, *extra})
     direct = [(s, why) for s, why, d in want.constraints if d and s is not None]
     required = [(s, why) for s, why, d in want.constraints if not d and s is not None]
     try:

@@ -298,6 +298,33 @@ def _gpu(feature: Feature, found: findings.Findings) -> None:
             return
 
 
+def _version_index(feature: Feature, found: findings.Findings) -> None:
+    index = feature.version_index
+    if index is None:
+        return
+    if not feature.versions:
+        found.add(("version_index",), "a version index needs versions: the feature has none")
+    if not index.url.startswith("https://"):
+        found.add(("version_index", "url"), f"{index.url!r} is not an https URL")
+    # A version only the index lists has no pinned hash: each archive method must verify
+    # against the upstream's checksum file (or a components' manifest), not a pin.
+    pinned = [
+        str(i)
+        for i, m in enumerate(feature.install)
+        if isinstance(m, methods.ArchiveMethod)
+        and not m.versions
+        and m.components is None
+        and not m.checksum_url
+    ]
+    if pinned:
+        found.add(
+            ("version_index",),
+            f"install[{', '.join(pinned)}] pins a sha256 per version, which a version only "
+            "the index lists lacks: give those methods a checksum_url, or limit them to "
+            "their versions",
+        )
+
+
 RULES: tuple[tuple[frozenset[str], Rule], ...] = (
     (frozenset({"versions"}), _versions),
     (frozenset({"aliases", "versions"}), _aliases),
@@ -308,5 +335,6 @@ RULES: tuple[tuple[frozenset[str], Rule], ...] = (
     (frozenset({"install", "versions"}), _relocatable),
     (frozenset({"env", "check", "install", "versions"}), _env_and_check),
     (frozenset({"gpu", "versions", "options"}), _gpu),
+    (frozenset({"version_index", "versions", "install"}), _version_index),
 )
 """Each rule with the fields it reads: it runs when all of them passed the schema."""

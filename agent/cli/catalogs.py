@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported where used: commands start fast
     from agent.catalog import resolver
     from agent.config import models as config_models
     from agent.platform import model
+    from agent.sources import indexes
 
 
 def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -247,8 +248,16 @@ def run_plan(args: argparse.Namespace) -> int:
     features = settings.features
     if args.environment:
         features = features.model_copy(update={"environment": args.environment})
+    from agent.sources import indexes
+
     plan = resolve_cli(
-        args.requests, args.team, catalog, target, features, store_root=str(settings.cache.root)
+        args.requests,
+        args.team,
+        catalog,
+        target,
+        features,
+        store_root=str(settings.cache.root),
+        version_indexes=indexes.from_settings(settings),
     )
     if isinstance(plan, int):
         return plan
@@ -264,12 +273,14 @@ def resolve_cli(
     features: config_models.FeaturesSettings,
     *,
     store_root: str,
+    version_indexes: indexes.VersionIndexes | None = None,
 ) -> resolver.Plan | int:
     """The plan for command-line requests (labels, and ``id@spec`` with full ranges) and
     an optional team file, as ``plan`` and ``ensure --local`` build it; or, after printing
     every problem, the exit code."""
     from agent.catalog import requests, resolver, team
 
+    looked = None
     try:
         team_config = team.load(team_path) if team_path else None
         labels = [r for r in given if r.lower().startswith(requests.PREFIX)]
@@ -279,8 +290,15 @@ def resolve_cli(
             if not r.lower().startswith(requests.PREFIX)
         ]
         merged = team.merge(team=team_config, settings=features, labels=labels, extra=extra)
+        wanting = resolver.wanting_index(merged.requests, catalog)
+        looked = version_indexes.lookup(wanting) if wanting and version_indexes else None
         return resolver.resolve(
-            merged.requests, catalog, target, store_root=store_root, notes=merged.notes
+            merged.requests,
+            catalog,
+            target,
+            store_root=store_root,
+            notes=[*merged.notes, *(looked.warnings if looked else [])],
+            indexed=looked.versions if looked else None,
         )
     except loading.ConfigError as exc:
         for problem in exc.problems:
@@ -289,4 +307,6 @@ def resolve_cli(
     except (requests.RequestError, team.TeamError, resolver.ResolutionError) as exc:
         for line in str(exc).splitlines():
             print(f"runner-agent: {line}", file=sys.stderr)
+        for warning in looked.warnings if looked else []:
+            print(f"runner-agent: note: {warning}", file=sys.stderr)
         return common.EXIT_BAD

@@ -211,6 +211,7 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     from agent.install import plans
     from agent.install.host import executor
     from agent.platform import detect, model
+    from agent.sources import indexes
     from agent.store import layout
 
     settings = common.settings(args)
@@ -224,6 +225,7 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
         target,
         settings.features,
         store_root=str(settings.cache.root),
+        version_indexes=indexes.from_settings(settings),
     )
     if isinstance(plan, int):
         return plan

@@ -206,6 +206,17 @@ class InstallerSettings(Section):
             "never logged or shown. Default none. pip and npm take their own credentials."
         ),
     )
+    version_index_ttl_seconds: Seconds = Field(
+        default=3600.0,
+        ge=60,
+        le=604800,
+        description=(
+            "How long a feature's version index (node's index.json, go's release list), "
+            "fetched for a version the catalog does not list, is kept on the store before "
+            "it is fetched again, in seconds. Default 1 h. Range 1 min-7 days: shorter "
+            "only adds fetches; longer hides new releases for as long."
+        ),
+    )
     netrc: AbsolutePath | None = Field(
         default=None,
         description=(

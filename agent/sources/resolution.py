@@ -7,7 +7,8 @@ exempt (:data:`UNCHECKED`: a plan only shows what would be installed, and an adm
 ensure bypasses it); every override the merge made is logged. A team document is held
 to :data:`MAX_TEAM_FEATURES` entries and :data:`MAX_TEAM_ENVIRONMENTS` environments,
 counted on the raw document before anything parses it, and anything bigger than a few
-requests is resolved in a thread, so a big request never holds the loop.
+requests, or naming a feature whose version index may be fetched
+(:mod:`agent.sources.indexes`), is resolved in a thread, so it never holds the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.platform import model
 from agent.platform import plans as wire
-from agent.sources import errors
+from agent.sources import errors, indexes
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,23 @@ async def resolve(
 ) -> resolver.Plan:
     """:func:`resolve_now`, on the loop when it is small and in a thread otherwise."""
     args = (catalog, settings, target, labels, extra, team_doc, options or {}, policy_for)
-    if team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS:
+    small = team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS
+    if small and not _names_indexed(catalog, [*labels, *extra]):
         return resolve_now(*args)  # a fraction of a millisecond: a thread hop costs more
     if team_doc is not None:
         check_team_size(team_doc)
     return await asyncio.to_thread(resolve_now, *args)
+
+
+def _names_indexed(catalog: catalog_loading.Catalog, texts: list[str]) -> bool:
+    # A feature with a version index may fetch it (blocking): never on the loop. Read
+    # loosely (the grammar runs later): "feature:node@19;x=y" and "node@19" name node.
+    for text in texts:
+        ident = text.lower().removeprefix(requests.PREFIX).partition("@")[0].partition(";")[0]
+        feature = catalog.features.get(ident.strip())
+        if feature is not None and feature.version_index is not None:
+            return True
+    return False
 
 
 def resolve_now(
@@ -101,16 +114,21 @@ def resolve_now(
     for note in merged.notes:
         # An override is easy to miss in a plan: the agent's log says it too.
         logger.info("request merge: %s", note)
+    wanting = resolver.wanting_index(merged.requests, catalog)
+    looked = indexes.from_settings(settings).lookup(wanting) if wanting else None
     try:
         return resolver.resolve(
             merged.requests,
             catalog,
             target,
             store_root=str(settings.cache.root),
-            notes=merged.notes,
+            notes=[*merged.notes, *(looked.warnings if looked else [])],
+            indexed=looked.versions if looked else None,
         )
     except resolver.ResolutionError as exc:
-        raise errors.Unresolvable(exc.problems[0], details={"problems": exc.problems}) from exc
+        # Why a version is unknown may be an index that could not be read: say so too.
+        found = [*exc.problems, *(looked.warnings if looked else [])]
+        raise errors.Unresolvable(found[0], details={"problems": found}) from exc
 
 
 def _with_options(

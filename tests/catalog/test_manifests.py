@@ -323,3 +323,29 @@ def test_a_methods_when_and_versions_are_checked(
     data["install"][0].update(method)
     [problem] = problems_for(tmp_path, data)
     assert fragment in problem
+
+
+def test_a_version_index_needs_methods_that_verify_without_a_pin(tmp_path: Path) -> None:
+    data = factories.archive_feature("kit")
+    method = data["install"][0]
+    del method["checksum_url"]
+    method["sha256"] = {
+        v: {"linux": factories.SHA, "darwin": factories.SHA} for v in data["versions"]
+    }
+    data["version_index"] = {"kind": "node", "url": "https://example.invalid/index.json"}
+    [problem] = problems_for(tmp_path, data)
+    assert "install[0] pins a sha256 per version, which a version only the index lists" in problem
+
+
+@pytest.mark.parametrize(
+    ("index", "fragment"),
+    [
+        ({"kind": "rubygems", "url": "https://x.invalid/i"}, "'rubygems'"),
+        ({"kind": "node", "url": "http://x.invalid/i"}, "is not an https URL"),
+    ],
+)
+def test_a_bad_version_index_is_named(tmp_path: Path, index: dict[str, str], fragment: str) -> None:
+    data = components_feature()
+    data["version_index"] = index
+    [problem] = problems_for(tmp_path, data)
+    assert fragment in problem

@@ -48,6 +48,7 @@ def test_every_default_is_pinned() -> None:
             "npm_registry": None,
             "connect_timeout_seconds": 10.0,
             "mirror_headers": {},
+            "version_index_ttl_seconds": 3600.0,
             "netrc": None,
             "ca_bundle": None,
             "parallelism": 2,

@@ -185,12 +185,15 @@ def fetch_checksum(checksum_url: str, file_name: str, *, policy: Policy = DEFAUL
     return found.pop()
 
 
-def fetch_document(url: str, *, policy: Policy = DEFAULT_POLICY) -> bytes:
-    """The body of a small document (a components' manifest), at most 1 MiB, fetched
-    through the mirrors and retried like a checksum file. Raises :class:`DownloadError`."""
+def fetch_document(
+    url: str, *, policy: Policy = DEFAULT_POLICY, limit: int = _CHECKSUM_LIMIT
+) -> bytes:
+    """The body of a small document (a components' manifest, a version index), at most
+    ``limit`` bytes (1 MiB), fetched through the mirrors and retried like a checksum
+    file. Raises :class:`DownloadError`."""
     target = rewrite(url, policy)
     transport.check_scheme(target)
-    return _retrying(target, policy, lambda: _read_small(target, policy))
+    return _retrying(target, policy, lambda: _read_small(target, policy, limit))
 
 
 # --- one attempt ----------------------------------------------------------------------
@@ -258,11 +261,11 @@ def _download_once(
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _read_small(url: str, policy: Policy) -> bytes:
+def _read_small(url: str, policy: Policy, limit: int = _CHECKSUM_LIMIT) -> bytes:
     body = bytearray()
     # A checksum file is no download to show: with the archive cached, a progress line
     # "downloading 0.0/0.0 MiB" read as if the cache had missed.
-    _transfer(url, policy, body.extend, limit=_CHECKSUM_LIMIT, report=False)
+    _transfer(url, policy, body.extend, limit=limit, report=False)
     return bytes(body)
 
 

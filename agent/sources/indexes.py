@@ -1,0 +1,150 @@
+"""Upstream version indexes, fetched through the mirrors and cached on the shared store.
+
+Policy:
+- an index is consulted only for a requested version the catalog's own list does not
+  meet (:func:`agent.catalog.resolver.wanting_index`): what the catalog knows resolves
+  offline, as before;
+- the index is fetched through the installer's mirrors, proxies and credentials, at most
+  :data:`agent.catalog.indexes.MAX_BYTES`, and kept on the store
+  (``.runner-agent/indexes/<sha256 of its URL>.json``) for ``ttl`` seconds, so a
+  thousand pods asking for ``node@19`` fetch it about once per TTL, not once each; it is
+  written atomically and read without following links, like every store file;
+- an index that cannot be fetched or parsed falls back to the stale copy, if any, and
+  else to the catalog's list; either way the plan carries a warning that says so. An
+  index never fails a resolution by itself: a version neither lists is refused by the
+  resolver, naming what is known;
+- the cached copy is parsed as strictly as a fresh one (a job that can write the store
+  could plant one): at worst it names versions that then fail their checksum download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.catalog import indexes, manifest
+from agent.config import models as config_models
+from agent.install import protocol
+from agent.install.fetch import downloads
+from agent.kits import urls
+from agent.store import layout, nofollow
+
+logger = logging.getLogger(__name__)
+
+_FOLDER = "indexes"
+
+
+@dataclass
+class Looked:
+    """What the indexes gave: versions per feature, and warnings for the plan."""
+
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VersionIndexes:
+    """Fetches and caches the version indexes features name (see the module's policy).
+    Blocking: call it from a thread, never on the event loop."""
+
+    store_root: Path | None
+    policy: downloads.Policy
+    ttl: float = 3600.0
+
+    def lookup(self, features: Sequence[manifest.Feature]) -> Looked:
+        """The versions each feature's index lists; warnings where one fell back."""
+        looked = Looked()
+        for feature in features:
+            if feature.version_index is None:
+                continue
+            found, warning = self._one(feature.id, feature.version_index)
+            if found is not None:
+                looked.versions[feature.id] = found
+            if warning is not None:
+                logger.warning("%s", warning)
+                looked.warnings.append(warning)
+        return looked
+
+    def _one(self, ident: str, index: manifest.VersionIndex) -> tuple[list[str] | None, str | None]:
+        shown = urls.hide_url(downloads.rewrite(index.url, self.policy))
+        cached = self._read(index.url)
+        stale: list[str] | None = None
+        if cached is not None:
+            try:
+                stale = self._parse(index, cached[0], shown)
+            except indexes.VersionIndexError as exc:
+                logger.warning("ignoring the cached version index of %s: %s", ident, exc)
+            else:
+                if cached[1] < self.ttl:
+                    return stale, None
+        try:
+            body = downloads.fetch_document(index.url, policy=self.policy, limit=indexes.MAX_BYTES)
+            found = self._parse(index, body, shown)
+        except (downloads.DownloadError, indexes.VersionIndexError) as exc:
+            if stale is not None and cached is not None:
+                return stale, (
+                    f"{ident}: its version index could not be refreshed ({exc}); using the "
+                    f"copy cached {int(cached[1])} s ago"
+                )
+            return None, (
+                f"{ident}: its version index could not be read ({exc}); only the catalog's "
+                "versions are known"
+            )
+        self._write(index.url, body)
+        return found, None
+
+    @staticmethod
+    def _parse(index: manifest.VersionIndex, body: bytes, shown: str) -> list[str]:
+        return indexes.parse(index.kind, body, source=shown, tag_prefix=index.tag_prefix)
+
+    # --- the cache on the store -----------------------------------------------------
+
+    def _name(self, url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()[:32] + ".json"
+
+    def _read(self, url: str) -> tuple[bytes, float] | None:
+        if self.store_root is None:
+            return None
+        try:
+            folder = nofollow.open_dir(self.store_root, (layout.META, _FOLDER))
+        except OSError:
+            return None
+        try:
+            info = os.stat(self._name(url), dir_fd=folder, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            body = nofollow.read_at(folder, self._name(url), indexes.MAX_BYTES)
+        except OSError:
+            return None
+        finally:
+            os.close(folder)
+        return body, max(0.0, time.time() - info.st_mtime)
+
+    def _write(self, url: str, body: bytes) -> None:
+        if self.store_root is None:
+            return
+        try:
+            folder = nofollow.open_dir(self.store_root, (layout.META, _FOLDER), create=True)
+            try:
+                nofollow.write_atomic_at(folder, self._name(url), body)
+            finally:
+                os.close(folder)
+        except OSError as exc:  # a read-only store still resolves, uncached
+            logger.warning("could not cache a version index on the store: %s", exc)
+
+
+def from_settings(settings: config_models.Settings) -> VersionIndexes:
+    """The indexes as the settings reach them: the installer's mirrors, proxies and
+    credentials, the store's cache and ``installer.version_index_ttl_seconds``."""
+    options = protocol.options_from(settings.installer, native=False)
+    return VersionIndexes(
+        store_root=settings.cache.root,
+        policy=options.policy,
+        ttl=settings.installer.version_index_ttl_seconds,
+    )

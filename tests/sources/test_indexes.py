@@ -1,0 +1,152 @@
+"""Version indexes against a real loopback server standing for the upstream (through
+installer.mirrors, as a mirror would serve it): a version only the index lists resolves
+(``runner-agent plan feature:node@19``), the index is cached on the store for its TTL,
+and an unreachable one falls back (to the stale copy, else to the catalog's versions)
+with a note that says so.
+
+Payloads: ``tests/catalog/data/indexes/node-dist-index.json`` is a verbatim published
+copy of nodejs.org's dist/index.json (see that folder's README); the node@19 case adds,
+in the same shape, one entry for v19.9.0 (a real release, 2023-04-10), since the copy
+stops at v14."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from agent.catalog import loading, requests, resolver
+from agent.config import paths
+from agent.install.fetch import downloads
+from agent.platform import model
+from agent.sources import indexes
+from tests.support.agentproc import run_cli
+from tests.support.server import Server, fail, ok
+
+DATA = Path(__file__).parents[1] / "catalog" / "data" / "indexes" / "node-dist-index.json"
+REAL = json.loads(DATA.read_text())
+NODE19 = {"version": "v19.9.0", "date": "2023-04-10", "files": ["linux-x64"], "lts": False}
+SERVED = json.dumps([NODE19, *REAL]).encode()
+HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+BUNDLED = loading.load([paths.bundled_catalog()])
+
+
+def catalog() -> loading.Catalog:
+    return BUNDLED
+
+
+def lookup(server: Server, store: Path, *, ttl: float = 3600.0) -> indexes.VersionIndexes:
+    mirrors = (("https://nodejs.org/dist/", server.url("/dist/")),)
+    policy = downloads.Policy(attempts=1, connect_timeout=2.0, stall_timeout=1.0, mirrors=mirrors)
+    return indexes.VersionIndexes(store_root=store, policy=policy, ttl=ttl)
+
+
+def plan(spec: str, found: indexes.VersionIndexes) -> resolver.Plan:
+    wanted = [requests.parse(f"feature:node@{spec}")]
+    bundled = catalog()
+    looked = found.lookup(resolver.wanting_index(wanted, bundled))
+    return resolver.resolve(
+        wanted,
+        bundled,
+        HERE,
+        store_root="/store",
+        notes=looked.warnings,
+        indexed=looked.versions,
+    )
+
+
+def test_a_version_only_the_index_lists_resolves_and_the_index_is_cached(
+    tmp_path: Path, http_server: Server
+) -> None:
+    http_server.route("/dist/index.json", ok(SERVED))
+    found = lookup(http_server, tmp_path)
+
+    [node] = plan("19", found).features
+    assert node["version"] == "19.9.0"
+    [download, _extract] = node["actions"]
+    assert download["url"] == "https://nodejs.org/dist/v19.9.0/node-v19.9.0-linux-x64.tar.gz"
+    assert download["checksum_url"] == "https://nodejs.org/dist/v19.9.0/SHASUMS256.txt"
+
+    # From the published copy as it is: 13.x, which the catalog does not list.
+    assert plan("13", found).features[0]["version"] == "13.14.0"
+    assert http_server.count("/dist/index.json") == 1  # the second plan read the store
+    assert list((tmp_path / ".runner-agent" / "indexes").glob("*.json"))
+
+
+def test_a_version_the_catalog_lists_never_fetches_the_index(
+    tmp_path: Path, http_server: Server
+) -> None:
+    http_server.route("/dist/index.json", ok(SERVED))
+    assert plan("20", lookup(http_server, tmp_path)).features[0]["version"] == "20.19.6"
+    assert http_server.count("/dist/index.json") == 0
+
+
+def test_an_expired_index_is_fetched_again(tmp_path: Path, http_server: Server) -> None:
+    http_server.route("/dist/index.json", ok(SERVED))
+    found = lookup(http_server, tmp_path, ttl=60)
+    plan("19", found)
+    [cached] = (tmp_path / ".runner-agent" / "indexes").glob("*.json")
+    old = time.time() - 120
+    os.utime(cached, (old, old))
+    plan("19", found)
+    assert http_server.count("/dist/index.json") == 2
+
+
+def test_an_unreachable_index_falls_back_to_the_stale_copy_with_a_note(
+    tmp_path: Path, http_server: Server
+) -> None:
+    http_server.route("/dist/index.json", ok(SERVED), fail(503))
+    found = lookup(http_server, tmp_path, ttl=60)
+    plan("19", found)
+    [cached] = (tmp_path / ".runner-agent" / "indexes").glob("*.json")
+    old = time.time() - 120
+    os.utime(cached, (old, old))
+
+    again = plan("19", found)
+    assert again.features[0]["version"] == "19.9.0"
+    assert any("could not be refreshed" in w and "HTTP 503" in w for w in again.warnings)
+
+
+def test_no_index_and_no_copy_leaves_the_catalog_s_versions_and_says_why(
+    tmp_path: Path, http_server: Server
+) -> None:
+    http_server.route("/dist/index.json", ok(b"<html>not an index</html>"))
+    wanted = [requests.parse("feature:node@19")]
+    bundled = catalog()
+    looked = lookup(http_server, tmp_path).lookup(resolver.wanting_index(wanted, bundled))
+    assert looked.versions == {}
+    [warning] = looked.warnings
+    assert "node: its version index could not be read" in warning
+    assert "only the catalog's versions are known" in warning
+    assert not (tmp_path / ".runner-agent" / "indexes").exists() or not list(
+        (tmp_path / ".runner-agent" / "indexes").glob("*.json")
+    )  # a bad payload is never cached
+
+
+def test_runner_agent_plan_resolves_node_19_against_a_served_index(
+    tmp_path: Path, http_server: Server
+) -> None:
+    http_server.route("/dist/index.json", ok(SERVED))
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cache": {"root": str(tmp_path / "store")},
+                "installer": {"mirrors": {"https://nodejs.org/dist/": http_server.url("/dist/")}},
+            }
+        )
+    )
+    proc = run_cli(
+        "plan", "feature:node@19", "--os", "linux", "--arch", "x64", "--config", str(config)
+    )
+    assert proc.returncode == 0, proc.stderr
+    [node] = json.loads(proc.stdout)["features"]
+    assert node["version"] == "19.9.0"
+
+    http_server.route("/dist/index.json", fail(404))
+    missing = run_cli("plan", "feature:node@17", "--os", "linux", "--config", str(config))
+    assert missing.returncode == 1
+    assert "node@17: no known version matches" in missing.stderr
