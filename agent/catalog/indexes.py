@@ -19,8 +19,8 @@ Policy:
   ``yanked`` key, as the API served before PEP 592, counts as not yanked), GitHub drafts
   and pre-releases are skipped; so are node versions without their ``v``, Go versions
   without their ``go`` and GitHub tags without ``tag_prefix``, which is stripped;
-- versions come back normalized (``str(Version)``: ``0.12.01`` becomes ``0.12.1``;
-  ``1.20`` stays ``1.20``, no ``.0`` is added), without duplicate strings, highest first
+- versions come back as the upstream spells them (after the prefix: ``0.12.01`` stays,
+  ``1.20`` gets no ``.0``; they go into URLs), without duplicate strings, highest first
   (ties between equal versions spelled differently, ``1.2`` and ``1.2.0``, by string),
   at most ``MAX_VERSIONS`` of them: the highest.
 """
@@ -204,8 +204,10 @@ def parse(kind: IndexKind, body: bytes, *, source: str, tag_prefix: str = "v") -
     try:
         for candidate in _EXTRACTORS[kind](document, tag_prefix):
             version = _stable(candidate)
-            if version is not None:
-                found.setdefault(str(version), version)
+            if version is not None and isinstance(candidate, str):
+                # The upstream's own spelling: it goes into URLs (v2024.01.15, v1.2.3-1),
+                # where PEP 440's normal form (2024.1.15, 1.2.3.post1) would 404.
+                found.setdefault(candidate, version)
     except _ShapeError as exc:
         raise VersionIndexError(
             f"{source}: the {kind} index is {exc}; expected {_SHAPES[kind]}"

@@ -306,6 +306,14 @@ def _version_index(feature: Feature, found: findings.Findings) -> None:
         found.add(("version_index",), "a version index needs versions: the feature has none")
     if not index.url.startswith("https://"):
         found.add(("version_index", "url"), f"{index.url!r} is not an https URL")
+    with_vars = [v.version for v in feature.versions if not isinstance(v, str) and v.vars]
+    if with_vars:
+        # A version only the index lists has none of them: its URLs could not render.
+        found.add(
+            ("version_index",),
+            f"versions {', '.join(with_vars)} carry vars, which a version only the index "
+            "lists lacks: a feature with a version index needs versions without vars",
+        )
     # A version only the index lists has no pinned hash: each archive method must verify
     # against the upstream's checksum file (or a components' manifest), not a pin.
     pinned = [

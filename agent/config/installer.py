@@ -68,6 +68,17 @@ def _check_mirror(value: str) -> str:
 MirrorURL = Annotated[str, AfterValidator(_check_mirror)]
 
 
+def _check_prefix(value: str) -> str:
+    _check_mirror(value)
+    if not value.endswith("/"):
+        # "https://mirror.corp" would also match "https://mirror.corp.evil.example/".
+        raise ValueError(f"{hide_password(value)!r} must end in '/': it is a URL prefix")
+    return value
+
+
+URLPrefix = Annotated[str, AfterValidator(_check_prefix)]
+
+
 def _check_named_index(value: str) -> str:
     _check_index(value)
     if "?" in value or "#" in value:
@@ -194,7 +205,7 @@ class InstallerSettings(Section):
             "Range 0.5-600 s: a TLS handshake needs some room; ten minutes is an outage."
         ),
     )
-    mirror_headers: dict[MirrorURL, AbsolutePath] = Field(
+    mirror_headers: dict[URLPrefix, AbsolutePath] = Field(
         default_factory=dict,
         max_length=32,
         description=(

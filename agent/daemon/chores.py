@@ -175,9 +175,19 @@ def preinstall_plan(
     """The plan for ``features.preinstall`` on this machine (blocking: run it in a thread)."""
     from agent.catalog import requests, resolver
     from agent.platform import detect
+    from agent.sources import indexes
 
     parsed = [requests.parse(r, allow_ranges=True, source="features.preinstall") for r in wanted]
-    plan = resolver.resolve(parsed, catalog, detect.detect(), store_root=str(settings.cache.root))
+    wanting = resolver.wanting_index(parsed, catalog)
+    looked = indexes.from_settings(settings).lookup(wanting) if wanting else None
+    plan = resolver.resolve(
+        parsed,
+        catalog,
+        detect.detect(),
+        store_root=str(settings.cache.root),
+        notes=looked.warnings if looked else (),
+        indexed=looked.versions if looked else None,
+    )
     return plan.to_data()
 
 

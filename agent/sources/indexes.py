@@ -13,16 +13,24 @@ Policy:
   else to the catalog's list; either way the plan carries a warning that says so. An
   index never fails a resolution by itself: a version neither lists is refused by the
   resolver, naming what is known;
-- the cached copy is parsed as strictly as a fresh one (a job that can write the store
-  could plant one): at worst it names versions that then fail their checksum download.
+- a cached copy is believed only if it is a regular file of the agent's own uid, with
+  one link, not writable by group or others, in a folder of the agent's own, and dated
+  no later than now (plus a minute of clock slack): a job that can write the store
+  cannot plant one. It is parsed as strictly as a fresh one;
+- one agent fetches an index at a time (a lock per URL), each fetch is tried at most
+  twice, and a failed one is not tried again for :data:`RETRY_AFTER` seconds, so a
+  flood of ``node@99`` requests costs one fetch a minute, not one each.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +46,12 @@ from agent.store import layout, nofollow
 logger = logging.getLogger(__name__)
 
 _FOLDER = "indexes"
+_CLOCK_SLACK = 60.0
+RETRY_AFTER = 60.0
+"""Seconds a failed fetch of an index is not tried again (in this process)."""
+_LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+_FAILED: dict[str, float] = {}
+_GUARD = threading.Lock()
 
 
 @dataclass
@@ -72,6 +86,14 @@ class VersionIndexes:
         return looked
 
     def _one(self, ident: str, index: manifest.VersionIndex) -> tuple[list[str] | None, str | None]:
+        with _GUARD:
+            lock = _LOCKS[index.url]
+        with lock:  # another thread fetching the same index: take its answer
+            return self._locked(ident, index)
+
+    def _locked(
+        self, ident: str, index: manifest.VersionIndex
+    ) -> tuple[list[str] | None, str | None]:
         shown = urls.hide_url(downloads.rewrite(index.url, self.policy))
         cached = self._read(index.url)
         stale: list[str] | None = None
@@ -83,10 +105,16 @@ class VersionIndexes:
             else:
                 if cached[1] < self.ttl:
                     return stale, None
+        failed = _FAILED.get(index.url)
         try:
-            body = downloads.fetch_document(index.url, policy=self.policy, limit=indexes.MAX_BYTES)
+            if failed is not None and time.monotonic() - failed < RETRY_AFTER:
+                raise _Recent(f"it failed {int(time.monotonic() - failed)} s ago")
+            policy = dataclasses.replace(self.policy, attempts=min(self.policy.attempts, 2))
+            body = downloads.fetch_document(index.url, policy=policy, limit=indexes.MAX_BYTES)
             found = self._parse(index, body, shown)
-        except (downloads.DownloadError, indexes.VersionIndexError) as exc:
+        except (downloads.DownloadError, indexes.VersionIndexError, _Recent) as exc:
+            if not isinstance(exc, _Recent):
+                _FAILED[index.url] = time.monotonic()
             if stale is not None and cached is not None:
                 return stale, (
                     f"{ident}: its version index could not be refreshed ({exc}); using the "
@@ -96,6 +124,7 @@ class VersionIndexes:
                 f"{ident}: its version index could not be read ({exc}); only the catalog's "
                 "versions are known"
             )
+        _FAILED.pop(index.url, None)
         self._write(index.url, body)
         return found, None
 
@@ -116,14 +145,24 @@ class VersionIndexes:
         except OSError:
             return None
         try:
-            info = os.stat(self._name(url), dir_fd=folder, follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode):
-                return None
-            body = nofollow.read_at(folder, self._name(url), indexes.MAX_BYTES)
+            if os.fstat(folder).st_uid != os.geteuid():
+                return None  # a folder someone else made: nothing in it is ours
+            fd = nofollow.open_file(folder, self._name(url), os.O_RDONLY)
         except OSError:
             return None
         finally:
             os.close(folder)
+        try:
+            info = os.fstat(fd)
+            if not _believable(info):
+                return None
+            body = os.read(fd, indexes.MAX_BYTES + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if len(body) > indexes.MAX_BYTES:
+            return None
         return body, max(0.0, time.time() - info.st_mtime)
 
     def _write(self, url: str, body: bytes) -> None:
@@ -147,4 +186,18 @@ def from_settings(settings: config_models.Settings) -> VersionIndexes:
         store_root=settings.cache.root,
         policy=options.policy,
         ttl=settings.installer.version_index_ttl_seconds,
+    )
+
+
+class _Recent(Exception):
+    """A fetch of this index failed moments ago: not tried again yet."""
+
+
+def _believable(info: os.stat_result) -> bool:
+    return (
+        stat.S_ISREG(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and info.st_nlink == 1
+        and not info.st_mode & 0o022
+        and info.st_mtime <= time.time() + _CLOCK_SLACK
     )

@@ -187,14 +187,15 @@ def test_longest_allowed_version() -> None:
     assert _parse("node", [{"version": f"v{version}"}]) == [version]
 
 
-def test_normalized_deduplicated_and_sorted_highest_first() -> None:
+def test_spelt_as_upstream_deduplicated_and_sorted_highest_first() -> None:
     payload = {
         "releases": {
             version: [{"yanked": False}]
             for version in ["0.12.01", "0.12.1", "1.2", "1.2.0", "1.10.0", "1.9.9", "10.0"]
         }
     }
-    assert _parse("pypi", payload) == ["10.0", "1.10.0", "1.9.9", "1.2.0", "1.2", "0.12.1"]
+    expected = ["10.0", "1.10.0", "1.9.9", "1.2.0", "1.2", "0.12.1", "0.12.01"]
+    assert _parse("pypi", payload) == expected
 
 
 def test_more_than_max_versions_keeps_the_highest() -> None:

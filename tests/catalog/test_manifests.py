@@ -349,3 +349,11 @@ def test_a_bad_version_index_is_named(tmp_path: Path, index: dict[str, str], fra
     data["version_index"] = index
     [problem] = problems_for(tmp_path, data)
     assert fragment in problem
+
+
+def test_a_version_index_refuses_versions_with_vars(tmp_path: Path) -> None:
+    data = factories.archive_feature("kit")
+    data["versions"] = ["1.0.0", {"version": "2.0.0", "vars": {"build": "7"}}]
+    data["version_index"] = {"kind": "node", "url": "https://example.invalid/index.json"}
+    problems = problems_for(tmp_path, data)
+    assert any("versions 2.0.0 carry vars, which a version only the index" in p for p in problems)

@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,7 @@ def test_a_missing_or_unreadable_file_is_named(tmp_path: Path, cache: DownloadCa
     with pytest.raises(credentials.CredentialError, match="cannot be read"):
         found.for_url("https://m.invalid/x")
     folder = credentials.Credentials(netrc=tmp_path)
-    with pytest.raises(credentials.CredentialError, match="cannot be read"):
+    with pytest.raises(credentials.CredentialError, match="is not a regular file"):
         folder.for_url("https://m.invalid/x")
 
 
@@ -241,3 +242,36 @@ def test_an_install_through_the_settings_is_served_by_a_mirror_that_demands_a_to
     assert "ci-t0ken" not in done.entry.receipt.read_text()
     log = store / ".runner-agent" / "logs" / f"{done.entry.key}.log"
     assert "ci-t0ken" not in log.read_text()
+
+
+def test_a_prefix_matches_at_a_slash_only(tmp_path: Path) -> None:
+    header = write(tmp_path / "header", "Authorization: Bearer s3cret")
+    found = credentials.Credentials(headers=(("https://mirror.invalid/", header),))
+    assert found.for_url("https://mirror.invalid/x") == {"Authorization": "Bearer s3cret"}
+    assert found.for_url("https://mirror.invalid.evil.invalid/x") == {}
+    [problem] = [
+        str(e) for e in _errors({"mirror_headers": {"https://mirror.invalid": str(header)}})
+    ]
+    assert "must end in '/'" in problem
+
+
+def _errors(installer: dict[str, object]) -> list[str]:
+    try:
+        models.Settings.model_validate({"installer": installer})
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+@pytest.mark.parametrize("name", ["Accept-Encoding", "User-Agent", "Range", "TE"])
+def test_a_header_the_transfer_owns_is_refused(tmp_path: Path, name: str) -> None:
+    header = write(tmp_path / "header", f"{name}: gzip")
+    with pytest.raises(credentials.CredentialError, match="does not hold one header line"):
+        credentials.header_from(header)
+
+
+def test_a_fifo_is_refused_rather_than_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "netrc"
+    os.mkfifo(fifo)
+    with pytest.raises(credentials.CredentialError, match="is not a regular file"):
+        credentials.Credentials(netrc=fifo).for_url("https://m.invalid/x")

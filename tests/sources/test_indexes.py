@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agent.catalog import loading, requests, resolver
@@ -36,6 +38,14 @@ BUNDLED = loading.load([paths.bundled_catalog()])
 
 def catalog() -> loading.Catalog:
     return BUNDLED
+
+
+@pytest.fixture(autouse=True)
+def no_failures_remembered() -> Iterator[None]:
+    # A failed fetch is not retried for a minute in this process: each test starts clean.
+    indexes._FAILED.clear()
+    yield
+    indexes._FAILED.clear()
 
 
 def lookup(server: Server, store: Path, *, ttl: float = 3600.0) -> indexes.VersionIndexes:
@@ -146,7 +156,49 @@ def test_runner_agent_plan_resolves_node_19_against_a_served_index(
     [node] = json.loads(proc.stdout)["features"]
     assert node["version"] == "19.9.0"
 
+    # Another store, no copy there, and an upstream that has no index: the catalog's list.
     http_server.route("/dist/index.json", fail(404))
-    missing = run_cli("plan", "feature:node@17", "--os", "linux", "--config", str(config))
+    config.write_text(config.read_text().replace(str(tmp_path / "store"), str(tmp_path / "b")))
+    missing = run_cli("plan", "feature:node@19", "--os", "linux", "--config", str(config))
     assert missing.returncode == 1
-    assert "node@17: no known version matches" in missing.stderr
+    assert "node@19: no known version matches" in missing.stderr
+    assert "note: node: its version index could not be read" in missing.stderr
+    assert "HTTP 404" in missing.stderr
+
+
+def _cached(store: Path) -> Path:
+    [cached] = (store / ".runner-agent" / "indexes").glob("*.json")
+    return cached
+
+
+@pytest.mark.parametrize("change", ["future", "writable", "linked"])
+def test_a_cached_copy_that_is_not_believable_is_fetched_again(
+    tmp_path: Path, http_server: Server, change: str
+) -> None:
+    http_server.route("/dist/index.json", ok(SERVED))
+    found = lookup(http_server, tmp_path)
+    plan("19", found)
+    cached = _cached(tmp_path)
+    # What a job that can write the store could plant: only 19.0.0, said to be fresh.
+    cached.write_text(json.dumps([{"version": "v19.0.0"}]))
+    if change == "future":
+        ahead = time.time() + 10 * 365 * 86400
+        os.utime(cached, (ahead, ahead))
+    elif change == "writable":
+        cached.chmod(0o666)
+    else:
+        os.link(cached, tmp_path / "hardlink")
+
+    assert plan("19", found).features[0]["version"] == "19.9.0"
+    assert http_server.count("/dist/index.json") == 2
+
+
+def test_a_failed_fetch_is_not_retried_at_once(tmp_path: Path, http_server: Server) -> None:
+    http_server.route("/dist/index.json", fail(503))
+    found = lookup(http_server, tmp_path)
+    wanted = [requests.parse("feature:node@19")]
+    for _ in range(5):
+        looked = found.lookup(resolver.wanting_index(wanted, BUNDLED))
+        assert looked.versions == {}
+    # The lookups' policy tries once; the four after the failure do not try at all.
+    assert http_server.count("/dist/index.json") == 1

@@ -26,13 +26,33 @@ import base64
 import netrc
 import os
 import re
+import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 _MAX_BYTES = 64 * 1024
 _TOKEN = re.compile(r"(?a:[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})")  # RFC 9110 field name
-_HOP_BY_HOP = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+# Headers the transfer itself sets or depends on: a credentials file has no business with
+# them (Accept-Encoding: gzip would fail every checksum).
+_NOT_OURS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "accept-encoding",
+        "user-agent",
+        "range",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 
 
 class CredentialError(Exception):
@@ -52,7 +72,9 @@ class Credentials:
     def for_url(self, url: str) -> dict[str, str]:
         """The headers to send with a request for ``url`` (which has no userinfo).
         Raises :class:`CredentialError`."""
-        matching = [(p, f) for p, f in self.headers if url.startswith(p)]
+        # A prefix ends at a "/" (the settings require it): "https://mirror.corp" must not
+        # match "https://mirror.corp.evil.example/".
+        matching = [(p, f) for p, f in self.headers if url.startswith(p) and p.endswith("/")]
         if matching:
             _, file = max(matching, key=lambda pf: len(pf[0]))
             name, value = header_from(file)
@@ -74,8 +96,10 @@ def _read(file: Path, what: str) -> str:
             "the setting"
         ) from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would block the reparse
+            raise CredentialError(f"the {what} {str(file)!a} is not a regular file")
         data = os.read(fd, _MAX_BYTES + 1)
-    except OSError as exc:  # a folder, a FIFO with no writer
+    except OSError as exc:  # a folder
         raise CredentialError(
             f"the {what} {str(file)!a} cannot be read ({exc.strerror}): give a regular file"
         ) from None
@@ -99,7 +123,7 @@ def header_from(file: Path) -> tuple[str, str]:
     if (
         not colon
         or not _TOKEN.fullmatch(name)
-        or name.lower() in _HOP_BY_HOP
+        or name.lower() in _NOT_OURS
         or not value
         or not all(c == "\t" or " " <= c <= "~" for c in value)  # visible ASCII
     ):
