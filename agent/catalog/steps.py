@@ -22,7 +22,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from agent.catalog import manifest, methods, patterns, templates
+from agent.catalog import lockfile, manifest, methods, patterns, templates
 from agent.platform import model, packagers
 from agent.platform import plans as wire
 
@@ -79,16 +79,30 @@ def build(
     option_env: dict[str, str],
     folder: str,
     python: tuple[str, str] | None = None,
+    locked: lockfile.Entry | None = None,
 ) -> list[wire.ToolAction]:
     """The actions that install ``feature`` at ``version`` with ``method`` into ``prefix``.
 
     ``python`` is the (version, prefix) of the ``python`` feature this one requires, for
     pip features that run on an interpreter: their wheels are chosen for that Python and
-    installed with it, not with the agent's.
+    installed with it, not with the agent's. ``locked`` is the lock's entry for this
+    version and target: an archive then comes from the lock's URL, verified by its hash
+    and size (see :func:`_pin`).
     """
+    if locked is not None and locked.method != method.method:
+        raise lockfile.LockMismatch(
+            f"the lock installs {feature.id} {version} by {locked.method}, the catalog now by "
+            f"{method.method}: run runner-agent features lock --upgrade {feature.id}"
+        )
     if isinstance(method, methods.ArchiveMethod):
         return _archive(
-            feature, method, version=version, target=target, prefix=prefix, values=values
+            feature,
+            method,
+            version=version,
+            target=target,
+            prefix=prefix,
+            values=values,
+            locked=locked,
         )
     if isinstance(method, methods.PipMethod):
         argv = [
@@ -170,12 +184,15 @@ def _archive(
     target: model.Platform,
     prefix: str,
     values: dict[str, str],
+    locked: lockfile.Entry | None = None,
 ) -> list[wire.ToolAction]:
     fill = dict(values)
     upstream = patterns.lookup(method.targets, target)
     if upstream is not None:
         fill["target"] = upstream
-    url = templates.render(method.url, fill)
+    artifact = _pin(feature, version, locked)
+    # A locked version the catalog dropped may lack the vars its URL needs: the lock's.
+    url = artifact.url if artifact else templates.render(method.url, fill)
     if method.components is not None:
         assert upstream is not None  # the method's validator requires targets for each
         components: wire.ComponentsAction = {
@@ -190,13 +207,28 @@ def _archive(
         }
         if method.components.links:
             components["links"] = dict(sorted(method.components.links.items()))
+        if artifact is not None:
+            # The manifest pins each component's hash: pinning the manifest pins them all.
+            components["manifest_url"] = artifact.url
+            components["base_url"] = templates.render(method.url, fill)
+            components["manifest_sha256"] = artifact.sha256
         return [components]
     file = url.rsplit("/", 1)[-1].split("?", 1)[0]
     if not _FILE_RE.fullmatch(file) or file in (".", ".."):
         raise ValueError(f"the archive URL {url!r} does not end in a file name")
     download: wire.DownloadAction = {"action": "download", "url": url, "file": file}
     pinned = patterns.lookup(method.sha256.get(version, {}), target)
-    if pinned is not None:
+    if artifact is not None:
+        if pinned is not None and pinned != artifact.sha256:
+            raise lockfile.LockMismatch(
+                f"the lock pins sha256 {artifact.sha256} for {feature.id} {version} on "
+                f"{target.triple}, the catalog {pinned}: one of them was changed; if the "
+                f"upstream republished it, run runner-agent features lock --upgrade {feature.id}"
+            )
+        download["sha256"] = artifact.sha256
+        download["size"] = artifact.size
+        download["locked"] = True
+    elif pinned is not None:
         download["sha256"] = pinned
     elif method.checksum_url:
         download["checksum_url"] = templates.render(method.checksum_url, fill)
@@ -214,6 +246,21 @@ def _archive(
     if method.merge:
         extract["merge"] = [templates.render(m, fill) for m in method.merge]
     return [download, extract]
+
+
+def _pin(
+    feature: manifest.Feature, version: str, locked: lockfile.Entry | None
+) -> lockfile.Artifact | None:
+    """The one artifact an archive step installs from, as the lock records it."""
+    if locked is None:
+        return None
+    if len(locked.artifacts) != 1:
+        raise lockfile.LockMismatch(
+            f"the lock lists {len(locked.artifacts)} artifacts for {feature.id} {version}; an "
+            "archive installs from exactly one (a file, or a components' manifest): run "
+            f"runner-agent features lock --upgrade {feature.id}"
+        )
+    return locked.artifacts[0]
 
 
 def system(method: methods.SystemMethod, target: model.Platform) -> list[wire.SystemAction]:

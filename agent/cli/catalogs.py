@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli import common
+from agent.cli import common, locking
 from agent.config import loading
 
 if TYPE_CHECKING:  # imported where used: commands start fast
     from agent.catalog import loading as catalog_loading
-    from agent.catalog import resolver
+    from agent.catalog import lockfile, resolver
     from agent.config import models as config_models
     from agent.platform import model
     from agent.sources import indexes
@@ -69,6 +69,7 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
         help="check dependencies against the given folders alone",
     )
     validate.set_defaults(run=run_validate)
+    locking.add_parser(fsub, config_arg)
 
     plan = sub.add_parser(
         "plan",
@@ -274,6 +275,7 @@ def resolve_cli(
     *,
     store_root: str,
     version_indexes: indexes.VersionIndexes | None = None,
+    lock: lockfile.Lock | None = None,
 ) -> resolver.Plan | int:
     """The plan for command-line requests (labels, and ``id@spec`` with full ranges) and
     an optional team file, as ``plan`` and ``ensure --local`` build it; or, after printing
@@ -290,7 +292,7 @@ def resolve_cli(
             if not r.lower().startswith(requests.PREFIX)
         ]
         merged = team.merge(team=team_config, settings=features, labels=labels, extra=extra)
-        wanting = resolver.wanting_index(merged.requests, catalog)
+        wanting = resolver.wanting_index(merged.requests, catalog, lock)
         looked = version_indexes.lookup(wanting) if wanting and version_indexes else None
         return resolver.resolve(
             merged.requests,
@@ -299,6 +301,7 @@ def resolve_cli(
             store_root=store_root,
             notes=[*merged.notes, *(looked.warnings if looked else [])],
             indexed=looked.versions if looked else None,
+            lock=lock,
         )
     except loading.ConfigError as exc:
         for problem in exc.problems:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agent.cli import client, common, progressview
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from agent.catalog import lockfile
     from agent.platform import model
     from agent.platform import plans as wire
 
@@ -35,6 +36,12 @@ def add_parsers(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     ensure.add_argument("requests", nargs="*", metavar="REQUEST")
     ensure.add_argument(
         "--team", type=Path, help="a .github/runner-config.yml whose features to ensure too"
+    )
+    ensure.add_argument(
+        "--lock",
+        type=Path,
+        metavar="FILE",
+        help="a lock file (runner-agent features lock): install exactly what it pins",
     )
     ensure.add_argument(
         "--local",
@@ -101,6 +108,11 @@ def _remote(args: argparse.Namespace, target: model.Platform | None) -> int:
         if isinstance(team_doc, int):
             return team_doc
         body["team"] = team_doc
+    if args.lock is not None:
+        lock = _lock(args.lock)
+        if isinstance(lock, int):
+            return lock
+        body["lock"] = cast("wire.JsonObject", json.loads(lock.dump()))
     if target is not None:
         body["target_platform"] = {
             "os": target.os,
@@ -218,6 +230,9 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
     local = detect.detect()
     target = model.for_host(requested, local)
     catalog = catalog_loading.load(catalog_loading.folders_for(settings.catalog))
+    lock = _lock(args.lock) if args.lock is not None else None
+    if isinstance(lock, int):
+        return lock
     plan = catalogs.resolve_cli(
         args.requests,
         args.team,
@@ -226,6 +241,7 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
         settings.features,
         store_root=str(settings.cache.root),
         version_indexes=indexes.from_settings(settings),
+        lock=lock,
     )
     if isinstance(plan, int):
         return plan
@@ -257,6 +273,20 @@ def _local(args: argparse.Namespace, requested: model.Platform | None) -> int:
         return common.fail(str(exc))
     view.close()
     return _finish(ensured.result, args.format, view.reported)
+
+
+def _lock(path: Path) -> lockfile.Lock | int:
+    """The lock file, checked here first so its problems name their place; or the exit
+    code after printing them."""
+    from agent.catalog import lockfile
+    from agent.cli import locking
+
+    try:
+        return locking.read(path)
+    except lockfile.LockError as exc:
+        for line in str(exc).splitlines():
+            print(f"runner-agent: {line}", file=sys.stderr)
+        return common.EXIT_BAD
 
 
 def _team_document(path: Path) -> wire.JsonObject | int:

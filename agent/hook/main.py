@@ -15,14 +15,16 @@ Policy:
   state; an agent that no longer knows the job (it restarted) had nothing to release;
 - ``ensure`` asks for features on top (labels ``feature:x@1`` or ``x@1``, at most 32),
   with the team file (``--team``, else the workspace's ``.github/runner-config.yml`` when
-  present), leased to the started job when there is one; it sets the job up like
-  ``started``.
+  present) and the lock file (``--lock``, else the workspace's
+  ``.github/runner-agent.lock`` when present: installs exactly what it pins), leased to
+  the started job when there is one; it sets the job up like ``started``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,8 @@ from agent.hook import apply, client, context, errors, report, session, state
 RESULTS = ("succeeded", "failed", "cancelled", "unknown")
 MAX_REQUESTS = 32
 MAX_TEAM_BYTES = 256 << 10
+MAX_LOCK_BYTES = 1 << 20
+"""The agent's limit on a lock (and on a request body)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     ensure = sub.add_parser("ensure", help="ensure more features for this job (a workflow step)")
     ensure.add_argument("labels", nargs="*", metavar="LABEL", help="feature:node@20 or node@20")
     ensure.add_argument("--team", default=None, help="a runner-config.yml to ensure too")
+    ensure.add_argument(
+        "--lock", default=None, help="a runner-agent.lock: install exactly what it pins"
+    )
     compiled = sub.add_parser(
         "precompile",
         help="write a copy of this zipapp with bytecode for this python3 (faster starts)",
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         assert args is not None
         if command == "precompile":
             return _precompile(args.output, reporter)
-        return ensure(env, reporter, list(args.labels), args.team)
+        return ensure(env, reporter, list(args.labels), args.team, args.lock)
     except errors.HookError as exc:
         for line in exc.lines() if isinstance(exc, client.AgentError) else [str(exc)]:
             reporter.error(line)
@@ -292,14 +299,50 @@ def _team(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
     return {"team": data} if isinstance(data, dict) else {"team_yaml": text}
 
 
+def _lock(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
+    path = named
+    if path is None:
+        workspace = env.get("GITHUB_WORKSPACE")
+        found = os.path.join(workspace, ".github", "runner-agent.lock") if workspace else None
+        if found is None or not os.path.isfile(found):
+            return {}
+        path = found
+    try:
+        # Non-blocking: a FIFO planted for the file must not hang the step.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise errors.BadInput(f"the lock file {path} is not a regular file")
+            raw = handle.read(MAX_LOCK_BYTES + 1)
+    except OSError as exc:
+        raise errors.BadInput(f"cannot read the lock file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_LOCK_BYTES:
+        raise errors.BadInput(f"the lock file {path} is over 1 MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise errors.BadInput(
+            f"the lock file {path} is not JSON ({str(exc)[:200]}): write it with "
+            "runner-agent features lock"
+        ) from None
+    if not isinstance(data, dict):
+        raise errors.BadInput(f"the lock file {path} holds a JSON {type(data).__name__}")
+    return {"lock": data}  # the agent checks the rest, and names each problem
+
+
 def ensure(
-    env: Mapping[str, str], reporter: report.Reporter, labels: list[str], team: str | None
+    env: Mapping[str, str],
+    reporter: report.Reporter,
+    labels: list[str],
+    team: str | None,
+    lock: str | None = None,
 ) -> int:
     """``ensure``: see the module."""
     client.unreachable_policy(env)
     wait = client.wait_seconds(env)
     body: dict[str, Any] = {"requests": _requests(labels)}
     body.update(_team(env, team))
+    body.update(_lock(env, lock))
     target = context.platform_of_runner(reporter.warn)
     if target is not None:
         body["target_platform"] = target  # what the job runs on, not the agent's machine

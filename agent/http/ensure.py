@@ -41,6 +41,13 @@ class EnsureRequest(models.ApiRequest):
     team: wire.JsonObject | None = Field(
         default=None, description="A .github/runner-config.yml document, as JSON."
     )
+    lock: wire.JsonObject | None = Field(
+        default=None,
+        description=(
+            "A .github/runner-agent.lock document, as JSON: the versions and artifacts to "
+            "install (runner-agent features lock writes it)."
+        ),
+    )
     target_platform: features.TargetModel | None = Field(
         default=None, description="The job's platform. Default: the agent's own."
     )
@@ -152,6 +159,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             team_doc=team_doc,
             options=body.options,
             policy_for=resolution.UNCHECKED if admin else repository,
+            lock=resolution.lock_from(body.lock, "lock"),
         )
     ).to_data()
     if job is not None:

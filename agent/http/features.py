@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import Field
 
 from agent.catalog import loading as catalog_loading
-from agent.catalog import resolver
+from agent.catalog import lockfile, resolver
 from agent.http import bodies, errors, models
 from agent.http.context import CONTEXT
 from agent.platform import model
@@ -70,6 +70,9 @@ class PlanRequest(models.ApiRequest):
     )
     team: wire.JsonObject | None = Field(
         default=None, description="A .github/runner-config.yml document, as JSON."
+    )
+    lock: wire.JsonObject | None = Field(
+        default=None, description="A .github/runner-agent.lock document, as JSON."
     )
     target: TargetModel
 
@@ -133,7 +136,12 @@ async def post_plan(request: web.Request) -> web.Response:
     body = await bodies.read_model(request, PlanRequest)
     target = to_platform(body.target)
     plan = await resolve(
-        request, target, labels=body.labels, extra=body.requests, team_doc=body.team
+        request,
+        target,
+        labels=body.labels,
+        extra=body.requests,
+        team_doc=body.team,
+        lock=resolution.lock_from(body.lock, "lock"),
     )
     return web.Response(text=plan.to_json(), content_type="application/json")
 
@@ -155,6 +163,7 @@ async def resolve(
     team_doc: wire.JsonObject | None = None,
     options: dict[str, dict[str, str]] | None = None,
     policy_for: resolution.PolicyFor = resolution.UNCHECKED,
+    lock: lockfile.Lock | None = None,
 ) -> resolver.Plan:
     """Merge labels, requests (with ``options`` per requested feature) and team
     configuration and resolve them for ``target`` (:func:`resolution.resolve`); its
@@ -169,4 +178,5 @@ async def resolve(
         team_doc=team_doc,
         options=options,
         policy_for=policy_for,
+        lock=lock,
     )

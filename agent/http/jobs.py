@@ -15,6 +15,7 @@ Policy:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal
 
@@ -252,6 +253,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     sources: dict[str, list[str]] = {"runner menu": _menu(menu)}
     warnings: list[str] = []
     team_doc = None
+    lock = None
     github = settings.github
     budget = github.request_timeout_seconds * github.max_attempts
     # Without GitHub the repository is the hook's word (docs/jobs.md: one trust domain
@@ -267,12 +269,16 @@ async def post_job(request: web.Request) -> web.StreamResponse:
             menu = list(running.labels)
             sources = {"job labels": _menu(menu)}
     if ctx.team_configs is not None and github.configured and body.repository and body.sha:
-        team_doc = await teamfiles.at_commit(
-            ctx.team_configs, body.repository, body.sha, seconds=budget
+        # The lock sits beside the team file: both are read at the job's commit, together.
+        team_doc, lock = await asyncio.gather(
+            teamfiles.at_commit(ctx.team_configs, body.repository, body.sha, seconds=budget),
+            teamfiles.lock_at_commit(ctx.team_configs, body.repository, body.sha, seconds=budget),
         )
         named = team_doc.get("features") if team_doc is not None else None
         if team_doc is not None:
             sources["team config"] = [str(f) for f in named][:50] if isinstance(named, list) else []
+        if lock is not None:
+            sources["lock"] = sorted({f"{i}@{v}" for i, v, _, _ in lock.entries()})[:50]
     if body.requests:
         sources["requests"] = list(body.requests)
     # Resolved before the job opens: a bad request leaves nothing open behind it.
@@ -284,6 +290,7 @@ async def post_job(request: web.Request) -> web.StreamResponse:
             extra=body.requests,
             team_doc=team_doc,
             policy_for=body.repository if trusted else None,
+            lock=lock,
         )
     ).to_data()
     spec = registry.JobSpec(

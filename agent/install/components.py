@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import hashlib
 import itertools
 import json
 import os
@@ -36,7 +37,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.install.fetch import downloads, extracting
+from agent.install.fetch import downloads, extracting, transport
 from agent.kits import progress
 from agent.platform import plans as wire
 from agent.store import installlog, receipts
@@ -134,6 +135,18 @@ def _component(name: str, listed: object, action: wire.ComponentsAction, where: 
     return Component(name, action["base_url"] + path, path, sha, size)
 
 
+def check_manifest(action: wire.ComponentsAction, body: bytes) -> None:
+    """A :class:`transport.LockViolation` if a locked components' manifest changed."""
+    locked = action.get("manifest_sha256")
+    if locked is not None and (actual := hashlib.sha256(body).hexdigest()) != locked:
+        raise transport.LockViolation(
+            action["manifest_url"],
+            what="the components' manifest's sha256",
+            locked=locked,
+            actual=actual,
+        )
+
+
 def install(
     action: wire.ComponentsAction,
     *,
@@ -147,6 +160,7 @@ def install(
     """Fetch the manifest, then download, verify and lay in each component; the sources
     for the receipt."""
     body = downloads.fetch_document(action["manifest_url"], policy=policy)
+    check_manifest(action, body)
     wanted, absent = parse(body, action)
     log.step("components", f"{action['manifest_url']}: {', '.join(c.name for c in wanted)}")
     if absent:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import models
-from agent.install import checking, components, methods, sandbox, watching
+from agent.install import artifacts, checking, components, methods, sandbox, watching
 from agent.install.fetch import credentials, downloads, extracting, network
 from agent.kits import progress, urls
 from agent.platform import plans as wire
@@ -308,18 +308,10 @@ def _download(
     options: Options,
     log: installlog.InstallLog,
 ) -> downloads.Artifact:
-    sha = action.get("sha256")
-    sha512 = None
-    if sha is None:
-        sha = downloads.fetch_checksum(
-            action["checksum_url"], action["file"], policy=options.policy
-        )
+    def heard(sha: str) -> None:
         log.step("checksum", f"{action['file']} {sha}")
-        if len(sha) == 128:  # the upstream publishes sha512 alone (.NET)
-            sha, sha512 = None, sha
-    artifact = downloads.fetch(
-        action["url"], cache, sha256=sha, policy=options.policy, sha512=sha512
-    )
+
+    artifact = artifacts.fetch(action, cache, options.policy, on_checksum=heard)
     log.step("download", f"{artifact.url} {artifact.size} bytes sha256 {artifact.sha256}")
     return artifact
 

@@ -68,6 +68,10 @@ class DownloadAction(_DownloadRequired, total=False):
 
     sha256: str
     checksum_url: str
+    size: int
+    """The byte count the lock recorded (with ``locked``)."""
+    locked: bool
+    """``sha256`` and ``size`` come from the lock file: a mismatch says so."""
 
 
 class _ExtractRequired(TypedDict):
@@ -109,6 +113,8 @@ class ComponentsAction(_ComponentsRequired, total=False):
     links: dict[str, str]
     """Symbolic links made once all are laid in: path -> target (relative to the link's
     folder), both inside ``dest``."""
+    manifest_sha256: str
+    """The manifest's sha256 as the lock file recorded it: the manifest must match."""
 
 
 class _RunRequired(TypedDict):

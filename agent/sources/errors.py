@@ -32,6 +32,11 @@ class InvalidTeam(Invalid):
     quoted with its source and line in ``details``."""
 
 
+class InvalidLock(Invalid):
+    """A lock file (a body's, or the one at the job's commit) has errors; each is in
+    ``details``, with its place in the file."""
+
+
 class InvalidRequest(SourceError):
     """A request, a label or an option does not parse, or names a feature twice."""
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.catalog import loading as catalog_loading
+from agent.catalog import lockfile
 from agent.config import models
 from agent.github import contents
 from agent.github import errors as github_errors
@@ -116,16 +117,20 @@ class Prewarmer:
             logger.warning("pre-warm of %s skipped: the catalog is still loading", job.name)
             return
         team_doc: wire.JsonObject | None = None
+        lock: lockfile.Lock | None = None
         if settings.github.configured and job.head_sha:
+            seconds = settings.github.request_timeout_seconds * settings.github.max_attempts
             try:
-                team_doc = await teamfiles.at_commit(
-                    self._team_configs,
-                    job.repository,
-                    job.head_sha,
-                    seconds=settings.github.request_timeout_seconds * settings.github.max_attempts,
+                team_doc, lock = await asyncio.gather(
+                    teamfiles.at_commit(
+                        self._team_configs, job.repository, job.head_sha, seconds=seconds
+                    ),
+                    teamfiles.lock_at_commit(
+                        self._team_configs, job.repository, job.head_sha, seconds=seconds
+                    ),
                 )
             except errors.SourceError as exc:
-                logger.warning("pre-warm of %s: no team config (%s)", job.name, exc.message)
+                logger.warning("pre-warm of %s: no team config or lock (%s)", job.name, exc.message)
         labels = self._requests(job)
         if not labels and team_doc is None:
             return
@@ -142,6 +147,7 @@ class Prewarmer:
                     team_doc,
                     {},
                     job.repository,
+                    lock,
                 )
             ).to_data()
         except errors.SourceError as exc:

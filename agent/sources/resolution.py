@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 
 from agent.catalog import loading as catalog_loading
-from agent.catalog import policy, requests, resolver, team
+from agent.catalog import lockfile, policy, requests, resolver, team
 from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.platform import model
@@ -55,10 +55,11 @@ async def resolve(
     team_doc: wire.JsonObject | None = None,
     options: dict[str, dict[str, str]] | None = None,
     policy_for: PolicyFor = UNCHECKED,
+    lock: lockfile.Lock | None = None,
 ) -> resolver.Plan:
     """:func:`resolve_now`, on the loop when it is small and in a thread otherwise."""
-    args = (catalog, settings, target, labels, extra, team_doc, options or {}, policy_for)
-    small = team_doc is None and len(labels) + len(extra) <= INLINE_ITEMS
+    args = (catalog, settings, target, labels, extra, team_doc, options or {}, policy_for, lock)
+    small = team_doc is None and lock is None and len(labels) + len(extra) <= INLINE_ITEMS
     if small and not _names_indexed(catalog, [*labels, *extra]):
         return resolve_now(*args)  # a fraction of a millisecond: a thread hop costs more
     if team_doc is not None:
@@ -86,8 +87,10 @@ def resolve_now(
     team_doc: wire.JsonObject | None,
     options: dict[str, dict[str, str]],
     policy_for: PolicyFor = UNCHECKED,
+    lock: lockfile.Lock | None = None,
 ) -> resolver.Plan:
-    """Merge, check policy and resolve (see the module); raises an
+    """Merge, check policy and resolve (see the module), pinned by ``lock`` when one is
+    given (:func:`resolver.resolve`); raises an
     :class:`errors.SourceError` subclass naming what to change."""
     try:
         team_config = team.parse(team_doc, source="team") if team_doc is not None else None
@@ -114,7 +117,7 @@ def resolve_now(
     for note in merged.notes:
         # An override is easy to miss in a plan: the agent's log says it too.
         logger.info("request merge: %s", note)
-    wanting = resolver.wanting_index(merged.requests, catalog)
+    wanting = resolver.wanting_index(merged.requests, catalog, lock)
     looked = indexes.from_settings(settings).lookup(wanting) if wanting else None
     try:
         return resolver.resolve(
@@ -124,6 +127,7 @@ def resolve_now(
             store_root=str(settings.cache.root),
             notes=[*merged.notes, *(looked.warnings if looked else [])],
             indexed=looked.versions if looked else None,
+            lock=lock,
         )
     except resolver.ResolutionError as exc:
         # Why a version is unknown may be an index that could not be read: say so too.
@@ -147,6 +151,20 @@ def _with_options(
         text = texts[at] + "".join(f";{name}={value}" for name, value in opts.items())
         parsed[at] = requests.parse(text, allow_ranges=True, source="request")
     return parsed
+
+
+def lock_from(data: wire.JsonObject | None, source: str) -> lockfile.Lock | None:
+    """The lock that a body's (or a commit's) parsed JSON holds; :class:`errors.InvalidLock`
+    lists its problems."""
+    if data is None:
+        return None
+    try:
+        return lockfile.from_data(data, source=source)
+    except lockfile.LockError as exc:
+        raise errors.InvalidLock(
+            f"{source} is not a usable lock file: {exc.problems[0]}",
+            details={"problems": exc.problems[:50]},
+        ) from exc
 
 
 def check_team_size(doc: wire.JsonObject) -> None:

@@ -12,14 +12,16 @@ when GitHub cannot say, the job runs on the runner's menu with a warning instead
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Protocol
 
+from agent.catalog import lockfile
 from agent.config import loading as config_loading
 from agent.github import contents, joblabels
 from agent.github import errors as github_errors
 from agent.platform import plans as wire
-from agent.sources import errors
+from agent.sources import errors, resolution
 
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -61,6 +63,39 @@ async def at_commit(
         return None
     source = f"{repository}@{sha[:12]}:{contents.TEAM_CONFIG}"
     return await asyncio.to_thread(team_from_yaml, text, source)
+
+
+async def lock_at_commit(
+    configs: contents.TeamConfigs, repository: str, sha: str, *, seconds: float
+) -> lockfile.Lock | None:
+    """The lock file of ``repository`` at ``sha`` (:data:`lockfile.PATH`, beside the team
+    file), or ``None`` when the commit has none; one with errors fails the job
+    (:class:`errors.InvalidLock`): a lock that cannot be read must not be ignored."""
+    if not _FULL_SHA.fullmatch(sha):
+        return None
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        text = await configs.get(repository, sha, path=lockfile.PATH, deadline=deadline)
+    except github_errors.GitHubError as exc:
+        raise errors.GitHubUnavailable(
+            f"cannot read {lockfile.PATH} of {repository} at {sha[:12]} from GitHub: {exc}"
+        ) from exc
+    if text is None:
+        return None
+    source = f"{repository}@{sha[:12]}:{lockfile.PATH}"
+    return await asyncio.to_thread(_parse_lock, text, source)
+
+
+def _parse_lock(text: str, source: str) -> lockfile.Lock:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise errors.InvalidLock(
+            f"{source} is not JSON ({str(exc)[:200]}); run runner-agent features lock"
+        ) from exc
+    lock = resolution.lock_from(data, source)
+    assert lock is not None
+    return lock
 
 
 class _JobStart(Protocol):

@@ -65,6 +65,22 @@ class ChecksumMismatch(DownloadError):
         )
 
 
+class LockViolation(DownloadError):
+    """The artifact is not the one the repository's lock file pins (trusted on first
+    use): nothing is kept; either the upstream (or a mirror) changed it, or the lock was
+    edited."""
+
+    def __init__(self, url: str, *, what: str, locked: str, actual: str) -> None:
+        self.locked, self.actual = locked, actual
+        super().__init__(
+            url,
+            f"{what} is {actual}, but the lock file pins {locked}",
+            "the artifact changed since the lock was written: if that is expected, run "
+            "runner-agent features lock --upgrade and review the diff",
+            transient=False,
+        )
+
+
 def fatal(url: str, problem: str, advice: str) -> DownloadError:
     return DownloadError(url, problem, advice, transient=False)
 

@@ -1,0 +1,402 @@
+"""``runner-agent features lock``: write, or check, a repository's lock file.
+
+Policy:
+- the requests are those of ``--features`` and the team file (``--team``, else the
+  working folder's ``.github/runner-config.yml``), merged as a job merges them;
+- writing keeps what the lock already pins wherever it still meets the requests (a lock
+  repeats builds; ``--upgrade [ID ...]`` re-resolves all, or the named features), and
+  records for each platform asked (``--platform``, else this machine) what an install
+  would download, fetched and verified into the download cache (trusted on first use);
+  entries for the platforms not asked are kept for the versions still locked;
+- ``--check`` uses no network: every entry must still be what the catalog would
+  install (same URL, same pinned hash, same method, a version it lists) and every
+  request must be locked; it lists each stale entry and exits 1 when there is one;
+- the file is written whole (temporary file, then rename) and read bounded, without
+  following a link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.cli import common
+
+if TYPE_CHECKING:  # imported where used: commands start fast
+    from agent.catalog import loading as catalog_loading
+    from agent.catalog import lockfile, resolver
+    from agent.config import models as config_models
+    from agent.platform import model
+    from agent.platform import plans as wire
+
+
+def add_parser(fsub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``features lock``."""
+    lock = fsub.add_parser(
+        "lock",
+        help="write or check the lock file (.github/runner-agent.lock)",
+        description=(
+            "Resolve the requests (--features, and the team file) and write the exact "
+            "version of each feature, and per platform the URL, sha256 and size of what "
+            "it installs from, to the lock file. Installs given the lock (the GitHub "
+            "source at the job's commit, runner-agent-hook ensure --lock) install exactly "
+            "that and refuse an artifact that changed. --check verifies the lock against "
+            "the catalog without the network: exit 0 when it is current, 1 when an entry "
+            "is stale or a request is not locked."
+        ),
+    )
+    lock.add_argument("--features", nargs="+", default=[], metavar="REQUEST")
+    lock.add_argument(
+        "--team", type=Path, help="a runner-config.yml (default: .github/runner-config.yml here)"
+    )
+    lock.add_argument("--environment", help="which environments.<name> of the team file applies")
+    lock.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH[/LIBC]",
+        help="a platform to lock for, e.g. linux/arm64/glibc (repeatable; default: this machine)",
+    )
+    lock.add_argument(
+        "--output", type=Path, default=None,
+        help="the lock file (default: .github/runner-agent.lock)",
+    )  # fmt: skip
+    lock.add_argument(
+        "--upgrade",
+        nargs="*",
+        default=None,
+        metavar="ID",
+        help="re-resolve these features (all, when none is named) instead of keeping their "
+        "locked versions",
+    )
+    lock.add_argument("--check", action="store_true", help="verify the lock offline; write nothing")
+    config_arg(lock)
+    lock.set_defaults(run=run_lock)
+
+
+def read(path: Path) -> lockfile.Lock:
+    """The lock at ``path``, read without following a link and bounded; raises
+    :class:`lockfile.LockError` (also for a file that cannot be read)."""
+    from agent.catalog import lockfile
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise lockfile.LockError(
+            [f"cannot be read ({exc.strerror}); give a regular file"], source=str(path)
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a FIFO would block
+            raise lockfile.LockError(["is not a regular file"], source=str(path))
+        data = handle.read(lockfile.MAX_BYTES + 1)
+    return lockfile.parse(data, source=str(path))
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    """Write or check the lock file."""
+    from agent.catalog import lockfile
+    from agent.cli import catalogs
+    from agent.platform import model
+
+    catalog, settings = catalogs._catalog(args)
+    output: Path = args.output or Path(lockfile.PATH)
+    team = args.team
+    if team is None and Path(".github/runner-config.yml").is_file():
+        team = Path(".github/runner-config.yml")
+    if not args.features and team is None:
+        return common.fail(
+            "nothing to lock: give --features (node@20 python@3.12 ...) or a team file "
+            "(--team, or run where .github/runner-config.yml is)",
+            common.EXIT_USAGE,
+        )
+    features = settings.features
+    if args.environment:
+        features = features.model_copy(update={"environment": args.environment})
+    old = None
+    if output.exists() or output.is_symlink():
+        try:
+            old = read(output)
+        except lockfile.LockError as exc:
+            if args.check:
+                return _problems(exc.problems, str(output))
+            # A broken lock is rewritten from scratch, and said so.
+            print(f"runner-agent: note: {exc}; writing it anew", file=sys.stderr)
+    elif args.check:
+        return common.fail(f"{output} does not exist: run runner-agent features lock to write it")
+    try:
+        targets = _targets(args.platform, old if args.check else None)
+    except model.PlatformError as exc:
+        return common.fail(str(exc), common.EXIT_USAGE)
+    requested = list(args.features)
+    if args.check:
+        assert old is not None
+        return _check(old, catalog, settings, targets, requested, team, features)
+    keep = _kept(old, args.upgrade)
+    return _write(keep, old, catalog, settings, targets, requested, team, features, output)
+
+
+def _targets(given: list[str], lock: lockfile.Lock | None) -> list[model.Platform]:
+    """The platforms to lock for: those given, else (checking) the lock's, else this one."""
+    from agent.platform import detect, model
+
+    local = detect.detect()
+    triples = list(given)
+    if not triples and lock is not None:
+        triples = sorted({p.partition(";")[0] for _, _, p, _ in lock.entries()})
+    if not triples:
+        return [local]
+    found = []
+    for triple in dict.fromkeys(triples):
+        parsed = model.Platform.parse_triple(triple)
+        if parsed.triple == local.triple:
+            found.append(local)
+        else:
+            found.append(parsed)
+    return found
+
+
+def _kept(old: lockfile.Lock | None, upgrade: list[str] | None) -> lockfile.Lock | None:
+    """What of the old lock pins versions: all of it, none (``--upgrade``), or all but
+    the features named."""
+    from agent.catalog import lockfile
+
+    if old is None or upgrade == []:
+        return None
+    if upgrade is None:
+        return old
+    named = {u.lower() for u in upgrade}
+    return lockfile.Lock({k: v for k, v in old.features.items() if k not in named})
+
+
+def _plan(
+    given: list[str],
+    team: Path | None,
+    catalog: catalog_loading.Catalog,
+    settings: config_models.Settings,
+    target: model.Platform,
+    features: config_models.FeaturesSettings,
+    lock: lockfile.Lock | None,
+    *,
+    online: bool,
+) -> resolver.Plan | int:
+    from agent.cli import catalogs
+    from agent.sources import indexes
+
+    return catalogs.resolve_cli(
+        given,
+        team,
+        catalog,
+        target,
+        features,
+        store_root=str(settings.cache.root),
+        version_indexes=indexes.from_settings(settings) if online else None,
+        lock=lock,
+    )
+
+
+def _write(
+    keep: lockfile.Lock | None,
+    old: lockfile.Lock | None,
+    catalog: catalog_loading.Catalog,
+    settings: config_models.Settings,
+    targets: list[model.Platform],
+    given: list[str],
+    team: Path | None,
+    features: config_models.FeaturesSettings,
+    output: Path,
+) -> int:
+    from agent.catalog import lockfile, resolver
+    from agent.install import artifacts, components, protocol
+    from agent.install.fetch import downloads
+
+    policy = protocol.options_from(settings.installer, native=True).policy
+    new = lockfile.Lock()
+    with _DownloadCache(settings) as cache:
+        for target in targets:
+            plan = _plan(given, team, catalog, settings, target, features, keep, online=True)
+            if isinstance(plan, int):
+                return plan
+            for warning in plan.warnings:
+                print(f"runner-agent: note: {warning}", file=sys.stderr)
+            for step in plan.features:
+                if step["method"] == "system":
+                    continue  # the distribution's packages: nothing to pin
+                key = resolver.lock_key(catalog, step, target)
+                try:
+                    seen = artifacts.observe(step, cache, policy)
+                except (downloads.DownloadError, components.ComponentError) as exc:
+                    return common.fail(f"{step['id']} {step['version']} on {key}: {exc}")
+                entry = lockfile.Entry(
+                    method=step["method"],
+                    artifacts=tuple(lockfile.Artifact(s.url, s.sha256, s.size) for s in seen),
+                )
+                new.put(step["id"], step["version"], key, entry)
+                shown = f"{len(seen)} artifact(s)" if seen else "version only"
+                print(f"locked {step['id']} {step['version']} for {key}: {shown}", file=sys.stderr)
+    asked = {t.triple for t in targets}
+    for ident, version, key, entry in old.entries() if old else ():
+        # Other platforms' entries stay, for the versions this run locked too.
+        if key.partition(";")[0] not in asked and version in new.features.get(ident, {}):
+            new.put(ident, version, key, entry)
+    try:
+        _save(output, new.dump())
+    except OSError as exc:
+        return common.fail(f"cannot write {output}: {exc.strerror}")
+    print(f"wrote {output}: {len(new)} entries", file=sys.stderr)
+    return common.EXIT_OK
+
+
+def _check(
+    lock: lockfile.Lock,
+    catalog: catalog_loading.Catalog,
+    settings: config_models.Settings,
+    targets: list[model.Platform],
+    given: list[str],
+    team: Path | None,
+    features: config_models.FeaturesSettings,
+) -> int:
+    from agent.catalog import resolver
+
+    stale: list[str] = []
+    used: set[tuple[str, str, str]] = set()
+    for target in targets:
+        plan = _plan(given, team, catalog, settings, target, features, lock, online=False)
+        if isinstance(plan, int):
+            return plan
+        for step in plan.features:
+            if step["method"] == "system":
+                continue
+            key = resolver.lock_key(catalog, step, target)
+            entry = lock.entry(step["id"], step["version"], key)
+            if entry is None:
+                stale.append(f"{step['id']}: not locked for {key} (resolves to {step['version']})")
+                continue
+            used.add((step["id"], step["version"], key))
+            fresh = _unlocked_step(catalog, step, target, settings)
+            stale += _compare(step, entry, key, fresh)
+    asked = {t.triple for t in targets}
+    for ident, version, key, _entry in lock.entries():
+        if key.partition(";")[0] in asked and (ident, version, key) not in used:
+            stale.append(f"{ident} {version} for {key}: no request uses it")
+    for line in stale:
+        print(f"stale: {line}")
+    if stale:
+        print(
+            f"{len(stale)} stale entr{'y' if len(stale) == 1 else 'ies'}: run runner-agent "
+            "features lock (add --upgrade ID to move a feature on)",
+            file=sys.stderr,
+        )
+        return common.EXIT_BAD
+    print(f"the lock is current: {len(lock)} entries", file=sys.stderr)
+    return common.EXIT_OK
+
+
+def _unlocked_step(
+    catalog: catalog_loading.Catalog,
+    step: wire.Step,
+    target: model.Platform,
+    settings: config_models.Settings,
+) -> wire.Step | str:
+    """The step the catalog alone makes for ``step``'s feature, version and options, or
+    why it makes none (it no longer lists the version)."""
+    from agent.catalog import manifest, requests, resolver
+
+    feature = catalog.features[step["id"]]
+    by_env = {manifest.option_env_name(name): name for name in feature.options}
+    options = "".join(
+        f";{by_env[k]}={v}" for k, v in sorted(step["options"].items()) if k in by_env
+    )
+    try:
+        request = requests.parse(
+            f"{step['id']}@=={step['version']}{options}", allow_ranges=True, source="lock"
+        )
+        plan = resolver.resolve([request], catalog, target, store_root=str(settings.cache.root))
+    except (requests.RequestError, resolver.ResolutionError) as exc:
+        return str(exc).splitlines()[0]
+    return next(s for s in plan.features if s["id"] == step["id"])
+
+
+def _compare(
+    step: wire.Step,
+    entry: lockfile.Entry,
+    key: str,
+    fresh: wire.Step | str,
+) -> list[str]:
+    where = f"{step['id']} {step['version']} for {key}"
+    if isinstance(fresh, str):
+        return [f"{where}: the catalog no longer installs it ({fresh}); it installs from the lock"]
+    if fresh["method"] != entry.method:
+        return [
+            f"{where}: the catalog now installs it by {fresh['method']}, the lock by {entry.method}"
+        ]
+    found: list[str] = []
+    actions: list[tuple[str, str | None]] = []  # (url, the sha256 the catalog pins)
+    for action in fresh["actions"] if fresh["method"] != "system" else []:
+        if action["action"] == "download":
+            actions.append((action["url"], action.get("sha256")))
+        elif action["action"] == "components":
+            actions.append((action["manifest_url"], None))
+    for artifact, (url, pinned) in zip(entry.artifacts, actions, strict=False):
+        if url != artifact.url:
+            found.append(f"{where}: the catalog now downloads {url}, the lock {artifact.url}")
+        if pinned is not None and pinned != artifact.sha256:
+            found.append(f"{where}: the catalog pins sha256 {pinned}, the lock {artifact.sha256}")
+    if len(actions) != len(entry.artifacts):
+        found.append(
+            f"{where}: the catalog installs from {len(actions)} artifact(s), the lock lists "
+            f"{len(entry.artifacts)}"
+        )
+    return found
+
+
+def _problems(problems: list[str], source: str) -> int:
+    for problem in problems:
+        print(f"{source}: {problem}")
+    return common.EXIT_BAD
+
+
+class _DownloadCache:
+    """The store's download cache, so the install after a lock downloads nothing; a
+    temporary one where the store cannot be written (a laptop)."""
+
+    def __init__(self, settings: config_models.Settings) -> None:
+        self.settings = settings
+        self.temporary: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Any:
+        from agent.install.fetch import downloads
+        from agent.store import layout
+
+        try:
+            store = layout.Store(self.settings.cache.root)
+            store.open()
+            return downloads.DownloadCache(store.downloads, store_root=store.root)
+        except (OSError, layout.StoreError):
+            self.temporary = tempfile.TemporaryDirectory(prefix="runner-agent-lock-")
+            root = Path(self.temporary.name)
+            return downloads.DownloadCache(root / "downloads", store_root=root)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.temporary is not None:
+            self.temporary.cleanup()
+
+
+def _save(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+        os.chmod(temp, 0o644)  # a file to commit, read by everyone
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

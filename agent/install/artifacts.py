@@ -1,0 +1,74 @@
+"""Fetching a plan's artifacts, verified: for an install and for the lock file.
+
+Policy: one way to verify a download, whoever asks. A ``download`` action is checked
+against the sha256 the plan carries (the catalog's, or the lock file's), else the
+upstream's checksum file; a locked one also against the lock's size, and a mismatch
+of either is a :class:`transport.LockViolation` naming both values. ``runner-agent
+features lock`` records what :func:`observe` sees (trusted on first use): the sha256
+and size of the bytes an install would use, fetched into the same download cache, so
+the install after it downloads nothing. A components' manifest is recorded by its own
+hash: it pins each component's, which the install verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from agent.install import components
+from agent.install.fetch import downloads, transport
+from agent.platform import plans as wire
+from agent.store import receipts
+
+
+def fetch(
+    action: wire.DownloadAction,
+    cache: downloads.DownloadCache,
+    policy: downloads.Policy,
+    *,
+    on_checksum: Callable[[str], None] | None = None,
+) -> downloads.Artifact:
+    """The verified artifact of a ``download`` action (see the module's policy);
+    ``on_checksum`` hears a digest read from a checksum file."""
+    sha = action.get("sha256")
+    sha512 = None
+    if sha is None:
+        sha = downloads.fetch_checksum(action["checksum_url"], action["file"], policy=policy)
+        if on_checksum is not None:
+            on_checksum(sha)
+        if len(sha) == 128:  # the upstream publishes sha512 alone (.NET)
+            sha, sha512 = None, sha
+    locked = action.get("locked", False)
+    try:
+        artifact = downloads.fetch(action["url"], cache, sha256=sha, policy=policy, sha512=sha512)
+    except transport.ChecksumMismatch as exc:
+        if not locked:
+            raise
+        raise transport.LockViolation(
+            exc.url, what="its sha256", locked=exc.expected, actual=exc.actual
+        ) from exc
+    if locked and "size" in action and artifact.size != action["size"]:
+        raise transport.LockViolation(
+            artifact.url, what="its size", locked=str(action["size"]), actual=str(artifact.size)
+        )
+    return artifact
+
+
+def observe(
+    step: wire.ToolStep, cache: downloads.DownloadCache, policy: downloads.Policy
+) -> list[receipts.Source]:
+    """What ``step`` installs from, verified, by the URL the plan names (the upstream's,
+    not a mirror's): the lock file's artifacts for it. Raises
+    :class:`transport.DownloadError` or :class:`components.ComponentError`."""
+    found: list[receipts.Source] = []
+    for action in step["actions"]:
+        if action["action"] == "download":
+            artifact = fetch(action, cache, policy)
+            found.append(receipts.Source(action["url"], artifact.sha256, artifact.size))
+        elif action["action"] == "components":
+            body = downloads.fetch_document(action["manifest_url"], policy=policy)
+            components.check_manifest(action, body)
+            components.parse(body, action)  # it lists what the step needs
+            digest = hashlib.sha256(body).hexdigest()
+            found.append(receipts.Source(action["manifest_url"], digest, len(body)))
+    return found

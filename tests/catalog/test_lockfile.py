@@ -1,0 +1,174 @@
+"""The lock file's format (strict, bounded, canonical) and resolution with a lock: locked
+versions win, artifacts come from the lock, a catalog that pins another hash is refused
+naming both, and a version the catalog dropped still resolves, with a warning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.catalog import loading, lockfile, requests, resolver
+from agent.config import paths
+from agent.platform import model
+
+HERE = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="apt")
+ARM = model.Platform(os="linux", arch="arm64", libc="glibc", package_manager="apt")
+BUNDLED = loading.load([paths.bundled_catalog()])
+SHA = "ab" * 32
+NODE_URL = "https://nodejs.org/dist/v20.11.1/node-v20.11.1-linux-x64.tar.gz"
+
+
+def node_lock(version: str = "20.11.1", url: str = NODE_URL, sha: str = SHA) -> lockfile.Lock:
+    lock = lockfile.Lock()
+    lock.put(
+        "node",
+        version,
+        "linux/x64/glibc",
+        lockfile.Entry("archive", (lockfile.Artifact(url, sha, 1234),)),
+    )
+    return lock
+
+
+def plan(*texts: str, lock: lockfile.Lock | None, target: model.Platform = HERE) -> resolver.Plan:
+    wanted = [requests.parse(t, allow_ranges=True, source="cli") for t in texts]
+    return resolver.resolve(wanted, BUNDLED, target, store_root="/store", lock=lock)
+
+
+def test_a_lock_round_trips_sorted_and_byte_identical() -> None:
+    lock = node_lock()
+    lock.put("jq", "1.7.1", "linux/x64/glibc", lockfile.Entry("archive", ()))
+    lock.put("ruff", "0.6.9", "linux/x64/glibc", lockfile.Entry("pip"))
+    text = lock.dump()
+    assert text.endswith("}\n")
+    assert list(json.loads(text)["features"]) == ["jq", "node", "ruff"]
+    again = lockfile.parse(text)
+    assert again.dump() == text
+    assert again.entry("node", "20.11.1", "linux/x64/glibc") == lock.entry(
+        "node", "20.11.1", "linux/x64/glibc"
+    )
+    assert len(again) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d.update(lockVersion=2), "lockVersion is '2'"),
+        (lambda d: d.update(extra=1), "unknown keys ['extra']"),
+        (lambda d: d["features"]["node"]["20.11.1"]["linux/x64/glibc"]["artifacts"][0].update(
+            sha256="XYZ"), "sha256 is 'XYZ'; expected 64 lowercase hex"),
+        (lambda d: d["features"]["node"]["20.11.1"]["linux/x64/glibc"]["artifacts"][0].update(
+            url="https://u:secret@mirror.invalid/x.tgz"), "holds credentials"),
+        (lambda d: d["features"]["node"]["20.11.1"]["linux/x64/glibc"]["artifacts"][0].update(
+            url="file:///etc/passwd"), "has scheme 'file'"),
+        (lambda d: d["features"]["node"]["20.11.1"]["linux/x64/glibc"]["artifacts"][0].update(
+            size=-1), "size is '-1'"),
+        (lambda d: d["features"]["node"]["20.11.1"]["linux/x64/glibc"].update(method="curl"),
+         "method is 'curl'"),
+        (lambda d: d["features"]["node"].update({"not a version": {}}), "not a version"),
+        (lambda d: d["features"].update({"../x": {}}), "not a feature id"),
+        (lambda d: d["features"]["node"]["20.11.1"].update({"linux x64": {}}),
+         "not a platform key"),
+    ],
+)  # fmt: skip
+def test_a_bad_lock_names_the_place_and_what_was_expected(change: object, named: str) -> None:
+    data = json.loads(node_lock().dump())
+    change(data)  # type: ignore[operator]
+    with pytest.raises(lockfile.LockError) as caught:
+        lockfile.parse(json.dumps(data), source="repo/.github/runner-agent.lock")
+    assert named in str(caught.value)
+    assert str(caught.value).startswith("repo/.github/runner-agent.lock: ")
+    assert "secret" not in str(caught.value)
+
+
+def test_a_lock_is_bounded_and_must_be_json() -> None:
+    with pytest.raises(lockfile.LockError, match="over the limit"):
+        lockfile.parse(b" " * (lockfile.MAX_BYTES + 1))
+    with pytest.raises(lockfile.LockError, match="is not JSON"):
+        lockfile.parse("{")
+    with pytest.raises(lockfile.LockError, match=r"nests too deeply|expected an object"):
+        lockfile.parse("[" * 100_000 + "]" * 100_000)
+    many = {"lockVersion": 1, "features": {f"f{n}": {} for n in range(lockfile.MAX_FEATURES + 1)}}
+    with pytest.raises(lockfile.LockError, match="over the limit"):
+        lockfile.from_data(many)
+
+
+def test_the_locked_version_wins_and_its_artifact_comes_from_the_lock() -> None:
+    newest = plan("node@20", lock=None).features[0]["version"]
+    assert newest != "20.11.1"  # the catalog knows newer 20.x: the lock holds it back
+    [node] = plan("node@20", lock=node_lock()).features
+    assert node["version"] == "20.11.1"
+    [download, _extract] = node["actions"]
+    assert download == {
+        "action": "download",
+        "url": NODE_URL,
+        "file": "node-v20.11.1-linux-x64.tar.gz",
+        "sha256": SHA,
+        "size": 1234,
+        "locked": True,
+    }
+
+
+def test_a_request_the_lock_does_not_meet_resolves_unlocked_with_a_warning() -> None:
+    resolved = plan("node@22", lock=node_lock())
+    assert resolved.features[0]["version"].startswith("22.")
+    assert "checksum_url" in resolved.features[0]["actions"][0]
+    assert any(
+        "not pinned by the lock: node 22." in w and "(locked: 20.11.1)" in w
+        for w in resolved.warnings
+    )
+
+
+def test_a_version_the_catalog_dropped_installs_from_the_lock_with_a_warning() -> None:
+    url = "https://nodejs.org/dist/v20.0.99/node-v20.0.99-linux-x64.tar.gz"
+    resolved = plan("node@20", lock=node_lock("20.0.99", url))
+    [node] = resolved.features
+    assert node["version"] == "20.0.99"
+    assert node["actions"][0]["url"] == url
+    assert any(
+        "node 20.0.99 is locked but the catalog no longer lists it" in w for w in resolved.warnings
+    )
+
+
+def test_a_catalog_that_pins_another_hash_is_refused_naming_both() -> None:
+    pinned = plan("protoc@31.1", lock=None).features[0]["actions"][0]["sha256"]
+    lock = lockfile.Lock()
+    url = "https://github.com/protocolbuffers/protobuf/releases/download/v31.1/protoc-31.1-linux-x86_64.zip"
+    lock.put(
+        "protoc",
+        "31.1",
+        "linux/x64/glibc",
+        lockfile.Entry("archive", (lockfile.Artifact(url, SHA, 1),)),
+    )
+    with pytest.raises(resolver.ResolutionError) as caught:
+        plan("protoc@31.1", lock=lock)
+    assert SHA in str(caught.value)
+    assert pinned in str(caught.value)
+    assert "features lock --upgrade protoc" in str(caught.value)
+
+
+def test_another_platform_than_the_locked_one_says_it_is_not_pinned() -> None:
+    resolved = plan("node@20", lock=node_lock(), target=ARM)
+    [node] = resolved.features
+    assert node["version"] == "20.11.1"  # the version is the lock's on every platform
+    assert "locked" not in node["actions"][0]
+    assert any("not for linux/arm64/glibc" in w for w in resolved.warnings)
+
+
+def test_an_entry_of_another_method_or_count_is_refused() -> None:
+    lock = lockfile.Lock()
+    lock.put("node", "20.11.1", "linux/x64/glibc", lockfile.Entry("pip"))
+    with pytest.raises(resolver.ResolutionError, match="by pip, the catalog now by archive"):
+        plan("node@20", lock=lock)
+    lock.put("node", "20.11.1", "linux/x64/glibc", lockfile.Entry("archive", ()))
+    with pytest.raises(resolver.ResolutionError, match="lists 0 artifacts"):
+        plan("node@20", lock=lock)
+
+
+def test_options_off_their_default_are_part_of_the_platform_key() -> None:
+    assert lockfile.platform_key("linux/x64/glibc", {}) == "linux/x64/glibc"
+    assert (
+        lockfile.platform_key("linux/x64/glibc", {"B": "2", "A": "1"}) == "linux/x64/glibc;A=1;B=2"
+    )
+    [node] = plan("node@20", lock=None).features
+    assert resolver.lock_key(BUNDLED, node, HERE) == "linux/x64/glibc"
