@@ -86,8 +86,8 @@ def build(
     ``python`` is the (version, prefix) of the ``python`` feature this one requires, for
     pip features that run on an interpreter: their wheels are chosen for that Python and
     installed with it, not with the agent's. ``locked`` is the lock's entry for this
-    version and target: an archive then comes from the lock's URL, verified by its hash
-    and size (see :func:`_pin`).
+    version and target: an archive is then verified by the lock's hash and size as well
+    as the catalog's, from the same URL (:func:`_same_url`).
     """
     if locked is not None and locked.method != method.method:
         raise lockfile.LockMismatch(
@@ -190,9 +190,8 @@ def _archive(
     upstream = patterns.lookup(method.targets, target)
     if upstream is not None:
         fill["target"] = upstream
+    url = templates.render(method.url, fill)
     artifact = _pin(feature, version, locked)
-    # A locked version the catalog dropped may lack the vars its URL needs: the lock's.
-    url = artifact.url if artifact else templates.render(method.url, fill)
     if method.components is not None:
         assert upstream is not None  # the method's validator requires targets for each
         components: wire.ComponentsAction = {
@@ -208,9 +207,8 @@ def _archive(
         if method.components.links:
             components["links"] = dict(sorted(method.components.links.items()))
         if artifact is not None:
+            _same_url(feature, version, target, artifact, components["manifest_url"])
             # The manifest pins each component's hash: pinning the manifest pins them all.
-            components["manifest_url"] = artifact.url
-            components["base_url"] = templates.render(method.url, fill)
             components["manifest_sha256"] = artifact.sha256
         return [components]
     file = url.rsplit("/", 1)[-1].split("?", 1)[0]
@@ -219,6 +217,7 @@ def _archive(
     download: wire.DownloadAction = {"action": "download", "url": url, "file": file}
     pinned = patterns.lookup(method.sha256.get(version, {}), target)
     if artifact is not None:
+        _same_url(feature, version, target, artifact, url)
         if pinned is not None and pinned != artifact.sha256:
             raise lockfile.LockMismatch(
                 f"the lock pins sha256 {artifact.sha256} for {feature.id} {version} on "
@@ -228,6 +227,9 @@ def _archive(
         download["sha256"] = artifact.sha256
         download["size"] = artifact.size
         download["locked"] = True
+        if pinned is None and method.checksum_url:
+            # Both must agree: the lock narrows what the catalog accepts, never widens it.
+            download["checksum_url"] = templates.render(method.checksum_url, fill)
     elif pinned is not None:
         download["sha256"] = pinned
     elif method.checksum_url:
@@ -261,6 +263,23 @@ def _pin(
             f"runner-agent features lock --upgrade {feature.id}"
         )
     return locked.artifacts[0]
+
+
+def _same_url(
+    feature: manifest.Feature,
+    version: str,
+    target: model.Platform,
+    artifact: lockfile.Artifact,
+    url: str,
+) -> None:
+    """A lock names what to expect, never where to fetch it from: the entry it fills is
+    shared with every repository's jobs, so its bytes come from the catalog's URL."""
+    if artifact.url != url:
+        raise lockfile.LockMismatch(
+            f"the lock downloads {feature.id} {version} on {target.triple} from "
+            f"{artifact.url}, the catalog from {url}; a lock cannot move where an artifact "
+            f"comes from: run runner-agent features lock --upgrade {feature.id}"
+        )
 
 
 def system(method: methods.SystemMethod, target: model.Platform) -> list[wire.SystemAction]:

@@ -1,9 +1,10 @@
 """Fetching a plan's artifacts, verified: for an install and for the lock file.
 
 Policy: one way to verify a download, whoever asks. A ``download`` action is checked
-against the sha256 the plan carries (the catalog's, or the lock file's), else the
-upstream's checksum file; a locked one also against the lock's size, and a mismatch
-of either is a :class:`transport.LockViolation` naming both values. ``runner-agent
+against the sha256 the plan carries (the catalog's) or the upstream's checksum file; a
+locked one against the lock file's sha256 and size as well, the checksum file still
+read where the catalog names one (the lock narrows what is accepted, never widens it),
+and any disagreement is a :class:`transport.LockViolation` naming both values. ``runner-agent
 features lock`` records what :func:`observe` sees (trusted on first use): the sha256
 and size of the bytes an install would use, fetched into the same download cache, so
 the install after it downloads nothing. A components' manifest is recorded by its own
@@ -31,16 +32,35 @@ def fetch(
     """The verified artifact of a ``download`` action (see the module's policy);
     ``on_checksum`` hears a digest read from a checksum file."""
     sha = action.get("sha256")
-    sha512 = None
-    if sha is None:
-        sha = downloads.fetch_checksum(action["checksum_url"], action["file"], policy=policy)
-        if on_checksum is not None:
-            on_checksum(sha)
-        if len(sha) == 128:  # the upstream publishes sha512 alone (.NET)
-            sha, sha512 = None, sha
     locked = action.get("locked", False)
+    sha512 = None
+    if "checksum_url" in action:
+        listed = downloads.fetch_checksum(action["checksum_url"], action["file"], policy=policy)
+        if on_checksum is not None:
+            on_checksum(listed)
+        if len(listed) == 128:  # the upstream publishes sha512 alone (.NET)
+            sha512 = listed
+        elif sha is not None and listed != sha:
+            # A locked step keeps the upstream's checksum file: both must agree.
+            raise transport.LockViolation(
+                action["checksum_url"],
+                what=f"the sha256 its checksum file lists for {action['file']}",
+                locked=sha,
+                actual=listed,
+            )
+        else:
+            sha = listed
     try:
-        artifact = downloads.fetch(action["url"], cache, sha256=sha, policy=policy, sha512=sha512)
+        if sha512 is not None:
+            artifact = downloads.fetch(
+                action["url"], cache, sha256=None, policy=policy, sha512=sha512
+            )
+            if sha is not None and artifact.sha256 != sha:
+                raise transport.ChecksumMismatch(
+                    artifact.url, expected=sha, actual=artifact.sha256, size=artifact.size
+                )
+        else:
+            artifact = downloads.fetch(action["url"], cache, sha256=sha, policy=policy)
     except transport.ChecksumMismatch as exc:
         if not locked:
             raise

@@ -165,7 +165,8 @@ def install(
     log.step("components", f"{action['manifest_url']}: {', '.join(c.name for c in wanted)}")
     if absent:
         log.step("components", f"not in this release: {', '.join(absent)}")
-    sources = []
+    # The manifest first: a lock file pins it (and, through it, every component).
+    sources = [receipts.Source(action["manifest_url"], hashlib.sha256(body).hexdigest(), len(body))]
     owners: dict[str, str] = {}
     left = limits.max_total_bytes  # one entry's cap, shared by all its components
     for index, component in enumerate(wanted):

@@ -135,6 +135,7 @@ def install(
     entry = entries.entry_of(store, step["prefix"])
     found = entries.lookup(entry, feature=step["id"], version=step["version"])
     if found is not None:
+        _as_locked(step, found, what)
         receipts.touch(entry)
         return entries.Installed(entry, found, cached=True)
     if step["method"] not in _BUILDERS and step["method"] != "archive":
@@ -159,6 +160,7 @@ def install(
         with lock_backend.hold(entry.lock, what=what, timeout=options.lock_timeout, done=finished):
             found = entries.lookup(entry, feature=step["id"], version=step["version"])
             if found is not None:  # another agent finished it while this one waited
+                _as_locked(step, found, what)
                 return entries.Installed(entry, found, cached=True)
             publishing.sweep(store, entry)
             receipt = _install_locked(store, entry, step, what, options)
@@ -167,7 +169,26 @@ def install(
         found = entries.lookup(entry, feature=step["id"], version=step["version"])
         if found is None:  # pragma: no cover - the marker vanished again at once
             raise InstallError(what, "lock", "the entry appeared and vanished; retry") from None
+        _as_locked(step, found, what)
         return entries.Installed(entry, found, cached=True)
+
+
+def _as_locked(step: wire.ToolStep, found: receipts.Receipt, what: str) -> None:
+    """A step a lock file pins takes a ready entry only if its receipt says it was made
+    from the pinned bytes: the entry is shared, and may have been installed (from the
+    catalog) after the upstream changed what it serves."""
+    missing = entries.not_as_locked(step, found)
+    have = {s.sha256 for s in found.sources}
+    if missing:
+        made = ", ".join(sorted(have)[:3]) or "(none recorded)"
+        raise InstallError(
+            what,
+            "lock",
+            f"the store's entry was made from sha256 {made}, but the lock file pins "
+            f"{', '.join(missing)}: the upstream's artifact changed since the lock was "
+            f"written (or the lock was edited); run runner-agent features lock --upgrade "
+            f"{step['id']} and review the diff",
+        )
 
 
 def _install_locked(

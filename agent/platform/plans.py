@@ -64,7 +64,8 @@ class _DownloadRequired(TypedDict):
 class DownloadAction(_DownloadRequired, total=False):
     """Fetch ``url`` into the download cache as ``file`` (an archive step), verified
     against ``sha256`` or, when the manifest pins none, the checksum file at
-    ``checksum_url``: exactly one of the two is set."""
+    ``checksum_url``: one of the two is set, both only with ``locked`` (then both must
+    agree)."""
 
     sha256: str
     checksum_url: str

@@ -128,7 +128,23 @@ def find(store: layout.Store, step: wire.ToolStep) -> Installed | None:
     """The step's entry when it is already complete (the warm path), else ``None``."""
     entry = entry_of(store, step["prefix"])
     found = lookup(entry, feature=step["id"], version=step["version"])
-    if found is None:
-        return None
+    if found is None or not_as_locked(step, found):
+        return None  # not as the lock pins it: the install says so (agent.install.protocol)
     receipts.touch(entry)
     return Installed(entry, found, cached=True)
+
+
+def not_as_locked(step: wire.ToolStep, found: receipts.Receipt) -> list[str]:
+    """The sha256 digests a lock file pins for ``step`` that the entry's receipt does not
+    name as its sources (an entry is shared, and may have been made, from the catalog,
+    after the upstream changed what it serves); empty for a step no lock pins."""
+    pinned = [a["sha256"] for a in step["actions"] if a["action"] == "download" and a.get("locked")]
+    pinned += [
+        a["manifest_sha256"]
+        for a in step["actions"]
+        if a["action"] == "components" and "manifest_sha256" in a
+    ]
+    if not pinned:
+        return []
+    have = {s.sha256 for s in found.sources}
+    return [p for p in pinned if p not in have]

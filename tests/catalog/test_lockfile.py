@@ -106,7 +106,17 @@ def test_the_locked_version_wins_and_its_artifact_comes_from_the_lock() -> None:
         "sha256": SHA,
         "size": 1234,
         "locked": True,
+        # The upstream's checksum file is still read: both must agree.
+        "checksum_url": "https://nodejs.org/dist/v20.11.1/SHASUMS256.txt",
     }
+
+
+def test_a_lock_cannot_move_where_an_artifact_comes_from() -> None:
+    # The entry is shared with every repository's jobs: its bytes come from the catalog.
+    elsewhere = "https://mirror.invalid/node-v20.11.1-linux-x64.tar.gz"
+    with pytest.raises(resolver.ResolutionError) as caught:
+        plan("node@20", lock=node_lock(url=elsewhere))
+    assert f"from {elsewhere}, the catalog from {NODE_URL}" in str(caught.value)
 
 
 def test_a_request_the_lock_does_not_meet_resolves_unlocked_with_a_warning() -> None:

@@ -106,6 +106,39 @@ def test_a_lock_round_trips_and_a_tampered_artifact_is_refused(
     assert "lock file pins" in refused.stderr
     assert not (tmp_path / "other" / "node" / "20.11.1" / "x64").exists()
 
+    # Only the artifact changed (the checksum file agrees with the lock): refused too.
+    http_server.route(
+        "/dist/v20.11.1/SHASUMS256.txt",
+        ok(f"{hashlib.sha256(body).hexdigest()}  {name}\n".encode()),
+    )
+    artifact_only = run_cli(
+        "ensure", "--local", "--lock", str(lock), "feature:node@20",
+        "--config", str(config(tmp_path, http_server, "other")),
+    )  # fmt: skip
+    assert artifact_only.returncode == 1
+    assert (
+        f"its sha256 is {hashlib.sha256(tampered).hexdigest()}, but the lock file pins"
+        in artifact_only.stderr
+    )
+
+    # A store whose entry was made from the changed upstream (no lock asked then): the
+    # lock refuses that entry rather than taking it as a hit.
+    http_server.route("/dist/v20.11.1/SHASUMS256.txt", ok(sums.encode()))
+    unlocked = run_cli(
+        "ensure", "--local", "feature:node@20.11.1",
+        "--config", str(config(tmp_path, http_server, "shared")),
+    )  # fmt: skip
+    assert unlocked.returncode == 0, unlocked.stderr
+    hit = run_cli(
+        "ensure", "--local", "--lock", str(lock), "feature:node@20",
+        "--config", str(config(tmp_path, http_server, "shared")),
+    )  # fmt: skip
+    assert hit.returncode == 1
+    assert (
+        f"the store's entry was made from sha256 {hashlib.sha256(tampered).hexdigest()}"
+        in hit.stderr
+    )
+
 
 def test_check_lists_stale_entries_offline(tmp_path: Path, http_server: Server) -> None:
     fixtures.serve_node(http_server)

@@ -398,11 +398,11 @@ def test_the_ensure_action_runs_the_hook(
 
     agent.script = lambda path, body, headers: Answer(lines=stream(runner))
     spec = yaml.safe_load((ACTION / "action.yml").read_text())
-    assert set(spec["inputs"]) == {"features", "team"}
+    assert set(spec["inputs"]) == {"features", "team", "lock"}
     [step] = spec["runs"]["steps"]
     script = tmp_path / "step.sh"
     script.write_text(step["run"])
-    extra = {"GITHUB_ACTION_PATH": str(ACTION), "RUNNER_AGENT_TEAM": "",
+    extra = {"GITHUB_ACTION_PATH": str(ACTION), "RUNNER_AGENT_TEAM": "", "RUNNER_AGENT_LOCK": "",
              "RUNNER_AGENT_FEATURES": "feature:ninja@1\n  cmake@3\n"}  # fmt: skip
     if how == "installed hook":
         folder = tmp_path / "hook"
