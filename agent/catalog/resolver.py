@@ -19,9 +19,7 @@ Policy:
 from __future__ import annotations
 
 import graphlib
-import hashlib
 import json
-import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -32,9 +30,8 @@ from agent.catalog import (
     manifest,
     methods,
     patterns,
+    planning,
     requests,
-    steps,
-    templates,
     versions,
 )
 from agent.platform import model
@@ -171,12 +168,12 @@ def resolve(
         )
         try:
             features.append(
-                _step(
+                planning.step(
                     catalog,
                     ident,
                     version,
                     method,
-                    wants[ident],
+                    _asked_of(wants[ident]),
                     target,
                     number,
                     store_root,
@@ -190,6 +187,11 @@ def resolve(
     if problems:
         raise ResolutionError(sorted(problems))
     return Plan(platform=target, features=features, warnings=warnings)
+
+
+def _asked_of(want: _Want) -> planning.Asked:
+    variant = want.variant
+    return planning.Asked(want.request, variant[0] if variant else None, want.requested_by)
 
 
 def _collect(
@@ -430,135 +432,3 @@ def _rounds(chosen: Mapping[str, object], catalog: loading.Catalog) -> list[tupl
 
 def _requires(catalog: loading.Catalog, ident: str, other: str) -> bool:
     return any(manifest.parse_requirement(r).id == other for r in catalog.features[ident].requires)
-
-
-def _step(
-    catalog: loading.Catalog,
-    ident: str,
-    version: str,
-    method: methods.Method,
-    want: _Want,
-    target: model.Platform,
-    number: int,
-    store_root: str,
-    python: tuple[str, str] | None = None,
-    lock: lockfile.Lock | None = None,
-    warnings: list[str] | None = None,
-) -> wire.Step:
-    feature = catalog.features[ident]
-    option_env = _options(feature, want.request, want.variant[0] if want.variant else None)
-    entry = None
-    if lock is not None and version in lock.versions(ident):
-        key = _lock_key(feature, option_env, target)
-        entry = lock.entry(ident, version, key)
-        if entry is None and warnings is not None and isinstance(method, methods.ArchiveMethod):
-            warnings.append(
-                f"{ident} {version} is locked, but not for {key}: its artifacts are verified "
-                "as the catalog says, not by the lock; run runner-agent features lock "
-                f"--platform {target.triple} to add it"
-            )
-    values = {
-        **(templates.version_fields(version) if version != "system" else {"version": version}),
-        "os": target.os,
-        "arch": target.arch,
-        "libc": target.libc or "",
-        **feature.version_vars(version),
-    }
-    env = method.env or feature.env
-    check = method.check or feature.check
-    if isinstance(method, methods.SystemMethod):
-        fill = {**values, "prefix": ""}
-        return {
-            "id": ident,
-            "name": feature.name,
-            "version": version,
-            "method": method.method,
-            "round": number,
-            "prefix": None,
-            "toolcache_name": feature.toolcache_name,
-            "requested_by": sorted(set(want.requested_by)),
-            "options": option_env,
-            "actions": steps.system(method, target),
-            "env": {"path": [], "vars": _vars(env, fill)},
-            "check": _check(check, fill),
-        }
-    # musl builds get a folder of their own: an Alpine job and a glibc job share the
-    # volume, and neither can run the other's binaries (setup-* looks up <arch> only,
-    # which is the glibc build).
-    leaf: str = target.arch if target.libc in (None, "glibc") else f"{target.arch}-{target.libc}"
-    if option_env != _options(feature, None) and isinstance(
-        method, methods.PipMethod | methods.NpmMethod | methods.ScriptMethod
-    ):
-        # Options that reach the install change what is installed: such an install
-        # gets its own folder, which setup-* (looking for <arch>) never picks up.
-        digest = hashlib.sha256(json.dumps(option_env, sort_keys=True).encode()).hexdigest()
-        leaf = f"{target.arch}-{digest[:12]}"
-    prefix = posixpath.join(store_root, feature.toolcache_name or feature.id, version, leaf)
-    actions = steps.build(
-        feature,
-        method,
-        version=version,
-        target=target,
-        prefix=prefix,
-        values=values,
-        option_env=option_env,
-        folder=str(catalog.folders[ident]),
-        python=python,
-        locked=entry,
-    )
-    fill = {**values, "prefix": prefix}
-    return {
-        "id": ident,
-        "name": feature.name,
-        "version": version,
-        "method": method.method,
-        "round": number,
-        "prefix": prefix,
-        "toolcache_name": feature.toolcache_name,
-        "requested_by": sorted(set(want.requested_by)),
-        "options": option_env,
-        "actions": actions,
-        "env": {
-            "path": [posixpath.normpath(posixpath.join(prefix, p)) for p in env.path],
-            "vars": _vars(env, fill),
-        },
-        "check": _check(check, fill),
-    }
-
-
-def lock_key(catalog: loading.Catalog, step: wire.Step, target: model.Platform) -> str:
-    """The lock's platform key for ``step`` of a plan for ``target``."""
-    return _lock_key(catalog.features[step["id"]], step["options"], target)
-
-
-def _lock_key(
-    feature: manifest.Feature, option_env: Mapping[str, str], target: model.Platform
-) -> str:
-    defaults = _options(feature, None)
-    changed = {k: v for k, v in option_env.items() if defaults.get(k) != v}
-    return lockfile.platform_key(target.triple, changed)
-
-
-def _vars(env: methods.Env, fill: dict[str, str]) -> dict[str, str]:
-    return {k: templates.render(v, fill) for k, v in env.vars.items()}
-
-
-def _check(check: methods.Check | None, fill: dict[str, str]) -> wire.Check | None:
-    if check is None:
-        return None
-    return {"argv": list(check.command), "expect": templates.render(check.expect, fill)}
-
-
-def _options(
-    feature: manifest.Feature, request: requests.Request | None, variant: str | None = None
-) -> dict[str, str]:
-    chosen = {name: opt.default_text() for name, opt in feature.options.items()}
-    if variant is not None and feature.gpu is not None and feature.gpu.variant_option:
-        chosen[feature.gpu.variant_option] = variant
-    for name, value in request.options if request else ():
-        option = feature.options.get(name)
-        if option is None:
-            known = ", ".join(sorted(feature.options)) or "none"
-            raise ValueError(f"no option {name!r}; its options: {known}")
-        chosen[name] = option.coerce(name, value)
-    return {manifest.option_env_name(k): v for k, v in sorted(chosen.items())}

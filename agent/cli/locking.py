@@ -212,7 +212,7 @@ def _write(
     features: config_models.FeaturesSettings,
     output: Path,
 ) -> int:
-    from agent.catalog import lockfile, resolver
+    from agent.catalog import lockfile, planning
     from agent.install import artifacts, components, protocol
     from agent.install.fetch import downloads
 
@@ -228,7 +228,7 @@ def _write(
             for step in plan.features:
                 if step["method"] == "system":
                     continue  # the distribution's packages: nothing to pin
-                key = resolver.lock_key(catalog, step, target)
+                key = planning.lock_key(catalog, step, target)
                 try:
                     seen = artifacts.observe(step, cache, policy)
                 except (downloads.DownloadError, components.ComponentError) as exc:
@@ -262,7 +262,7 @@ def _check(
     team: Path | None,
     features: config_models.FeaturesSettings,
 ) -> int:
-    from agent.catalog import lockfile, resolver
+    from agent.catalog import lockfile, planning
 
     # The lock's versions, not its artifacts: each step is then what the catalog alone
     # makes for that version, to compare with what the lock recorded.
@@ -276,7 +276,7 @@ def _check(
         for step in plan.features:
             if step["method"] == "system":
                 continue
-            key = resolver.lock_key(catalog, step, target)
+            key = planning.lock_key(catalog, step, target)
             entry = lock.entry(step["id"], step["version"], key)
             if entry is None:
                 stale.append(f"{step['id']}: not locked for {key} (resolves to {step['version']})")

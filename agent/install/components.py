@@ -166,7 +166,8 @@ def install(
     if absent:
         log.step("components", f"not in this release: {', '.join(absent)}")
     # The manifest first: a lock file pins it (and, through it, every component).
-    sources = [receipts.Source(action["manifest_url"], hashlib.sha256(body).hexdigest(), len(body))]
+    fetched = transport.shown(downloads.rewrite(action["manifest_url"], policy))
+    sources = [receipts.Source(fetched, hashlib.sha256(body).hexdigest(), len(body))]
     owners: dict[str, str] = {}
     left = limits.max_total_bytes  # one entry's cap, shared by all its components
     for index, component in enumerate(wanted):

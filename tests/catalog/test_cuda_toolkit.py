@@ -132,7 +132,9 @@ async def test_the_toolkit_installs_as_one_entry_from_an_nvidia_shaped_mirror(
         + document[n]["linux-x86_64"]["relative_path"]: document[n]["linux-x86_64"]
         for n in taken
     }
-    got = {s.url.replace(http_server.url("/"), SITE): s for s in receipt.sources}
+    manifest, *archives = receipt.sources
+    assert manifest.url.endswith(".json")  # the components' manifest, which a lock pins
+    got = {s.url.replace(http_server.url("/"), SITE): s for s in archives}
     assert set(got) == set(listed)
     for url, source in got.items():
         assert source.sha256 == listed[url]["sha256"]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from agent.catalog import loading, lockfile, requests, resolver
+from agent.catalog import loading, lockfile, planning, requests, resolver
 from agent.config import paths
 from agent.platform import model
 
@@ -181,4 +181,4 @@ def test_options_off_their_default_are_part_of_the_platform_key() -> None:
         lockfile.platform_key("linux/x64/glibc", {"B": "2", "A": "1"}) == "linux/x64/glibc;A=1;B=2"
     )
     [node] = plan("node@20", lock=None).features
-    assert resolver.lock_key(BUNDLED, node, HERE) == "linux/x64/glibc"
+    assert planning.lock_key(BUNDLED, node, HERE) == "linux/x64/glibc"
