@@ -202,3 +202,36 @@ def test_a_failed_fetch_is_not_retried_at_once(tmp_path: Path, http_server: Serv
         assert looked.versions == {}
     # The lookups' policy tries once; the four after the failure do not try at all.
     assert http_server.count("/dist/index.json") == 1
+
+
+def test_gh_resolves_a_release_only_its_github_releases_list_names(
+    tmp_path: Path, http_server: Server
+) -> None:
+    # GET /repos/gocardless/business/releases as dependabot recorded it, with one release
+    # object of the same shape added for gh v2.60.1 (a real release, 2024-10-29).
+    published = json.loads((DATA.parent / "github-business-releases.json").read_text())
+    release = dict(published[-1], tag_name="v2.60.1", name="GitHub CLI 2.60.1")
+    release.update(draft=False, prerelease=False)
+    http_server.route("/repos/cli/cli/releases", ok(json.dumps([release, *published]).encode()))
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cache": {"root": str(tmp_path / "store")},
+                "installer": {
+                    "mirrors": {"https://api.github.com/repos/": http_server.url("/repos/")}
+                },
+            }
+        )
+    )
+    proc = run_cli(
+        "plan", "feature:gh@2.60", "--os", "linux", "--arch", "x64", "--config", str(config)
+    )
+    assert proc.returncode == 0, proc.stderr
+    [gh] = json.loads(proc.stdout)["features"]
+    assert gh["version"] == "2.60.1"
+    [download, _extract] = gh["actions"]
+    base = "https://github.com/cli/cli/releases/download/v2.60.1"
+    assert download["url"] == f"{base}/gh_2.60.1_linux_amd64.tar.gz"
+    assert download["checksum_url"] == f"{base}/gh_2.60.1_checksums.txt"
+    assert http_server.count("/repos/cli/cli/releases") == 1
