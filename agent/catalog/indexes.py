@@ -1,8 +1,11 @@
 """Upstream version indexes: the release versions a published index lists.
 
 Parses the payload of one index (nodejs.org/dist/index.json, go.dev/dl/?mode=json, the
-PyPI JSON API, an npm packument, GitHub's list of releases) into the stable release
-versions it names. Pure: bytes in, strings out; fetching and caching are the caller's.
+PyPI JSON API, an npm packument, GitHub's list of releases, python-build-standalone's
+releases with their assets) into the stable release versions it names, each with the
+template vars the index gives it (python-build-standalone's ``release``, the build tag
+its URLs carry; none for the others). Pure: bytes in, strings out; fetching and caching
+are the caller's.
 
 Policy:
 - a payload over ``MAX_BYTES``, not UTF-8, not JSON, nested too deep, or not of the
@@ -19,6 +22,10 @@ Policy:
   ``yanked`` key, as the API served before PEP 592, counts as not yanked), GitHub drafts
   and pre-releases are skipped; so are node versions without their ``v``, Go versions
   without their ``go`` and GitHub tags without ``tag_prefix``, which is stripped;
+- python-build-standalone: a release's versions are those of its
+  ``cpython-<version>+<tag>-<target>-install_only.tar.gz`` assets, the tag being the
+  release's own (eight digits); a version in several releases takes the first listed
+  (GitHub lists the newest first);
 - versions come back as the upstream spells them (after the prefix: ``0.12.01`` stays,
   ``1.20`` gets no ``.0``; they go into URLs), without duplicate strings, highest first
   (ties between equal versions spelled differently, ``1.2`` and ``1.2.0``, by string),
@@ -34,7 +41,7 @@ from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
-IndexKind = Literal["node", "go", "pypi", "npm", "github-releases"]
+IndexKind = Literal["node", "go", "pypi", "npm", "github-releases", "python-build-standalone"]
 
 MAX_BYTES = 16 * 1024 * 1024
 MAX_VERSIONS = 10_000
@@ -57,7 +64,16 @@ _SHAPES: dict[str, str] = {
         'a JSON list of release objects with "tag_name", "draft" and "prerelease" '
         "(GitHub REST releases)"
     ),
+    "python-build-standalone": (
+        'a JSON list of release objects with "tag_name", "draft", "prerelease" and '
+        '"assets" named cpython-<version>+<tag>-<target>-install_only.tar.gz (GitHub REST '
+        "releases of python-build-standalone)"
+    ),
 }
+_PBS_TAG = re.compile(r"(?a:[0-9]{8})")
+_PBS_ASSET = re.compile(
+    r"(?a:cpython-([0-9][0-9A-Za-z.]{0,40})\+([0-9]{8})-[0-9A-Za-z_.+-]{1,120}-install_only\.tar\.gz)"
+)
 
 
 class _ShapeError(Exception):
@@ -138,13 +154,30 @@ def _github_releases(document: object, tag_prefix: str) -> Iterator[object]:
             yield tag[len(tag_prefix) :]
 
 
+def _python_build_standalone(document: object, tag_prefix: str) -> Iterator[object]:
+    for entry in _entries(document):
+        tag, assets = entry.get("tag_name"), entry.get("assets")
+        if entry.get("draft") is not False or entry.get("prerelease") is not False:
+            continue
+        if not isinstance(tag, str) or not _PBS_TAG.fullmatch(tag) or not isinstance(assets, list):
+            continue
+        for asset in assets:
+            name = asset.get("name") if isinstance(asset, dict) else None
+            found = _PBS_ASSET.fullmatch(name) if isinstance(name, str) else None
+            if found is not None and found.group(2) == tag:
+                yield found.group(1), {"release": tag}
+
+
 _EXTRACTORS: dict[str, Callable[[object, str], Iterator[object]]] = {
     "node": _node,
     "go": _go,
     "pypi": _pypi,
     "npm": _npm,
     "github-releases": _github_releases,
+    "python-build-standalone": _python_build_standalone,
 }
+VARS: dict[str, frozenset[str]] = {"python-build-standalone": frozenset({"release"})}
+"""The template vars each kind gives its versions (the others give none)."""
 
 
 def _stable(text: object) -> Version | None:
@@ -197,17 +230,25 @@ def parse(kind: IndexKind, body: bytes, *, source: str, tag_prefix: str = "v") -
     ``source`` (the index's URL, credentials already hidden by the caller) names the
     payload in errors; ``tag_prefix`` is what GitHub tags carry before the version.
     """
+    return list(parse_vars(kind, body, source=source, tag_prefix=tag_prefix))
+
+
+def parse_vars(
+    kind: IndexKind, body: bytes, *, source: str, tag_prefix: str = "v"
+) -> dict[str, dict[str, str]]:
+    """:func:`parse`, each version with the template vars the index gives it."""
     if kind not in _EXTRACTORS:
         raise ValueError(f"{kind!a} is not an index kind; expected one of {sorted(_SHAPES)}")
     document = _decode(kind, body, source)
-    found: dict[str, Version] = {}
+    found: dict[str, tuple[Version, dict[str, str]]] = {}
     try:
-        for candidate in _EXTRACTORS[kind](document, tag_prefix):
+        for item in _EXTRACTORS[kind](document, tag_prefix):
+            candidate, extra = item if isinstance(item, tuple) else (item, {})
             version = _stable(candidate)
             if version is not None and isinstance(candidate, str):
                 # The upstream's own spelling: it goes into URLs (v2024.01.15, v1.2.3-1),
                 # where PEP 440's normal form (2024.1.15, 1.2.3.post1) would 404.
-                found.setdefault(candidate, version)
+                found.setdefault(candidate, (version, extra))
     except _ShapeError as exc:
         raise VersionIndexError(
             f"{source}: the {kind} index is {exc}; expected {_SHAPES[kind]}"
@@ -217,5 +258,5 @@ def parse(kind: IndexKind, body: bytes, *, source: str, tag_prefix: str = "v") -
             f"{source}: the {kind} index lists no stable release version; "
             f"expected {_SHAPES[kind]}, with at least one stable release"
         )
-    ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
-    return [text for text, _ in ordered[:MAX_VERSIONS]]
+    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[0]), reverse=True)
+    return {text: extra for text, (_, extra) in ordered[:MAX_VERSIONS]}

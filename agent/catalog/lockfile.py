@@ -42,18 +42,21 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from agent.catalog import versions
+from agent.kits import urls
 
 PATH = ".github/runner-agent.lock"
 """Where a repository keeps its lock, beside ``.github/runner-config.yml``."""
 LOCK_VERSION = 1
-MAX_BYTES = 1024 * 1024
-"""A lock of 100 features on 4 platforms is ~100 KiB; the API's bodies stop at 1 MiB."""
+MAX_BYTES = 256 * 1024
+"""What the GitHub source reads of a file at a commit (as for the team file), and so
+the limit everywhere: a lock of 100 features on 4 platforms is ~100 KiB."""
 MAX_FEATURES = 512
 MAX_VERSIONS = 32
 """Versions of one feature (a repository may lock several, e.g. for a matrix)."""
 MAX_PLATFORMS = 32
 MAX_ARTIFACTS = 64
 MAX_URL = 2048
+MAX_PROBLEMS = 50
 MAX_SIZE = 1 << 40
 
 _ID = re.compile(r"(?a:[a-z0-9][a-z0-9._-]{0,63})")
@@ -176,7 +179,7 @@ def from_data(data: object, *, source: str = PATH) -> Lock:
     lock = Lock()
     if not isinstance(data, dict):
         raise LockError([f"is a JSON {type(data).__name__}; expected an object"], source=source)
-    if data.get("lockVersion") != LOCK_VERSION:
+    if type(data.get("lockVersion")) is not int or data.get("lockVersion") != LOCK_VERSION:
         problems.append(
             f"lockVersion is {str(data.get('lockVersion'))[:40]!a}; this agent reads version "
             f"{LOCK_VERSION}: run runner-agent features lock to write it again"
@@ -222,7 +225,11 @@ def from_data(data: object, *, source: str = PATH) -> Lock:
                 if entry is not None:
                     lock.put(ident, version, platform, entry)
     if problems:
-        raise LockError(problems, source=source)
+        # Each problem is one line; a file of thousands of bad entries gets the first few.
+        shown = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            shown.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+        raise LockError(shown, source=source)
     return lock
 
 
@@ -287,8 +294,11 @@ def check_url(url: object) -> str | None:
         parts = urlsplit(url)
     except ValueError:
         return "is not a URL"
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return f"has scheme {parts.scheme!r}; expected an http(s) URL with a host"
-    if "@" in parts.netloc:
+    # A password with an unencoded "/" reads as host and port: hide_url catches it.
+    if "@" in parts.netloc or urls.hide_url(url) != url or urls.authority_problem(url):
         return "holds credentials; a lock is committed: give them in installer.mirror_headers"
+    if parts.scheme not in ("https", "http"):
+        return f"has scheme {parts.scheme[:20]!a}; expected an http(s) URL"
+    if not parts.hostname:
+        return "has no host; expected an http(s) URL with a host"
     return None

@@ -42,9 +42,12 @@ def step(
     python: tuple[str, str] | None = None,
     lock: lockfile.Lock | None = None,
     warnings: list[str] | None = None,
+    index_vars: Mapping[str, str] | None = None,
 ) -> wire.Step:
     """The plan step that installs ``ident`` at ``version`` with ``method`` for ``target``
-    in round ``number``, pinned by ``lock``'s entry for it when there is one."""
+    in round ``number``, pinned by ``lock``'s entry for it when there is one;
+    ``index_vars`` are the template vars a version index gave ``version`` (the
+    catalog's own, for a version it lists, win)."""
     feature = catalog.features[ident]
     option_env = _options(feature, want.request, want.variant)
     entry = None
@@ -62,6 +65,7 @@ def step(
         "os": target.os,
         "arch": target.arch,
         "libc": target.libc or "",
+        **(index_vars or {}),
         **feature.version_vars(version),
     }
     env = method.env or feature.env

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import graphlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.catalog import (
@@ -102,14 +102,15 @@ def resolve(
     *,
     store_root: str,
     notes: Sequence[str] = (),
-    indexed: Mapping[str, Sequence[str]] | None = None,
+    indexed: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
     lock: lockfile.Lock | None = None,
 ) -> Plan:
     """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem.
 
     ``notes`` (how the requests were merged) lead the plan's warnings. ``indexed`` maps
-    a feature to the versions its upstream's index lists (:func:`wanting_index` says
-    which to fetch): they join the catalog's own, which stay the offline fallback.
+    a feature to the versions its upstream's index lists, each with the template vars
+    the index gives it (:func:`wanting_index` says which to fetch): they join the
+    catalog's own, which stay the offline fallback.
 
     With a ``lock``, a feature gets its highest locked version that meets every
     constraint (even one the catalog no longer lists, with a warning), and an archive
@@ -126,7 +127,7 @@ def resolve(
         # those they serve (both problems are reported together), then the method for it.
         candidates = _methods_for(feature, target, problems, _asked(feature, wants[ident]))
         served = _served(candidates)
-        extra = (indexed or {}).get(ident, ())
+        extra = (indexed or {}).get(ident, {})
         locked = lock.versions(ident) if lock is not None and feature.versioned else []
         version = _version_for(feature, wants[ident], target, problems, served, extra, locked)
         if version is None or not candidates:
@@ -142,8 +143,8 @@ def resolve(
                 )
             elif version not in feature.version_list() and version not in extra:
                 warnings.append(
-                    f"{ident} {version} is locked but the catalog no longer lists it: it "
-                    "installs from the lock's URLs and hashes"
+                    f"{ident} {version} is locked but the catalog does not list it (no longer, "
+                    "or only its version index does): it installs as the lock pins it"
                 )
         if feature.gpu:
             build = cuda.variant(feature, wants[ident].request, target)
@@ -180,6 +181,7 @@ def resolve(
                     runtime if _requires(catalog, ident, "python") else None,
                     lock,
                     warnings,
+                    (indexed or {}).get(ident, {}).get(version),
                 )
             )
         except Exception as exc:  # a manifest case the loader missed must not be a crash
@@ -260,7 +262,7 @@ def _version_for(
     target: model.Platform,
     problems: list[str],
     served: list[str] | None = None,
-    extra: Sequence[str] = (),
+    extra: Iterable[str] = (),
     locked: Sequence[str] = (),
 ) -> str | None:
     if not feature.versioned:
@@ -287,8 +289,12 @@ def _version_for(
     specs = [(s, why) for s, why in effective if s is not None]
     if locked:
         # The lock recorded exactly these: one that meets every constraint wins over
-        # newer ones, and a pre-release counts (someone locked it).
-        pinned = versions.best_match(locked, [s for s, _ in specs], prereleases=True)
+        # newer ones, and a pre-release counts (someone locked it). A version the catalog
+        # lists must also be one these methods serve here; one it does not list is the
+        # lock's word alone.
+        listed = set(known)
+        usable = [v for v in locked if served is None or v in served or v not in listed]
+        pinned = versions.best_match(usable, [s for s, _ in specs], prereleases=True)
         if pinned is not None:
             return pinned
     if served is not None:

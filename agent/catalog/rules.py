@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog import findings, methods, patterns, requests, templates, versions
+from agent.catalog import findings, indexes, methods, patterns, requests, templates, versions
 from agent.kits import environ
 from agent.platform import model, packagers
 
@@ -306,13 +306,18 @@ def _version_index(feature: Feature, found: findings.Findings) -> None:
         found.add(("version_index",), "a version index needs versions: the feature has none")
     if not index.url.startswith("https://"):
         found.add(("version_index", "url"), f"{index.url!r} is not an https URL")
-    with_vars = [v.version for v in feature.versions if not isinstance(v, str) and v.vars]
+    given = indexes.VARS.get(index.kind, frozenset())
+    with_vars = [
+        v.version for v in feature.versions if not isinstance(v, str) and set(v.vars) - given
+    ]
     if with_vars:
-        # A version only the index lists has none of them: its URLs could not render.
+        # A version only the index lists has only the vars the index gives: its URLs
+        # could not render.
         found.add(
             ("version_index",),
-            f"versions {', '.join(with_vars)} carry vars, which a version only the index "
-            "lists lacks: a feature with a version index needs versions without vars",
+            f"versions {', '.join(with_vars)} carry vars that a {index.kind} index does not "
+            f"give ({', '.join(sorted(given)) or 'it gives none'}): a feature with a version "
+            "index needs versions with no other vars",
         )
     # A version only the index lists has no pinned hash: each archive method must verify
     # against the upstream's checksum file (or a components' manifest), not a pin.

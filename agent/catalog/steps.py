@@ -23,6 +23,7 @@ import posixpath
 import re
 
 from agent.catalog import lockfile, manifest, methods, patterns, templates
+from agent.kits import urls
 from agent.platform import model, packagers
 from agent.platform import plans as wire
 
@@ -277,8 +278,9 @@ def _same_url(
     if artifact.url != url:
         raise lockfile.LockMismatch(
             f"the lock downloads {feature.id} {version} on {target.triple} from "
-            f"{artifact.url}, the catalog from {url}; a lock cannot move where an artifact "
-            f"comes from: run runner-agent features lock --upgrade {feature.id}"
+            f"{urls.hide_url(artifact.url)}, the catalog from {url}; a lock cannot move "
+            f"where an artifact comes from: run runner-agent features lock --upgrade "
+            f"{feature.id}"
         )
 
 

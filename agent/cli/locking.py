@@ -135,6 +135,13 @@ def run_lock(args: argparse.Namespace) -> int:
     except model.PlatformError as exc:
         return common.fail(str(exc), common.EXIT_USAGE)
     requested = list(args.features)
+    if args.check and args.upgrade is not None:
+        return common.fail("--check verifies the lock as it is: drop --upgrade", common.EXIT_USAGE)
+    unknown = [u for u in args.upgrade or [] if u.lower() not in catalog.features]
+    if unknown:
+        return common.fail(
+            f"--upgrade {' '.join(unknown)}: no such feature in the catalog", common.EXIT_USAGE
+        )
     if args.check:
         assert old is not None
         return _check(old, catalog, settings, targets, requested, team, features)
@@ -144,7 +151,9 @@ def run_lock(args: argparse.Namespace) -> int:
 
 def _targets(given: list[str], lock: lockfile.Lock | None) -> list[model.Platform]:
     """The platforms to lock for: those given, else (checking) the lock's, else this one."""
-    from agent.platform import detect, model
+    import dataclasses
+
+    from agent.platform import detect, model, packagers
 
     local = detect.detect()
     triples = list(given)
@@ -155,10 +164,16 @@ def _targets(given: list[str], lock: lockfile.Lock | None) -> list[model.Platfor
     found = []
     for triple in dict.fromkeys(triples):
         parsed = model.Platform.parse_triple(triple)
+        if parsed.os == "linux" and parsed.libc is None:
+            parsed = dataclasses.replace(parsed, libc="glibc")  # what linux/x64 jobs are
         if parsed.triple == local.triple:
             found.append(local)
-        else:
-            found.append(parsed)
+            continue
+        # Another platform: this machine's package manager on the same OS, else that OS's
+        # usual one, so features that install with it resolve (they lock nothing).
+        same = parsed.os == local.os
+        manager = local.package_manager if same else packagers.manager_for("unknown", os=parsed.os)
+        found.append(dataclasses.replace(parsed, package_manager=manager))
     return found
 
 
@@ -241,10 +256,18 @@ def _write(
                 shown = f"{len(seen)} artifact(s)" if seen else "version only"
                 print(f"locked {step['id']} {step['version']} for {key}: {shown}", file=sys.stderr)
     asked = {t.triple for t in targets}
+    moved = {i for i in (old.features if old else {}) if keep is None or i not in keep.features}
     for ident, version, key, entry in old.entries() if old else ():
-        # Other platforms' entries stay, for the versions this run locked too.
-        if key.partition(";")[0] not in asked and version in new.features.get(ident, {}):
+        # Other platforms' entries stay unless this run moved the feature to another
+        # version (--upgrade, or a request the old version no longer meets).
+        if key.partition(";")[0] in asked:
+            continue
+        if version in new.features.get(ident, {}) or (
+            ident not in moved and ident not in new.features
+        ):
             new.put(ident, version, key, entry)
+        else:
+            print(f"dropped {ident} {version} for {key}: it moved on", file=sys.stderr)
     try:
         _save(output, new.dump())
     except OSError as exc:
@@ -282,7 +305,9 @@ def _check(
                 stale.append(f"{step['id']}: not locked for {key} (resolves to {step['version']})")
                 continue
             used.add((step["id"], step["version"], key))
-            listed = step["version"] in catalog.features[step["id"]].version_list()
+            feature = catalog.features[step["id"]]
+            # Offline, a version only an index lists cannot be told from a dropped one.
+            listed = step["version"] in feature.version_list() or feature.version_index is not None
             stale += _compare(step, entry, key, listed)
     asked = {t.triple for t in targets}
     for ident, version, key, _entry in lock.entries():

@@ -38,8 +38,9 @@ from agent.hook import apply, client, context, errors, report, session, state
 RESULTS = ("succeeded", "failed", "cancelled", "unknown")
 MAX_REQUESTS = 32
 MAX_TEAM_BYTES = 256 << 10
-MAX_LOCK_BYTES = 1 << 20
-"""The agent's limit on a lock (and on a request body)."""
+MAX_LOCK_BYTES = 256 << 10
+"""The agent's limit on a lock (agent.catalog.lockfile.MAX_BYTES): with a team file of
+as much, the body stays well under the agent's 1 MiB."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -274,19 +275,32 @@ def _requests(labels: list[str]) -> list[str]:
     return out
 
 
-def _team(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
-    path = named
-    if path is None:
-        workspace = env.get("GITHUB_WORKSPACE")
-        found = os.path.join(workspace, ".github", "runner-config.yml") if workspace else None
-        if found is None or not os.path.isfile(found):
-            return {}
-        path = found
+def _read_bounded(path: str, limit: int, what: str) -> bytes:
+    """At most ``limit`` + 1 bytes of the regular file at ``path``; a FIFO or a device
+    planted there must not hang the step, so it is opened non-blocking and refused."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_TEAM_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise errors.BadInput(f"the {what} {path} is not a regular file")
+            return handle.read(limit + 1)
     except OSError as exc:
-        raise errors.BadInput(f"cannot read the team file {path}: {exc.strerror}") from None
+        raise errors.BadInput(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def _in_workspace(env: Mapping[str, str], name: str) -> str | None:
+    """``.github/<name>`` in the workspace if anything is there (a bad one is refused by
+    name, not skipped: the job must not run without what its repository asks for)."""
+    workspace = env.get("GITHUB_WORKSPACE")
+    found = os.path.join(workspace, ".github", name) if workspace else None
+    return found if found is not None and os.path.lexists(found) else None
+
+
+def _team(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
+    path = named or _in_workspace(env, "runner-config.yml")
+    if path is None:
+        return {}
+    raw = _read_bounded(path, MAX_TEAM_BYTES, "team file")
     if len(raw) > MAX_TEAM_BYTES:
         raise errors.BadInput(f"the team file {path} is over 256 KiB")
     text = raw.decode("utf-8", errors="replace")
@@ -300,24 +314,12 @@ def _team(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
 
 
 def _lock(env: Mapping[str, str], named: str | None) -> dict[str, Any]:
-    path = named
+    path = named or _in_workspace(env, "runner-agent.lock")
     if path is None:
-        workspace = env.get("GITHUB_WORKSPACE")
-        found = os.path.join(workspace, ".github", "runner-agent.lock") if workspace else None
-        if found is None or not os.path.isfile(found):
-            return {}
-        path = found
-    try:
-        # Non-blocking: a FIFO planted for the file must not hang the step.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise errors.BadInput(f"the lock file {path} is not a regular file")
-            raw = handle.read(MAX_LOCK_BYTES + 1)
-    except OSError as exc:
-        raise errors.BadInput(f"cannot read the lock file {path}: {exc.strerror}") from None
+        return {}
+    raw = _read_bounded(path, MAX_LOCK_BYTES, "lock file")
     if len(raw) > MAX_LOCK_BYTES:
-        raise errors.BadInput(f"the lock file {path} is over 1 MiB")
+        raise errors.BadInput(f"the lock file {path} is over 256 KiB")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:

@@ -159,7 +159,7 @@ async def post_ensure(request: web.Request) -> web.StreamResponse:
             team_doc=team_doc,
             options=body.options,
             policy_for=resolution.UNCHECKED if admin else repository,
-            lock=resolution.lock_from(body.lock, "lock"),
+            lock=await resolution.lock_of(body.lock, "lock"),
         )
     ).to_data()
     if job is not None:

@@ -141,7 +141,7 @@ async def post_plan(request: web.Request) -> web.Response:
         labels=body.labels,
         extra=body.requests,
         team_doc=body.team,
-        lock=resolution.lock_from(body.lock, "lock"),
+        lock=await resolution.lock_of(body.lock, "lock"),
     )
     return web.Response(text=plan.to_json(), content_type="application/json")
 

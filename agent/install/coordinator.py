@@ -217,8 +217,12 @@ class Coordinator:
     async def ensure_step(
         self, step: wire.Step, platform: wire.PlatformData, listener: Listener
     ) -> Outcome:
-        """Make ``step`` present (joining an install already running for it)."""
+        """Make ``step`` present (joining an install already running for it, unless a
+        lock file pins other bytes for it: that one waits for the entry, then refuses
+        it if it is not made from them)."""
         key = step["prefix"] or f"system:{step['id']}"
+        if step["method"] != "system":
+            key += "".join(f"#{sha}" for sha in entries.pinned(step))
         job = self._jobs.get(key)
         if job is None:
             job = _Job(asyncio.get_running_loop().create_future())

@@ -56,9 +56,10 @@ _GUARD = threading.Lock()
 
 @dataclass
 class Looked:
-    """What the indexes gave: versions per feature, and warnings for the plan."""
+    """What the indexes gave: per feature its versions, each with the template vars the
+    index gives it (:func:`agent.catalog.indexes.parse_vars`), and warnings for the plan."""
 
-    versions: dict[str, list[str]] = field(default_factory=dict)
+    versions: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -85,7 +86,9 @@ class VersionIndexes:
                 looked.warnings.append(warning)
         return looked
 
-    def _one(self, ident: str, index: manifest.VersionIndex) -> tuple[list[str] | None, str | None]:
+    def _one(
+        self, ident: str, index: manifest.VersionIndex
+    ) -> tuple[dict[str, dict[str, str]] | None, str | None]:
         with _GUARD:
             lock = _LOCKS[index.url]
         with lock:  # another thread fetching the same index: take its answer
@@ -93,10 +96,10 @@ class VersionIndexes:
 
     def _locked(
         self, ident: str, index: manifest.VersionIndex
-    ) -> tuple[list[str] | None, str | None]:
+    ) -> tuple[dict[str, dict[str, str]] | None, str | None]:
         shown = urls.hide_url(downloads.rewrite(index.url, self.policy))
         cached = self._read(index.url)
-        stale: list[str] | None = None
+        stale: dict[str, dict[str, str]] | None = None
         if cached is not None:
             try:
                 stale = self._parse(index, cached[0], shown)
@@ -129,8 +132,8 @@ class VersionIndexes:
         return found, None
 
     @staticmethod
-    def _parse(index: manifest.VersionIndex, body: bytes, shown: str) -> list[str]:
-        return indexes.parse(index.kind, body, source=shown, tag_prefix=index.tag_prefix)
+    def _parse(index: manifest.VersionIndex, body: bytes, shown: str) -> dict[str, dict[str, str]]:
+        return indexes.parse_vars(index.kind, body, source=shown, tag_prefix=index.tag_prefix)
 
     # --- the cache on the store -----------------------------------------------------
 

@@ -120,17 +120,23 @@ class Prewarmer:
         lock: lockfile.Lock | None = None
         if settings.github.configured and job.head_sha:
             seconds = settings.github.request_timeout_seconds * settings.github.max_attempts
-            try:
-                team_doc, lock = await asyncio.gather(
-                    teamfiles.at_commit(
-                        self._team_configs, job.repository, job.head_sha, seconds=seconds
-                    ),
-                    teamfiles.lock_at_commit(
-                        self._team_configs, job.repository, job.head_sha, seconds=seconds
-                    ),
-                )
-            except errors.SourceError as exc:
-                logger.warning("pre-warm of %s: no team config or lock (%s)", job.name, exc.message)
+            team, locked = await asyncio.gather(
+                teamfiles.at_commit(
+                    self._team_configs, job.repository, job.head_sha, seconds=seconds
+                ),
+                teamfiles.lock_at_commit(
+                    self._team_configs, job.repository, job.head_sha, seconds=seconds
+                ),
+                return_exceptions=True,
+            )
+            # Each on its own: a bad lock still leaves the team file to pre-warm.
+            for name, got in (("team config", team), ("lock", locked)):
+                if isinstance(got, errors.SourceError):
+                    logger.warning("pre-warm of %s: no %s (%s)", job.name, name, got.message)
+                elif isinstance(got, BaseException):
+                    raise got
+            team_doc = None if isinstance(team, BaseException) else team
+            lock = None if isinstance(locked, BaseException) else locked
         labels = self._requests(job)
         if not labels and team_doc is None:
             return

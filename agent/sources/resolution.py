@@ -153,6 +153,13 @@ def _with_options(
     return parsed
 
 
+async def lock_of(data: wire.JsonObject | None, source: str) -> lockfile.Lock | None:
+    """:func:`lock_from` in a thread (a lock of 256 KiB takes ~10 ms to check)."""
+    if data is None:
+        return None
+    return await asyncio.to_thread(lock_from, data, source)
+
+
 def lock_from(data: wire.JsonObject | None, source: str) -> lockfile.Lock | None:
     """The lock that a body's (or a commit's) parsed JSON holds; :class:`errors.InvalidLock`
     lists its problems."""

@@ -138,13 +138,19 @@ def not_as_locked(step: wire.ToolStep, found: receipts.Receipt) -> list[str]:
     """The sha256 digests a lock file pins for ``step`` that the entry's receipt does not
     name as its sources (an entry is shared, and may have been made, from the catalog,
     after the upstream changed what it serves); empty for a step no lock pins."""
-    pinned = [a["sha256"] for a in step["actions"] if a["action"] == "download" and a.get("locked")]
-    pinned += [
+    wanted = pinned(step)
+    if not wanted:
+        return []
+    have = {s.sha256 for s in found.sources}
+    return [p for p in wanted if p not in have]
+
+
+def pinned(step: wire.ToolStep) -> list[str]:
+    """The sha256 digests a lock file pins for ``step`` (none for a step no lock pins)."""
+    found = [a["sha256"] for a in step["actions"] if a["action"] == "download" and a.get("locked")]
+    found += [
         a["manifest_sha256"]
         for a in step["actions"]
         if a["action"] == "components" and "manifest_sha256" in a
     ]
-    if not pinned:
-        return []
-    have = {s.sha256 for s in found.sources}
-    return [p for p in pinned if p not in have]
+    return found

@@ -136,7 +136,7 @@ def test_a_version_the_catalog_dropped_installs_from_the_lock_with_a_warning() -
     assert node["version"] == "20.0.99"
     assert node["actions"][0]["url"] == url
     assert any(
-        "node 20.0.99 is locked but the catalog no longer lists it" in w for w in resolved.warnings
+        "node 20.0.99 is locked but the catalog does not list it" in w for w in resolved.warnings
     )
 
 
@@ -182,3 +182,44 @@ def test_options_off_their_default_are_part_of_the_platform_key() -> None:
     )
     [node] = plan("node@20", lock=None).features
     assert planning.lock_key(BUNDLED, node, HERE) == "linux/x64/glibc"
+
+
+def test_a_locked_version_these_methods_do_not_serve_here_is_not_taken() -> None:
+    # node from the npm registry on linux/arm64 serves some versions only: a locked one
+    # it does not serve gets the same error as without the lock, not a plan that fails.
+    unlocked = None
+    try:
+        plan("node@22;source=npm", lock=None, target=ARM)
+    except resolver.ResolutionError as exc:
+        unlocked = str(exc)
+    assert unlocked is not None
+    assert "cannot be installed on linux/arm64/glibc" in unlocked
+    lock = lockfile.Lock()
+    lock.put("node", "22.21.1", "linux/arm64/glibc;SOURCE=npm", lockfile.Entry("npm"))
+    with pytest.raises(resolver.ResolutionError) as caught:
+        plan("node@22;source=npm", lock=lock, target=ARM)
+    assert str(caught.value) == unlocked
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "1"])
+def test_lock_version_must_be_the_integer_1(value: object) -> None:
+    with pytest.raises(lockfile.LockError, match="lockVersion is"):
+        lockfile.from_data({"lockVersion": value, "features": {}})
+
+
+def test_a_password_with_an_unencoded_slash_is_refused_and_never_quoted() -> None:
+    data = json.loads(node_lock().dump())
+    entry = data["features"]["node"]["20.11.1"]["linux/x64/glibc"]
+    entry["artifacts"][0]["url"] = "https://user:s3cr/et@nodejs.org/dist/x.tgz"
+    with pytest.raises(lockfile.LockError) as caught:
+        lockfile.from_data(data)
+    assert "holds credentials" in str(caught.value)
+    assert "s3cr" not in str(caught.value)
+
+
+def test_many_problems_are_cut_to_the_first_fifty() -> None:
+    bad = {"lockVersion": 1, "features": {f"-{n}": {} for n in range(200)}}
+    with pytest.raises(lockfile.LockError) as caught:
+        lockfile.from_data(bad)
+    assert len(caught.value.problems) == lockfile.MAX_PROBLEMS + 1
+    assert caught.value.problems[-1] == "... and 150 more"

@@ -356,4 +356,4 @@ def test_a_version_index_refuses_versions_with_vars(tmp_path: Path) -> None:
     data["versions"] = ["1.0.0", {"version": "2.0.0", "vars": {"build": "7"}}]
     data["version_index"] = {"kind": "node", "url": "https://example.invalid/index.json"}
     problems = problems_for(tmp_path, data)
-    assert any("versions 2.0.0 carry vars, which a version only the index" in p for p in problems)
+    assert any("versions 2.0.0 carry vars that a node index does not give" in p for p in problems)

@@ -72,7 +72,7 @@ def test_plan_for_macos_from_linux() -> None:
 
 
 def test_plan_problems_exit_1_with_every_problem() -> None:
-    proc = cli("plan", "feature:nodejs", "feature:python@2", "feature:jq@1.7")
+    proc = cli("plan", "feature:nodejs", "feature:cmake@2", "feature:jq@1.7")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 3

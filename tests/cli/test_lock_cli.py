@@ -192,7 +192,7 @@ def test_a_version_the_catalog_dropped_installs_from_the_lock(
         "--config", str(config(tmp_path, http_server)),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "node 20.0.99 is locked but the catalog no longer lists it" in proc.stderr
+    assert "node 20.0.99 is locked but the catalog does not list it" in proc.stderr
     assert "node/20.0.99/x64/bin" in proc.stdout
 
 
@@ -214,3 +214,47 @@ def test_a_bad_lock_is_named_before_anything_installs(tmp_path: Path, http_serve
     )  # fmt: skip
     assert linked.returncode == 1
     assert "cannot be read" in linked.stderr
+
+
+def test_locking_another_platform_keeps_the_first_and_upgrade_moves_on(
+    tmp_path: Path, http_server: Server
+) -> None:
+    fixtures.serve_node(http_server)
+    x64 = fixtures.fake_node("20.11.1")
+    arm = x64 + b"arm64"  # any bytes: only their hash and size are recorded
+    names = {"linux-x64": x64, "linux-arm64": arm}
+    sums = "".join(
+        f"{hashlib.sha256(b).hexdigest()}  node-v20.11.1-{n}.tar.gz\n" for n, b in names.items()
+    )
+    http_server.route("/dist/v20.11.1/node-v20.11.1-linux-arm64.tar.gz", ok(arm))
+    http_server.route("/dist/v20.11.1/SHASUMS256.txt", ok(sums.encode()))
+    lock, _ = lock_node(tmp_path, http_server)
+    # linux/arm64 (no libc given: glibc, what Linux jobs look up) is added, x64 stays.
+    added = run_cli(
+        "features", "lock", "--features", "node@20.11.1", "--output", str(lock),
+        "--platform", "linux/arm64", "--config", str(config(tmp_path, http_server)),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    data = json.loads(lock.read_text())
+    platforms = data["features"]["node"]["20.11.1"]  # type: ignore[index]
+    assert sorted(platforms) == ["linux/arm64/glibc", KEY]
+    assert platforms["linux/arm64/glibc"]["artifacts"][0]["size"] == len(arm)
+    # --upgrade of a feature nobody asked about, or with --check, is a usage error.
+    typo = run_cli(
+        "features", "lock", "--features", "node@20.11.1", "--output", str(lock),
+        "--upgrade", "nodee", "--config", str(config(tmp_path, http_server)),
+    )  # fmt: skip
+    assert typo.returncode == 2
+    assert "--upgrade nodee: no such feature" in typo.stderr
+    checking = run_cli(
+        "features", "lock", "--check", "--upgrade", "--features", "node@20.11.1",
+        "--output", str(lock), "--config", str(config(tmp_path, http_server)),
+    )  # fmt: skip
+    assert checking.returncode == 2
+    # The check covers both platforms the lock has, offline.
+    checked = run_cli(
+        "features", "lock", "--check", "--features", "node@20.11.1", "--output", str(lock),
+        "--config", str(config(tmp_path, http_server)),
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "the lock is current: 2 entries" in checked.stderr

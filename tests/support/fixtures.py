@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -28,7 +29,11 @@ LINUX = model.Platform(os="linux", arch="x64", libc="glibc", package_manager="ap
 def tar_gz(files: dict[str, tuple[bytes, int]], *, top: str | None = None) -> bytes:
     """A tar.gz of ``name -> (content, mode)``, optionally under one top folder."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    # mtime=0: the same files give the same bytes (gzip's header carries the time).
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for name, (content, mode) in files.items():
             info = tarfile.TarInfo(f"{top}/{name}" if top else name)
             info.size = len(content)

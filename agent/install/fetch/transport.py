@@ -67,8 +67,8 @@ class ChecksumMismatch(DownloadError):
 
 class LockViolation(DownloadError):
     """The artifact is not the one the repository's lock file pins (trusted on first
-    use): nothing is kept; either the upstream (or a mirror) changed it, or the lock was
-    edited."""
+    use): nothing is installed from it (the download cache, keyed by content, may keep
+    the bytes); either the upstream (or a mirror) changed it, or the lock was edited."""
 
     def __init__(self, url: str, *, what: str, locked: str, actual: str) -> None:
         self.locked, self.actual = locked, actual
