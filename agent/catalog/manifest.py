@@ -171,7 +171,9 @@ class VersionIndex(_Strict):
     kind: indexes.IndexKind = Field(
         description=(
             "The payload's form: node (dist/index.json), go (dl/?mode=json), pypi (the "
-            "JSON API), npm (a packument) or github-releases (the REST releases list)."
+            "JSON API), npm (a packument), github-releases (the REST releases list) or "
+            "python-build-standalone (its REST releases list: versions from the asset "
+            "names, each with its release tag as the var release)."
         )
     )
     url: values.Line = Field(description="The https URL of the index, fetched through the mirrors.")

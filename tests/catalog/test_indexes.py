@@ -285,3 +285,64 @@ def test_source_passed_through_as_given() -> None:
     source = "https://mirror.example/pypi/x/json?page=2"
     with pytest.raises(VersionIndexError, match=r"^https://mirror\.example/pypi/x/json\?page=2: "):
         indexes.parse("pypi", b"[]", source=source)
+
+
+# --- python-build-standalone: versions from release assets, with their tag ----------
+
+
+def _pbs_release(tag: str, names: list[str], **flags: Any) -> dict[str, Any]:
+    # A GitHub release object as the REST API serves one (the shape of
+    # github-business-releases.json), with asset objects as GitHub documents them.
+    base = f"https://github.com/astral-sh/python-build-standalone/releases/download/{tag}"
+    assets = [
+        {"name": n, "state": "uploaded", "size": 1, "browser_download_url": f"{base}/{n}"}
+        for n in names
+    ]
+    return {"tag_name": tag, "draft": False, "prerelease": False, "assets": assets, **flags}
+
+
+def test_python_build_standalone_versions_carry_their_release_tag() -> None:
+    newest = _pbs_release(
+        "20251120",
+        [
+            "cpython-3.14.1+20251120-x86_64-unknown-linux-gnu-install_only.tar.gz",
+            "cpython-3.14.1+20251120-x86_64-unknown-linux-gnu-install_only.tar.gz.sha256",
+            "cpython-3.13.10+20251120-aarch64-apple-darwin-install_only.tar.gz",
+            "cpython-3.15.0a2+20251120-x86_64-unknown-linux-gnu-install_only.tar.gz",
+            "cpython-3.14.1+20251120-x86_64-unknown-linux-gnu-debug-full.tar.zst",
+            "cpython-3.12.99+20250101-x86_64-unknown-linux-gnu-install_only.tar.gz",  # not its tag
+            "SHA256SUMS",
+        ],
+    )
+    older = _pbs_release(
+        "20251031",
+        [
+            "cpython-3.14.0+20251031-x86_64-unknown-linux-gnu-install_only.tar.gz",
+            "cpython-3.13.10+20251031-x86_64-unknown-linux-gnu-install_only.tar.gz",
+        ],
+    )
+    draft = _pbs_release(
+        "20251201",
+        ["cpython-3.14.2+20251201-x86_64-unknown-linux-gnu-install_only.tar.gz"],
+        draft=True,
+    )
+    body = json.dumps([draft, newest, older]).encode()
+    found = indexes.parse_vars("python-build-standalone", body, source=SOURCE)
+    assert found == {
+        "3.14.1": {"release": "20251120"},
+        "3.14.0": {"release": "20251031"},
+        "3.13.10": {"release": "20251120"},  # the newest release that has it
+    }
+    assert indexes.parse("python-build-standalone", body, source=SOURCE) == [
+        "3.14.1",
+        "3.14.0",
+        "3.13.10",
+    ]
+
+
+def test_python_build_standalone_needs_releases_with_assets() -> None:
+    message = _error(
+        "python-build-standalone", json.dumps([{"tag_name": "v1.0.0", "draft": False}]).encode()
+    )
+    assert "lists no stable release version" in message
+    assert "install_only.tar.gz" in message

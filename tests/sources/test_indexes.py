@@ -235,3 +235,53 @@ def test_gh_resolves_a_release_only_its_github_releases_list_names(
     assert download["url"] == f"{base}/gh_2.60.1_linux_amd64.tar.gz"
     assert download["checksum_url"] == f"{base}/gh_2.60.1_checksums.txt"
     assert http_server.count("/repos/cli/cli/releases") == 1
+
+
+def test_python_resolves_a_newer_patch_with_the_release_tag_its_index_gives(
+    tmp_path: Path, http_server: Server
+) -> None:
+    # Two releases in GitHub's REST shape (that of github-business-releases.json), their
+    # assets named as python-build-standalone names them; 3.14.1 is a real CPython release.
+    def release(tag: str, versions: list[str]) -> dict[str, object]:
+        names = [
+            f"cpython-{v}+{tag}-x86_64-unknown-linux-gnu-install_only.tar.gz" for v in versions
+        ]
+        return {
+            "tag_name": tag,
+            "draft": False,
+            "prerelease": False,
+            "assets": [{"name": n, "state": "uploaded"} for n in [*names, "SHA256SUMS"]],
+        }
+
+    served = [release("20251202", ["3.14.1", "3.13.10"]), release("20251031", ["3.14.0"])]
+    http_server.route(
+        "/repos/astral-sh/python-build-standalone/releases", ok(json.dumps(served).encode())
+    )
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cache": {"root": str(tmp_path / "store")},
+                "installer": {
+                    "mirrors": {"https://api.github.com/repos/": http_server.url("/repos/")}
+                },
+            }
+        )
+    )
+    proc = run_cli(
+        "plan", "feature:python@3.14.1", "--os", "linux", "--arch", "x64", "--config", str(config)
+    )
+    assert proc.returncode == 0, proc.stderr
+    [python] = json.loads(proc.stdout)["features"]
+    assert python["version"] == "3.14.1"
+    [download, _extract] = python["actions"]
+    base = "https://github.com/astral-sh/python-build-standalone/releases/download/20251202"
+    name = "cpython-3.14.1+20251202-x86_64-unknown-linux-gnu-install_only.tar.gz"
+    assert download["url"] == f"{base}/{name}"
+    assert download["checksum_url"] == f"{base}/SHA256SUMS"
+    # A version the catalog lists keeps the catalog's own tag, and fetches nothing.
+    listed = run_cli(
+        "plan", "feature:python@3.14.0", "--os", "linux", "--arch", "x64", "--config", str(config)
+    )
+    assert "/20251031/" in json.loads(listed.stdout)["features"][0]["actions"][0]["url"]
+    assert http_server.count("/repos/astral-sh/python-build-standalone/releases") == 1
