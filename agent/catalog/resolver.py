@@ -230,23 +230,25 @@ def wanting_index(
     catalog: loading.Catalog,
     lock: lockfile.Lock | None = None,
 ) -> list[manifest.Feature]:
-    """The requested features with a version index whose asked version the catalog's
-    own list does not meet (``node@19``): those whose index to consult. A version the
+    """The features of the requests, their dependencies included, with a version index
+    whose constraints the catalog's own list does not meet together (``node@19``, or a
+    feature that requires ``python>=3.15``): those whose index to consult. A version the
     catalog lists, or the ``lock`` pins, needs no fetch, so resolution stays offline for
     everything it knows."""
-    found: dict[str, manifest.Feature] = {}
-    for request in wanted:
-        feature = catalog.features.get(request.id)
-        if feature is None or feature.version_index is None or request.spec is None:
+    found: list[manifest.Feature] = []
+    for ident, want in sorted(_collect(wanted, catalog, []).items()):
+        feature = catalog.features[ident]
+        if feature.version_index is None:
             continue
         try:
-            spec = feature.expand(request.spec)
+            specs = [feature.expand(s) for s, _, _ in want.constraints if s is not None]
         except versions.VersionSpecError:
             continue  # reported by resolve
-        known = [*feature.version_list(), *(lock.versions(feature.id) if lock else [])]
-        if spec is not None and versions.best_match(known, [spec]) is None:
-            found[feature.id] = feature
-    return [found[k] for k in sorted(found)]
+        asked = [s for s in specs if s is not None]
+        known = [*feature.version_list(), *(lock.versions(ident) if lock else [])]
+        if asked and versions.best_match(known, asked) is None:
+            found.append(feature)
+    return found
 
 
 def _served(candidates: Sequence[methods.Method]) -> list[str] | None:

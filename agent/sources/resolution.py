@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 
 from agent.catalog import loading as catalog_loading
-from agent.catalog import lockfile, policy, requests, resolver, team
+from agent.catalog import lockfile, manifest, policy, requests, resolver, team
 from agent.config import loading as config_loading
 from agent.config import models as config_models
 from agent.platform import model
@@ -69,12 +69,22 @@ async def resolve(
 
 def _names_indexed(catalog: catalog_loading.Catalog, texts: list[str]) -> bool:
     # A feature with a version index may fetch it (blocking): never on the loop. Read
-    # loosely (the grammar runs later): "feature:node@19;x=y" and "node@19" name node.
-    for text in texts:
-        ident = text.lower().removeprefix(requests.PREFIX).partition("@")[0].partition(";")[0]
-        feature = catalog.features.get(ident.strip())
-        if feature is not None and feature.version_index is not None:
+    # loosely (the grammar runs later): "feature:node@19;x=y" and "node@19" name node;
+    # what they require counts too (a dependency's spec may need the index).
+    queue = [
+        text.lower().removeprefix(requests.PREFIX).partition("@")[0].partition(";")[0].strip()
+        for text in texts
+    ]
+    seen: set[str] = set()
+    while queue:
+        ident = queue.pop()
+        feature = catalog.features.get(ident)
+        if feature is None or ident in seen:
+            continue
+        if feature.version_index is not None:
             return True
+        seen.add(ident)
+        queue += [manifest.parse_requirement(r).id for r in feature.requires]
     return False
 
 

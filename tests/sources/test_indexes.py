@@ -285,3 +285,21 @@ def test_python_resolves_a_newer_patch_with_the_release_tag_its_index_gives(
     )
     assert "/20251031/" in json.loads(listed.stdout)["features"][0]["actions"][0]["url"]
     assert http_server.count("/repos/astral-sh/python-build-standalone/releases") == 1
+
+
+def test_a_dependency_s_requirement_the_catalog_does_not_meet_consults_the_index(
+    tmp_path: Path, http_server: Server
+) -> None:
+    from tests.catalog import factories
+
+    http_server.route("/dist/index.json", ok(SERVED))
+    ours = tmp_path / "catalog"
+    factories.write(ours, factories.archive_feature("kit", requires=["node>=19,<20"]))
+    both = loading.load([paths.bundled_catalog(), ours])
+    wanted = [requests.parse("feature:kit@1.0.0")]
+    assert [f.id for f in resolver.wanting_index(wanted, both)] == ["node"]
+    looked = lookup(http_server, tmp_path / "store").lookup(resolver.wanting_index(wanted, both))
+    resolved = resolver.resolve(wanted, both, HERE, store_root="/store", indexed=looked.versions)
+    assert {f["id"]: f["version"] for f in resolved.features}["node"] == "19.9.0"
+    # What the catalog's own list meets needs no index.
+    assert resolver.wanting_index([requests.parse("feature:node@20")], both) == []
