@@ -18,9 +18,11 @@ The format (JSON, keys sorted, two-space indent, so a change is a small diff)::
     }
 
 A platform key is the target's triple, followed by ``;NAME=value`` for each option whose
-value is not the feature's default (options can change what is downloaded). ``method``
-is how the entry installs; pip, npm and script entries pin the version only (their
-artifacts are the package manager's business), so their ``artifacts`` list is empty.
+value is not the feature's default (options can change what is downloaded; the value
+percent-encoded). ``method`` is how the entry installs; pip, npm and script entries pin
+the version only (their artifacts are the package manager's business), so their
+``artifacts`` list is empty. ``vars``, where present, are the template vars a version
+index gave the version (python-build-standalone's ``release``).
 
 Policy:
 - pure, like the rest of the catalog: parsing takes text, dumping returns text;
@@ -39,7 +41,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from agent.catalog import versions
 from agent.kits import urls
@@ -62,8 +64,11 @@ MAX_SIZE = 1 << 40
 _ID = re.compile(r"(?a:[a-z0-9][a-z0-9._-]{0,63})")
 _VERSION = re.compile(r"(?a:[0-9A-Za-z][0-9A-Za-z.+_-]{0,63})")
 _PLATFORM = re.compile(
-    r"(?a:[a-z0-9]{1,16}(/[a-z0-9]{1,16}){1,2}(;[A-Z][A-Z0-9_]{0,63}=[^;\s]{0,200})*)"
+    r"(?a:[a-z0-9]{1,16}(/[a-z0-9]{1,16}){1,2}(;[A-Z_][A-Z0-9_]{0,63}=[A-Za-z0-9._~%-]{0,600})*)"
 )
+_VAR_NAME = re.compile(r"(?a:[a-z][a-z0-9_]{0,31})")
+_VAR_VALUE = re.compile(r"(?a:[0-9A-Za-z][0-9A-Za-z._+-]{0,63})")
+MAX_VARS = 8
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METHODS = ("archive", "pip", "npm", "script")
 
@@ -99,9 +104,18 @@ class Entry:
 
     method: str
     artifacts: tuple[Artifact, ...] = ()
+    vars: tuple[tuple[str, str], ...] = ()
+    """The template vars a version index gave the version (python-build-standalone's
+    ``release``): what renders its URLs once the index has moved on."""
 
     def to_json(self) -> dict[str, object]:
-        return {"artifacts": [a.to_json() for a in self.artifacts], "method": self.method}
+        data: dict[str, object] = {
+            "artifacts": [a.to_json() for a in self.artifacts],
+            "method": self.method,
+        }
+        if self.vars:
+            data["vars"] = dict(self.vars)
+        return data
 
 
 @dataclass
@@ -119,6 +133,13 @@ class Lock:
 
     def put(self, ident: str, version: str, platform: str, entry: Entry) -> None:
         self.features.setdefault(ident, {}).setdefault(version, {})[platform] = entry
+
+    def vars(self, ident: str, version: str) -> dict[str, str]:
+        """The vars the lock recorded for ``ident`` at ``version`` (any platform's)."""
+        for entry in self.features.get(ident, {}).get(version, {}).values():
+            if entry.vars:
+                return dict(entry.vars)
+        return {}
 
     def entries(self) -> Iterator[tuple[str, str, str, Entry]]:
         """Every (id, version, platform, entry), sorted."""
@@ -147,8 +168,9 @@ class Lock:
 
 
 def platform_key(triple: str, options: Mapping[str, str]) -> str:
-    """The key of a target's entries: its triple, then each option set off its default."""
-    return triple + "".join(f";{k}={v}" for k, v in sorted(options.items()))
+    """The key of a target's entries: its triple, then each option set off its default
+    (the value percent-encoded: an option may hold spaces or ``;``)."""
+    return triple + "".join(f";{k}={quote(v, safe='')}" for k, v in sorted(options.items()))
 
 
 def parse(text: str | bytes, *, source: str = PATH) -> Lock:
@@ -186,7 +208,8 @@ def from_data(data: object, *, source: str = PATH) -> Lock:
         )
     unknown = sorted(set(data) - {"features", "lockVersion"})
     if unknown:
-        problems.append(f"unknown keys {unknown[:5]!a}; expected features and lockVersion")
+        shown = [k[:80] for k in unknown[:5]]
+        problems.append(f"unknown keys {shown!a}; expected features and lockVersion")
     features = data.get("features", {})
     if not isinstance(features, dict):
         problems.append(f"features is a JSON {type(features).__name__}; expected an object")
@@ -242,8 +265,11 @@ def _parses(version: str) -> bool:
 
 
 def _entry(raw: object, where: str, problems: list[str]) -> Entry | None:
-    if not isinstance(raw, dict) or set(raw) != {"artifacts", "method"}:
-        problems.append(f"{where}: expected an object with exactly artifacts and method")
+    if not isinstance(raw, dict) or not {"artifacts", "method"} <= set(raw) <= _ENTRY_KEYS:
+        problems.append(f"{where}: expected an object with artifacts, method and maybe vars")
+        return None
+    given = _vars(raw.get("vars", {}), f"{where}.vars", problems)
+    if given is None:
         return None
     method, artifacts = raw["method"], raw["artifacts"]
     if method not in _METHODS:
@@ -262,7 +288,28 @@ def _entry(raw: object, where: str, problems: list[str]) -> Entry | None:
             found.append(artifact)
     if len(found) != len(artifacts):
         return None
-    return Entry(method=method, artifacts=tuple(found))
+    return Entry(method=method, artifacts=tuple(found), vars=given)
+
+
+_ENTRY_KEYS = {"artifacts", "method", "vars"}
+
+
+def _vars(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, str], ...] | None:
+    """A version's vars: a few plain names to values that can sit in a URL's path (no
+    ``/``, ``?``, ``#``, ``%``, nor a leading ``.``)."""
+    if not isinstance(raw, dict) or len(raw) > MAX_VARS:
+        problems.append(f"{where}: expected an object of at most {MAX_VARS} name: value")
+        return None
+    for name, value in raw.items():
+        if not _VAR_NAME.fullmatch(name) or not isinstance(value, str):
+            problems.append(f"{where}: {name[:40]!a} is not a var name (lowercase, digits, _)")
+            return None
+        if not _VAR_VALUE.fullmatch(value):
+            problems.append(
+                f"{where}.{name}: {value[:80]!a} is not a plain value (letters, digits, . _ + -)"
+            )
+            return None
+    return tuple(sorted(raw.items()))
 
 
 def _artifact(item: object, where: str, problems: list[str]) -> Artifact | None:

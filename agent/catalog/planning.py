@@ -15,7 +15,16 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.catalog import loading, lockfile, manifest, methods, requests, steps, templates
+from agent.catalog import (
+    indexes,
+    loading,
+    lockfile,
+    manifest,
+    methods,
+    requests,
+    steps,
+    templates,
+)
 from agent.platform import model
 from agent.platform import plans as wire
 
@@ -43,15 +52,19 @@ def step(
     lock: lockfile.Lock | None = None,
     warnings: list[str] | None = None,
     index_vars: Mapping[str, str] | None = None,
+    lock_only: bool = False,
+    lock_artifacts: bool = True,
 ) -> wire.Step:
     """The plan step that installs ``ident`` at ``version`` with ``method`` for ``target``
     in round ``number``, pinned by ``lock``'s entry for it when there is one;
-    ``index_vars`` are the template vars a version index gave ``version`` (the
-    catalog's own, for a version it lists, win)."""
+    ``index_vars`` are the template vars a version index (or the lock, writing down an
+    index's) gave ``version``: only the names the feature's index kind gives are taken,
+    and the catalog's own, for a version it lists, win. ``lock_only``: the catalog does
+    not list ``version``, nor did an index: the lock's word alone (see the module)."""
     feature = catalog.features[ident]
     option_env = _options(feature, want.request, want.variant)
     entry = None
-    if lock is not None and version in lock.versions(ident):
+    if lock is not None and lock_artifacts and version in lock.versions(ident):
         key = _lock_key(feature, option_env, target)
         entry = lock.entry(ident, version, key)
         if entry is None and warnings is not None and isinstance(method, methods.ArchiveMethod):
@@ -65,7 +78,7 @@ def step(
         "os": target.os,
         "arch": target.arch,
         "libc": target.libc or "",
-        **(index_vars or {}),
+        **_index_vars(feature, index_vars),
         **feature.version_vars(version),
     }
     env = method.env or feature.env
@@ -97,6 +110,10 @@ def step(
         # gets its own folder, which setup-* (looking for <arch>) never picks up.
         digest = hashlib.sha256(json.dumps(option_env, sort_keys=True).encode()).hexdigest()
         leaf = f"{target.arch}-{digest[:12]}"
+    if lock_only and entry is not None and entry.artifacts and not _verified_upstream(method):
+        # Nothing but the lock vouches for these bytes (a pin the catalog dropped): an
+        # entry of their own, named by their hash, which no other step ever finds.
+        leaf += f"-lock-{entry.artifacts[0].sha256[:12]}"
     prefix = posixpath.join(store_root, feature.toolcache_name or feature.id, version, leaf)
     actions = steps.build(
         feature,
@@ -128,6 +145,23 @@ def step(
         },
         "check": _check(check, fill),
     }
+
+
+def _verified_upstream(method: methods.Method) -> bool:
+    """Whether the upstream's checksum file (or components' manifest) verifies what
+    ``method`` downloads for any version, lock or not."""
+    return isinstance(method, methods.ArchiveMethod) and bool(
+        method.checksum_url or method.components is not None
+    )
+
+
+def _index_vars(feature: manifest.Feature, given: Mapping[str, str] | None) -> dict[str, str]:
+    """The vars an index (or the lock) gave, limited to the names the feature's index
+    kind gives: no other name (``version``, ``os``...) can be replaced."""
+    if not given or feature.version_index is None:
+        return {}
+    allowed = indexes.VARS.get(feature.version_index.kind, frozenset())
+    return {k: v for k, v in given.items() if k in allowed}
 
 
 def lock_key(catalog: loading.Catalog, step: wire.Step, target: model.Platform) -> str:

@@ -53,6 +53,9 @@ class Plan:
     platform: model.Platform
     features: list[wire.Step]
     warnings: list[str] = field(default_factory=list)
+    vars: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per feature, the template vars a version index (or the lock) gave its version:
+    what ``features lock`` records; not part of the plan's data."""
 
     def to_data(self) -> wire.Plan:
         """The plan as plain data (the wire format of ``/v1/plan``)."""
@@ -104,6 +107,7 @@ def resolve(
     notes: Sequence[str] = (),
     indexed: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
     lock: lockfile.Lock | None = None,
+    lock_artifacts: bool = True,
 ) -> Plan:
     """Resolve ``wanted`` for ``target``; raise :class:`ResolutionError` with every problem.
 
@@ -115,7 +119,9 @@ def resolve(
     With a ``lock``, a feature gets its highest locked version that meets every
     constraint (even one the catalog no longer lists, with a warning), and an archive
     step downloads the lock's artifacts, verified against the lock's hashes and sizes;
-    a catalog that pins another hash for one of them is a problem naming both."""
+    a catalog that pins another hash for one of them is a problem naming both. Without
+    ``lock_artifacts`` the lock pins versions (and their vars) only: each step is the
+    catalog's own, as ``features lock --check`` compares them."""
     problems: list[str] = []
     warnings: list[str] = list(notes)
     wants = _collect(wanted, catalog, problems)
@@ -129,6 +135,10 @@ def resolve(
         served = _served(candidates)
         extra = (indexed or {}).get(ident, {})
         locked = lock.versions(ident) if lock is not None and feature.versioned else []
+        if not all(isinstance(m, methods.ArchiveMethod) for m in candidates):
+            # A locked version the catalog does not list installs only by archive, whose
+            # bytes the lock pins; pip, npm and scripts install what the registry serves.
+            locked = [v for v in locked if v in feature.version_list() or v in extra]
         version = _version_for(feature, wants[ident], target, problems, served, extra, locked)
         if version is None or not candidates:
             continue
@@ -161,12 +171,19 @@ def resolve(
         )
     rounds = _rounds(chosen, catalog)
     features: list[wire.Step] = []
+    plan_vars: dict[str, dict[str, str]] = {}
     for number, ident in rounds:
         version, method = chosen[ident]
         runtime = next(
             ((f["version"], f["prefix"]) for f in features if f["id"] == "python" and f["prefix"]),
             None,
         )
+        given = (indexed or {}).get(ident, {}).get(version)
+        lock_only = lock is not None and given is None and version not in _listed(catalog, ident)
+        if lock_only and lock is not None:
+            given = lock.vars(ident, version)  # an index gave them when the lock was written
+        if given:
+            plan_vars[ident] = dict(given)
         try:
             features.append(
                 planning.step(
@@ -181,14 +198,21 @@ def resolve(
                     runtime if _requires(catalog, ident, "python") else None,
                     lock,
                     warnings,
-                    (indexed or {}).get(ident, {}).get(version),
+                    given,
+                    lock_only,
+                    lock_artifacts,
                 )
             )
         except Exception as exc:  # a manifest case the loader missed must not be a crash
             problems.append(f"{ident}: {exc}")
     if problems:
         raise ResolutionError(sorted(problems))
-    return Plan(platform=target, features=features, warnings=warnings)
+    return Plan(platform=target, features=features, warnings=warnings, vars=plan_vars)
+
+
+def _listed(catalog: loading.Catalog, ident: str) -> list[str]:
+    feature = catalog.features[ident]
+    return feature.version_list() if feature.versioned else ["system"]
 
 
 def _asked_of(want: _Want) -> planning.Asked:
@@ -294,8 +318,10 @@ def _version_for(
         # newer ones, and a pre-release counts (someone locked it). A version the catalog
         # lists must also be one these methods serve here; one it does not list is the
         # lock's word alone.
-        listed = set(known)
-        usable = [v for v in locked if served is None or v in served or v not in listed]
+        # One spelling per version: a locked 20.19.06 is the catalog's 20.19.6.
+        spelled = {versions.parse_version(v): v for v in known}
+        canonical = [spelled.get(versions.parse_version(v), v) for v in locked]
+        usable = [v for v in canonical if served is None or v in served or v not in known]
         pinned = versions.best_match(usable, [s for s, _ in specs], prereleases=True)
         if pinned is not None:
             return pinned

@@ -62,6 +62,20 @@ def version_fields(version: str) -> dict[str, str]:
     }
 
 
+class MissingValue(ValueError):
+    """A template names a value this version does not have (a version the catalog does
+    not list, whose vars came from nowhere)."""
+
+
 def render(template: str, values: Mapping[str, str]) -> str:
-    """Fill ``template``; every name was checked at load time."""
-    return template.format_map(dict(values))
+    """Fill ``template``; every name was checked at load time, against the versions the
+    catalog lists (:class:`MissingValue` for one that lacks a var)."""
+    try:
+        return template.format_map(dict(values))
+    except KeyError as exc:
+        raise MissingValue(
+            f"{template[:200]!a} needs {{{exc.args[0]}}}, which version "
+            f"{values.get('version', '?')} does not have: the catalog does not list it, and "
+            "neither its version index nor the lock gave it; run runner-agent features "
+            "lock --upgrade to lock a version that has it"
+        ) from None

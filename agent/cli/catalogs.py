@@ -276,6 +276,7 @@ def resolve_cli(
     store_root: str,
     version_indexes: indexes.VersionIndexes | None = None,
     lock: lockfile.Lock | None = None,
+    lock_artifacts: bool = True,
 ) -> resolver.Plan | int:
     """The plan for command-line requests (labels, and ``id@spec`` with full ranges) and
     an optional team file, as ``plan`` and ``ensure --local`` build it; or, after printing
@@ -302,6 +303,7 @@ def resolve_cli(
             notes=[*merged.notes, *(looked.warnings if looked else [])],
             indexed=looked.versions if looked else None,
             lock=lock,
+            lock_artifacts=lock_artifacts,
         )
     except loading.ConfigError as exc:
         for problem in exc.problems:

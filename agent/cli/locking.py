@@ -27,14 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli import common
+from agent.cli import common, lockcheck
 
 if TYPE_CHECKING:  # imported where used: commands start fast
     from agent.catalog import loading as catalog_loading
-    from agent.catalog import lockfile, resolver
+    from agent.catalog import lockfile
     from agent.config import models as config_models
     from agent.platform import model
-    from agent.platform import plans as wire
 
 
 def add_parser(fsub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -110,7 +109,7 @@ def run_lock(args: argparse.Namespace) -> int:
     team = args.team
     if team is None and Path(".github/runner-config.yml").is_file():
         team = Path(".github/runner-config.yml")
-    if not args.features and team is None:
+    if not args.features and team is None and not args.check:
         return common.fail(
             "nothing to lock: give --features (node@20 python@3.12 ...) or a team file "
             "(--team, or run where .github/runner-config.yml is)",
@@ -125,7 +124,7 @@ def run_lock(args: argparse.Namespace) -> int:
             old = read(output)
         except lockfile.LockError as exc:
             if args.check:
-                return _problems(exc.problems, str(output))
+                return lockcheck.problems(exc.problems, str(output))
             # A broken lock is rewritten from scratch, and said so.
             print(f"runner-agent: note: {exc}; writing it anew", file=sys.stderr)
     elif args.check:
@@ -144,7 +143,7 @@ def run_lock(args: argparse.Namespace) -> int:
         )
     if args.check:
         assert old is not None
-        return _check(old, catalog, settings, targets, requested, team, features)
+        return lockcheck.check(old, catalog, settings, targets, requested, team, features)
     keep = _kept(old, args.upgrade)
     return _write(keep, old, catalog, settings, targets, requested, team, features, output)
 
@@ -190,32 +189,6 @@ def _kept(old: lockfile.Lock | None, upgrade: list[str] | None) -> lockfile.Lock
     return lockfile.Lock({k: v for k, v in old.features.items() if k not in named})
 
 
-def _plan(
-    given: list[str],
-    team: Path | None,
-    catalog: catalog_loading.Catalog,
-    settings: config_models.Settings,
-    target: model.Platform,
-    features: config_models.FeaturesSettings,
-    lock: lockfile.Lock | None,
-    *,
-    online: bool,
-) -> resolver.Plan | int:
-    from agent.cli import catalogs
-    from agent.sources import indexes
-
-    return catalogs.resolve_cli(
-        given,
-        team,
-        catalog,
-        target,
-        features,
-        store_root=str(settings.cache.root),
-        version_indexes=indexes.from_settings(settings) if online else None,
-        lock=lock,
-    )
-
-
 def _write(
     keep: lockfile.Lock | None,
     old: lockfile.Lock | None,
@@ -235,7 +208,9 @@ def _write(
     new = lockfile.Lock()
     with _DownloadCache(settings) as cache:
         for target in targets:
-            plan = _plan(given, team, catalog, settings, target, features, keep, online=True)
+            plan = lockcheck.resolve_for(
+                given, team, catalog, settings, target, features, keep, online=True
+            )
             if isinstance(plan, int):
                 return plan
             for warning in plan.warnings:
@@ -251,119 +226,27 @@ def _write(
                 entry = lockfile.Entry(
                     method=step["method"],
                     artifacts=tuple(lockfile.Artifact(s.url, s.sha256, s.size) for s in seen),
+                    vars=tuple(sorted(plan.vars.get(step["id"], {}).items())),
                 )
                 new.put(step["id"], step["version"], key, entry)
                 shown = f"{len(seen)} artifact(s)" if seen else "version only"
                 print(f"locked {step['id']} {step['version']} for {key}: {shown}", file=sys.stderr)
     asked = {t.triple for t in targets}
-    moved = {i for i in (old.features if old else {}) if keep is None or i not in keep.features}
     for ident, version, key, entry in old.entries() if old else ():
-        # Other platforms' entries stay unless this run moved the feature to another
-        # version (--upgrade, or a request the old version no longer meets).
+        # Other platforms' entries stay for the versions this run locked too; a feature
+        # this run moved on, or no longer asks for, goes (--check would call it stale).
         if key.partition(";")[0] in asked:
             continue
-        if version in new.features.get(ident, {}) or (
-            ident not in moved and ident not in new.features
-        ):
+        if version in new.features.get(ident, {}):
             new.put(ident, version, key, entry)
         else:
-            print(f"dropped {ident} {version} for {key}: it moved on", file=sys.stderr)
+            print(f"dropped {ident} {version} for {key}: no longer locked", file=sys.stderr)
     try:
         _save(output, new.dump())
     except OSError as exc:
         return common.fail(f"cannot write {output}: {exc.strerror}")
     print(f"wrote {output}: {len(new)} entries", file=sys.stderr)
     return common.EXIT_OK
-
-
-def _check(
-    lock: lockfile.Lock,
-    catalog: catalog_loading.Catalog,
-    settings: config_models.Settings,
-    targets: list[model.Platform],
-    given: list[str],
-    team: Path | None,
-    features: config_models.FeaturesSettings,
-) -> int:
-    from agent.catalog import lockfile, planning
-
-    # The lock's versions, not its artifacts: each step is then what the catalog alone
-    # makes for that version, to compare with what the lock recorded.
-    versions = lockfile.Lock({i: {v: {} for v in by} for i, by in lock.features.items()})
-    stale: list[str] = []
-    used: set[tuple[str, str, str]] = set()
-    for target in targets:
-        plan = _plan(given, team, catalog, settings, target, features, versions, online=False)
-        if isinstance(plan, int):
-            return plan
-        for step in plan.features:
-            if step["method"] == "system":
-                continue
-            key = planning.lock_key(catalog, step, target)
-            entry = lock.entry(step["id"], step["version"], key)
-            if entry is None:
-                stale.append(f"{step['id']}: not locked for {key} (resolves to {step['version']})")
-                continue
-            used.add((step["id"], step["version"], key))
-            feature = catalog.features[step["id"]]
-            # Offline, a version only an index lists cannot be told from a dropped one.
-            listed = step["version"] in feature.version_list() or feature.version_index is not None
-            stale += _compare(step, entry, key, listed)
-    asked = {t.triple for t in targets}
-    for ident, version, key, _entry in lock.entries():
-        if key.partition(";")[0] in asked and (ident, version, key) not in used:
-            stale.append(f"{ident} {version} for {key}: no request uses it")
-    for line in stale:
-        print(f"stale: {line}")
-    if stale:
-        print(
-            f"{len(stale)} stale entr{'y' if len(stale) == 1 else 'ies'}: run runner-agent "
-            "features lock (add --upgrade ID to move a feature on)",
-            file=sys.stderr,
-        )
-        return common.EXIT_BAD
-    print(f"the lock is current: {len(lock)} entries", file=sys.stderr)
-    return common.EXIT_OK
-
-
-def _compare(
-    step: wire.Step,
-    entry: lockfile.Entry,
-    key: str,
-    listed: bool,
-) -> list[str]:
-    where = f"{step['id']} {step['version']} for {key}"
-    fresh = step
-    if not listed:
-        return [f"{where}: the catalog no longer lists it; it installs as the lock pins it"]
-    if fresh["method"] != entry.method:
-        return [
-            f"{where}: the catalog now installs it by {fresh['method']}, the lock by {entry.method}"
-        ]
-    found: list[str] = []
-    actions: list[tuple[str, str | None]] = []  # (url, the sha256 the catalog pins)
-    for action in fresh["actions"] if fresh["method"] != "system" else []:
-        if action["action"] == "download":
-            actions.append((action["url"], action.get("sha256")))
-        elif action["action"] == "components":
-            actions.append((action["manifest_url"], None))
-    for artifact, (url, pinned) in zip(entry.artifacts, actions, strict=False):
-        if url != artifact.url:
-            found.append(f"{where}: the catalog now downloads {url}, the lock {artifact.url}")
-        if pinned is not None and pinned != artifact.sha256:
-            found.append(f"{where}: the catalog pins sha256 {pinned}, the lock {artifact.sha256}")
-    if len(actions) != len(entry.artifacts):
-        found.append(
-            f"{where}: the catalog installs from {len(actions)} artifact(s), the lock lists "
-            f"{len(entry.artifacts)}"
-        )
-    return found
-
-
-def _problems(problems: list[str], source: str) -> int:
-    for problem in problems:
-        print(f"{source}: {problem}")
-    return common.EXIT_BAD
 
 
 class _DownloadCache:

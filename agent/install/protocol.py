@@ -187,7 +187,9 @@ def _as_locked(step: wire.ToolStep, found: receipts.Receipt, what: str) -> None:
             f"the store's entry was made from sha256 {made}, but the lock file pins "
             f"{', '.join(missing)}: the upstream's artifact changed since the lock was "
             f"written (or the lock was edited); run runner-agent features lock --upgrade "
-            f"{step['id']} and review the diff",
+            f"{step['id']} and review the diff. An entry made before this agent recorded "
+            "what it came from (a components' manifest) installs again once removed from "
+            "the store",
         )
 
 

@@ -223,3 +223,86 @@ def test_many_problems_are_cut_to_the_first_fifty() -> None:
         lockfile.from_data(bad)
     assert len(caught.value.problems) == lockfile.MAX_PROBLEMS + 1
     assert caught.value.problems[-1] == "... and 150 more"
+
+
+def test_a_version_only_the_lock_vouches_for_gets_an_entry_of_its_own() -> None:
+    # protoc pins every hash in the catalog (no checksum file upstream): a version the
+    # catalog does not list has nothing but the lock behind it, so no other step (no
+    # lock, or another lock) can ever find its entry.
+    url = "https://github.com/protocolbuffers/protobuf/releases/download/v30.0/protoc-30.0-linux-x86_64.zip"
+    lock = lockfile.Lock()
+    lock.put(
+        "protoc",
+        "30.0",
+        "linux/x64/glibc",
+        lockfile.Entry("archive", (lockfile.Artifact(url, SHA, 9),)),
+    )
+    resolved = plan("protoc@30", lock=lock)
+    [protoc] = resolved.features
+    assert protoc["version"] == "30.0"
+    assert protoc["prefix"] == f"/store/protoc/30.0/x64-lock-{SHA[:12]}"
+    assert protoc["actions"][0]["sha256"] == SHA
+    assert any(
+        "protoc 30.0 is locked but the catalog does not list it" in w for w in resolved.warnings
+    )
+    # node verifies any version against the release's SHASUMS256.txt: the usual entry.
+    dropped = plan("node@20.0", lock=node_lock("20.0.99", NODE_URL.replace("20.11.1", "20.0.99")))
+    assert dropped.features[0]["prefix"] == "/store/node/20.0.99/x64"
+
+
+def test_pip_and_npm_features_take_no_version_the_catalog_does_not_list() -> None:
+    # They install what the registry serves for the version: nothing the lock can pin.
+    [listed] = plan("uv", lock=None).features
+    assert listed["method"] == "pip"
+    lock = lockfile.Lock()
+    lock.put("uv", "0.0.1", "linux/x64/glibc", lockfile.Entry("pip"))
+    resolved = plan("uv", lock=lock)
+    assert resolved.features[0]["version"] == listed["version"]
+    assert any("not pinned by the lock: uv" in w for w in resolved.warnings)
+
+
+def test_the_lock_gives_a_version_the_vars_its_index_gave() -> None:
+    # python 3.14.1 came from python-build-standalone's index with its release tag; the
+    # index has moved on since, the lock has not.
+    base = "https://github.com/astral-sh/python-build-standalone/releases/download/20251202"
+    url = f"{base}/cpython-3.14.1+20251202-x86_64-unknown-linux-gnu-install_only.tar.gz"
+    lock = lockfile.Lock()
+    entry = lockfile.Entry("archive", (lockfile.Artifact(url, SHA, 9),), (("release", "20251202"),))
+    lock.put("python", "3.14.1", "linux/x64/glibc", entry)
+    again = lockfile.parse(lock.dump())
+    assert again.vars("python", "3.14.1") == {"release": "20251202"}
+    resolved = plan("python@3.14", lock=again)
+    [python] = resolved.features
+    assert python["version"] == "3.14.1"
+    assert python["actions"][0]["url"] == url
+    assert python["actions"][0]["checksum_url"] == f"{base}/SHA256SUMS"
+    assert python["prefix"] == "/store/Python/3.14.1/x64"  # its checksum file verifies it
+    assert resolved.vars == {"python": {"release": "20251202"}}
+    # Without the vars its URL cannot be made: said so, naming what is missing.
+    bare = lockfile.Lock()
+    bare.put(
+        "python",
+        "3.14.1",
+        "linux/x64/glibc",
+        lockfile.Entry("archive", (lockfile.Artifact(url, SHA, 9),)),
+    )
+    with pytest.raises(resolver.ResolutionError, match=r"needs \{release\}, which version 3.14.1"):
+        plan("python@3.14", lock=bare)
+
+
+@pytest.mark.parametrize(
+    "value", ["../../etc", "a/b", "x?y=1", "%2e%2e", ".hidden", "a b", "x" * 65]
+)
+def test_a_var_value_that_could_leave_its_url_path_is_refused(value: str) -> None:
+    data = json.loads(node_lock().dump())
+    data["features"]["node"]["20.11.1"]["linux/x64/glibc"]["vars"] = {"release": value}
+    with pytest.raises(lockfile.LockError, match="is not a plain value"):
+        lockfile.from_data(data)
+
+
+def test_option_values_in_a_platform_key_survive_a_round_trip() -> None:
+    key = lockfile.platform_key("linux/x64/glibc", {"FLAVOUR": "a b;c", "_X": "1"})
+    assert key == "linux/x64/glibc;FLAVOUR=a%20b%3Bc;_X=1"
+    lock = lockfile.Lock()
+    lock.put("node", "20.11.1", key, lockfile.Entry("pip"))
+    assert lockfile.parse(lock.dump()).entry("node", "20.11.1", key) == lockfile.Entry("pip")

@@ -258,3 +258,58 @@ def test_locking_another_platform_keeps_the_first_and_upgrade_moves_on(
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "the lock is current: 2 entries" in checked.stderr
+
+
+def test_a_version_an_index_gave_is_locked_with_its_vars_and_checks_alone(
+    tmp_path: Path, http_server: Server
+) -> None:
+    tag, name = "20251202", "cpython-3.14.1+20251202-x86_64-unknown-linux-gnu-install_only.tar.gz"
+    # python-build-standalone's releases in GitHub's REST shape, its SHA256SUMS and the
+    # archive (any bytes: the lock records their hash, nothing runs them).
+    release = {"tag_name": tag, "draft": False, "prerelease": False, "assets": [{"name": name}]}
+    http_server.route(
+        "/repos/astral-sh/python-build-standalone/releases", ok(json.dumps([release]).encode())
+    )
+    body = b"python archive bytes"
+    http_server.route(f"/pbs/{tag}/{name}", ok(body))
+    sums = f"{hashlib.sha256(body).hexdigest()}  {name}\n".encode()
+    http_server.route(f"/pbs/{tag}/SHA256SUMS", ok(sums))
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cache": {"root": str(tmp_path / "store")},
+                "installer": {
+                    "mirrors": {
+                        "https://api.github.com/repos/": http_server.url("/repos/"),
+                        "https://github.com/astral-sh/python-build-standalone/releases/download/": (
+                            http_server.url("/pbs/")
+                        ),
+                    },
+                    "download_attempts": 1,
+                },
+            }
+        )
+    )
+    lock = tmp_path / "runner-agent.lock"
+    wrote = run_cli(
+        "features", "lock", "--features", "python@3.14.1", "--platform", KEY,
+        "--output", str(lock), "--config", str(path),
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    entry = json.loads(lock.read_text())["features"]["python"]["3.14.1"][KEY]
+    assert entry["vars"] == {"release": tag}
+    assert entry["artifacts"][0]["sha256"] == hashlib.sha256(body).hexdigest()
+    # No requests: each entry is checked against the catalog on its own, offline.
+    fetched = http_server.count("/repos/astral-sh/python-build-standalone/releases")
+    alone = run_cli("features", "lock", "--check", "--output", str(lock), "--config", str(path))
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert http_server.count("/repos/astral-sh/python-build-standalone/releases") == fetched
+    data = json.loads(lock.read_text())
+    data["features"]["python"]["3.14.1"][KEY]["artifacts"][0]["url"] = (
+        "https://mirror.invalid/p.tgz"
+    )
+    lock.write_text(json.dumps(data))
+    stale = run_cli("features", "lock", "--check", "--output", str(lock), "--config", str(path))
+    assert stale.returncode == 1
+    assert "stale: python 3.14.1 for linux/x64/glibc: the catalog now downloads" in stale.stdout
