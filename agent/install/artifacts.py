@@ -13,6 +13,7 @@ hash: it pins each component's, which the install verifies.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,9 @@ def fetch(
     ``on_checksum`` hears a digest read from a checksum file."""
     sha = action.get("sha256")
     locked = action.get("locked", False)
+    if locked and "size" in action:
+        # The lock knows the size: a body that outgrows it stops there, not at 16 GiB.
+        policy = dataclasses.replace(policy, max_bytes=min(policy.max_bytes, action["size"]))
     sha512 = None
     if "checksum_url" in action:
         listed = downloads.fetch_checksum(action["checksum_url"], action["file"], policy=policy)
@@ -73,6 +77,12 @@ def fetch(
             raise
         raise transport.LockViolation(
             exc.url, what="its sha256", locked=exc.expected, actual=exc.actual
+        ) from exc
+    except transport.TooBig as exc:
+        if not locked or "size" not in action or exc.limit != action["size"]:
+            raise
+        raise transport.LockViolation(
+            exc.url, what="its size", locked=str(action["size"]), actual=f"over {exc.limit}"
         ) from exc
     if locked and "size" in action and artifact.size != action["size"]:
         raise transport.LockViolation(

@@ -248,7 +248,7 @@ def test_a_locked_download_of_the_locked_bytes_is_fetched(
 def test_a_locked_download_whose_sha256_differs_is_refused_naming_both(
     tmp_path: Path, http_server: Server, mirrored: downloads.Policy
 ) -> None:
-    changed = b"republished archive " * 700
+    changed = bytes([BODY[0] ^ 1]) + BODY[1:]  # as long as the locked bytes, but others
     actual = hashlib.sha256(changed).hexdigest()
     http_server.route("/mirror/v1/tool.tgz", ok(changed))
     cache = downloads.DownloadCache(tmp_path / "downloads")
@@ -263,6 +263,19 @@ def test_a_locked_download_whose_sha256_differs_is_refused_naming_both(
     assert isinstance(caught.value.__cause__, transport.ChecksumMismatch)
     assert not caught.value.transient
     assert http_server.count("/mirror/v1/tool.tgz") == 1  # not retried
+    assert files_in(cache) == []
+
+
+def test_a_locked_download_that_outgrows_the_locked_size_stops_there(
+    tmp_path: Path, http_server: Server, mirrored: downloads.Policy
+) -> None:
+    http_server.route("/mirror/v1/tool.tgz", ok(BODY * 3))
+    cache = downloads.DownloadCache(tmp_path / "downloads")
+
+    with pytest.raises(transport.LockViolation) as caught:
+        artifacts.fetch(locked(UPSTREAM), cache, mirrored)
+
+    assert f"its size is over {len(BODY)}, but the lock file pins {len(BODY)}" in str(caught.value)
     assert files_in(cache) == []
 
 

@@ -248,9 +248,21 @@ def opener(policy: Policy) -> urllib.request.OpenerDirector:
     return opener
 
 
+class TooBig(DownloadError):
+    """The body is over the limit (the policy's, or a locked artifact's size)."""
+
+    def __init__(self, url: str, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            url,
+            f"body {what}; the limit is {limit}",
+            "check the URL, or raise max_bytes if the artifact really is this big",
+            transient=False,
+        )
+
+
 def too_big(url: str, what: str, limit: int) -> DownloadError:
-    advice = "check the URL, or raise max_bytes if the artifact really is this big"
-    return fatal(url, f"body {what}; the limit is {limit}", advice)
+    return TooBig(url, what, limit)
 
 
 def http_error(url: str, exc: urllib.error.HTTPError) -> DownloadError:
