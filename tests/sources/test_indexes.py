@@ -54,6 +54,14 @@ def lookup(server: Server, store: Path, *, ttl: float = 3600.0) -> indexes.Versi
     return indexes.VersionIndexes(store_root=store, policy=policy, ttl=ttl)
 
 
+def mirrored_config(tmp_path: Path, mirrors: dict[str, str]) -> Path:
+    """An agent config with its store under ``tmp_path`` and these mirrors."""
+    config = tmp_path / "agent.yaml"
+    data = {"cache": {"root": str(tmp_path / "store")}, "installer": {"mirrors": mirrors}}
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
 def plan(spec: str, found: indexes.VersionIndexes) -> resolver.Plan:
     wanted = [requests.parse(f"feature:node@{spec}")]
     bundled = catalog()
@@ -213,16 +221,8 @@ def test_gh_resolves_a_release_only_its_github_releases_list_names(
     release = dict(published[-1], tag_name="v2.60.1", name="GitHub CLI 2.60.1")
     release.update(draft=False, prerelease=False)
     http_server.route("/repos/cli/cli/releases", ok(json.dumps([release, *published]).encode()))
-    config = tmp_path / "agent.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "cache": {"root": str(tmp_path / "store")},
-                "installer": {
-                    "mirrors": {"https://api.github.com/repos/": http_server.url("/repos/")}
-                },
-            }
-        )
+    config = mirrored_config(
+        tmp_path, {"https://api.github.com/repos/": http_server.url("/repos/")}
     )
     proc = run_cli(
         "plan", "feature:gh@2.60", "--os", "linux", "--arch", "x64", "--config", str(config)
@@ -257,16 +257,8 @@ def test_python_resolves_a_newer_patch_with_the_release_tag_its_index_gives(
     http_server.route(
         "/repos/astral-sh/python-build-standalone/releases", ok(json.dumps(served).encode())
     )
-    config = tmp_path / "agent.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "cache": {"root": str(tmp_path / "store")},
-                "installer": {
-                    "mirrors": {"https://api.github.com/repos/": http_server.url("/repos/")}
-                },
-            }
-        )
+    config = mirrored_config(
+        tmp_path, {"https://api.github.com/repos/": http_server.url("/repos/")}
     )
     proc = run_cli(
         "plan", "feature:python@3.14.1", "--os", "linux", "--arch", "x64", "--config", str(config)
