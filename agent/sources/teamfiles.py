@@ -45,24 +45,31 @@ def team_from_yaml(text: str, source: str = "team_yaml") -> wire.JsonObject:
     return data
 
 
-async def at_commit(
-    configs: contents.TeamConfigs, repository: str, sha: str, *, seconds: float
-) -> wire.JsonObject | None:
-    """The team document of ``repository`` at ``sha`` on GitHub, or ``None`` when the
-    commit has none (or no full sha was given: nothing can be read at a short one)."""
+async def _at_commit(
+    configs: contents.TeamConfigs, repository: str, sha: str, path: str, seconds: float
+) -> tuple[str, str] | None:
+    """(text, source) of ``path`` in ``repository`` at ``sha`` on GitHub, or ``None``
+    when the commit has none (or no full sha was given: nothing can be read at a short
+    one); a GitHub error is :class:`errors.GitHubUnavailable`."""
     if not _FULL_SHA.fullmatch(sha):
         return None
     deadline = asyncio.get_running_loop().time() + seconds
     try:
-        text = await configs.get(repository, sha, deadline=deadline)
+        text = await configs.get(repository, sha, path=path, deadline=deadline)
     except github_errors.GitHubError as exc:
         raise errors.GitHubUnavailable(
-            f"cannot read {contents.TEAM_CONFIG} of {repository} at {sha[:12]} from GitHub: {exc}"
+            f"cannot read {path} of {repository} at {sha[:12]} from GitHub: {exc}"
         ) from exc
-    if text is None:
-        return None
-    source = f"{repository}@{sha[:12]}:{contents.TEAM_CONFIG}"
-    return await asyncio.to_thread(team_from_yaml, text, source)
+    return None if text is None else (text, f"{repository}@{sha[:12]}:{path}")
+
+
+async def at_commit(
+    configs: contents.TeamConfigs, repository: str, sha: str, *, seconds: float
+) -> wire.JsonObject | None:
+    """The team document of ``repository`` at ``sha`` on GitHub, or ``None`` when the
+    commit has none."""
+    found = await _at_commit(configs, repository, sha, contents.TEAM_CONFIG, seconds)
+    return None if found is None else await asyncio.to_thread(team_from_yaml, *found)
 
 
 async def lock_at_commit(
@@ -71,19 +78,8 @@ async def lock_at_commit(
     """The lock file of ``repository`` at ``sha`` (:data:`lockfile.PATH`, beside the team
     file), or ``None`` when the commit has none; one with errors fails the job
     (:class:`errors.InvalidLock`): a lock that cannot be read must not be ignored."""
-    if not _FULL_SHA.fullmatch(sha):
-        return None
-    deadline = asyncio.get_running_loop().time() + seconds
-    try:
-        text = await configs.get(repository, sha, path=lockfile.PATH, deadline=deadline)
-    except github_errors.GitHubError as exc:
-        raise errors.GitHubUnavailable(
-            f"cannot read {lockfile.PATH} of {repository} at {sha[:12]} from GitHub: {exc}"
-        ) from exc
-    if text is None:
-        return None
-    source = f"{repository}@{sha[:12]}:{lockfile.PATH}"
-    return await asyncio.to_thread(_parse_lock, text, source)
+    found = await _at_commit(configs, repository, sha, lockfile.PATH, seconds)
+    return None if found is None else await asyncio.to_thread(_parse_lock, *found)
 
 
 def _parse_lock(text: str, source: str) -> lockfile.Lock:
